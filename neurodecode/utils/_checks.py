@@ -1,0 +1,57 @@
+"""Argument checks with messages that name the parameter and the fix."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _check_option(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """Raise ``ValueError`` naming the parameter, the allowed values and the value."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(
+            f"Invalid value for the {name!r} parameter. Allowed values are "
+            f"{', '.join(repr(a) for a in allowed)}, but got {value!r} instead."
+        )
+    return value
+
+
+def check_random_state(seed: None | int | np.random.Generator) -> np.random.Generator:
+    """Turn ``seed`` into a :class:`numpy.random.Generator` (never the global RNG)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, numbers.Integral):
+        return np.random.default_rng(seed)
+    raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(seed).__name__}")
+
+
+def _check_path(path: str | Path, *, what: str, hint: str = "", must_exist: bool = True,
+                kind: str = "any") -> Path:
+    """Return ``path`` as a Path; raise ``FileNotFoundError`` naming it and the fix."""
+    p = Path(path).expanduser()
+    if must_exist and not p.exists():
+        msg = f"{what} not found: {p}"
+        if hint:
+            msg += f". {hint}"
+        raise FileNotFoundError(msg)
+    if must_exist and kind == "dir" and not p.is_dir():
+        raise NotADirectoryError(f"{what} must be a folder, got a file: {p}. {hint}".rstrip(". ") )
+    if must_exist and kind == "file" and not p.is_file():
+        raise IsADirectoryError(f"{what} must be a file, got a folder: {p}. {hint}".rstrip(". "))
+    return p
+
+
+def _ensure_finite(array: np.ndarray, *, what: str) -> None:
+    """Raise ``ValueError`` if ``array`` holds NaN or inf, counting them."""
+    arr = np.asarray(array)
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        n_bad = int((~np.isfinite(arr)).sum())
+        raise ValueError(
+            f"{what} contains {n_bad} non-finite value(s) (NaN or inf). Remove or impute "
+            "them before fitting (e.g. drop the affected trials or features)."
+        )

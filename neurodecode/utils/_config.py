@@ -1,0 +1,54 @@
+"""User settings: argument, then environment, then ``~/.neurodecode/config.json``, then default."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+#: Every known setting, with its description (the one table users read).
+KNOWN_CONFIG = {
+    "NEURODECODE_DATA": "Folder for simulated datasets and caches (default ~/.cache/neurodecode).",
+    "NEURODECODE_LOGGING_LEVEL": "Default log level: debug, info, warning, error.",
+    "NEURODECODE_TQDM": "'off' disables progress bars, 'ascii' forces ASCII bars.",
+    "NEURODECODE_NSD_ROOT": "Root of the Natural Scenes Dataset (the bucket root natural-scenes-dataset/).",
+}
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("NEURODECODE_CONFIG", Path.home() / ".neurodecode" / "config.json"))
+
+
+def get_config(key: str, default: str | None = None) -> str | None:
+    """Return a setting from the environment, then the JSON config file, then ``default``.
+
+    Parameters
+    ----------
+    key : str
+        One of :data:`KNOWN_CONFIG`.
+    default : str | None
+        Returned when the key is set nowhere.
+    """
+    if key not in KNOWN_CONFIG:
+        raise KeyError(f"Unknown neurodecode setting {key!r}; known settings: {sorted(KNOWN_CONFIG)}")
+    if key in os.environ:
+        return os.environ[key]
+    f = _config_file()
+    if f.is_file():
+        try:
+            values = json.loads(f.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"The neurodecode config file {f} is not valid JSON ({err}). Fix or delete it.") from err
+        if key in values:
+            return str(values[key])
+    return default
+
+
+def get_data_dir() -> Path:
+    """Folder for simulated data and caches (``NEURODECODE_DATA`` or ``~/.cache/neurodecode``)."""
+    value = get_config("NEURODECODE_DATA")
+    if value:
+        return Path(value).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "neurodecode"

@@ -1,0 +1,32 @@
+"""Progress bars (tqdm) that honour ``NEURODECODE_TQDM`` and the log level."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from ._logging import logger
+
+
+def _disabled() -> bool:
+    env = os.environ.get("NEURODECODE_TQDM", "auto").lower()
+    if env in ("off", "0", "false", "no"):
+        return True
+    return logger.getEffectiveLevel() > logging.INFO
+
+
+def ProgressBar(iterable: Iterable | None = None, *, total: int | None = None,
+                desc: str | None = None, unit: str = "it", **kwargs: Any):
+    """Return a tqdm progress bar.
+
+    Disabled when ``NEURODECODE_TQDM=off`` or the neurodecode log level is
+    above INFO. ``NEURODECODE_TQDM=ascii`` forces ASCII bars.
+    """
+    from tqdm.auto import tqdm
+
+    ascii_ = os.environ.get("NEURODECODE_TQDM", "").lower() == "ascii"
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=_disabled(),
+                ascii=ascii_ or None, leave=kwargs.pop("leave", False),
+                dynamic_ncols=True, **kwargs)
