@@ -13,7 +13,7 @@ __version__ = "0.1.0.dev0"
 
 _SUBMODULES = (
     "analysis", "config", "datasets", "embeddings", "io", "models", "preprocessing",
-    "reports", "tasks", "training", "utils",
+    "reports", "tasks", "training", "utils", "workflow",
 )
 
 __all__ = [*_SUBMODULES, "__version__"]

@@ -1,0 +1,173 @@
+"""The ``neurodecode`` command line: a thin layer over the Python API.
+
+Subcommands
+-----------
+fit       fit decoders and write a run folder (config, weights, metrics.json, report.html)
+simulate  write a simulated dataset in a real dataset's on-disk layout
+config    print the resolved config of a recipe, or every key with its default
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+
+FIT_EPILOG = """\
+examples:
+  neurodecode fit
+      the embedded demo: simulates NSD in the real on-disk layout (cached), loads it with
+      load_nsd, fits a ridge baseline and a contrastive MLP, writes runs/demo/report.html
+  neurodecode fit pipelines/nsd_ridge.yaml --root /data/natural-scenes-dataset
+      the same on real NSD (the bucket root holding nsddata/, nsddata_betas/, nsddata_stimuli/)
+  neurodecode fit pipelines/demo.yaml --set models.mlp.max_epochs=5 --set data.subjects=[1]
+      any recipe with overrides; values are read as YAML (numbers, lists, null)
+  neurodecode fit --help-config
+      every config key with its default and meaning
+
+the run folder holds:
+  config.yaml        the resolved config (rerun with: neurodecode fit RUN/config.yaml)
+  models/            weights as safetensors + JSON config (mlp/, ridge/subjXX/)
+  metrics.json       every retrieval metric with its bootstrap confidence interval
+  report.html        self-contained report: table with CIs, per-subject bars, top-k curve, examples
+  predictions_*.npz  decoded test embeddings
+"""
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
+
+
+def _level(args: argparse.Namespace) -> str:
+    return "debug" if args.verbose else "warning" if args.quiet else "info"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``neurodecode`` command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="neurodecode",
+        description="Decode brain signals (fMRI, MEG, EEG) into the stimuli that caused them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `neurodecode COMMAND --help` for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"neurodecode {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fit = sub.add_parser(
+        "fit", help="fit decoders on a dataset and write a run folder with a report",
+        description="Fit a ridge baseline and a multi-subject contrastive decoder, evaluate retrieval "
+                    "(MindEye2 protocol, bootstrap CIs) and write config, weights, metrics.json and "
+                    "report.html. With no recipe, runs the embedded demo on simulated NSD.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FIT_EPILOG)
+    fit.add_argument("recipe", nargs="?", help="YAML recipe (see pipelines/); default: the embedded demo")
+    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set models.mlp.lr=1e-3 (repeatable)")
+    fit.add_argument("--root", help="dataset root on disk (same as --set data.root=PATH)")
+    fit.add_argument("--output", "-o", help="run folder (default: <output_dir>/<name>, never overwritten)")
+    fit.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
+    _add_verbosity(fit)
+
+    sim = sub.add_parser("simulate", help="write a simulated dataset in a real on-disk layout",
+                         description="Write a simulated dataset in the real layout of NAME, with brain "
+                                     "responses generated from procedural stimuli (see docs/simulator.md).")
+    sim.add_argument("name", help="dataset layout to simulate (nsd)")
+    sim.add_argument("out_dir", help="folder to write")
+    sim.add_argument("--n-subjects", type=int, default=2, help="number of subjects (default 2)")
+    sim.add_argument("--n-sessions", type=int, default=4, help="sessions per subject (default 4)")
+    sim.add_argument("--trials-per-session", type=int, default=750, help="trials per session (default 750)")
+    sim.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing different simulation")
+    _add_verbosity(sim)
+
+    cfg = sub.add_parser("config", help="print the resolved config of a recipe as YAML",
+                         description="Print the resolved config (recipe + --set overrides) as YAML.")
+    cfg.add_argument("recipe", nargs="?", help="YAML recipe; default: the embedded demo")
+    cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def _config_help() -> str:
+    from .config import describe_keys
+
+    rows = describe_keys()
+    width = max(len(k) for k, _, _ in rows)
+    lines = ["Config keys (set in a YAML recipe or with --set KEY=VALUE):", ""]
+    for key, default, desc in rows:
+        lines.append(f"  {key:<{width}}  default: {default!r}")
+        for chunk in textwrap.wrap(desc, 90):
+            lines.append(f"  {'':<{width}}    {chunk}")
+    return "\n".join(lines)
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .utils import use_log_level
+    from .workflow import run_fit
+
+    if args.help_config:
+        print(_config_help())
+        return 0
+    overrides = list(args.overrides)
+    if args.root:
+        overrides.append(f"data.root={args.root}")
+    config = load_config(args.recipe, overrides)
+    with use_log_level(_level(args)):
+        result = run_fit(config, run_dir=args.output)
+    print(f"Report: {result.report_path}")
+    return 0
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from .datasets import simulate
+    from .utils import use_log_level
+
+    with use_log_level(_level(args)):
+        out = simulate(args.name, args.out_dir, n_subjects=args.n_subjects, n_sessions=args.n_sessions,
+                       trials_per_session=args.trials_per_session, image_size=args.image_size,
+                       seed=args.seed, overwrite=args.overwrite)
+    print(f"Simulated {args.name} dataset: {out}")
+    return 0
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from .config import config_to_yaml, load_config
+
+    print(config_to_yaml(load_config(args.recipe, args.overrides)), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neurodecode`` console script."""
+    import os
+
+    from ._compat import ensure_torchvision
+    from .config import ConfigError
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never a silent download from the command line
+    ensure_torchvision()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handlers = {"fit": _run_fit, "simulate": _run_simulate, "config": _run_config}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as err:
+        print(f"neurodecode {args.command}: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError, ValueError, OSError, KeyError) as err:
+        print(f"neurodecode {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("neurodecode: interrupted; earlier outputs are intact.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

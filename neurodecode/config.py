@@ -1,0 +1,296 @@
+"""Typed run configs: YAML in, unknown keys rejected, ``--set a.b=c`` overrides.
+
+A run config is a :class:`FitConfig`. Every field has a default, so an empty
+config is the embedded demo (simulated NSD, fitted through the real loader).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A run config is invalid: an unknown key, a wrong type or a bad value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which recordings to load."""
+
+    dataset: Literal["nsd"] = Field("nsd", description="Dataset name (loader).")
+    root: str | None = Field(
+        None, description="Dataset root on disk (NSD: the bucket root with nsddata/, nsddata_betas/). "
+        "null = simulate the dataset (the embedded demo).")
+    subjects: list[int] = Field([1, 2], description="Subjects to load (NSD: 1..8).")
+    roi: str | None = Field("nsdgeneral", description="ROI mask: 'nsdgeneral', any roi/<name>, "
+                            "'<name>:<label>,<label>', or null for the brain mask.")
+    sessions: list[int] | None = Field(None, description="Sessions to load (1-based); null = all found.")
+    zscore: Literal["session"] | None = Field(
+        "session", description="Per-session voxel z-scoring with statistics from training trials only.")
+    betas_format: Literal["auto", "hdf5", "nii.gz", "mindeye2"] = Field(
+        "auto", description="Which beta files to read ('auto' prefers .hdf5).")
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one subject is required")
+        if len(set(v)) != len(v):
+            raise ValueError(f"subjects must be unique, got {v}")
+        return v
+
+
+class SimulateConfig(_Section):
+    """The simulated dataset written when ``data.root`` is null."""
+
+    n_subjects: int = Field(2, ge=1, le=8, description="Simulated subjects (voxel counts differ).")
+    n_sessions: int = Field(4, ge=1, le=40, description="Sessions per subject.")
+    trials_per_session: int = Field(750, ge=6, description="Trials per session (real NSD: 750).")
+    image_size: int = Field(64, ge=8, le=425, description="Side of the procedural images (NSD: 425).")
+    snr: float = Field(1.0, gt=0, description="Signal-to-noise knob of the planted responses.")
+    seed: int = Field(0, description="Seed of the simulation.")
+
+
+class TargetsConfig(_Section):
+    """The embedding space the decoders are aligned to."""
+
+    encoder: Literal["pixels"] = Field(
+        "pixels", description="'pixels': contrast-normalised colour thumbnails (no weights needed).")
+    size: int = Field(16, ge=2, le=64, description="Thumbnail side of the pixels encoder (dims = size²·3).")
+
+
+class RidgeConfig(_Section):
+    """Closed-form ridge baseline, one model per subject."""
+
+    enabled: bool = Field(True, description="Fit the ridge baseline.")
+    alphas: list[float] = Field(
+        [1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6], description="Ridge penalties tried (CV on train only).")
+    cv: int | None = Field(None, description="K-fold CV; null = efficient leave-one-out (GCV).")
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas(cls, v: list[float]) -> list[float]:
+        if not v or any(a <= 0 for a in v):
+            raise ValueError(f"alphas must be a non-empty list of positive numbers, got {v}")
+        return v
+
+
+class MLPConfig(_Section):
+    """Multi-subject contrastive MLP decoder (per-subject adapters → shared MLP)."""
+
+    enabled: bool = Field(True, description="Train the contrastive MLP decoder.")
+    hidden_dim: int = Field(512, ge=8, description="Width of the shared latent.")
+    n_blocks: int = Field(2, ge=0, le=16, description="Residual MLP blocks.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout rate.")
+    max_epochs: int = Field(30, ge=1, description="Training epochs.")
+    batch_size: int = Field(128, ge=2, description="Batch size (one subject per batch).")
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    val_fraction: float = Field(0.1, ge=0, lt=0.5, description="Training images held out for validation.")
+
+
+class ModelsConfig(_Section):
+    """Decoders to fit."""
+
+    ridge: RidgeConfig = Field(default_factory=RidgeConfig)
+    mlp: MLPConfig = Field(default_factory=MLPConfig)
+
+
+class EvaluationConfig(_Section):
+    """Retrieval protocol (MindEye2: 300 candidates × 30 repeats, both directions)."""
+
+    n_candidates: int = Field(300, ge=2, description="Candidates per retrieval draw.")
+    n_repeats: int = Field(30, ge=1, description="Random candidate draws.")
+    topk: list[int] = Field([1, 5, 10], description="k for top-k among all test images.")
+    n_boot: int = Field(1000, ge=0, description="Bootstrap resamples of test images for the CIs.")
+    ci: float = Field(0.95, gt=0, lt=1, description="Confidence level.")
+    average_repetitions: bool = Field(True, description="Average test trials over repetitions of an image.")
+
+
+class ReportConfig(_Section):
+    """What the HTML report shows."""
+
+    n_examples: int = Field(6, ge=0, description="Query/retrieved image rows shown.")
+    n_retrieved: int = Field(5, ge=1, description="Retrieved images per row.")
+
+
+class FitConfig(_Section):
+    """A whole ``neurodecode fit`` run."""
+
+    name: str = Field("demo", description="Run name (the run folder is <output_dir>/<name>).")
+    seed: int = Field(0, description="Seed for model initialisation, splits and bootstraps.")
+    output_dir: str = Field("runs", description="Where run folders are written.")
+    device: str = Field("cpu", description="Torch device for the MLP ('cpu', 'cuda', 'auto').")
+    data: DataConfig = Field(default_factory=DataConfig)
+    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _subjects_exist(self) -> FitConfig:
+        if self.data.root is None:
+            extra = [s for s in self.data.subjects if not 1 <= s <= self.simulate.n_subjects]
+            if extra:
+                raise ValueError(
+                    f"data.subjects {extra} are not simulated: simulate.n_subjects is "
+                    f"{self.simulate.n_subjects} (subjects 1..{self.simulate.n_subjects}). Raise "
+                    "simulate.n_subjects or pick other subjects.")
+        return self
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def valid_keys(model: type[BaseModel] = FitConfig, prefix: str = "") -> list[str]:
+    """All dotted keys a config accepts (``models.mlp.lr``, ...)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(valid_keys(ann, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def describe_keys(model: type[BaseModel] = FitConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default, description) for every leaf key, for ``--help`` and docs."""
+    rows = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(describe_keys(ann, f"{prefix}{name}."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            rows.append((f"{prefix}{name}", default, field.description or ""))
+    return rows
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"Invalid config ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parent = ".".join(str(x) for x in e["loc"][:-1])
+            siblings = [k[len(parent) + 1:] if parent else k for k in valid_keys()
+                        if (k.startswith(parent + ".") if parent else True)]
+            siblings = sorted({s.split(".")[0] for s in siblings})
+            where = f"in '{parent}'" if parent else "at the top level"
+            lines.append(f"  - unknown key '{loc}'. Valid keys {where}: {', '.join(siblings)}")
+        else:
+            lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r})")
+    lines.append("Run `neurodecode fit --help-config` to list every key with its default.")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` (value read as YAML: numbers, lists, null, strings)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r} (e.g. --set models.mlp.max_epochs=10)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set got an empty key in {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _apply(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = {}
+            node[part] = nxt
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"Cannot set '{'.'.join(path)}': '{part}' is a value, not a section")
+        node = nxt
+    node[path[-1]] = value
+
+
+_PLACEHOLDER = re.compile(r"^\$\{([A-Z0-9_]+)\}$")
+
+
+def _resolve_placeholders(tree: Any, source: str, path: str = "") -> None:
+    """Replace ``${NEURODECODE_...}`` values by the user's setting (env, then config file)."""
+    from .utils import KNOWN_CONFIG, get_config
+
+    if not isinstance(tree, dict):
+        return
+    for key, value in tree.items():
+        where = f"{path}{key}"
+        if isinstance(value, dict):
+            _resolve_placeholders(value, source, where + ".")
+        elif isinstance(value, str) and (m := _PLACEHOLDER.match(value)):
+            name = m.group(1)
+            if name not in KNOWN_CONFIG:
+                raise ConfigError(f"{where}: unknown setting ${{{name}}} in {source}; known: {sorted(KNOWN_CONFIG)}")
+            resolved = get_config(name)
+            if resolved is None:
+                flag = " (or --root PATH)" if where == "data.root" else ""
+                raise ConfigError(
+                    f"{where} is ${{{name}}} in {source}, but {name} is not set. Pass --set {where}=PATH"
+                    f"{flag}, export {name}=PATH, or add it to ~/.neurodecode/config.json.")
+            tree[key] = resolved
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> FitConfig:
+    """Build a :class:`FitConfig` from a YAML file and ``key=value`` overrides.
+
+    Parameters
+    ----------
+    path : str | Path | None
+        A YAML recipe (e.g. ``pipelines/demo.yaml``); ``None`` = the defaults.
+    overrides : list of str
+        ``a.b=c`` strings applied on top (values parsed as YAML).
+
+    Raises
+    ------
+    ConfigError
+        For a missing or malformed file, an unknown key (the message lists the
+        valid keys) or an invalid value.
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file not found: {p}. Recipes live in the repository's pipelines/ folder.")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Config file {p} is not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Config file {p} must hold a mapping of keys, got {type(loaded).__name__}")
+        tree = copy.deepcopy(loaded)
+        source = str(p)
+    for ov in overrides or []:
+        keypath, value = parse_override(ov)
+        _apply(tree, keypath, value)
+    if overrides:
+        source += " + --set " + " ".join(overrides)
+    _resolve_placeholders(tree, source)
+    try:
+        return FitConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def config_to_yaml(config: FitConfig) -> str:
+    """The resolved config as YAML (what every run folder stores)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

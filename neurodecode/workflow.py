@@ -1,0 +1,245 @@
+"""The ``neurodecode fit`` workflow: data → targets → decoders → retrieval → report.
+
+:func:`run_fit` is what the command line calls; it is also the Python entry
+point for scripted runs. Every step goes through the public API, so the demo
+(simulated NSD) exercises exactly the code real data goes through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import FitConfig, config_to_yaml
+from .utils import atomic_path, atomic_write_json, atomic_write_text, get_data_dir, logger, verbose
+
+
+@dataclass
+class FitResult:
+    """What :func:`run_fit` produced."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def report_path(self) -> Path:
+        """The HTML report."""
+        return self.run_dir / "report.html"
+
+
+def simulated_root(config: FitConfig) -> Path:
+    """Cache folder of the simulated dataset described by ``config.simulate``."""
+    params = config.simulate.model_dump(mode="json")
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    return get_data_dir() / "simulated" / f"nsd-{digest}"
+
+
+def _new_run_dir(config: FitConfig, run_dir: str | Path | None) -> Path:
+    if run_dir is not None:
+        path = Path(run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(
+                f"Run folder {path} already holds files; pick another folder or remove it "
+                "(neurodecode never overwrites an earlier run).")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    base = Path(config.output_dir) / config.name
+    path, k = base, 1
+    while path.exists() and any(path.iterdir()):
+        path = base.with_name(f"{base.name}-{k}")
+        k += 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _load_data(config: FitConfig):
+    from .datasets import BrainTrials, load_nsd, simulate
+
+    root = config.data.root
+    if root is None:
+        root = simulated_root(config)
+        sim = config.simulate
+        logger.info("No data.root given: using the simulated NSD dataset in %s", root)
+        simulate("nsd", root, n_subjects=sim.n_subjects, n_sessions=sim.n_sessions,
+                 trials_per_session=sim.trials_per_session, image_size=sim.image_size,
+                 snr=sim.snr, seed=sim.seed)
+    parts = []
+    for subject in config.data.subjects:
+        parts.append(load_nsd(root, subject, roi=config.data.roi, sessions=config.data.sessions,
+                              zscore=config.data.zscore, betas_format=config.data.betas_format))
+    return Path(root), BrainTrials.concatenate(parts)
+
+
+def _targets(config: FitConfig, trials):
+    from .embeddings.pixels import embed_images
+
+    ids = trials.events["stimulus_id"].drop_duplicates().tolist()
+    return embed_images(trials.stimuli, ids, encoder=config.targets.encoder, size=config.targets.size)
+
+
+def _predict_ridge(config: FitConfig, train, test, targets, run_dir: Path):
+    from .models import RidgeDecoder
+
+    preds = np.zeros((len(test), targets.dim), dtype=np.float32)
+    subj = test.events["subject"].to_numpy()
+    for s, sub_train in train.by_subject().items():
+        est = RidgeDecoder(alphas=tuple(config.models.ridge.alphas), cv=config.models.ridge.cv)
+        est.fit_trials(sub_train, targets)
+        rows = np.flatnonzero(subj == s)
+        preds[rows] = est.predict_trials(test[rows])
+        est.save_pretrained(run_dir / "models" / "ridge" / f"subj{int(s):02d}")
+        logger.info("Ridge subject %s: alpha = %g", s, float(np.ravel(est.alpha_)[0]))
+    return preds
+
+
+def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path):
+    from .models import BrainDecoder
+    from .training import Trainer
+
+    mc = config.models.mlp
+    n_inputs = {s: int(t.feature_shape[0]) for s, t in train.by_subject().items()}
+    model = BrainDecoder(n_inputs, embed_dim=targets.dim, hidden_dim=mc.hidden_dim,
+                         n_blocks=mc.n_blocks, dropout=mc.dropout)
+    trainer = Trainer(model, loss="infonce", lr=mc.lr, weight_decay=mc.weight_decay,
+                      batch_size=mc.batch_size, max_epochs=mc.max_epochs, seed=config.seed,
+                      device=config.device, val_fraction=mc.val_fraction)
+    trainer.fit(train, targets)
+    model.save_pretrained(run_dir / "models" / "mlp")
+    atomic_write_json(run_dir / "models" / "mlp" / "history.json", trainer.history_)
+    return model.predict(test, device=config.device)
+
+
+@verbose
+def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = None,
+            verbose: Any = None) -> FitResult:
+    """Run a whole fit: load (or simulate) data, fit decoders, evaluate, report.
+
+    Parameters
+    ----------
+    config : FitConfig | None
+        The run config (``None``: the embedded demo defaults).
+    run_dir : str | Path | None
+        Output folder; default ``<output_dir>/<name>`` (a numbered sibling if
+        that one already holds a run — earlier runs are never overwritten).
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    result : FitResult
+        The run folder and the metrics written to ``metrics.json``.
+    """
+    from .datasets import check_no_leakage
+    from .reports import build_retrieval_report
+    from .tasks import evaluate_retrieval, retrieve
+
+    config = config or FitConfig()
+    if not (config.models.ridge.enabled or config.models.mlp.enabled):
+        raise ValueError("Both models.ridge.enabled and models.mlp.enabled are false: nothing to fit.")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    out = _new_run_dir(config, run_dir)
+    atomic_write_text(out / "config.yaml", config_to_yaml(config))
+    logger.info("Run folder: %s", out)
+
+    t = time.perf_counter()
+    root, trials = _load_data(config)
+    timings["load"] = time.perf_counter() - t
+    logger.info("Loaded %r", trials)
+
+    train = trials.select(split="train")
+    test = trials.select(split="test")
+    if len(test) == 0:
+        raise ValueError("No test trials (split == 'test') were loaded; the NSD test split is the "
+                         "shared-1000 images. Load more sessions.")
+    if config.evaluation.average_repetitions:
+        test = test.average_repetitions()
+    check_no_leakage(train, test, where="training")
+
+    t = time.perf_counter()
+    targets = _targets(config, trials)
+    timings["targets"] = time.perf_counter() - t
+    target_test = targets.lookup(test.events["stimulus_id"].tolist())
+
+    preds: dict[str, np.ndarray] = {}
+    if config.models.ridge.enabled:
+        t = time.perf_counter()
+        preds["ridge"] = _predict_ridge(config, train, test, targets, out)
+        timings["ridge"] = time.perf_counter() - t
+    if config.models.mlp.enabled:
+        t = time.perf_counter()
+        preds["mlp"] = _predict_mlp(config, train, test, targets, out)
+        timings["mlp"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ev = config.evaluation
+    subjects = test.events["subject"].to_numpy()
+    results: dict[str, dict[str, Any]] = {}
+    for name, pred in preds.items():
+        per_subject = {}
+        for s in test.subjects:
+            rows = np.flatnonzero(subjects == s)
+            per_subject[s] = evaluate_retrieval(
+                pred[rows], target_test[rows], n_candidates=ev.n_candidates, n_repeats=ev.n_repeats,
+                topk=tuple(ev.topk), n_boot=ev.n_boot, ci=ev.ci, random_state=config.seed)
+        results[name] = per_subject
+    timings["evaluate"] = time.perf_counter() - t
+
+    metrics = {
+        "neurodecode_version": __version__,
+        "dataset": config.data.dataset,
+        "data_root": str(root),
+        "simulated": config.data.root is None,
+        "subjects": [int(s) for s in test.subjects],
+        "n_train_trials": int(len(train)),
+        "n_test_items": {str(s): int((subjects == s).sum()) for s in test.subjects},
+        "targets": targets.name,
+        "models": {name: {f"subj{int(s):02d}": sc.to_dict() for s, sc in per.items()}
+                   for name, per in results.items()},
+    }
+    # Example rows for the report: first subject, best model.
+    t = time.perf_counter()
+    best = max(results, key=lambda m: np.mean([sc.metrics["top1_forward"]["value"]
+                                               for sc in results[m].values()]))
+    s0 = test.subjects[0]
+    rows = np.flatnonzero(subjects == s0)
+    n_ex = min(config.report.n_examples, len(rows))
+    query_ids = test.events["stimulus_id"].to_numpy()[rows]
+    query_images = retrieved = correct = None
+    if n_ex and trials.stimuli is not None:
+        k = min(config.report.n_retrieved, len(rows))
+        top = retrieve(preds[best][rows][:n_ex], target_test[rows], k=k)
+        query_images = trials.stimuli.get_images(query_ids[:n_ex])
+        retrieved = np.stack([trials.stimuli.get_images(query_ids[top[i]]) for i in range(n_ex)])
+        correct = top == np.arange(n_ex)[:, None]
+    report = build_retrieval_report(
+        results, query_images=query_images, retrieved_images=retrieved, correct=correct,
+        config=config.model_dump(mode="json"),
+        title=f"neurodecode fit — {config.name} ({'simulated ' if config.data.root is None else ''}"
+              f"{config.data.dataset.upper()})",
+        example_caption=f"Subject {s0}, decoder '{best}': seen image, then the {config.report.n_retrieved} "
+                        "test images whose embeddings are closest to the decoded one (green = correct).")
+    report.save(out / "report.html")
+    timings["report"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    metrics["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "run.json", {
+        "neurodecode_version": __version__, "seed": config.seed, "python": platform.python_version(),
+        "data_root": str(root), "command": "fit", "timings_s": metrics["timings_s"]})
+    for name, pred in preds.items():
+        with atomic_path(out / f"predictions_{name}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, stimulus_id=test.events["stimulus_id"].to_numpy(), subject=subjects,
+                         prediction=pred)
+    logger.info("Done in %.1f s: %s", timings["total"], out / "report.html")
+    return FitResult(out, metrics, timings)

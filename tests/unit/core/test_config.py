@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from neurodecode.config import ConfigError, FitConfig, config_to_yaml, load_config, valid_keys
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_defaults_are_the_demo_recipe():
+    demo = load_config(REPO / "pipelines" / "demo.yaml")
+    assert demo == FitConfig()
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_validates_and_has_no_machine_paths(recipe, monkeypatch, tmp_path):
+    text = recipe.read_text()
+    monkeypatch.setenv("NEURODECODE_NSD_ROOT", str(tmp_path))
+    load_config(recipe)
+    for bad in ("/home/", "/work/", "/data/", "/weka/", "C:\\"):
+        assert bad not in text, f"{recipe.name} holds a machine path"
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match="unknown key 'models.mlp.lrr'.*max_epochs"):
+        load_config(None, ["models.mlp.lrr=1"])
+    with pytest.raises(ConfigError, match="unknown key 'bogus'.*data"):
+        load_config(None, ["bogus=1"])
+
+
+def test_unknown_key_in_file(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("data:\n  subjekts: [1]\n")
+    with pytest.raises(ConfigError, match="subjekts.*Valid keys in 'data'.*subjects"):
+        load_config(p)
+
+
+def test_bad_values_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="n_candidates"):
+        load_config(None, ["evaluation.n_candidates=abc"])
+    with pytest.raises(ConfigError, match="alphas"):
+        load_config(None, ["models.ridge.alphas=[-1]"])
+    with pytest.raises(ConfigError, match="not simulated"):
+        load_config(None, ["data.subjects=[1,5]"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["novalue"])
+
+
+def test_overrides_parse_yaml_and_roundtrip(tmp_path):
+    cfg = load_config(None, ["models.mlp.lr=1e-3", "data.subjects=[2]", "data.root=null",
+                             "data.sessions=[1,2]"])
+    assert cfg.models.mlp.lr == 1e-3 and cfg.data.subjects == [2] and cfg.data.sessions == [1, 2]
+    p = tmp_path / "c.yaml"
+    p.write_text(config_to_yaml(cfg))
+    assert load_config(p) == cfg
+    assert yaml.safe_load(p.read_text())["models"]["mlp"]["lr"] == 1e-3
+
+
+def test_valid_keys_cover_sections():
+    keys = valid_keys()
+    assert "models.mlp.max_epochs" in keys and "evaluation.n_candidates" in keys
+
+
+def test_root_placeholder(monkeypatch, tmp_path):
+    recipe = REPO / "pipelines" / "nsd_ridge.yaml"
+    monkeypatch.delenv("NEURODECODE_NSD_ROOT", raising=False)
+    with pytest.raises(ConfigError, match="NEURODECODE_NSD_ROOT is not set.*--root"):
+        load_config(recipe)
+    assert load_config(recipe, [f"data.root={tmp_path}"]).data.root == str(tmp_path)
+    monkeypatch.setenv("NEURODECODE_NSD_ROOT", "/somewhere")
+    assert load_config(recipe).data.root == "/somewhere"
