@@ -258,11 +258,11 @@ _TEMPLATES = (
     "{count} {size} {colour} {noun} {where} on a {bg} background",
     "a {bg} background with {count} {colour} {noun} {where}",
     "{count} {noun} in {colour}, {where}, over a {texture} {bg} backdrop",
-    "an image of {count} {size} {colour} {noun} against {bg} {stripes}",
+    "an image of {count} {size} {colour} {noun} against {backdrop}",
     "there {be} {count} {size} {noun} {where}; {pron} {be} {colour}",
     "a simple drawing of {count} {colour} {noun} on {bg}",
     "{count} {size} {noun} coloured {colour} {where}",
-    "{count} {colour} {noun} sitting {where} with {bg} {stripes} behind",
+    "{count} {colour} {noun} sitting {where} with {backdrop} behind",
 )
 
 
@@ -316,7 +316,8 @@ def make_captions(latents: Latents, rng: np.random.Generator, n_captions: int = 
                 noun=(singular if k == 1 else plural)[int(rng.integers(0, 3))],
                 where=_where(latents, i, rng), bg=COLOUR_NAMES[latents.background[i]],
                 texture="striped" if grating_strong else "plain",
-                stripes="stripes" if grating_strong else "a plain backdrop",
+                backdrop=(f"{COLOUR_NAMES[latents.background[i]]} stripes" if grating_strong
+                          else f"a plain {COLOUR_NAMES[latents.background[i]]} backdrop"),
                 be="is" if k == 1 else "are", pron="it" if k == 1 else "they",
             )
             text = re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)
