@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
+from numpy.random import Generator
 
 from ..tasks._bootstrap import _bootstrap_counts, _check_ci, _check_n_boot, _percentile_interval
 from ..utils import _check_option, check_random_state, verbose
@@ -15,7 +16,7 @@ __all__ = ["bootstrap_ci", "fdr_bh", "permutation_pvalue"]
 
 @verbose
 def bootstrap_ci(values: Any, statistic: Callable[..., Any] = np.mean, *, n_boot: int = 1000,
-                 ci: float = 0.95, random_state: None | int | np.random.Generator = 0,
+                 ci: float = 0.95, random_state: None | int | Generator = 0,
                  return_replicates: bool = False,
                  verbose: bool | str | int | None = None) -> tuple[Any, Any] | tuple[Any, Any, np.ndarray]:
     """Percentile bootstrap confidence interval of a statistic over items.

@@ -5,6 +5,7 @@ from .nsd import (
     LazyHDF5Rows,
     NSDLayout,
     read_betas_masked,
+    read_betas_nonzero_mask,
     read_betas_shape,
     read_coco_captions,
     read_ctab,
@@ -21,7 +22,8 @@ from .nsd import (
 )
 
 __all__ = [
-    "NSD_BETA_SCALE", "LazyHDF5Rows", "NSDLayout", "read_betas_masked", "read_betas_shape",
+    "NSD_BETA_SCALE", "LazyHDF5Rows", "NSDLayout", "read_betas_masked", "read_betas_nonzero_mask",
+    "read_betas_shape",
     "read_coco_captions", "read_ctab", "read_expdesign", "read_stim_info", "read_volume",
     "write_betas", "write_coco_captions", "write_ctab", "write_expdesign", "write_stim_info",
     "write_stimuli_hdf5", "write_volume",

@@ -46,6 +46,7 @@ __all__ = [
     "read_volume",
     "read_betas_shape",
     "read_betas_masked",
+    "read_betas_nonzero_mask",
     "read_coco_captions",
     "NSD_BETA_SCALE",
 ]
@@ -676,6 +677,8 @@ def _read_hdf5_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: floa
         try:
             direct = (dset.chunks == (n_t, 1, 1, 1)
                       and dset.id.get_create_plist().get_nfilters() == 0)
+            logger.debug("%s: %d voxels by %s", path.name, len(xs),
+                         "direct chunk reads" if direct else "Z-slab reads")
             if direct and len(xs):
                 raw = np.empty((len(xs), n_t), dtype=dset.dtype)
                 nbytes = n_t * dset.dtype.itemsize
@@ -724,6 +727,39 @@ def _read_nifti_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: flo
             img.dataobj._opener.close_if_mine()  # type: ignore[union-attr]
         except Exception:  # noqa: BLE001 - best effort; nibabel closes it on gc anyway
             pass
+
+
+def read_betas_nonzero_mask(path: str | Path, *, block: int = 64) -> np.ndarray:
+    """Voxels that are nonzero on at least one trial of a betas file.
+
+    Reads the file slab by slab (``.hdf5``) or in blocks of volumes
+    (``.nii.gz``) so memory stays small.
+
+    Returns
+    -------
+    mask : array of bool, shape (X, Y, Z)
+    """
+    path = Path(path)
+    grid, n_t, _ = read_betas_shape(path)
+    mask = np.zeros(grid, dtype=bool)
+    if path.name.endswith(".hdf5") or path.name.endswith(".h5"):
+        with _open_h5(path, "NSD betas file") as f:
+            dset = f["betas"]
+            try:
+                for z in range(grid[2]):
+                    mask[:, :, z] = np.any(dset[:, z, :, :] != 0, axis=0).T
+            except OSError as err:
+                raise _corrupt(path, err, "NSD betas file") from err
+        return mask
+    import nibabel as nib
+
+    try:
+        img = nib.Nifti1Image.from_filename(str(path), keep_file_open=True)
+        for t0 in range(0, n_t, block):
+            mask |= np.any(np.asanyarray(img.dataobj[..., t0:min(t0 + block, n_t)]) != 0, axis=-1)
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise _corrupt(path, err, "NSD betas file") from err
+    return mask
 
 
 def read_coco_captions(path: str | Path) -> dict[int, list[str]]:

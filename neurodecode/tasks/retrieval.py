@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from numpy.random import Generator
 
 from ..utils import _check_option, _ensure_finite, check_random_state, logger, verbose, warn
 from ._bootstrap import _bootstrap_counts, _check_ci, _percentile_interval
@@ -41,7 +42,7 @@ __all__ = ["RetrievalScores", "evaluate_retrieval", "identification_2way", "retr
            "topk_accuracy"]
 
 _DIRECTIONS = ("forward", "backward")
-_ARROWS = {"fwd": "brain→image", "bwd": "image→brain"}
+_ARROWS = {"forward": "brain→image", "backward": "image→brain"}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -278,16 +279,17 @@ class RetrievalScores:
     Attributes
     ----------
     metrics : dict
-        ``name -> {"value", "ci_low", "ci_high", "chance"}``. Names: ``nway_top1_fwd``,
-        ``nway_top1_bwd`` (MindEye2 N-way top-1), ``2way_fwd``, ``2way_bwd``
-        (pairwise identification), ``top{k}_fwd``, ``top{k}_bwd`` (top-k among all).
-        ``fwd`` is brain → image, ``bwd`` image → brain.
+        ``name -> {"value", "ci_low", "ci_high", "chance"}``. Names: ``nway_top1_forward``,
+        ``nway_top1_backward`` (MindEye2 N-way top-1), ``2way_forward``, ``2way_backward``
+        (pairwise identification), ``top{k}_forward``, ``top{k}_backward`` (top-k among all).
+        ``forward`` is brain → image, ``backward`` image → brain.
     groups : dict
         ``group label -> metrics`` (same layout), one entry per group (e.g. subject)
         when ``groups`` was given, else empty.
     topk_curve : dict of ndarray
-        ``"k"``, ``"fwd"``, ``"fwd_ci_low"``, ``"fwd_ci_high"``, ``"bwd"``, ``"bwd_ci_low"``,
-        ``"bwd_ci_high"`` and ``"chance"``: top-k accuracy among all items for each k.
+        ``"k"``, ``"forward"``, ``"forward_ci_low"``, ``"forward_ci_high"``, ``"backward"``,
+        ``"backward_ci_low"``, ``"backward_ci_high"`` and ``"chance"``: top-k accuracy among
+        all items for each k.
     group_topk_curves : dict
         ``group label -> curve`` (same layout as ``topk_curve``).
     n_items : int
@@ -296,6 +298,12 @@ class RetrievalScores:
         ``group label -> number of items``.
     protocol : dict
         Settings and a plain-language ``"description"`` of how every number was computed.
+    replicates : ndarray, shape (n_boot, n_metrics) | None
+        Bootstrap replicates of the pooled metrics (columns in ``metrics`` order); kept in
+        memory so that per-subject results can be pooled exactly with :meth:`combine`,
+        not written by :meth:`to_dict`.
+    curve_replicates : ndarray, shape (n_boot, 2 * n_k) | None
+        The same for the top-k curve (forward then backward).
     """
 
     metrics: dict[str, dict[str, float]]
@@ -305,6 +313,8 @@ class RetrievalScores:
     n_items: int = 0
     group_sizes: dict[str, int] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
+    replicates: np.ndarray | None = field(default=None, compare=False)
+    curve_replicates: np.ndarray | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -324,6 +334,94 @@ class RetrievalScores:
     def __getitem__(self, name: str) -> float:
         """Point estimate of metric ``name``."""
         return self.metrics[name]["value"]
+
+    # ------------------------------------------------------------------ pooling
+    @classmethod
+    def combine(cls, scores_by_group: Mapping[Any, RetrievalScores]) -> RetrievalScores:
+        """Pool scores computed separately per group (e.g. per subject) into one object.
+
+        The pooled value of each metric is the unweighted mean over groups (as MindEye2
+        averages subjects). Its CI is the percentile interval of the mean of the groups'
+        bootstrap replicates (a bootstrap stratified by group) when every group kept its
+        replicates; otherwise (e.g. scores loaded from JSON) a normal approximation that
+        treats groups as independent, ``se = sqrt(sum(se_g ** 2)) / n_groups`` with
+        ``se_g`` read off each group's interval, clipped to [0, 1].
+
+        Parameters
+        ----------
+        scores_by_group : dict
+            ``group label -> RetrievalScores`` (each scored without ``groups``).
+
+        Returns
+        -------
+        scores : RetrievalScores
+            With ``groups``, ``group_topk_curves`` and ``group_sizes`` filled in.
+        """
+        parts = {str(g): (s if isinstance(s, RetrievalScores) else cls.from_dict(s))
+                 for g, s in scores_by_group.items()}
+        if not parts:
+            raise ValueError("scores_by_group is empty")
+        nested = [g for g, s in parts.items() if s.groups]
+        if nested:
+            raise ValueError(f"combine() takes per-group scores without groups of their own; "
+                             f"{nested} already have groups")
+        first = next(iter(parts.values()))
+        names = list(first.metrics)
+        for g, s in parts.items():
+            if list(s.metrics) != names:
+                raise ValueError(f"group {g!r} has metrics {list(s.metrics)}, expected {names}")
+        ci = float(first.protocol.get("ci", 0.95))
+        values = np.mean([[s.metrics[m]["value"] for m in names] for s in parts.values()], axis=0)
+        chance = np.mean([[s.metrics[m]["chance"] for m in names] for s in parts.values()], axis=0)
+        reps = [s.replicates for s in parts.values()]
+        exact = all(r is not None for r in reps) and len({r.shape for r in reps}) == 1
+        replicates = np.mean(reps, axis=0) if exact else None
+        if exact:
+            low, high = _percentile_interval(replicates, ci)
+        else:
+            low, high = _normal_pool([[s.metrics[m] for m in names] for s in parts.values()],
+                                     values, ci)
+        # top-k curves on the k values every group has (1 .. min(n_g, 100) at least)
+        curve = curve_low = curve_high = curve_reps = None
+        curves = [s.topk_curve for s in parts.values()]
+        topk_curve: dict[str, np.ndarray] = {}
+        if all(c and len(c.get("k", ())) for c in curves):
+            k = curves[0]["k"]
+            for c in curves[1:]:
+                k = np.intersect1d(k, c["k"])
+            sel = [np.searchsorted(c["k"], k) for c in curves]
+            stack = lambda key: np.array([np.asarray(c[key])[i] for c, i in zip(curves, sel)])  # noqa: E731
+            curve = np.concatenate([stack("forward").mean(0), stack("backward").mean(0)])
+            creps = [s.curve_replicates for s in parts.values()]
+            if exact and all(r is not None for r in creps):
+                n_k_all = [len(c["k"]) for c in curves]
+                cols = [np.concatenate([i, i + nk]) for i, nk in zip(sel, n_k_all)]
+                curve_reps = np.mean([r[:, c] for r, c in zip(creps, cols)], axis=0)
+                curve_low, curve_high = _percentile_interval(curve_reps, ci)
+            else:
+                rows = [[{"value": v, "ci_low": lo, "ci_high": hi} for v, lo, hi in zip(
+                    np.concatenate([c["forward"][i], c["backward"][i]]),
+                    np.concatenate([c["forward_ci_low"][i], c["backward_ci_low"][i]]),
+                    np.concatenate([c["forward_ci_high"][i], c["backward_ci_high"][i]]))]
+                    for c, i in zip(curves, sel)]
+                curve_low, curve_high = _normal_pool(rows, curve, ci)
+            topk_curve = _curve_dict(k, curve, stack("chance").mean(0), curve_low, curve_high)
+        m_used = min(s.n_candidates for s in parts.values())
+        p = first.protocol
+        protocol = {**p, "n_candidates_used": m_used, "grouped": True,
+                    "bootstrap": "items, percentile, paired across metrics, stratified by group"
+                    if exact else "per-group percentile CIs pooled by a normal approximation",
+                    "description": _description(m_used, int(p.get("n_repeats", 0)), ci,
+                                                int(p.get("n_boot", 0)), grouped=True, exact=exact)}
+        return cls(
+            metrics=_metrics_dict(names, values, chance, low, high),
+            groups={g: {m: dict(d) for m, d in s.metrics.items()} for g, s in parts.items()},
+            topk_curve=topk_curve,
+            group_topk_curves={g: dict(s.topk_curve) for g, s in parts.items() if s.topk_curve},
+            n_items=int(sum(s.n_items for s in parts.values())),
+            group_sizes={g: int(s.n_items) for g, s in parts.items()},
+            protocol=protocol, replicates=replicates, curve_replicates=curve_reps,
+        )
 
     # ------------------------------------------------------------------ export
     def to_dict(self) -> dict[str, Any]:
@@ -447,7 +545,7 @@ class _Block:
 
 
 def _score_block(pred: np.ndarray, target: np.ndarray, *, n_candidates: int, n_repeats: int,
-                 topk: tuple[int, ...], k_grid: np.ndarray, rng: np.random.Generator) -> _Block:
+                 topk: tuple[int, ...], k_grid: np.ndarray, rng: Generator) -> _Block:
     n = len(pred)
     sim = _cosine_similarity(pred, target)
     ge_fwd, ge_bwd, cf, cb = _competitor_counts(sim)
@@ -470,13 +568,13 @@ def _score_block(pred: np.ndarray, target: np.ndarray, *, n_candidates: int, n_r
     nway_fwd = hits_fwd.sum(1).astype(np.float64)
     nway_bwd = hits_bwd.sum(0).astype(np.float64)
 
-    names = ["nway_top1_fwd", "nway_top1_bwd", "2way_fwd", "2way_bwd"]
+    names = ["nway_top1_forward", "nway_top1_backward", "2way_forward", "2way_backward"]
     ones = np.ones(n)
     numer = [nway_fwd, nway_bwd, (n - 1 - cf) / (n - 1), (n - 1 - cb) / (n - 1)]
     denom = [appear, appear, ones, ones]
     chance = [1.0 / m, 1.0 / m, 0.5, 0.5]
     for k in topk:
-        names += [f"top{k}_fwd", f"top{k}_bwd"]
+        names += [f"top{k}_forward", f"top{k}_backward"]
         numer += [(cf < k).astype(np.float64), (cb < k).astype(np.float64)]
         denom += [ones, ones]
         chance += [min(k, n) / n] * 2
@@ -495,22 +593,51 @@ def _metrics_dict(names, values, chance, low, high) -> dict[str, dict[str, float
 def _curve_dict(k_grid, curve, chance, low, high) -> dict[str, np.ndarray]:
     n_k = len(k_grid)
     return {"k": np.asarray(k_grid, dtype=int),
-            "fwd": curve[:n_k], "fwd_ci_low": low[:n_k], "fwd_ci_high": high[:n_k],
-            "bwd": curve[n_k:], "bwd_ci_low": low[n_k:], "bwd_ci_high": high[n_k:],
+            "forward": curve[:n_k], "forward_ci_low": low[:n_k], "forward_ci_high": high[:n_k],
+            "backward": curve[n_k:], "backward_ci_low": low[n_k:], "backward_ci_high": high[n_k:],
             "chance": np.asarray(chance, dtype=float)}
 
 
-def _intervals(reps, size, ci):
-    if reps is None:
-        nan = np.full(size, np.nan)
-        return nan, nan
-    return _percentile_interval(reps, ci)
+def _normal_pool(per_group: list[list[Mapping[str, float]]], values: np.ndarray,
+                 ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """CI of a mean over independent groups from each group's interval (normal approximation)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + ci / 2)
+    lo = np.array([[d["ci_low"] for d in row] for row in per_group], dtype=float)
+    hi = np.array([[d["ci_high"] for d in row] for row in per_group], dtype=float)
+    se = np.sqrt(np.sum(((hi - lo) / (2 * z)) ** 2, axis=0)) / len(per_group)
+    return np.clip(values - z * se, 0.0, 1.0), np.clip(values + z * se, 0.0, 1.0)
+
+
+def _description(m_used: int, n_repeats: int, ci: float, n_boot: int, *, grouped: bool,
+                 exact: bool = True) -> str:
+    if not n_boot:
+        boot = "No bootstrap (n_boot=0)."
+    elif grouped and not exact:
+        boot = (f"{ci:.0%} percentile CIs from {n_boot} bootstrap resamples of each group's test "
+                "items; pooled CIs by a normal approximation over independent groups.")
+    else:
+        boot = (f"{ci:.0%} percentile CIs from {n_boot} bootstrap resamples of the test items "
+                f"(per-item scores held fixed{', stratified by group' if grouped else ''}).")
+    return (
+        f"Cosine similarity between decoded and true embeddings. "
+        f"{m_used}-way top-1: mean over {n_repeats} random draws of {m_used} test items "
+        f"(without replacement) of the fraction whose true match is the most similar candidate "
+        f"(MindEye2 protocol; brain→image = forward, image→brain = backward; chance 1/{m_used}). "
+        f"2-way identification: per item, fraction of other items less similar than the true "
+        f"match, averaged (chance 0.5). Top-k: true match among the k most similar of all "
+        f"items. Exact ties count as failures. "
+        + ("Retrieval within each group; pooled values are the unweighted mean over groups. "
+           if grouped else "")
+        + boot
+    )
 
 
 @verbose
 def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_repeats: int = 30,
                        topk: Sequence[int] = (1, 5, 10), n_boot: int = 1000, ci: float = 0.95,
-                       groups: Any = None, random_state: None | int | np.random.Generator = 0,
+                       groups: Any = None, random_state: None | int | Generator = 0,
                        verbose: bool | str | int | None = None) -> RetrievalScores:
     """Score decoded embeddings by retrieval, with bootstrap confidence intervals.
 
@@ -615,61 +742,36 @@ def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_rep
         blocks.append(block)
         reps.append(block.replicates(counts))
 
-    names = blocks[0].names
-    group_metrics: dict[str, dict[str, dict[str, float]]] = {}
-    group_curves: dict[str, dict[str, np.ndarray]] = {}
-    if groups is not None:
-        for g, block, rep in zip(group_keys, blocks, reps):
-            low, high = _intervals(None if rep is None else rep[0], len(names), ci)
-            group_metrics[str(g)] = _metrics_dict(names, block.values, block.chance, low, high)
-            clow, chigh = _intervals(None if rep is None else rep[1], 2 * len(k_grid), ci)
-            group_curves[str(g)] = _curve_dict(k_grid, block.curve, block.curve_chance, clow, chigh)
-
-    values = np.mean([b.values for b in blocks], axis=0)
-    chance = np.mean([b.chance for b in blocks], axis=0)
-    curve = np.mean([b.curve for b in blocks], axis=0)
-    curve_chance = np.mean([b.curve_chance for b in blocks], axis=0)
-    if n_boot:
-        low, high = _percentile_interval(np.mean([r[0] for r in reps], axis=0), ci)
-        clow, chigh = _percentile_interval(np.mean([r[1] for r in reps], axis=0), ci)
-    else:
-        low = high = np.full(len(names), np.nan)
-        clow = chigh = np.full(2 * len(k_grid), np.nan)
-
-    m_used = min(b.n_used for b in blocks)
-    description = (
-        f"Cosine similarity between decoded and true embeddings. "
-        f"{m_used}-way top-1: mean over {n_repeats} random draws of {m_used} test items "
-        f"(without replacement) of the fraction whose true match is the most similar candidate "
-        f"(MindEye2 protocol; brain→image = forward, image→brain = backward; chance 1/{m_used}). "
-        f"2-way identification: per item, fraction of other items less similar than the true "
-        f"match, averaged (chance 0.5). Top-k: true match among the k most similar of all "
-        f"items. Exact ties count as failures. "
-        + ("Retrieval within each group; pooled values are the unweighted mean over groups. "
-           if groups is not None else "")
-        + (f"{ci:.0%} percentile CIs from {n_boot} bootstrap resamples of the test items "
-           f"(per-item scores held fixed{', stratified by group' if groups is not None else ''})."
-           if n_boot else "No bootstrap (n_boot=0).")
-    )
     protocol = {
         "name": "mindeye2_retrieval", "similarity": "cosine", "n_candidates": n_candidates,
-        "n_candidates_used": m_used, "n_repeats": n_repeats, "topk": list(topk),
-        "n_boot": n_boot, "ci": ci, "bootstrap": "items, percentile, paired across metrics"
-        + (", stratified by group" if groups is not None else ""),
-        "ties": "count as failures", "grouped": groups is not None,
+        "n_repeats": n_repeats, "topk": list(topk), "n_boot": n_boot, "ci": ci,
+        "bootstrap": "items, percentile, paired across metrics", "ties": "count as failures",
+        "grouped": False,
         "random_state": random_state if isinstance(random_state, (int, type(None))) else "Generator",
-        "description": description,
     }
-    scores = RetrievalScores(
-        metrics=_metrics_dict(names, values, chance, low, high),
-        groups=group_metrics,
-        topk_curve=_curve_dict(k_grid, curve, curve_chance, clow, chigh),
-        group_topk_curves=group_curves,
-        n_items=n,
-        group_sizes={str(g): s for g, s in zip(group_keys, sizes)} if groups is not None else {},
-        protocol=protocol,
-    )
-    for name in ("nway_top1_fwd", "nway_top1_bwd", "2way_fwd"):
+    per_group = {}
+    for g, block, rep in zip(group_keys, blocks, reps):
+        if rep is None:
+            low = high = np.full(len(block.names), np.nan)
+            clow = chigh = np.full(2 * len(k_grid), np.nan)
+        else:
+            low, high = _percentile_interval(rep[0], ci)
+            clow, chigh = _percentile_interval(rep[1], ci)
+        per_group[g] = RetrievalScores(
+            metrics=_metrics_dict(block.names, block.values, block.chance, low, high),
+            topk_curve=_curve_dict(k_grid, block.curve, block.curve_chance, clow, chigh),
+            n_items=block.n_items,
+            protocol={**protocol, "n_candidates_used": block.n_used,
+                      "description": _description(block.n_used, n_repeats, ci, n_boot,
+                                                  grouped=False)},
+            replicates=None if rep is None else rep[0],
+            curve_replicates=None if rep is None else rep[1],
+        )
+    if groups is None:
+        scores = per_group[None]
+    else:
+        scores = RetrievalScores.combine({str(g): sc for g, sc in per_group.items()})
+    for name in ("nway_top1_forward", "nway_top1_backward", "2way_forward"):
         d = scores.metrics[name]
         logger.info("  %s: %.4f [%.4f, %.4f] (chance %.4f)", scores.label(name), d["value"],
                     d["ci_low"], d["ci_high"], d["chance"])

@@ -1,1 +1,5 @@
-"""training."""
+"""Training loops for the deep decoders."""
+
+from .trainer import Trainer
+
+__all__ = ["Trainer"]

@@ -1,0 +1,765 @@
+"""Simulated datasets written in a real dataset's own on-disk layout.
+
+:func:`simulate` writes procedural stimuli (images + captions) and brain
+responses generated from them, with known signal planted in chosen ROIs, into
+the exact file layout of a real dataset, so that the real loader reads it like
+real data. NSD is supported; each dataset is one entry of :data:`_SIMULATORS`.
+See ``docs/simulator.md`` for the generative model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..utils import ProgressBar, atomic_write_json, get_data_dir, logger, verbose
+from . import _procedural as proc
+
+#: Bumped whenever the generated content changes, so stale caches are not reused.
+SIMULATOR_VERSION = 1
+_JSON_NAME = "simulation.json"
+
+
+@dataclass(frozen=True)
+class _Simulator:
+    """A dataset simulator: ``resolve`` validates parameters, ``write`` writes the files."""
+
+    resolve: Callable[..., dict[str, Any]]
+    write: Callable[[Path, dict[str, Any]], dict[str, Any]]
+
+
+# ============================================================================
+# Public entry point
+# ============================================================================
+@verbose
+def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 2, seed: int = 0,
+             overwrite: bool = False, verbose: bool | str | int | None = None, **params: Any) -> Path:
+    """Write a simulated dataset in a real dataset's on-disk layout.
+
+    The images are procedural (shapes with colours, sizes, positions and a
+    textured background), every image has 5 captions written from the same
+    latents, and the brain responses are generated from the stimuli: a
+    population-receptive-field model in early visual ROIs, random linear
+    tuning to the semantic latents in higher visual streams, no stimulus
+    signal elsewhere, plus spatially smooth noise, session offsets and drifts.
+    ``simulation.json`` at the root records the parameters and the planted
+    ground truth. See ``docs/simulator.md``.
+
+    Parameters
+    ----------
+    name : str
+        Dataset whose layout is written. Supported: ``"nsd"``.
+    out_dir : str | Path | None
+        Root of the simulated dataset (for NSD, the folder that plays the bucket
+        root ``natural-scenes-dataset/``). ``None`` uses
+        ``get_data_dir() / "simulated" / name``.
+    n_subjects : int
+        Number of simulated subjects (NSD: 1..8).
+    seed : int
+        Seed of every random draw: the same parameters and seed give
+        byte-identical arrays.
+    overwrite : bool
+        Replace an existing dataset in ``out_dir`` whose parameters differ (or
+        which is incomplete or not a simulation). Without it such a folder raises
+        ``FileExistsError``. An existing simulation with identical parameters is
+        always reused (nothing is written).
+    verbose : bool | str | int | None
+        Log level for this call (``None`` keeps the current level).
+    **params
+        Dataset-specific parameters. For ``"nsd"`` (all keyword-only):
+
+        - ``n_sessions`` (int, default 4): sessions per subject (1..40).
+        - ``trials_per_session`` (int, default 750, the real count): trials per
+          session; smaller values make quick tests. Every image is shown 3
+          times, so each subject sees ``ceil(n_sessions * trials_per_session / 3)``
+          images.
+        - ``shared_fraction`` (float, default 0.1): fraction of each subject's
+          images drawn from the shared pool that every subject sees (the test
+          split; at most 1000 images as in NSD).
+        - ``image_size`` (int, default 64): image side in pixels (425 is the
+          real NSD size).
+        - ``grid`` (None | "real" | (X, Y, Z) | list of (X, Y, Z)): functional
+          grid of each subject. ``None`` draws (28, 34, 28) ± 2 per axis per
+          subject; ``"real"`` uses the real func1pt8mm grids of NSD subjects.
+        - ``formats`` (tuple of "hdf5", "nii.gz"; default ("hdf5",)): betas
+          file formats written (identical values).
+        - ``snr`` (float, default 0.4): median single-trial signal-to-noise
+          ratio (signal std / noise std) of the planted voxels.
+        - ``signal_rois`` (sequence of str): ROIs that carry stimulus signal:
+          ``"nsdgeneral"``, stream names (``"early"``, ``"midventral"``,
+          ``"midlateral"``, ``"midparietal"``, ``"ventral"``, ``"lateral"``,
+          ``"parietal"``), prf-visualrois labels (``"V1v"`` ... ``"hV4"``) or
+          ``"V1"``, ``"V2"``, ``"V3"``. Default: early, midventral, ventral,
+          lateral (the parietal and midlateral streams carry noise only).
+
+    Returns
+    -------
+    out_dir : Path
+        The dataset root.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``name`` or an invalid parameter value.
+    TypeError
+        A parameter that the dataset's simulator does not accept.
+    FileExistsError
+        ``out_dir`` holds other content (different parameters, an interrupted
+        or non-simulated dataset) and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> from neurodecode.datasets import simulate
+    >>> root = simulate("nsd", "/tmp/nsd_sim", n_subjects=1, n_sessions=1,
+    ...                 trials_per_session=60, image_size=16)  # doctest: +SKIP
+    """
+    if name not in _SIMULATORS:
+        raise ValueError(
+            f"Invalid value for the 'name' parameter. Supported simulated datasets are "
+            f"{', '.join(repr(k) for k in _SIMULATORS)}, but got {name!r} instead."
+        )
+    spec = _SIMULATORS[name]
+    accepted = [k for k in inspect.signature(spec.resolve).parameters if k not in ("n_subjects", "seed")]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise TypeError(f"simulate({name!r}) got unexpected parameter(s) {unknown}; the {name!r} simulator "
+                        f"accepts {accepted} (plus n_subjects, seed, overwrite, verbose).")
+    params = spec.resolve(n_subjects=n_subjects, seed=seed, **params)
+    params = json.loads(json.dumps(params))  # tuples -> lists, as read back from JSON
+    out = Path(get_data_dir() / "simulated" / name if out_dir is None else out_dir).expanduser()
+
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"out_dir {out} exists and is a file; pass a folder path.")
+        existing = _read_existing(out)
+        if existing is not None and existing.get("name") == name and existing.get("parameters") == params:
+            logger.info("Simulated %s dataset with these parameters already in %s: reusing it", name, out)
+            return out
+        if any(out.iterdir()) and not overwrite:
+            raise FileExistsError(_mismatch_message(out, name, params, existing))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.simulating-", dir=out.parent))
+    try:
+        logger.info("Simulating the %s dataset (%d subject(s), seed %d) into %s", name, n_subjects, seed, out)
+        truth = spec.write(tmp, params)
+        record = {"name": name, "parameters": params, "ground_truth": truth,
+                  "written_by": "neurodecode.datasets.simulate"}
+        atomic_write_json(tmp / _JSON_NAME, record)  # written last: marks the folder complete
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("Simulated %s dataset written to %s", name, out)
+    return out
+
+
+def _read_existing(out: Path) -> dict | None:
+    f = out / _JSON_NAME
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _mismatch_message(out: Path, name: str, params: dict, existing: dict | None) -> str:
+    if existing is None:
+        why = (f"it is not empty and holds no {_JSON_NAME} (an interrupted simulation or other data)")
+    elif existing.get("name") != name:
+        why = f"it holds a simulated {existing.get('name')!r} dataset, not {name!r}"
+    else:
+        old = existing.get("parameters") or {}
+        diff = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+        shown = ", ".join(f"{k}: {old.get(k)!r} on disk vs {params.get(k)!r} requested" for k in diff[:5])
+        why = f"it holds a simulation with different parameters ({shown})"
+    return (f"Cannot simulate into {out}: {why}. Pass overwrite=True to replace it, or choose another "
+            "out_dir.")
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` folder onto ``out`` (replacing an old ``out``)."""
+    if out.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, trash / out.name)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(trash / out.name, out)  # put the old dataset back
+            raise
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+# ============================================================================
+# NSD
+# ============================================================================
+#: Real func1pt8mm grids of NSD subjects 1..8 (FORMATS.md 1.2).
+NSD_REAL_GRIDS = ((81, 104, 83), (82, 106, 84), (81, 106, 82), (85, 99, 80),
+                  (79, 97, 78), (85, 113, 83), (78, 95, 81), (80, 103, 78))
+_DEFAULT_GRID = (28, 34, 28)
+_MAX_SESSIONS = 40
+_TRIALS_REAL = 750
+_N_10K, _N_TRIALS_DESIGN, _N_SHARED_DESIGN = 10000, 30000, 1000
+
+PRF_LABELS = {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"}
+STREAM_LABELS = {1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal", 5: "ventral",
+                 6: "lateral", 7: "parietal"}
+ECC_LABELS = {1: "ecc0pt5", 2: "ecc1", 3: "ecc2", 4: "ecc4", 5: "ecc4+"}
+_AREA_ALIASES = {"V1": ("V1v", "V1d"), "V2": ("V2v", "V2d"), "V3": ("V3v", "V3d")}
+DEFAULT_SIGNAL_ROIS = ("early", "midventral", "ventral", "lateral")
+_FORMATS = ("hdf5", "nii.gz")
+
+# pRF size (fraction of the image half-width): sigma = base + slope * eccentricity
+_RF_SIZE = {"V1": (0.05, 0.10), "V2": (0.07, 0.15), "V3": (0.10, 0.22), "hV4": (0.16, 0.32)}
+# semantic tuning of the higher streams: feature group -> gain
+STREAM_TUNING: dict[str, dict[str, float]] = {
+    "hV4": {"colour": 1.0, "background": 0.4},
+    "midventral": {"colour": 1.0, "category": 0.6, "background": 0.3},
+    "midlateral": {"count": 1.0, "size": 1.0, "position": 0.5},
+    "midparietal": {"position": 1.0, "count": 0.5},
+    "ventral": {"category": 1.0, "colour": 0.5},
+    "lateral": {"category": 0.7, "count": 0.7, "size": 0.5},
+    "parietal": {"position": 1.0, "count": 1.0},
+}
+_LOWRES = 16  # side of the low-resolution feature maps seen by the pRFs
+_NOISE_SIGMA_VOX = 1.0
+_NOISE_BLOCK = 125  # trials of noise generated at once
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < lo or (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be in {rng}, got {value}")
+    return int(value)
+
+
+def _signal_roi_names() -> list[str]:
+    return ["nsdgeneral", *STREAM_LABELS.values(), *PRF_LABELS.values(), *_AREA_ALIASES]
+
+
+def _resolve_nsd(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 4,
+                 trials_per_session: int = _TRIALS_REAL, shared_fraction: float = 0.1,
+                 image_size: int = 64, grid: Any = None, formats: Sequence[str] = ("hdf5",),
+                 snr: float = 0.4, signal_rois: Sequence[str] = DEFAULT_SIGNAL_ROIS) -> dict[str, Any]:
+    """Validate the NSD simulation parameters and return them resolved (JSON-able)."""
+    n_subjects = _check_int("n_subjects", n_subjects, 1, 8)
+    seed = _check_int("seed", seed, 0)
+    n_sessions = _check_int("n_sessions", n_sessions, 1, _MAX_SESSIONS)
+    trials_per_session = _check_int("trials_per_session", trials_per_session, 3, _TRIALS_REAL)
+    n_trials = n_sessions * trials_per_session
+    n_img = math.ceil(n_trials / 3)
+    if not isinstance(shared_fraction, (int, float)) or not 0 < shared_fraction < 1:
+        raise ValueError(f"shared_fraction must be a number in (0, 1), got {shared_fraction!r}")
+    n_shared = min(max(1, round(shared_fraction * n_img)), _N_SHARED_DESIGN)
+    if n_img - n_shared < 1:
+        raise ValueError(f"shared_fraction={shared_fraction} leaves no subject-specific images out of "
+                         f"{n_img}; use a smaller shared_fraction or more trials.")
+    if n_img - n_shared > _N_10K - _N_SHARED_DESIGN:
+        raise ValueError(f"{n_img - n_shared} subject-specific images do not fit NSD's 9000 subject-specific "
+                         "10k-indices; raise shared_fraction or simulate fewer trials.")
+    image_size = _check_int("image_size", image_size, 8, 1024)
+    if isinstance(formats, str):
+        formats = (formats,)
+    formats = list(dict.fromkeys(formats))
+    if not formats or any(f not in _FORMATS for f in formats):
+        raise ValueError(f"Invalid value for the 'formats' parameter: each entry must be one of "
+                         f"{_FORMATS!r} (at least one), but got {formats!r} instead.")
+    if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not 0 <= snr < 100:
+        raise ValueError(f"snr must be a number in [0, 100), got {snr!r}")
+    if isinstance(signal_rois, str):
+        signal_rois = (signal_rois,)
+    allowed = _signal_roi_names()
+    bad = [r for r in signal_rois if r not in allowed]
+    if bad:
+        raise ValueError(f"Invalid value for the 'signal_rois' parameter: {bad!r} not allowed. Allowed "
+                         f"names are {', '.join(repr(a) for a in allowed)}.")
+    grids = _resolve_grids(grid, n_subjects, seed)
+    return {
+        "simulator_version": SIMULATOR_VERSION, "n_subjects": n_subjects, "seed": seed,
+        "n_sessions": n_sessions, "trials_per_session": trials_per_session,
+        "shared_fraction": float(shared_fraction), "image_size": image_size, "grid": grids,
+        "formats": formats, "snr": float(snr), "signal_rois": list(dict.fromkeys(signal_rois)),
+    }
+
+
+def _resolve_grids(grid: Any, n_subjects: int, seed: int) -> list[list[int]]:
+    if grid is None:
+        rng = np.random.default_rng([seed, 7001])
+        jitter = rng.integers(-2, 3, size=(8, 3))
+        return [[int(d + j) for d, j in zip(_DEFAULT_GRID, jitter[s])] for s in range(n_subjects)]
+    if isinstance(grid, str):
+        if grid != "real":
+            raise ValueError(f"Invalid value for the 'grid' parameter: a string must be 'real', got {grid!r}")
+        return [list(g) for g in NSD_REAL_GRIDS[:n_subjects]]
+    arr = np.asarray(grid)
+    if arr.shape == (3,):
+        arr = np.tile(arr, (n_subjects, 1))
+    if arr.shape != (n_subjects, 3) or arr.dtype.kind not in "iu":
+        raise ValueError(f"grid must be None, 'real', one (X, Y, Z) tuple of ints or one per subject "
+                         f"({n_subjects}), got {grid!r}")
+    if arr.min() < 10 or arr.max() > 256:
+        raise ValueError(f"grid dimensions must be in 10..256 voxels, got {grid!r}")
+    return arr.astype(int).tolist()
+
+
+# ----------------------------------------------------------------------------
+# design
+# ----------------------------------------------------------------------------
+def _nsd_design(p: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """Masterordering, subjectim, sharedix and the 73k brick composition."""
+    n_sub, tps, n_sess = p["n_subjects"], p["trials_per_session"], p["n_sessions"]
+    n_trials = n_sess * tps
+    n_img = math.ceil(n_trials / 3)
+    n_shared = min(max(1, round(p["shared_fraction"] * n_img)), _N_SHARED_DESIGN)
+    n_spec = n_img - n_shared
+    n_pad = _N_SHARED_DESIGN - n_shared  # sharedix entries filled with never-shown images
+    n_brick = _N_SHARED_DESIGN + n_sub * n_spec
+    ids = rng.permutation(n_brick) + 1  # 1-based 73k ids in random order
+    sharedix = ids[:_N_SHARED_DESIGN]  # [:n_shared] shown to everybody, the rest never shown
+    specific = ids[_N_SHARED_DESIGN:].reshape(n_sub, n_spec) if n_spec else np.zeros((n_sub, 0), int)
+    pad = sharedix[n_shared:]
+    fill = pad if n_pad else sharedix  # ids for the unused 10k-indices
+
+    subjectim = np.empty((8, _N_10K), dtype=np.int64)
+    n_unused = _N_10K - _N_SHARED_DESIGN - n_spec
+    for s in range(8):
+        subjectim[s, :_N_SHARED_DESIGN] = sharedix
+        if s < n_sub:
+            subjectim[s, _N_SHARED_DESIGN:_N_SHARED_DESIGN + n_spec] = specific[s]
+            subjectim[s, _N_SHARED_DESIGN + n_spec:] = np.resize(fill, n_unused)
+        else:
+            subjectim[s, _N_SHARED_DESIGN:] = np.resize(fill, _N_10K - _N_SHARED_DESIGN)
+
+    # trial sequence: 3 repetitions per used 10k-index, spaced by ~n_img trials with jitter
+    used = np.concatenate([np.arange(1, n_shared + 1), np.arange(1001, 1001 + n_spec)])
+    base = rng.permutation(n_img) / n_img
+    keys = base[None, :] + np.arange(3)[:, None] + rng.uniform(-0.3, 0.3, (3, n_img))
+    order = np.argsort(keys.ravel(), kind="stable")[:n_trials]
+    seq = np.tile(used, 3)[order]
+    unused = np.setdiff1d(np.arange(1, _N_10K + 1), used)
+    masterordering = rng.choice(unused if len(unused) else used, _N_TRIALS_DESIGN)
+    masterordering[:n_trials] = seq
+    return {"masterordering": masterordering, "subjectim": subjectim, "sharedix": sharedix,
+            "n_images_per_subject": n_img, "n_shared": n_shared, "n_specific": n_spec, "n_pad": n_pad,
+            "n_brick": n_brick, "n_trials": n_trials, "used_10k": used}
+
+
+def _run_sizes(tps: int) -> np.ndarray:
+    """Trials per run: ~62.5 trials per run, long and short runs alternating (63, 62, ... for 750)."""
+    n_runs = max(1, round(tps / 62.5))
+    sizes = [len(a) for a in np.array_split(np.arange(tps), n_runs)]
+    big = [s for s in sizes if s == sizes[0]]
+    small = [s for s in sizes if s != sizes[0]]
+    out = []
+    while big or small:
+        if big:
+            out.append(big.pop())
+        if small:
+            out.append(small.pop())
+    return np.array(out)
+
+
+def _responses_table(subject: int, design: dict, p: dict, rng: np.random.Generator) -> pd.DataFrame:
+    tps, n_sess, n_trials = p["trials_per_session"], p["n_sessions"], design["n_trials"]
+    tenk = design["masterordering"][:n_trials]
+    k73 = design["subjectim"][subject - 1, tenk - 1]
+    runs = _run_sizes(tps)
+    run = np.tile(np.repeat(np.arange(1, len(runs) + 1), runs), n_sess)
+    trial = np.tile(np.concatenate([np.arange(1, r + 1) for r in runs]), n_sess)
+    session = np.repeat(np.arange(1, n_sess + 1), tps)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    last_sess: dict[int, int] = {}
+    isold = np.zeros(n_trials, int)
+    isold_cur = np.zeros(n_trials, int)
+    mem_recent = np.full(n_trials, np.nan)
+    mem_first = np.full(n_trials, np.nan)
+    for g, k in enumerate(tenk.tolist()):
+        if k in last:
+            isold[g] = 1
+            mem_recent[g] = g - last[k]
+            mem_first[g] = g - first[k]
+            isold_cur[g] = int(last_sess[k] == session[g])
+        else:
+            first[k] = g
+        last[k] = g
+        last_sess[k] = session[g]
+    correct = (rng.random(n_trials) < np.where(isold == 1, 0.75, 0.85)).astype(int)
+    said_old = np.where(correct == 1, isold, 1 - isold)
+    t0 = 737000.0 + (session - 1) * 7 + (run - 1) * 6 / 1440 + trial * 4 / 86400
+    return pd.DataFrame({
+        "SUBJECT": subject, "SESSION": session, "RUN": run, "TRIAL": trial, "73KID": k73, "10KID": tenk,
+        "TIME": np.round(t0, 8), "ISOLD": isold, "ISCORRECT": correct,
+        "RT": np.round(rng.lognormal(np.log(850), 0.25, n_trials), 1),
+        "CHANGEMIND": (rng.random(n_trials) < 0.02).astype(int), "MEMORYRECENT": mem_recent,
+        "MEMORYFIRST": mem_first, "ISOLDCURRENT": isold_cur,
+        "ISCORRECTCURRENT": np.where(said_old == isold_cur, 1, 0), "TOTAL1": 1, "TOTAL2": 0,
+        "BUTTON": np.where(said_old == 1, 1, 2), "MISSINGDATA": 0,
+    })
+
+
+def _stim_info_table(design: dict, p: dict, rng: np.random.Generator) -> pd.DataFrame:
+    n = design["n_brick"]
+    n_sub, n_trials = p["n_subjects"], design["n_trials"]
+    coco = np.sort(rng.choice(np.arange(1, 600000), n, replace=False))[rng.permutation(n)]
+    split = np.where(rng.random(n) < 0.08, "val2017", "train2017")
+    table = pd.DataFrame({
+        "cocoId": coco, "cocoSplit": split, "cropBox": "(0, 0, 0, 0)", "loss": 0.0,
+        "nsdId": np.arange(n), "flagged": False, "BOLD5000": False,
+        "shared1000": np.isin(np.arange(n), design["sharedix"] - 1),
+    })
+    tenk = design["masterordering"][:n_trials]
+    for k in range(1, 9):
+        shown = np.zeros(n, int)
+        reps = np.zeros((n, 3), int)
+        if k <= n_sub:
+            designated = design["subjectim"][k - 1, design["used_10k"] - 1] - 1
+            shown[designated] = 1
+            ids = design["subjectim"][k - 1, tenk - 1] - 1
+            rep = pd.Series(ids).groupby(ids).cumcount().to_numpy()
+            keep = rep < 3
+            reps[ids[keep], rep[keep]] = np.flatnonzero(keep) + 1  # 1-based global trial
+        table[f"subject{k}"] = shown
+        for r in range(3):
+            table[f"subject{k}_rep{r}"] = reps[:, r]
+    return table
+
+
+# ----------------------------------------------------------------------------
+# anatomy: brain mask, cortical shell, ROIs, retinotopy
+# ----------------------------------------------------------------------------
+def _affine(shape: Sequence[int]) -> np.ndarray:
+    aff = np.diag([1.8, 1.8, 1.8, 1.0])
+    aff[:3, 3] = -1.8 * (np.asarray(shape) - 1) / 2
+    return aff
+
+
+def _nsd_anatomy(shape: Sequence[int], rng: np.random.Generator) -> dict[str, Any]:
+    """Brain mask, ROI volumes (-1 / 0 / k) and per-voxel area labels of one subject."""
+    X, Y, Z = shape
+    c = np.meshgrid(*[np.linspace(-1, 1, d) for d in shape], indexing="ij")
+    cx, cy, cz = c
+    rho = np.sqrt((cx / 0.92) ** 2 + (cy / 0.94) ** 2 + (cz / 0.88) ** 2)
+    brain = rho <= 1.0
+    # "cortex": an outer shell ~3.5 voxels thick (at most 40% of the radius) maps to the surface
+    thickness = min(0.4, 3.5 / ((min(shape) - 1) / 2))
+    shell = brain & (rho >= 1.0 - thickness)
+    general = shell & (cy < -0.15) & (cz > -0.8)
+    idx = np.flatnonzero(general)
+    gx, gy, gz = cx.ravel()[idx], cy.ravel()[idx], cz.ravel()[idx]
+    # distance from the occipital pole orders the hierarchy (V1 first)
+    d = np.sqrt(gx ** 2 + (gy + 1) ** 2 + (gz - np.median(gz)) ** 2) + rng.uniform(0, 1e-3, len(idx))
+    q = np.argsort(np.argsort(d)) / max(len(idx) - 1, 1)
+    zc = gz - np.median(gz)
+    angle = np.degrees(np.arctan2(zc, np.abs(gx) + 1e-6))
+    ventral_dir, parietal_dir = angle < -20, angle > 35
+    area = np.full(len(idx), "", dtype=object)
+    area[q < 0.12] = "V1"
+    area[(q >= 0.12) & (q < 0.24)] = "V2"
+    area[(q >= 0.24) & (q < 0.36)] = "V3"
+    mid, high = (q >= 0.36) & (q < 0.62), q >= 0.62
+    area[mid & (zc < 0) & (q < 0.49)] = "hV4"
+    prf = np.zeros(len(idx), int)
+    for k, a in enumerate(("V1", "V2", "V3")):
+        prf[area == a] = np.where(zc[area == a] < 0, 2 * k + 1, 2 * k + 2)
+    prf[area == "hV4"] = 7
+    streams = np.zeros(len(idx), int)
+    streams[q < 0.36] = 1
+    streams[mid & ventral_dir] = 2
+    streams[mid & ~ventral_dir & ~parietal_dir] = 3
+    streams[mid & parietal_dir] = 4
+    streams[mid & (area == "hV4")] = 2  # hV4 lies in the mid-ventral stream
+    streams[high & ventral_dir] = 5
+    streams[high & ~ventral_dir & ~parietal_dir] = 6
+    streams[high & parietal_dir] = 7
+    missing = [PRF_LABELS[k] for k in PRF_LABELS if not (prf == k).any()]
+    missing += [STREAM_LABELS[k] for k in STREAM_LABELS if not (streams == k).any()]
+    if missing:
+        raise ValueError(f"The grid {tuple(shape)} is too small: ROI(s) {missing} got no voxel. Use a larger "
+                         "grid (e.g. the default (28, 34, 28)).")
+
+    # retinotopy of the pRF voxels (V1-V3, hV4): contralateral field, ventral -> upper field
+    rf = area != ""
+    u = np.zeros(len(idx))
+    v = np.zeros(len(idx))
+    sigma = np.zeros(len(idx))
+    ecc = np.zeros(len(idx))
+    for a in ("V1", "V2", "V3", "hV4"):
+        m = area == a
+        t = np.argsort(np.argsort(d[m])) / max(m.sum() - 1, 1)
+        e = np.clip(0.05 + 0.95 * t ** 0.8 + rng.normal(0, 0.05, m.sum()), 0.02, 1.2)
+        phi = np.arctan2(zc[m], np.abs(gx[m]) + 1e-6)
+        hemi = np.where(gx[m] < 0, 1.0, -1.0)  # left hemisphere sees the right visual field
+        u[m] = e * hemi * np.cos(phi)
+        v[m] = e * np.sin(phi)
+        ecc[m] = e
+        base, slope = _RF_SIZE[a]
+        sigma[m] = (base + slope * e) * rng.lognormal(0, 0.1, m.sum())
+
+    def volume(labels_in_general: np.ndarray) -> np.ndarray:
+        vol = np.where(shell, 0, -1).astype(np.int16).ravel()
+        vol[idx] = labels_in_general
+        return vol.reshape(shape)
+
+    # eccentricity in degrees: the NSD images span 8.4 deg, i.e. a half-width of 4.2 deg
+    ecc_deg = ecc * 4.2
+    ecc_lab = np.where(rf, np.digitize(ecc_deg, [0.5, 1, 2, 4], right=True) + 1, 0)
+    rois = {
+        "nsdgeneral": (volume(np.ones(len(idx), int)), {1: "nsdgeneral"}),
+        "prf-visualrois": (volume(prf), PRF_LABELS),
+        "prf-eccrois": (volume(ecc_lab), ECC_LABELS),
+        "streams": (volume(streams), STREAM_LABELS),
+    }
+    return {"brain": brain, "shell": shell, "general_idx": idx, "area": area, "prf": prf,
+            "streams": streams, "rf_u": u, "rf_v": v, "rf_sigma": sigma, "rf_ecc": ecc, "rois": rois,
+            "hemi_left": cx < 0}
+
+
+def _signal_mask(anat: dict, signal_rois: Sequence[str]) -> np.ndarray:
+    """Boolean over nsdgeneral voxels: which carry stimulus signal."""
+    n = len(anat["general_idx"])
+    mask = np.zeros(n, bool)
+    names = {v: k for k, v in PRF_LABELS.items()}
+    snames = {v: k for k, v in STREAM_LABELS.items()}
+    for r in signal_rois:
+        if r == "nsdgeneral":
+            mask[:] = True
+        elif r in snames:
+            mask |= anat["streams"] == snames[r]
+        elif r in names:
+            mask |= anat["prf"] == names[r]
+        else:
+            for sub in _AREA_ALIASES[r]:
+                mask |= anat["prf"] == names[sub]
+    return mask
+
+
+# ----------------------------------------------------------------------------
+# responses
+# ----------------------------------------------------------------------------
+def _voxel_signals(anat: dict, low: np.ndarray, sem: np.ndarray, groups: dict[str, slice],
+                   rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance stimulus signal of every nsdgeneral voxel, shape (n_images, n_general)."""
+    n_img = low.shape[0]
+    n = len(anat["general_idx"])
+    area, streams = anat["area"], anat["streams"]
+    out = np.zeros((n_img, n), np.float32)
+    # population receptive fields on the low-res feature maps
+    rf = area != ""
+    if rf.any():
+        centres = (np.arange(_LOWRES) + 0.5) / _LOWRES * 2 - 1
+        py, px = np.meshgrid(centres, centres, indexing="ij")
+        px, py = px.ravel(), py.ravel()
+        du = px[None, :] - anat["rf_u"][rf, None]
+        dv = py[None, :] - anat["rf_v"][rf, None]
+        w = np.exp(-(du ** 2 + dv ** 2) / (2 * anat["rf_sigma"][rf, None] ** 2))
+        w /= w.sum(1, keepdims=True)
+        w = w.astype(np.float32)
+        n_rf = int(rf.sum())
+        is_v4 = area[rf] == "hV4"
+        # channel weights: luminance, contrast, red-green, blue-yellow
+        ch = np.stack([rng.normal(0, 0.6, n_rf), rng.normal(1.0, 0.2, n_rf),
+                       rng.normal(0, np.where(is_v4, 1.0, 0.5)), rng.normal(0, np.where(is_v4, 1.0, 0.5))], 1)
+        resp = np.zeros((n_img, n_rf), np.float32)
+        for c in range(4):
+            resp += (low[:, c, :] @ w.T) * ch[None, :, c].astype(np.float32)
+        out[:, rf] = _standardise(resp)
+    # semantic tuning of the mid/high streams (and hV4, which mixes both)
+    for key, tuning in STREAM_TUNING.items():
+        m = (area == "hV4") if key == "hV4" else (streams == {v: k for k, v in STREAM_LABELS.items()}[key]) & ~rf
+        if not m.any():
+            continue
+        weights = np.zeros((sem.shape[1], int(m.sum())), np.float32)
+        for g, gain in tuning.items():
+            sl = groups[g]
+            block = rng.normal(0, 1, (sl.stop - sl.start, int(m.sum()))) * (rng.random((sl.stop - sl.start,
+                                                                                   int(m.sum()))) < 0.6)
+            weights[sl] = gain * block
+        sig = _standardise(sem @ weights)
+        out[:, m] = np.sqrt(0.5) * (out[:, m] + sig) if key == "hV4" else sig
+    return out
+
+
+def _standardise(a: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0, keepdims=True)
+    return (a / np.maximum(a.std(0, keepdims=True), 1e-8)).astype(np.float32)
+
+
+def _smooth_noise_scale(sigma: float) -> float:
+    """Std of white noise after the 3-D Gaussian filter (to renormalise it to 1)."""
+    from scipy.ndimage import gaussian_filter
+
+    impulse = np.zeros((15, 15, 15))
+    impulse[7, 7, 7] = 1.0
+    return float(np.sqrt((gaussian_filter(impulse, sigma) ** 2).sum()))
+
+
+def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.ndarray, sem: np.ndarray,
+                      groups: dict[str, slice], rng: np.random.Generator) -> dict[str, Any]:
+    """Write ROIs, brainmask, ncsnr and betas of one subject; return its ground truth."""
+    from scipy.ndimage import gaussian_filter
+
+    from ..io.nsd import NSDLayout, write_betas, write_ctab, write_volume
+
+    layout = NSDLayout(root)
+    shape = tuple(p["grid"][subject - 1])
+    aff = _affine(shape)
+    anat = _nsd_anatomy(shape, rng)
+    brain_idx = np.flatnonzero(anat["brain"])
+    n_brain = len(brain_idx)
+    gen_in_brain = np.searchsorted(brain_idx, anat["general_idx"])
+
+    # ROI files (also lh./rh. halves), label tables, brain mask
+    for name, (vol, labels) in anat["rois"].items():
+        write_volume(layout.roi_file(subject, name), vol, aff)
+        for hemi, side in (("lh", anat["hemi_left"]), ("rh", ~anat["hemi_left"])):
+            write_volume(layout.roi_file(subject, name, hemi), np.where(side, vol, -1).astype(np.int16), aff)
+        write_ctab(layout.ctab_file(subject, name), labels)
+    write_volume(layout.brainmask(subject), anat["brain"].astype(np.uint8), aff)
+
+    # which images this subject sees, their signals
+    n_trials, tps = design["n_trials"], p["trials_per_session"]
+    ids73 = design["subjectim"][subject - 1, design["masterordering"][:n_trials] - 1] - 1
+    uniq, trial_img = np.unique(ids73, return_inverse=True)
+    signal_mask = _signal_mask(anat, p["signal_rois"])
+    signals = _voxel_signals(anat, low[uniq], sem[uniq], groups, rng)
+
+    # per-voxel noise level, SNR, amplitude, baseline (PSC units)
+    shell_in_brain = anat["shell"].ravel()[brain_idx]
+    noise_sd = np.where(shell_in_brain, 1.5, 1.0) * rng.lognormal(0, 0.25, n_brain)
+    snr_v = np.zeros(n_brain)
+    snr_v[gen_in_brain[signal_mask]] = p["snr"] * rng.lognormal(0, 0.35, int(signal_mask.sum()))
+    amp = (snr_v * noise_sd).astype(np.float32)
+    baseline = rng.normal(0.5, 0.6, n_brain)
+    loading = rng.uniform(0.5, 1.5, n_brain)
+    sig_cols = gen_in_brain[signal_mask]
+    sig_rows = signals[:, signal_mask]
+    noise_norm = _smooth_noise_scale(_NOISE_SIGMA_VOX)
+
+    ncsnr = np.zeros(int(np.prod(shape)), np.float32)
+    ncsnr[brain_idx] = snr_v
+    write_volume(layout.ncsnr(subject), ncsnr.reshape(shape), aff)
+
+    desc = f"subj{subject:02d} sessions"
+    for s in ProgressBar(range(p["n_sessions"]), total=p["n_sessions"], desc=desc, unit="session"):
+        offset = rng.normal(0, 0.8, n_brain) * noise_sd  # session offset (removed by session z-scoring)
+        scale = rng.lognormal(0, 0.2, n_brain)  # session gain drift
+        glob = rng.normal(0, 0.5, tps)  # per-trial global fluctuation
+        imgs = trial_img[s * tps:(s + 1) * tps]
+        betas = np.zeros((int(np.prod(shape)), tps), np.int16)
+        for t0 in range(0, tps, _NOISE_BLOCK):  # fixed-size blocks bound the memory on large grids
+            t1 = min(t0 + _NOISE_BLOCK, tps)
+            white = rng.standard_normal((t1 - t0, *shape), dtype=np.float32)
+            noise = gaussian_filter(white, sigma=(0, *(3 * [_NOISE_SIGMA_VOX])), mode="nearest")
+            del white
+            vals = noise.reshape(t1 - t0, -1)[:, brain_idx] * (noise_sd / noise_norm).astype(np.float32)
+            del noise
+            vals[:, sig_cols] += sig_rows[imgs[t0:t1]] * amp[sig_cols]
+            vals *= scale.astype(np.float32)
+            vals += (baseline + offset).astype(np.float32)
+            vals += np.outer(glob[t0:t1], loading).astype(np.float32)
+            betas[brain_idx, t0:t1] = np.clip(np.rint(vals.T * 300.0), -32768, 32767).astype(np.int16)
+        betas = betas.reshape(*shape, tps)
+        for fmt in p["formats"]:
+            write_betas(layout.betas_file(subject, s + 1, fmt), betas, aff)
+
+    counts = {name: {lab: int((vol == k).sum()) for k, lab in labels.items()}
+              for name, (vol, labels) in anat["rois"].items()}
+    planted = {lab: int((signal_mask & (anat["streams"] == k)).sum()) for k, lab in STREAM_LABELS.items()}
+    planted.update({lab: int((signal_mask & (anat["prf"] == k)).sum()) for k, lab in PRF_LABELS.items()})
+    return {
+        "grid": list(shape), "affine": aff.tolist(), "n_brain_voxels": int(n_brain),
+        "n_nsdgeneral_voxels": int(len(anat["general_idx"])), "n_signal_voxels": int(signal_mask.sum()),
+        "signal_voxels_per_roi": planted, "roi_voxel_counts": counts,
+        "median_ncsnr_signal_voxels": float(np.median(snr_v[sig_cols])) if len(sig_cols) else 0.0,
+        "n_images_seen": int(len(uniq)),
+    }
+
+
+def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
+    """Write a complete simulated NSD into ``root``; return the ground truth for the JSON."""
+    from ..io.nsd import (NSDLayout, write_coco_captions, write_expdesign, write_stim_info,
+                          write_stimuli_hdf5)
+
+    seed = p["seed"]
+
+    def rng_for(*key: int) -> np.random.Generator:
+        return np.random.default_rng([seed, *key])
+
+    layout = NSDLayout(root)
+    design = _nsd_design(p, rng_for(1))
+    n_brick = design["n_brick"]
+    logger.info("Design: %d images per subject (%d shared, %d own), %d trials in %d session(s), %d images "
+                "in the brick", design["n_images_per_subject"], design["n_shared"], design["n_specific"],
+                design["n_trials"], p["n_sessions"], n_brick)
+    write_expdesign(layout.expdesign, design["masterordering"], design["subjectim"], design["sharedix"])
+
+    latents = proc.sample_latents(n_brick, rng_for(2))
+    images = proc.render_images(latents, p["image_size"])
+    write_stimuli_hdf5(layout.stimuli_hdf5, images)
+    low = proc.lowlevel_features(images, _LOWRES)
+    del images
+    sem, groups = proc.semantic_features(latents)
+    captions = proc.make_captions(latents, rng_for(3))
+
+    table = _stim_info_table(design, p, rng_for(4))
+    write_stim_info(layout.stim_info, table)
+    for split in ("train2017", "val2017"):
+        rows = np.flatnonzero(table["cocoSplit"].to_numpy() == split)
+        write_coco_captions(layout.coco_captions(split),
+                            {int(table["cocoId"].iat[i]): captions[i] for i in rows})
+    lat = pd.DataFrame(latents.table())
+    lat.insert(0, "nsdId", np.arange(n_brick))
+    lat.insert(1, "cocoId", table["cocoId"].to_numpy())
+    lat["caption"] = [c[0] for c in captions]
+    (root / "simulation_stimuli.csv").write_text(lat.to_csv(index=False), encoding="utf-8")
+
+    subjects = {}
+    for subject in range(1, p["n_subjects"] + 1):
+        resp = _responses_table(subject, design, p, rng_for(5, subject))
+        path = layout.responses(subject)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        resp.to_csv(path, sep="\t", index=False, na_rep="NaN")
+        subjects[str(subject)] = _simulate_subject(subject, root, p, design, low, sem, groups,
+                                                   rng_for(6, subject))
+    shown_shared = design["sharedix"][: design["n_shared"]]
+    return {
+        "design": {
+            "n_images_per_subject": design["n_images_per_subject"], "n_shared_shown": design["n_shared"],
+            "n_specific_per_subject": design["n_specific"], "n_brick": n_brick,
+            "n_trials_per_subject": design["n_trials"],
+            "shared_shown_73k_ids_1based": shown_shared.tolist(),
+            "notes": ("10k-indices 1..n_shared_shown are the shared pool, 1001.. the subject-specific images. "
+                      "sharedix holds 1000 ids: the shown shared pool first, then never-shown padding images. "
+                      "Unused 10k-indices map to never-shown images; masterordering beyond the simulated "
+                      "trials uses unused 10k-indices. Global trial g = (session-1)*trials_per_session + t."),
+        },
+        "model": {
+            "lowlevel_resolution": _LOWRES, "lowlevel_channels": ["luminance", "contrast", "red-green",
+                                                                   "blue-yellow"],
+            "rf_size": {k: list(v) for k, v in _RF_SIZE.items()}, "stream_tuning": STREAM_TUNING,
+            "semantic_groups": proc.SEMANTIC_GROUPS, "noise_smoothing_sigma_vox": _NOISE_SIGMA_VOX,
+            "beta_scale": 300.0, "signal_rois": p["signal_rois"],
+        },
+        "subjects": subjects,
+    }
+
+
+_SIMULATORS: dict[str, _Simulator] = {"nsd": _Simulator(resolve=_resolve_nsd, write=_write_nsd)}

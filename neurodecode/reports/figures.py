@@ -1,0 +1,223 @@
+"""Static figures for retrieval reports (matplotlib, imported inside each function).
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot's global
+state (``Figure`` + Agg canvas), so it is safe in scripts, servers and tests.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from ..tasks.retrieval import RetrievalScores, _metric_label
+from ..utils import _check_option, verbose
+
+__all__ = ["fig_to_png", "plot_retrieval_bars", "plot_topk_curve"]
+
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _new_figure(figsize: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _as_one_scores(obj: Any, what: str) -> RetrievalScores:
+    """RetrievalScores from scores, their ``to_dict()``, or a dict group -> scores (pooled)."""
+    if isinstance(obj, RetrievalScores):
+        return obj
+    if isinstance(obj, Mapping) and "metrics" in obj:
+        return RetrievalScores.from_dict(obj)
+    if isinstance(obj, Mapping) and obj and all(
+            isinstance(v, RetrievalScores) or (isinstance(v, Mapping) and "metrics" in v)
+            for v in obj.values()):
+        return RetrievalScores.combine(obj)   # per-subject scores -> groups
+    raise TypeError(f"{what} must be RetrievalScores, its to_dict(), or a dict group -> "
+                    f"RetrievalScores; got {type(obj).__name__}")
+
+
+def _as_scores_by_model(scores_by_model: Any) -> dict[str, RetrievalScores]:
+    """``model -> RetrievalScores``; a model may also map to ``{subject: RetrievalScores}``."""
+    if isinstance(scores_by_model, RetrievalScores):
+        return {"model": scores_by_model}
+    if not isinstance(scores_by_model, Mapping) or not scores_by_model:
+        raise TypeError("scores_by_model must be a non-empty dict: model name -> RetrievalScores")
+    if "metrics" in scores_by_model:
+        return {"model": RetrievalScores.from_dict(scores_by_model)}
+    return {str(name): _as_one_scores(s, f"scores_by_model[{name!r}]")
+            for name, s in scores_by_model.items()}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
+
+
+@verbose
+def plot_retrieval_bars(scores_by_model: Mapping[str, RetrievalScores] | RetrievalScores,
+                        metric: str = "nway_top1_forward", *, show_mean: bool = True,
+                        figsize: tuple[float, float] | None = None,
+                        verbose: bool | str | int | None = None):
+    """Bar chart of one metric per group (subject) and model, with CI error bars and chance.
+
+    Parameters
+    ----------
+    scores_by_model : dict of RetrievalScores | RetrievalScores
+        ``model name -> scores`` (from :func:`neurodecode.tasks.evaluate_retrieval`), or
+        ``model name -> {subject: scores}`` (pooled with ``RetrievalScores.combine``).
+    metric : str
+        Metric name, e.g. ``"nway_top1_forward"``, ``"2way_forward"`` or ``"top5_backward"``.
+    show_mean : bool
+        Add a bar for the pooled value (mean over groups) when scores have groups.
+        Bars are labelled with ``value [ci_low, ci_high]`` when there are at most 16.
+    figsize : tuple of float | None
+        Figure size in inches; chosen from the number of bars when None.
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    models = _as_scores_by_model(scores_by_model)
+    for name, s in models.items():
+        if metric not in s.metrics:
+            raise ValueError(f"Unknown metric {metric!r} for model {name!r}; available: "
+                             f"{', '.join(s.metrics)}")
+    group_names: list[str] = []
+    for s in models.values():
+        group_names += [g for g in s.groups if g not in group_names]
+    columns = list(group_names)
+    if show_mean or not columns:
+        columns.append("mean" if group_names else "all")
+
+    n_models = len(models)
+    width = 0.8 / n_models
+    fig = _new_figure(figsize or (max(4.5, 2.2 + 0.8 * len(columns) * n_models), 3.6))
+    ax = fig.add_subplot()
+    x = np.arange(len(columns))
+    annotate = len(columns) * n_models <= 16
+    chances = []
+    for i, (name, s) in enumerate(models.items()):
+        entries = [(s.groups.get(col, {}).get(metric) if col in group_names else s.metrics[metric])
+                   for col in columns]
+        nan = {"value": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+        vals = np.array([(e or nan)["value"] for e in entries], dtype=float)
+        lows = np.array([(e or nan)["ci_low"] for e in entries], dtype=float)
+        highs = np.array([(e or nan)["ci_high"] for e in entries], dtype=float)
+        chances += [e["chance"] for e in entries if e is not None]
+        err = np.vstack([np.clip(vals - lows, 0, None), np.clip(highs - vals, 0, None)])
+        err = np.where(np.isnan(err), 0.0, err)
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, vals, width * 0.92, yerr=err, capsize=3, label=name,
+               color=_COLORS[i % len(_COLORS)], error_kw={"elinewidth": 1, "ecolor": "black"})
+        if annotate:  # every printed number comes with its CI
+            for px, v, lo, hi in zip(pos, vals, lows, highs):
+                if not np.isfinite(v):
+                    continue
+                text = _fmt(v) + (f"\n[{_fmt(lo)}, {_fmt(hi)}]" if np.isfinite(lo) else "")
+                ax.annotate(text, (px, np.fmax(hi, v)), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=6, linespacing=1.0)
+    if chances:
+        chance = float(np.mean(chances))
+        ax.axhline(chance, color="0.3", ls="--", lw=1, label=f"chance ({_fmt(chance)})")
+    first = next(iter(models.values()))
+    ci = first.protocol.get("ci", 0.95)
+    ax.set_xticks(x, [("subject " + c) if c not in ("mean", "all") and c.isdigit() else c
+                      for c in columns])
+    ax.set_ylabel(_metric_label(metric, first.n_candidates))
+    ax.set_ylim(0, 1.15)
+    ax.set_title(f"{_metric_label(metric, first.n_candidates)} (error bars: {ci:.0%} bootstrap CI)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+@verbose
+def plot_topk_curve(scores_by_model: Mapping[str, RetrievalScores] | RetrievalScores, *,
+                    direction: Literal["forward", "backward", "both"] = "both",
+                    figsize: tuple[float, float] | None = None,
+                    verbose: bool | str | int | None = None):
+    """Top-k accuracy among all items against k (log x axis), with CI bands and chance.
+
+    Parameters
+    ----------
+    scores_by_model : dict of RetrievalScores | RetrievalScores
+        ``model name -> scores``.
+    direction : "forward" | "backward" | "both"
+        Brain → image (``"forward"``), image → brain (``"backward"``), or one panel for each.
+    figsize : tuple of float | None
+        Figure size in inches.
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    _check_option("direction", direction, ("forward", "backward", "both"))
+    models = _as_scores_by_model(scores_by_model)
+    directions = ["forward", "backward"] if direction == "both" else [direction]
+    fig = _new_figure(figsize or (4.2 * len(directions) + 1.2, 3.4))
+    axes = fig.subplots(1, len(directions), squeeze=False)[0]
+    for ax, d in zip(axes, directions):
+        chance_k, chance_v = None, None
+        for i, (name, s) in enumerate(models.items()):
+            c = s.topk_curve
+            if not c or len(c.get("k", ())) == 0:
+                continue
+            k = np.asarray(c["k"], dtype=float)
+            color = _COLORS[i % len(_COLORS)]
+            ax.plot(k, c[d], color=color, lw=1.5, label=name)
+            low, high = np.asarray(c[f"{d}_ci_low"]), np.asarray(c[f"{d}_ci_high"])
+            if np.isfinite(low).all() and np.isfinite(high).all():
+                ax.fill_between(k, low, high, color=color, alpha=0.2, lw=0)
+            if chance_k is None or len(k) > len(chance_k):
+                chance_k, chance_v = k, np.asarray(c["chance"])
+        if chance_k is not None:
+            ax.plot(chance_k, chance_v, color="0.3", ls="--", lw=1, label="chance (k / n)")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("k")
+        ax.set_ylabel("top-k accuracy among all items")
+        ax.set_title(f"{'brain→image' if d == 'forward' else 'image→brain'} "
+                     "(bands: bootstrap CI)", fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[-1].legend(fontsize=7, loc="lower right", frameon=False)
+    return fig
+
+
+def fig_to_png(fig: Any, *, dpi: int = 110, close: bool = False) -> bytes:
+    """Encode a matplotlib figure as PNG bytes.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    dpi : int
+        Resolution.
+    close : bool
+        Close the figure afterwards if it is managed by pyplot (frees its memory).
+
+    Returns
+    -------
+    png : bytes
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    if close:
+        import sys
+
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None:
+            plt.close(fig)
+    return buf.getvalue()
