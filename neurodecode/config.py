@@ -56,7 +56,7 @@ class SimulateConfig(_Section):
     n_sessions: int = Field(4, ge=1, le=40, description="Sessions per subject.")
     trials_per_session: int = Field(750, ge=6, description="Trials per session (real NSD: 750).")
     image_size: int = Field(64, ge=8, le=425, description="Side of the procedural images (NSD: 425).")
-    snr: float = Field(1.0, gt=0, description="Signal-to-noise knob of the planted responses.")
+    snr: float = Field(0.4, gt=0, description="Signal amplitude relative to the noise in planted ROIs.")
     seed: int = Field(0, description="Seed of the simulation.")
 
 

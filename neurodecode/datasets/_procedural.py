@@ -20,7 +20,8 @@ from ..utils import ProgressBar
 CATEGORIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("circle", ("circle", "disc", "round dot"), ("circles", "discs", "round dots")),
     ("square", ("square", "box", "square block"), ("squares", "boxes", "square blocks")),
-    ("triangle", ("triangle", "triangular shape", "triangle"), ("triangles", "triangular shapes", "triangles")),
+    ("triangle", ("triangle", "triangular shape", "triangle"),
+     ("triangles", "triangular shapes", "triangles")),
     ("star", ("star", "star shape", "five-pointed star"), ("stars", "star shapes", "five-pointed stars")),
     ("ring", ("ring", "hoop", "hollow circle"), ("rings", "hoops", "hollow circles")),
     ("cross", ("cross", "plus sign", "cross shape"), ("crosses", "plus signs", "cross shapes")),
@@ -251,7 +252,8 @@ def render_images(latents: Latents, image_size: int, *, desc: str = "Rendering i
 
 
 # --------------------------------------------------------------------- captions
-_COUNT_WORDS = {1: ("a", "one", "a single"), 2: ("two", "a pair of", "two"), 3: ("three", "a group of three", "three")}
+_COUNT_WORDS = {1: ("a", "one", "a single"), 2: ("two", "a pair of", "two"),
+                3: ("three", "a group of three", "three")}
 _SIZE_WORDS = {0: ("small", "little", "tiny"), 1: ("medium-sized", "mid-sized", "moderately sized"),
                2: ("large", "big", "huge")}
 _TEMPLATES = (

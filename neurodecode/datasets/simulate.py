@@ -583,7 +583,10 @@ def _voxel_signals(anat: dict, low: np.ndarray, sem: np.ndarray, groups: dict[st
         out[:, rf] = _standardise(resp)
     # semantic tuning of the mid/high streams (and hV4, which mixes both)
     for key, tuning in STREAM_TUNING.items():
-        m = (area == "hV4") if key == "hV4" else (streams == {v: k for k, v in STREAM_LABELS.items()}[key]) & ~rf
+        if key == "hV4":
+            m = area == "hV4"
+        else:
+            m = (streams == {v: k for k, v in STREAM_LABELS.items()}[key]) & ~rf
         if not m.any():
             continue
         weights = np.zeros((sem.shape[1], int(m.sum())), np.float32)
@@ -746,8 +749,9 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
             "n_specific_per_subject": design["n_specific"], "n_brick": n_brick,
             "n_trials_per_subject": design["n_trials"],
             "shared_shown_73k_ids_1based": shown_shared.tolist(),
-            "notes": ("10k-indices 1..n_shared_shown are the shared pool, 1001.. the subject-specific images. "
-                      "sharedix holds 1000 ids: the shown shared pool first, then never-shown padding images. "
+            "notes": ("10k-indices 1..n_shared_shown are the shared pool, 1001.. the subject-specific "
+                      "images. sharedix holds 1000 ids: the shown shared pool first, then never-shown "
+                      "padding images. "
                       "Unused 10k-indices map to never-shown images; masterordering beyond the simulated "
                       "trials uses unused 10k-indices. Global trial g = (session-1)*trials_per_session + t."),
         },

@@ -245,7 +245,8 @@ class Trainer:
             if isinstance(loss_fn, nn.Module) else []
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": float(self.weight_decay)},
-             {"params": no_decay + loss_params, "weight_decay": 0.0}], lr=float(self.lr))
+             {"params": no_decay + loss_params, "weight_decay": 0.0}], lr=float(self.lr),
+            fused=device.type in ("cpu", "cuda"))
         steps_per_epoch = sum(len(_chunks(len(d["train"]), self.batch_size)) for d in data.values())
         if steps_per_epoch == 0:
             raise ValueError(f"No training batch of >= 2 trials can be formed from {n_train} training "

@@ -172,7 +172,8 @@ def test_determinism(tmp_path):
     b = simulate("nsd", tmp_path / "b", seed=5, **SMALL)
     c = simulate("nsd", tmp_path / "c", seed=6, **SMALL)
     la, lb, lc = NSDLayout(a), NSDLayout(b), NSDLayout(c)
-    np.testing.assert_array_equal(_betas_h5(la.betas_file(1, 1, "hdf5")), _betas_h5(lb.betas_file(1, 1, "hdf5")))
+    np.testing.assert_array_equal(_betas_h5(la.betas_file(1, 1, "hdf5")),
+                                  _betas_h5(lb.betas_file(1, 1, "hdf5")))
     with h5py.File(la.stimuli_hdf5) as fa, h5py.File(lb.stimuli_hdf5) as fb:
         np.testing.assert_array_equal(fa["imgBrick"][:], fb["imgBrick"][:])
     assert la.stim_info.read_bytes() == lb.stim_info.read_bytes()
