@@ -4,11 +4,11 @@ Simulates one NSD subject at real size with neurodecode's NSD writers (grid
 81 x 104 x 83, an ellipsoid brain mask, a posterior nsdgeneral ROI of 15,724
 voxels, ``--sessions`` x 750 trials of int16 betas, each session as ``.hdf5``
 with chunks (750, 1, 1, 1) and as ``.nii.gz``), then times each reader in a
-fresh subprocess so its peak RSS is clean:
+fresh subprocess so its peak RSS is clean (peak = VmHWM, reset after the imports):
 
 (a) ``load_nsd(root, 1, zscore=None)`` reading the ``.hdf5`` files;
 (b) baseline: ``nibabel.load`` each ``.nii.gz`` + ``NiftiMasker(mask_img=nsdgeneral>0)
-    .fit_transform``, concatenated, / 300;
+    .fit().transform(img)`` per session, concatenated, / 300;
 (c) ``load_nsd(..., betas_format="nii.gz")`` for reference.
 
 Usage::
@@ -93,6 +93,26 @@ def _rss_now_kb() -> float:
     return psutil.Process().memory_info().rss / 1024
 
 
+def _reset_peak_rss() -> None:
+    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_kb() -> float:
+    """Peak RSS of this process: VmHWM (per address space, so not inherited through fork/exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
 def _worker(kind: str, out: Path) -> None:
     import nibabel as nib  # noqa: F401  (imports before the baseline)
 
@@ -104,6 +124,7 @@ def _worker(kind: str, out: Path) -> None:
 
         from neurodecode.io.nsd import NSDLayout
     lay = NSDLayout(out)
+    _reset_peak_rss()
     base = _rss_now_kb()
     t0 = time.perf_counter()
     if kind == "neurodecode_hdf5":
@@ -122,7 +143,7 @@ def _worker(kind: str, out: Path) -> None:
             del img
         data = np.concatenate(parts) / 300
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = _peak_rss_kb()
     np.save(out / f"bench_out_{kind}.npy", data)
     print(json.dumps({"kind": kind, "wall_s": wall, "peak_delta_mb": (peak - base) / 1024,
                       "shape": list(data.shape), "dtype": str(data.dtype),

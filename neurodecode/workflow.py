@@ -208,7 +208,7 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     }
     # Example rows for the report: first subject, best model.
     t = time.perf_counter()
-    best = max(results, key=lambda m: np.mean([sc.metrics["top1_forward"]["value"]
+    best = max(results, key=lambda m: np.mean([sc.metrics["nway_top1_forward"]["value"]
                                                for sc in results[m].values()]))
     s0 = test.subjects[0]
     rows = np.flatnonzero(subjects == s0)

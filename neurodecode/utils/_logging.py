@@ -110,5 +110,5 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
             break
         frame = frame.f_back
         level += 1
-    warnings.warn(message, category, stacklevel=max(level - 1, 1))
+    warnings.warn(message, category, stacklevel=level)
     logger.debug("warning: %s", message)

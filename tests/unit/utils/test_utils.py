@@ -75,3 +75,24 @@ def test_torchvision_compat_makes_import_work():
     keep = torchvision.ops.nms(torch.tensor([[0, 0, 1, 1.0], [0, 0, 1, 1.05], [3, 3, 4, 4.0]]),
                                torch.tensor([0.9, 0.8, 0.7]), 0.5)
     assert keep.tolist() == [0, 2]
+
+
+def test_warn_points_at_caller():
+    import warnings
+
+    from neurodecode.utils import warn
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        warn("careful")  # this line
+    assert rec and rec[0].filename == __file__
+
+
+def test_atomic_files_get_normal_mode(tmp_path):
+    import os
+    import stat
+
+    p = atomic_write_text(tmp_path / "f.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
