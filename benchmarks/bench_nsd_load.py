@@ -45,7 +45,7 @@ def generate(out: Path, n_sessions: int, seed: int = 0) -> dict:
     from neurodecode.io.nsd import NSDLayout, write_betas, write_expdesign, write_volume
 
     marker = out / "bench_ready.json"
-    params = {"grid": GRID, "n_sessions": n_sessions, "n_trials": N_TRIALS, "seed": seed}
+    params = {"grid": list(GRID), "n_sessions": n_sessions, "n_trials": N_TRIALS, "seed": seed}
     if marker.is_file() and json.loads(marker.read_text()).get("params") == params:
         return json.loads(marker.read_text())
     rng = np.random.default_rng(seed)
@@ -114,7 +114,11 @@ def _peak_rss_kb() -> float:
 
 
 def _worker(kind: str, out: Path) -> None:
-    import nibabel as nib  # noqa: F401  (imports before the baseline)
+    # import the libraries each reader uses before taking the baseline RSS
+    import h5py  # noqa: F401
+    import nibabel as nib
+    import scipy.io  # noqa: F401
+    import tqdm.auto  # noqa: F401
 
     if kind.startswith("neurodecode"):
         from neurodecode.datasets import load_nsd

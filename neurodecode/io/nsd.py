@@ -680,20 +680,23 @@ def _read_hdf5_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: floa
             logger.debug("%s: %d voxels by %s", path.name, len(xs),
                          "direct chunk reads" if direct else "Z-slab reads")
             if direct and len(xs):
-                raw = np.empty((len(xs), n_t), dtype=dset.dtype)
-                nbytes = n_t * dset.dtype.itemsize
                 read_chunk = dset.id.read_direct_chunk
-                for j in range(len(xs)):
-                    coord = (0, int(zs[j]), int(ys[j]), int(xs[j]))
-                    try:
-                        _, buf = read_chunk(coord)
-                    except (OSError, KeyError, RuntimeError):  # chunk never written: fill value
-                        raw[j] = dset[:, coord[1], coord[2], coord[3]]
-                        continue
-                    if len(buf) != nbytes:
-                        raise OSError(f"chunk {coord} has {len(buf)} bytes, expected {nbytes}")
-                    raw[j] = np.frombuffer(buf, dtype=dset.dtype)
-                _scale_into(raw.T, out, scale)
+                nbytes = n_t * dset.dtype.itemsize
+                step = 2048  # voxels per block: a small int16 buffer, output written in place
+                raw = np.empty((min(step, len(xs)), n_t), dtype=dset.dtype)
+                for j0 in range(0, len(xs), step):
+                    j1 = min(j0 + step, len(xs))
+                    for j in range(j0, j1):
+                        coord = (0, int(zs[j]), int(ys[j]), int(xs[j]))
+                        try:
+                            _, buf = read_chunk(coord)
+                        except (OSError, KeyError, RuntimeError):  # chunk never written: fill value
+                            raw[j - j0] = dset[:, coord[1], coord[2], coord[3]]
+                            continue
+                        if len(buf) != nbytes:
+                            raise OSError(f"chunk {coord} has {len(buf)} bytes, expected {nbytes}")
+                        raw[j - j0] = np.frombuffer(buf, dtype=dset.dtype)
+                    _scale_into(raw[: j1 - j0].T, out[:, j0:j1], scale)
                 return
             # general chunking: read the Z-slabs holding mask voxels
             for z in np.unique(zs):

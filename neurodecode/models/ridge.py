@@ -368,7 +368,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
             alpha = float(alphas[best])
             self.cv_scores_ = mean_scores
             self.best_score_ = float(mean_scores[best])
-        coef = decomp.coef(alpha, Xc, Yc).T                    # (k, p)
+        coef = np.ascontiguousarray(decomp.coef(alpha, Xc, Yc).T)   # (k, p)
         intercept = y_mean - coef @ x_mean
         if one_d:
             self.coef_ = coef[0]

@@ -1,0 +1,146 @@
+"""Trainer: learns a planted mapping, deterministic, leak-proof, clear input errors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from neurodecode.datasets import BrainTrials, DataLeakageError
+from neurodecode.embeddings import StimulusEmbeddings
+from neurodecode.models import BrainDecoder
+from neurodecode.training import Trainer
+
+N_STIM, DIM = 120, 16
+
+
+def _planted(n_trials=360, sizes=((1, 40), (2, 55)), noise=0.5, seed=0):
+    """Two subjects whose responses are a linear map of the stimulus embedding plus noise."""
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((N_STIM, DIM)).astype(np.float32)
+    parts = []
+    for subject, p in sizes:
+        ids = np.tile(np.arange(N_STIM), n_trials // N_STIM + 1)[:n_trials]
+        W = rng.standard_normal((DIM, p)).astype(np.float32)
+        X = emb[ids] @ W + noise * rng.standard_normal((n_trials, p)).astype(np.float32)
+        ev = pd.DataFrame(dict(subject=subject, session=1, stimulus_id=ids, repetition=0, split="train"))
+        parts.append(BrainTrials(X, ev, {"modality": "fmri"}))
+    return BrainTrials.concatenate(parts), StimulusEmbeddings(np.arange(N_STIM), emb)
+
+
+def _model(trials, seed=0):
+    sizes = {s: int(np.prod(t.feature_shape)) for s, t in trials.by_subject().items()}
+    return BrainDecoder(sizes, embed_dim=DIM, hidden_dim=64, n_blocks=1, dropout=0.1, seed=seed)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP overhead on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _planted()
+
+
+def test_learns_planted_mapping(data):
+    trials, targets = data
+    model = _model(trials)
+    trainer = Trainer(model, lr=3e-3, batch_size=32, max_epochs=15, seed=0, val_fraction=0.2)
+    assert trainer.fit(trials, targets) is trainer
+    hist = trainer.history_
+    assert len(hist) == 15 and set(hist[0]) >= {"epoch", "train_loss", "val_loss", "val_top1", "lr"}
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    best = hist[trainer.best_epoch_ - 1]
+    assert best["val_chance"] == pytest.approx(1 / 24, rel=0.2)
+    assert best["val_top1"] > 0.6, hist  # chance ≈ 0.04
+    # validation stimuli were never trained on: 20 % of 120 stimuli
+    assert len(trainer.val_stimuli_) == 24
+    # the best epoch's weights are the ones left in the model
+    pred = model.predict(trials)
+    assert pred.shape == (len(trials), DIM)
+
+
+def test_deterministic_given_seed(data):
+    trials, targets = data
+    base = _model(trials, seed=1)
+    m1, m2 = copy.deepcopy(base), copy.deepcopy(base)
+    kw = dict(lr=1e-3, batch_size=32, max_epochs=3, seed=7)
+    t1 = Trainer(m1, **kw).fit(trials, targets)
+    t2 = Trainer(m2, **kw).fit(trials, targets)
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [h["train_loss"] for h in t1.history_] == [h["train_loss"] for h in t2.history_]
+    assert t1.val_stimuli_ == t2.val_stimuli_
+    m3 = copy.deepcopy(base)
+    Trainer(m3, **{**kw, "seed": 8}).fit(trials, targets)
+    assert not torch.equal(m3.head.weight, m1.head.weight)
+
+
+def test_single_subject_batches_and_no_val(data, monkeypatch):
+    trials, targets = data
+    model = _model(trials)
+    seen = []
+    forward = model.forward
+
+    def spy(x, subject, generator=None):
+        seen.append((str(subject), x.shape[1]))
+        return forward(x, subject, generator)
+
+    monkeypatch.setattr(model, "forward", spy)
+    trainer = Trainer(model, batch_size=50, max_epochs=1, val_fraction=0.0, seed=0).fit(trials, targets)
+    assert trainer.best_epoch_ is None and trainer.history_[0]["val_loss"] is None
+    assert set(seen) == {("1", 40), ("2", 55)}  # every batch comes from one subject
+    subjects = [s for s, _ in seen]
+    assert subjects != sorted(subjects)  # subjects are interleaved
+
+
+def test_patience_stops_early(data):
+    trials, targets = data
+    trainer = Trainer(_model(trials), lr=1e-12, max_epochs=30, patience=2, seed=0, batch_size=64)
+    trainer.fit(trials, targets)
+    assert len(trainer.history_) == 3  # weights cannot move: no better epoch after the first
+
+
+def test_leakage_raises(data):
+    trials, targets = data
+    events = trials.events.copy()
+    events.loc[:3, "split"] = "test"
+    leaky = BrainTrials(trials.data, events, trials.info)
+    with pytest.raises(DataLeakageError, match="training"):
+        Trainer(_model(trials)).fit(leaky, targets)
+
+
+def test_bad_inputs_raise_clearly(data):
+    trials, targets = data
+    sub1 = trials.select(subject=1)
+    X = sub1.get_data().copy()
+    X[3, 2] = np.nan
+    bad = BrainTrials(X, sub1.events, sub1.info)
+    with pytest.raises(ValueError, match="subject 1 contains 1 non-finite"):
+        Trainer(_model(trials)).fit(bad, targets)
+    const = BrainTrials(np.ones_like(X), sub1.events, sub1.info)
+    with pytest.raises(ValueError, match="subject 1 has zero variance"):
+        Trainer(_model(trials)).fit(const, targets)
+    with pytest.raises(ValueError, match="embed_dim"):
+        Trainer(BrainDecoder({1: 40}, embed_dim=3)).fit(sub1, targets)
+    with pytest.raises(ValueError, match="Subject 1 has 40 features.*expects 41"):
+        Trainer(BrainDecoder({1: 41}, embed_dim=DIM)).fit(sub1, targets)
+    with pytest.raises(ValueError, match="'loss' parameter"):
+        Trainer(_model(trials), loss="hinge").fit(trials, targets)
+    with pytest.raises(KeyError, match="no embedding"):
+        Trainer(_model(trials)).fit(trials, targets.subset(range(10)))
+
+
+@pytest.mark.parametrize("loss", ["soft_clip", "mse"])
+def test_other_losses_run(data, loss):
+    trials, targets = data
+    trainer = Trainer(_model(trials), loss=loss, max_epochs=2, seed=0).fit(trials, targets)
+    assert np.isfinite(trainer.history_[-1]["train_loss"])
