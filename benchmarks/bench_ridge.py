@@ -2,8 +2,8 @@
 
 Run::
 
-    python benchmarks/bench_ridge.py                       # default: NSD-like, p > n
-    python benchmarks/bench_ridge.py --n 2000 --p 8000 --k 256 --kfold
+    python benchmarks/bench_ridge.py                # NSD-like leave-one-out + a smaller 5-fold run
+    python benchmarks/bench_ridge.py --n 2000 --p 8000 --k 256 --no-kfold
 
 Prints a markdown table: wall time of each, speed-up, chosen alpha (must agree)
 and the maximum relative difference of predictions on held-out data.
@@ -47,7 +47,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=768, help="targets (CLIP ViT-L/14: 768)")
     parser.add_argument("--n-test", type=int, default=500, help="held-out trials")
     parser.add_argument("--n-alphas", type=int, default=11, help="alphas on a log grid 1e0..1e5")
-    parser.add_argument("--kfold", action="store_true", help="also compare 5-fold CV (slow for sklearn)")
+    parser.add_argument("--kfold", action=argparse.BooleanOptionalAction, default=True,
+                        help="also compare 5-fold CV, on smaller data (sklearn refits per fold and alpha)")
+    parser.add_argument("--kfold-size", type=int, nargs=3, default=(1500, 6000, 256), metavar=("N", "P", "K"),
+                        help="n, p, k of the 5-fold comparison")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -59,24 +62,27 @@ def main() -> None:
 
     set_log_level("warning")
     alphas = np.logspace(0, 5, args.n_alphas)
-    X, Y, Xt, _ = make_data(args.n, args.p, args.k, args.n_test, args.seed)
     blas = ", ".join(f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info())
-    print(f"data: n={args.n} trials × p={args.p} voxels → k={args.k} targets, "
-          f"{len(alphas)} alphas (1e0..1e5), float64; {platform.processor() or platform.machine()}; {blas}\n")
+    print(f"{len(alphas)} alphas (1e0..1e5), float64, {args.n_test} held-out trials; "
+          f"{platform.processor() or platform.machine()}; {blas}\n")
 
-    settings = [("leave-one-out (cv=None)", lambda: RidgeDecoder(alphas=alphas, cv=None),
+    settings = [("leave-one-out (cv=None)", (args.n, args.p, args.k),
+                 lambda: RidgeDecoder(alphas=alphas, cv=None),
                  lambda: RidgeCV(alphas=alphas, alpha_per_target=False))]
     if args.kfold:
-        settings.append(("5-fold (cv=5)", lambda: RidgeDecoder(alphas=alphas, cv=5),
+        settings.append(("5-fold (cv=5)", tuple(args.kfold_size), lambda: RidgeDecoder(alphas=alphas, cv=5),
                          lambda: RidgeCV(alphas=alphas, cv=5, alpha_per_target=False)))
     rows = []
-    for label, ours, theirs in settings:
+    for label, (n, p, k), ours, theirs in settings:
+        X, Y, Xt, _ = make_data(n, p, k, args.n_test, args.seed)
+        label = f"{label}, n={n} p={p} k={k}"
         t_ours, a_ours, p_ours = run_one("neurodecode", ours, X, Y, Xt)
         t_sk, a_sk, p_sk = run_one("sklearn", theirs, X, Y, Xt)
         rel = float(np.abs(p_ours - p_sk).max() / np.abs(p_sk).max())
         rows.append((label, t_ours, t_sk, t_sk / t_ours, a_ours, a_sk, rel))
+        del X, Y, Xt
 
-    print("| CV mode | neurodecode (s) | sklearn RidgeCV (s) | speed-up | alpha ours | alpha sklearn "
+    print("| CV mode, data | neurodecode (s) | sklearn RidgeCV (s) | speed-up | alpha ours | alpha sklearn "
           "| max rel. diff (held-out pred.) |")
     print("|---|---|---|---|---|---|---|")
     for label, t_o, t_s, sp, a_o, a_s, rel in rows:

@@ -45,11 +45,11 @@ def _dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generat
 class _ResidualBlock(nn.Module):
     """``x + Dropout(Linear(GELU(Linear(LayerNorm(x)))))``."""
 
-    def __init__(self, dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, dropout: float, device: Any = None) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, dim)
-        self.fc2 = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, device=device)
+        self.fc1 = nn.Linear(dim, dim, device=device)
+        self.fc2 = nn.Linear(dim, dim, device=device)
         self.act = nn.GELU()
         self.p = dropout
 
@@ -121,12 +121,15 @@ class BrainDecoder(nn.Module):
         self.config = {"n_inputs": n_in, "embed_dim": int(embed_dim), "hidden_dim": int(hidden_dim),
                        "n_blocks": int(n_blocks), "dropout": float(dropout), "backbone": backbone,
                        "seed": seed}
-        self.adapters = nn.ModuleDict({s: nn.Linear(n, hidden_dim) for s, n in n_in.items()})
-        self.blocks = nn.ModuleList([_ResidualBlock(hidden_dim, float(dropout)) for _ in range(n_blocks)])
-        self.head_norm = nn.LayerNorm(hidden_dim)
-        self.head = nn.Linear(hidden_dim, embed_dim)
-        if seed is not None:
-            self.reset_parameters(torch.Generator().manual_seed(int(seed)))
+        # built on the meta device, then initialised once from the generator (no global RNG use)
+        meta = torch.device("meta")
+        self.adapters = nn.ModuleDict({s: nn.Linear(n, hidden_dim, device=meta) for s, n in n_in.items()})
+        self.blocks = nn.ModuleList([_ResidualBlock(hidden_dim, float(dropout), device=meta)
+                                     for _ in range(n_blocks)])
+        self.head_norm = nn.LayerNorm(hidden_dim, device=meta)
+        self.head = nn.Linear(hidden_dim, embed_dim, device=meta)
+        self.to_empty(device="cpu")
+        self.reset_parameters(None if seed is None else torch.Generator().manual_seed(int(seed)))
 
     # -- properties --------------------------------------------------------------------
     @property
@@ -299,7 +302,7 @@ class BrainDecoder(nn.Module):
         if cfg.get("class") != cls.__name__:
             raise ValueError(f"{folder} holds a {cfg.get('class')!r}, not a {cls.__name__}")
         config = dict(cfg["config"])
-        config["seed"] = None  # weights come from the file
+        config["seed"] = 0  # weights come from the file; a private generator leaves the global RNG alone
         model = cls(**config)
         model.config["seed"] = cfg["config"].get("seed")
         state = load_file(str(_check_path(folder / cls.weights_name, what=cls.weights_name, kind="file")),

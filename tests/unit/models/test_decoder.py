@@ -43,12 +43,12 @@ def test_forward_shapes_and_output(model):
 def test_seed_gives_reproducible_init_without_global_rng():
     state = torch.random.get_rng_state()
     a = BrainDecoder({1: 7}, embed_dim=3, hidden_dim=8, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG was not used
     b = BrainDecoder({1: 7}, embed_dim=3, hidden_dim=8, seed=4)
     c = BrainDecoder({1: 7}, embed_dim=3, hidden_dim=8, seed=5)
     for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(va, vb), k
     assert not torch.equal(a.adapters["1"].weight, c.adapters["1"].weight)
-    del state
 
 
 def test_dropout_generator_reproducible(model):
