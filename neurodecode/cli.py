@@ -28,7 +28,7 @@ examples:
 
 the run folder holds:
   config.yaml        the resolved config (rerun with: neurodecode fit RUN/config.yaml)
-  models/            weights as safetensors + JSON config (mlp/, ridge/subjXX/)
+  models/            weights as safetensors + JSON config (mlp/, ridge/ with one model per subject)
   metrics.json       every retrieval metric with its bootstrap confidence interval
   report.html        self-contained report: table with CIs, per-subject bars, top-k curve, examples
   predictions_*.npz  decoded test embeddings
@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("name", help="dataset layout to simulate (nsd)")
     sim.add_argument("out_dir", help="folder to write")
     sim.add_argument("--n-subjects", type=int, default=2, help="number of subjects (default 2)")
-    sim.add_argument("--n-sessions", type=int, default=4, help="sessions per subject (default 4)")
+    sim.add_argument("--n-sessions", type=int, default=6, help="sessions per subject (default 6)")
+    sim.add_argument("--shared-fraction", type=float, default=0.2,
+                     help="fraction of images in the shared test pool (default 0.2; NSD: 0.1)")
     sim.add_argument("--trials-per-session", type=int, default=750, help="trials per session (default 750)")
     sim.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -128,7 +130,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
     with use_log_level(_level(args)):
         out = simulate(args.name, args.out_dir, n_subjects=args.n_subjects, n_sessions=args.n_sessions,
-                       trials_per_session=args.trials_per_session, image_size=args.image_size,
+                       trials_per_session=args.trials_per_session, shared_fraction=args.shared_fraction,
+                       image_size=args.image_size,
                        seed=args.seed, overwrite=args.overwrite)
     print(f"Simulated {args.name} dataset: {out}")
     return 0

@@ -53,8 +53,11 @@ class SimulateConfig(_Section):
     """The simulated dataset written when ``data.root`` is null."""
 
     n_subjects: int = Field(2, ge=1, le=8, description="Simulated subjects (voxel counts differ).")
-    n_sessions: int = Field(4, ge=1, le=40, description="Sessions per subject.")
+    n_sessions: int = Field(6, ge=1, le=40, description="Sessions per subject.")
     trials_per_session: int = Field(750, ge=6, description="Trials per session (real NSD: 750).")
+    shared_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of each subject's images in the shared test pool seen by all "
+        "subjects (NSD: 0.1; 0.2 here gives 300 test images, enough for the 300-way protocol).")
     image_size: int = Field(64, ge=8, le=425, description="Side of the procedural images (NSD: 425).")
     snr: float = Field(0.4, gt=0, description="Signal amplitude relative to the noise in planted ROIs.")
     seed: int = Field(0, description="Seed of the simulation.")

@@ -70,7 +70,8 @@ def _load_data(config: FitConfig):
         sim = config.simulate
         logger.info("No data.root given: using the simulated NSD dataset in %s", root)
         simulate("nsd", root, n_subjects=sim.n_subjects, n_sessions=sim.n_sessions,
-                 trials_per_session=sim.trials_per_session, image_size=sim.image_size,
+                 trials_per_session=sim.trials_per_session, shared_fraction=sim.shared_fraction,
+                 image_size=sim.image_size,
                  snr=sim.snr, seed=sim.seed)
     parts = []
     for subject in config.data.subjects:
@@ -89,16 +90,13 @@ def _targets(config: FitConfig, trials):
 def _predict_ridge(config: FitConfig, train, test, targets, run_dir: Path):
     from .models import RidgeDecoder
 
-    preds = np.zeros((len(test), targets.dim), dtype=np.float32)
-    subj = test.events["subject"].to_numpy()
-    for s, sub_train in train.by_subject().items():
-        est = RidgeDecoder(alphas=tuple(config.models.ridge.alphas), cv=config.models.ridge.cv)
-        est.fit_trials(sub_train, targets)
-        rows = np.flatnonzero(subj == s)
-        preds[rows] = est.predict_trials(test[rows])
-        est.save_pretrained(run_dir / "models" / "ridge" / f"subj{int(s):02d}")
-        logger.info("Ridge subject %s: alpha = %g", s, float(np.ravel(est.alpha_)[0]))
-    return preds
+    est = RidgeDecoder(alphas=tuple(config.models.ridge.alphas), cv=config.models.ridge.cv)
+    est.fit_trials(train, targets)
+    for s, sub in est.subject_models_.items():
+        logger.info("Ridge subject %s: alpha = %g (chosen by %s on training trials)", s, sub.alpha_,
+                    "leave-one-out" if config.models.ridge.cv is None else f"{config.models.ridge.cv}-fold CV")
+    est.save_pretrained(run_dir / "models" / "ridge")
+    return est.predict_trials(test).astype(np.float32)
 
 
 def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path):

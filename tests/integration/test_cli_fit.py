@@ -40,7 +40,7 @@ def test_fit_writes_a_complete_run_folder(fitted):
     run = fitted / "demo"
     for name in ("config.yaml", "metrics.json", "report.html", "run.json", "predictions_mlp.npz",
                  "models/mlp/model.safetensors", "models/mlp/config.json",
-                 "models/ridge/subj01/config.json"):
+                 "models/ridge/config.json"):
         assert (run / name).is_file(), name
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["models"]["mlp"]["max_epochs"] == 3
