@@ -19,7 +19,8 @@ import numpy as np
 
 from . import __version__
 from .config import FitConfig, config_to_yaml
-from .utils import atomic_path, atomic_write_json, atomic_write_text, get_data_dir, logger, verbose
+from .utils import (atomic_path, atomic_write_json, atomic_write_text, get_data_dir, logger,
+                    resolve_device, verbose)
 
 
 @dataclass
@@ -104,16 +105,17 @@ def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path):
     from .training import Trainer
 
     mc = config.models.mlp
+    device = resolve_device(config.device)
     n_inputs = {s: int(t.feature_shape[0]) for s, t in train.by_subject().items()}
     model = BrainDecoder(n_inputs, embed_dim=targets.dim, hidden_dim=mc.hidden_dim,
-                         n_blocks=mc.n_blocks, dropout=mc.dropout)
+                         n_blocks=mc.n_blocks, dropout=mc.dropout, seed=config.seed)
     trainer = Trainer(model, loss="infonce", lr=mc.lr, weight_decay=mc.weight_decay,
                       batch_size=mc.batch_size, max_epochs=mc.max_epochs, seed=config.seed,
-                      device=config.device, val_fraction=mc.val_fraction)
+                      device=device, val_fraction=mc.val_fraction)
     trainer.fit(train, targets)
     model.save_pretrained(run_dir / "models" / "mlp")
     atomic_write_json(run_dir / "models" / "mlp" / "history.json", trainer.history_)
-    return model.predict(test, device=config.device)
+    return model.predict(test, device=device)
 
 
 @verbose

@@ -1,6 +1,6 @@
 """Logging, progress bars, argument checks, atomic writes and settings."""
 
-from ._checks import _check_option, _check_path, _ensure_finite, check_random_state
+from ._checks import _check_option, _check_path, _ensure_finite, check_random_state, resolve_device
 from ._config import KNOWN_CONFIG, get_config, get_data_dir
 from ._fileio import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ._logging import logger, set_log_level, use_log_level, verbose, warn
@@ -9,6 +9,6 @@ from ._progress import ProgressBar
 __all__ = [
     "KNOWN_CONFIG", "ProgressBar", "atomic_path", "atomic_write_bytes", "atomic_write_json",
     "atomic_write_text", "check_random_state", "get_config", "get_data_dir", "logger",
-    "set_log_level", "use_log_level", "verbose", "warn", "_check_option", "_check_path",
+    "resolve_device", "set_log_level", "use_log_level", "verbose", "warn", "_check_option", "_check_path",
     "_ensure_finite",
 ]

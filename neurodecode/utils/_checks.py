@@ -55,3 +55,23 @@ def _ensure_finite(array: np.ndarray, *, what: str) -> None:
             f"{what} contains {n_bad} non-finite value(s) (NaN or inf). Remove or impute "
             "them before fitting (e.g. drop the affected trials or features)."
         )
+
+
+def resolve_device(device: str | None = "cpu") -> str:
+    """Resolve a device name: ``"auto"`` → ``"cuda"`` when a GPU is visible, else ``"cpu"``.
+
+    Other values (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) are checked and
+    returned; asking for CUDA without a GPU raises with the fix.
+    """
+    import torch
+
+    device = "cpu" if device is None else str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device='cpu' or 'auto'.")
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"Unknown torch device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from err
+    return device
