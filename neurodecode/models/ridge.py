@@ -110,7 +110,8 @@ class _Decomposition:
     ``mixed=True`` (kernel mode only): the kernel stays float64 but is eigendecomposed
     and scanned over alphas in float32 (:meth:`loo_mse` then has ~1e-5 relative
     error); :meth:`loo_mse_exact` and :meth:`coef` use float64 Cholesky solves of
-    ``K + alpha I``, so the chosen alpha's score and the weights are float64-accurate.
+    ``K + alpha I`` (float64 eigendecomposition fallback when ``trace(K)/alpha >= 1e10``
+    or the factorisation fails), so re-scored alphas and the weights are float64-accurate.
     """
 
     def __init__(self, Xc: np.ndarray, Yc: np.ndarray, fit_intercept: bool, mixed: bool = False) -> None:
@@ -139,7 +140,9 @@ class _Decomposition:
             self.U2 = U * U
 
     def _eigh32(self) -> None:
-        lam, Q = _eigh_t(self.K.to(torch.float32))
+        scale = float(self.K.diagonal().mean()) or 1.0   # O(1) entries for float32 LAPACK
+        lam, Q = _eigh_t(self.K.to(torch.float32).div_(scale))
+        lam *= scale
         if self.fit_intercept:  # the constant vector is an exact null vector of the centred kernel
             lam[int((Q.sum(0)).abs().argmax())] = 0.0
         self.lam, self.Q = lam, Q
@@ -220,12 +223,12 @@ class _Decomposition:
             for a in np.unique(alpha):
                 cols = torch.from_numpy(np.flatnonzero(alpha == a))
                 dual[:, cols] = self._dual_exact(float(a))[0][:, cols]
-            return (torch.from_numpy(Xc).T @ dual).numpy()
+            return (dual.T @ torch.from_numpy(Xc)).numpy().T          # transposed view of (k, p)
         alpha_t = torch.as_tensor(np.asarray(alpha, dtype=np.float64).reshape(1, -1))
         w = 1.0 / (self.lam[:, None] + alpha_t)                  # (r, 1) or (r, k)
         if self.kernel:
             dual = self.Q @ (w * self.QtY)                       # (n, k)
-            return (torch.from_numpy(Xc).T @ dual).numpy()
+            return (dual.T @ torch.from_numpy(Xc)).numpy().T     # transposed view of (k, p)
         return (self.V @ (w * self.UtY)).numpy()
 
 
@@ -343,12 +346,13 @@ class RidgeDecoder(_RegressorMixin, _Base):
         eigendecomposed and scanned over all alphas in float32 (about 2× faster
         at NSD sizes); every alpha whose float32 score lies within its error
         bound of the best is then re-scored in float64 from a Cholesky
-        factorisation of ``K + alpha I``, and the weights of the chosen alpha come
-        from a float64 Cholesky solve — so ``alpha_``, ``best_score_``, ``coef_``
-        and predictions are the float64 ones (agreeing with scikit-learn to
-        ~1e-10); only the other entries of ``cv_scores_`` carry ~1e-5 relative
-        error. ``"auto"`` (default): ``"mixed"`` from 1000 samples on, else
-        ``"float64"``.
+        factorisation of ``K + alpha I`` (only when two or more are that close),
+        and the weights of the chosen alpha come from a float64 Cholesky solve —
+        so ``alpha_``, ``coef_`` and predictions are the float64 ones (agreeing
+        with scikit-learn to ~1e-10), while ``cv_scores_`` / ``best_score_`` may
+        carry ~1e-5 relative error (up to ~1e-8·λmax/alpha on ill-conditioned
+        kernels, λmax the largest kernel eigenvalue). ``"auto"`` (default): ``"mixed"`` from 1000
+        samples on, else ``"float64"``.
 
     Attributes
     ----------
@@ -450,12 +454,13 @@ class RidgeDecoder(_RegressorMixin, _Base):
         return self.precision == "mixed" or n >= _MIXED_MIN_SAMPLES
 
     def _refine_scores(self, decomp: _Decomposition, alphas: np.ndarray, scores: np.ndarray) -> None:
-        """Recompute in float64 every alpha whose float32 LOO score may be the best (in place).
+        """Re-score in float64 the alphas whose float32 LOO score may be the best (in place).
 
         An alpha is a candidate if its score lies within the combined error bounds
         of the best float32 score (per target with ``alpha_per_target``, else of
-        the target mean); the best one always is, so the chosen alpha and its score
-        are exactly the float64 ones.
+        the target mean). With a single candidate the choice is already certain and
+        nothing is recomputed; otherwise every candidate is re-scored exactly, so
+        the chosen alpha is always the float64 one.
         """
         tol = decomp.loo_rel_error(alphas)[:, None]                  # (n_alphas, 1)
         crit = scores if self.alpha_per_target else scores.mean(1, keepdims=True)
@@ -464,8 +469,9 @@ class RidgeDecoder(_RegressorMixin, _Base):
         best_val, best_tol = crit[best, cols], tol[best, 0]
         reach = np.abs(crit) * tol + (np.abs(best_val) * best_tol)[None, :]
         cand = np.flatnonzero((crit >= best_val[None, :] - reach).any(1))
-        if len(cand) > 1:
-            logger.info("RidgeDecoder: float64 re-check of %d close alphas", len(cand))
+        if len(cand) < 2:
+            return
+        logger.info("RidgeDecoder: float64 re-check of %d close alphas", len(cand))
         for a in cand:
             scores[a] = -decomp.loo_mse_exact(float(alphas[a]))
 

@@ -176,3 +176,41 @@ def test_save_load_arrays(tmp_path):
         RidgeDecoder().save_pretrained(tmp_path / "n")
     with pytest.raises(FileNotFoundError):
         RidgeDecoder.from_pretrained(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_mixed_precision_matches_float64(fit_intercept):
+    # kernel-mode leave-one-out: float32 eigendecomposition / alpha scan, float64 weights
+    X, Y = _data(600, 1500, k=16, noise=30.0)
+    Xte = _data(50, 1500, seed=1)[0]
+    grid = np.logspace(0, 5, 11)
+    for per_target in (False, True):
+        ref = RidgeDecoder(alphas=grid, cv=None, alpha_per_target=per_target, fit_intercept=fit_intercept,
+                           precision="float64").fit(X, Y)
+        mix = RidgeDecoder(alphas=grid, cv=None, alpha_per_target=per_target, fit_intercept=fit_intercept,
+                           precision="mixed").fit(X, Y)
+        np.testing.assert_array_equal(mix.alpha_, ref.alpha_)
+        assert _rel(mix.predict(Xte), ref.predict(Xte)) < 1e-4
+        # float32 scan: ~1e-5 relative error; up to ~1e-8·λmax/alpha on the ill-conditioned
+        # uncentred kernel (fit_intercept=False, data mean 2)
+        ill_conditioned = not fit_intercept
+        np.testing.assert_allclose(mix.cv_scores_, ref.cv_scores_, rtol=1e-2 if ill_conditioned else 1e-4)
+    sk = RidgeCV(alphas=grid, fit_intercept=fit_intercept).fit(X, Y)
+    mix = RidgeDecoder(alphas=grid, cv=None, fit_intercept=fit_intercept, precision="mixed").fit(X, Y)
+    assert mix.alpha_ == sk.alpha_
+    assert _rel(mix.predict(Xte), sk.predict(Xte)) < 1e-4
+
+
+def test_mixed_precision_near_ties_and_tiny_alpha():
+    X, Y = _data(300, 700, k=8, noise=30.0)
+    # two nearly equal alphas: both re-scored in float64, the choice is float64's
+    ref = RidgeDecoder(alphas=[1.0, 300.0, 300.0 * (1 + 1e-9)], cv=None, precision="float64").fit(X, Y)
+    mix = RidgeDecoder(alphas=[1.0, 300.0, 300.0 * (1 + 1e-9)], cv=None, precision="mixed").fit(X, Y)
+    assert mix.alpha_ == ref.alpha_
+    assert mix.best_score_ == pytest.approx(ref.best_score_, rel=1e-10)
+    # one tiny alpha: Cholesky would be ill-conditioned, the float64 eigen fallback is used
+    mix = RidgeDecoder(alphas=[1e-9], cv=None, precision="mixed").fit(X, Y)
+    sk = Ridge(alpha=1e-9, solver="svd").fit(X, Y)
+    assert _rel(mix.predict(X), sk.predict(X)) < 1e-6
+    with pytest.raises(ValueError, match="precision"):
+        RidgeDecoder(precision="half").fit(X, Y)
