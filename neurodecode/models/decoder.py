@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils import _check_option, _check_path, atomic_path, atomic_write_json, logger, verbose
+from ..utils import _check_option, logger, verbose
+from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, read_pretrained, write_pretrained
 
 BACKBONES = ("mlp",)
 
@@ -95,8 +95,8 @@ class BrainDecoder(nn.Module):
     >>> pred = model.predict(test_trials)                                    # doctest: +SKIP
     """
 
-    config_name = "config.json"
-    weights_name = "model.safetensors"
+    config_name = CONFIG_NAME
+    weights_name = WEIGHTS_NAME
 
     def __init__(self, n_inputs: Mapping[Any, int], embed_dim: int, hidden_dim: int = 512,
                  n_blocks: int = 2, dropout: float = 0.1, backbone: str = "mlp",
@@ -260,19 +260,8 @@ class BrainDecoder(nn.Module):
         -------
         save_directory : Path
         """
-        from safetensors.torch import save_file
-
-        from .. import __version__
-
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(folder / self.weights_name) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt", "class": type(self).__name__})
-        atomic_write_json(folder / self.config_name, {
-            "class": type(self).__name__, "neurodecode_version": __version__, "config": self.config})
-        logger.info("Saved %s to %s", type(self).__name__, folder)
-        return folder
+        return write_pretrained(save_directory, state, {"config": self.config}, class_name=type(self).__name__)
 
     @classmethod
     @verbose
@@ -294,21 +283,13 @@ class BrainDecoder(nn.Module):
         model : BrainDecoder
             In eval mode.
         """
-        from safetensors.torch import load_file
-
-        folder = _check_path(save_directory, what="BrainDecoder folder", kind="dir",
-                             hint="Write it with model.save_pretrained(folder)")
-        cfg = json.loads(_check_path(folder / cls.config_name, what=cls.config_name, kind="file").read_text())
-        if cfg.get("class") != cls.__name__:
-            raise ValueError(f"{folder} holds a {cfg.get('class')!r}, not a {cls.__name__}")
+        cfg, state = read_pretrained(save_directory, class_name=cls.__name__, device=str(device))
         config = dict(cfg["config"])
         config["seed"] = 0  # weights come from the file; a private generator leaves the global RNG alone
         model = cls(**config)
         model.config["seed"] = cfg["config"].get("seed")
-        state = load_file(str(_check_path(folder / cls.weights_name, what=cls.weights_name, kind="file")),
-                          device=str(device))
         model.load_state_dict(state, strict=True)
         model.to(device)
         model.eval()
-        logger.info("Loaded %s from %s", cls.__name__, folder)
+        logger.info("Loaded %s from %s", cls.__name__, save_directory)
         return model

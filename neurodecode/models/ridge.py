@@ -8,7 +8,6 @@ selection costs little more than a single fit.
 
 from __future__ import annotations
 
-import json
 import numbers
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import torch
 from scipy import linalg
 
 from ..datasets import check_no_leakage
-from ..utils import _check_path, atomic_path, atomic_write_json, check_random_state, logger, verbose
+from ..utils import ProgressBar, check_random_state, logger, verbose
+from ._pretrained import read_pretrained, write_pretrained
 
 try:  # scikit-learn is optional: with it, RidgeDecoder is a full sklearn estimator.
     from sklearn.base import BaseEstimator as _Base
@@ -631,7 +631,9 @@ class RidgeDecoder(_RegressorMixin, _Base):
         check_no_leakage(trials, where="ridge fit")
         self._reset_fitted()
         models = {}
-        for subject, sub in trials.by_subject().items():
+        per_subject = trials.by_subject()
+        for subject, sub in ProgressBar(per_subject.items(), total=len(per_subject), desc="ridge",
+                                        unit="subject"):
             X = np.asarray(sub.get_data()).reshape(len(sub), -1)
             Y = targets.lookup(sub.events["stimulus_id"])
             logger.info("RidgeDecoder: fitting subject %s", subject)
@@ -694,10 +696,6 @@ class RidgeDecoder(_RegressorMixin, _Base):
         -------
         save_directory : Path
         """
-        from safetensors.numpy import save_file
-
-        from .. import __version__
-
         models = getattr(self, "subject_models_", None)
         if models is None and not hasattr(self, "coef_"):
             raise RuntimeError("This RidgeDecoder is not fitted yet; call fit or fit_trials first.")
@@ -713,15 +711,8 @@ class RidgeDecoder(_RegressorMixin, _Base):
             entries.append({"subject": subject.item() if isinstance(subject, np.generic) else subject,
                             "one_d_target": bool(np.ndim(model.coef_) == 1),
                             "n_features_in": int(model.n_features_in_)})
-        config = {"class": type(self).__name__, "neurodecode_version": __version__,
-                  "params": params, "models": entries, "per_subject": models is not None}
-        save_directory = Path(save_directory)
-        save_directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(save_directory / "model.safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "neurodecode.RidgeDecoder"})
-        atomic_write_json(save_directory / "config.json", config)
-        logger.info("Saved RidgeDecoder to %s", save_directory)
-        return save_directory
+        config = {"params": params, "models": entries, "per_subject": models is not None}
+        return write_pretrained(save_directory, tensors, config, class_name=type(self).__name__)
 
     @classmethod
     @verbose
@@ -740,15 +731,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
         -------
         model : RidgeDecoder
         """
-        from safetensors.numpy import load_file
-
-        folder = _check_path(save_directory, what="RidgeDecoder folder", kind="dir",
-                             hint="Write it with RidgeDecoder.save_pretrained(folder)")
-        cfg_path = _check_path(folder / "config.json", what="config.json", kind="file")
-        config = json.loads(cfg_path.read_text())
-        if config.get("class") != cls.__name__:
-            raise ValueError(f"{folder} holds a {config.get('class')!r}, not a {cls.__name__}")
-        tensors = load_file(str(_check_path(folder / "model.safetensors", what="model.safetensors")))
+        config, tensors = read_pretrained(save_directory, class_name=cls.__name__, framework="np")
 
         def build(i: int, entry: dict) -> RidgeDecoder:
             m = cls(**config["params"])
@@ -767,5 +750,5 @@ class RidgeDecoder(_RegressorMixin, _Base):
         else:
             model = cls(**config["params"])
             model.subject_models_ = {e["subject"]: build(i, e) for i, e in enumerate(entries)}
-        logger.info("Loaded RidgeDecoder from %s", folder)
+        logger.info("Loaded RidgeDecoder from %s", save_directory)
         return model

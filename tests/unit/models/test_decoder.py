@@ -118,3 +118,21 @@ def test_save_load_round_trip(model, tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="not a BrainDecoder"):
         BrainDecoder.from_pretrained(folder)
+
+
+def test_corrupt_saved_model_gives_clear_error(tmp_path):
+    from neurodecode.models import BrainDecoder, RidgeDecoder
+
+    model = BrainDecoder({1: 5}, embed_dim=3, hidden_dim=4, n_blocks=1, seed=0)
+    folder = model.save_pretrained(tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"\x00\x01truncated")
+    with pytest.raises(OSError, match="model.safetensors.*save the model again"):
+        BrainDecoder.from_pretrained(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json.*corrupt"):
+        BrainDecoder.from_pretrained(folder)
+    model.save_pretrained(folder)
+    with pytest.raises(ValueError, match="not a RidgeDecoder"):
+        RidgeDecoder.from_pretrained(folder)
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        BrainDecoder.from_pretrained(tmp_path / "missing")
