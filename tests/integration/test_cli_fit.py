@@ -28,10 +28,9 @@ def _sets(extra=()):
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    import os
-
-    os.environ["NEURODECODE_DATA"] = str(out / "data")
-    rc = main(["fit", "-q", *_sets([f"output_dir={out}"])])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEURODECODE_DATA", str(out / "data"))
+        rc = main(["fit", "-q", *_sets([f"output_dir={out}"])])
     assert rc == 0
     return out
 
