@@ -25,10 +25,13 @@ examples:
       any recipe with overrides; values are read as YAML (numbers, lists, null)
   neurodecode fit --help-config
       every config key with its default and meaning
+  neurodecode fit --resume runs/demo
+      continue an interrupted run from its last checkpoint (same result as an uninterrupted run)
 
 the run folder holds:
   config.yaml        the resolved config (rerun with: neurodecode fit RUN/config.yaml)
   models/            weights as safetensors + JSON config (mlp/, ridge/ with one model per subject)
+  checkpoints/       the MLP's training checkpoints (for --resume)
   metrics.json       every retrieval metric with its bootstrap confidence interval
   report.html        self-contained report: table with CIs, per-subject bars, top-k curve, examples
   predictions_*.npz  decoded test embeddings
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config key, e.g. --set models.mlp.lr=1e-3 (repeatable)")
     fit.add_argument("--root", help="dataset root on disk (same as --set data.root=PATH)")
     fit.add_argument("--output", "-o", help="run folder (default: <output_dir>/<name>, never overwritten)")
+    fit.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run folder from its last training checkpoint "
+                          "(uses RUN_DIR/config.yaml)")
     fit.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     _add_verbosity(fit)
 
@@ -117,9 +123,10 @@ def _run_fit(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.root:
         overrides.append(f"data.root={args.root}")
-    config = load_config(args.recipe, overrides)
+    resume = getattr(args, "resume", None)
+    config = load_config(args.recipe, overrides) if (resume is None or args.recipe or overrides) else None
     with use_log_level(_level(args)):
-        result = run_fit(config, run_dir=args.output)
+        result = run_fit(config, run_dir=args.output, resume=resume)
     print(f"Report: {result.report_path}")
     return 0
 

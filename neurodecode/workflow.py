@@ -62,6 +62,23 @@ def _new_run_dir(config: FitConfig, run_dir: str | Path | None) -> Path:
     return path
 
 
+def _resume_config(config: FitConfig | None, resume: str | Path, run_dir: str | Path | None) -> FitConfig:
+    """The config of the run folder ``resume`` (checked against ``config`` when one is given)."""
+    from .config import load_config
+
+    if run_dir is not None:
+        raise ValueError("Give either run_dir (a new run) or resume (an existing run folder), not both")
+    saved = Path(resume) / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"Cannot resume {resume}: it has no config.yaml. Pass the folder of a run "
+                                "started with `neurodecode fit` (e.g. runs/demo).")
+    saved_config = load_config(saved)
+    if config is not None and config_to_yaml(config) != config_to_yaml(saved_config):
+        raise ValueError(f"Cannot resume {resume} with another config; drop the recipe and --set options "
+                         f"(the run's own {saved} is used)")
+    return saved_config
+
+
 def _load_data(config: FitConfig):
     from .datasets import BrainTrials, load_nsd, simulate
 
@@ -100,7 +117,7 @@ def _predict_ridge(config: FitConfig, train, test, targets, run_dir: Path):
     return est.predict_trials(test).astype(np.float32)
 
 
-def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path):
+def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path, resume: bool = False):
     from .models import BrainDecoder
     from .training import Trainer
 
@@ -111,16 +128,21 @@ def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path):
                          n_blocks=mc.n_blocks, dropout=mc.dropout, seed=config.seed)
     trainer = Trainer(model, loss="infonce", lr=mc.lr, weight_decay=mc.weight_decay,
                       batch_size=mc.batch_size, max_epochs=mc.max_epochs, seed=config.seed,
-                      device=device, val_fraction=mc.val_fraction)
-    trainer.fit(train, targets)
+                      device=device, val_fraction=mc.val_fraction,
+                      checkpoint_every=CHECKPOINT_EVERY)
+    trainer.fit(train, targets, checkpoint_dir=run_dir / "checkpoints", resume=resume)
     model.save_pretrained(run_dir / "models" / "mlp")
     atomic_write_json(run_dir / "models" / "mlp" / "history.json", trainer.history_)
     return model.predict(test, device=device)
 
 
+#: Optimizer steps between the MLP's training checkpoints in ``<run_dir>/checkpoints``.
+CHECKPOINT_EVERY = 100
+
+
 @verbose
 def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = None,
-            verbose: Any = None) -> FitResult:
+            resume: str | Path | None = None, verbose: Any = None) -> FitResult:
     """Run a whole fit: load (or simulate) data, fit decoders, evaluate, report.
 
     Parameters
@@ -130,6 +152,12 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     run_dir : str | Path | None
         Output folder; default ``<output_dir>/<name>`` (a numbered sibling if
         that one already holds a run — earlier runs are never overwritten).
+    resume : str | Path | None
+        An interrupted run folder to continue: its ``config.yaml`` is used
+        (``config``, if given, must resolve to the same YAML), and the MLP
+        training continues from the newest checkpoint in
+        ``<resume>/checkpoints`` (the result equals an uninterrupted run).
+        Cannot be combined with ``run_dir``.
     verbose : bool | str | int | None
         Log level for this call.
 
@@ -142,14 +170,20 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     from .reports import build_retrieval_report
     from .tasks import evaluate_retrieval, retrieve
 
+    if resume is not None:
+        config = _resume_config(config, resume, run_dir)
     config = config or FitConfig()
     if not (config.models.ridge.enabled or config.models.mlp.enabled):
         raise ValueError("Both models.ridge.enabled and models.mlp.enabled are false: nothing to fit.")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    out = _new_run_dir(config, run_dir)
-    atomic_write_text(out / "config.yaml", config_to_yaml(config))
-    logger.info("Run folder: %s", out)
+    if resume is not None:
+        out = Path(resume)
+        logger.info("Resuming run folder: %s", out)
+    else:
+        out = _new_run_dir(config, run_dir)
+        atomic_write_text(out / "config.yaml", config_to_yaml(config))
+        logger.info("Run folder: %s", out)
 
     t = time.perf_counter()
     root, trials = _load_data(config)
@@ -177,7 +211,7 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         timings["ridge"] = time.perf_counter() - t
     if config.models.mlp.enabled:
         t = time.perf_counter()
-        preds["mlp"] = _predict_mlp(config, train, test, targets, out)
+        preds["mlp"] = _predict_mlp(config, train, test, targets, out, resume=resume is not None)
         timings["mlp"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -37,6 +37,13 @@ class StimulusEmbeddings:
         What the embeddings are (e.g. ``"ViT-L-14 image"``), kept when saved.
     normalize : bool
         If True, L2-normalise every row at construction.
+    token_shape : tuple of int | None
+        For token embeddings (e.g. CLIP's 257 × 768 image tokens, or speech
+        frames × features), the shape of one stimulus's embedding; each row of
+        ``values`` is that array flattened (C order), so
+        ``prod(token_shape) == dim``. ``lookup(..., as_tokens=True)`` restores it.
+
+        .. versionadded:: 0.1
 
     Attributes
     ----------
@@ -44,6 +51,8 @@ class StimulusEmbeddings:
         The stimulus ids in row order.
     values : ndarray of float32, shape (n_stimuli, dim)
         The embedding table.
+    token_shape : tuple of int | None
+        The unflattened shape of one row, or None for plain vectors.
 
     Examples
     --------
@@ -53,7 +62,7 @@ class StimulusEmbeddings:
     """
 
     def __init__(self, ids: Sequence[Any], values: Any, *, name: str = "",
-                 normalize: bool = False) -> None:
+                 normalize: bool = False, token_shape: Sequence[int] | None = None) -> None:
         ids = [_as_py(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
         values = np.array(values, dtype=np.float32, copy=True)
         if values.ndim != 2:
@@ -64,6 +73,13 @@ class StimulusEmbeddings:
             raise ValueError(
                 f"ids has {len(ids)} entries but values has {len(values)} rows; they must be aligned"
             )
+        if token_shape is not None:
+            token_shape = tuple(int(t) for t in token_shape)
+            if int(np.prod(token_shape)) != values.shape[1] or min(token_shape, default=0) < 1:
+                raise ValueError(
+                    f"token_shape {token_shape} does not match the row length {values.shape[1]} of values; "
+                    "rows must be the flattened token arrays (prod(token_shape) == dim)"
+                )
         _ensure_finite(values, what="StimulusEmbeddings values")
         index = {}
         for row, sid in enumerate(ids):
@@ -79,6 +95,7 @@ class StimulusEmbeddings:
         self.ids = ids
         self.values = values
         self.name = str(name)
+        self.token_shape = token_shape
         self._index = index
 
     # -- basic protocol -----------------------------------------------------
@@ -95,7 +112,8 @@ class StimulusEmbeddings:
 
     def __repr__(self) -> str:
         name = f" {self.name!r}" if self.name else ""
-        return f"<StimulusEmbeddings{name} | {len(self):,} stimuli × {self.dim} dims>"
+        tokens = f" (tokens {' × '.join(map(str, self.token_shape))})" if self.token_shape else ""
+        return f"<StimulusEmbeddings{name} | {len(self):,} stimuli × {self.dim} dims{tokens}>"
 
     # -- lookup ----------------------------------------------------------------
     def _rows(self, stimulus_ids: Iterable[Any]) -> np.ndarray:
@@ -117,31 +135,38 @@ class StimulusEmbeddings:
             raise KeyError(msg)
         return np.asarray(rows, dtype=np.int64)
 
-    def lookup(self, stimulus_ids: Iterable[Any]) -> np.ndarray:
+    def lookup(self, stimulus_ids: Iterable[Any], *, as_tokens: bool = False) -> np.ndarray:
         """Return the embeddings of ``stimulus_ids``, in order.
 
         Parameters
         ----------
         stimulus_ids : iterable of int | str
             E.g. ``trials.events["stimulus_id"]``; repeats are allowed.
+        as_tokens : bool
+            Return shape ``(n_ids, *token_shape)`` (needs ``token_shape``).
 
         Returns
         -------
         values : ndarray of float32, shape (n_ids, dim)
-            A new array (safe to modify).
+            A new array (safe to modify); ``(n_ids, *token_shape)`` with ``as_tokens``.
 
         Raises
         ------
         KeyError
             Listing the ids that have no embedding.
         """
-        return self.values[self._rows(stimulus_ids)]
+        out = self.values[self._rows(stimulus_ids)]
+        if as_tokens:
+            if self.token_shape is None:
+                raise ValueError(f"{self!r} holds plain vectors (token_shape is None); use as_tokens=False")
+            out = out.reshape(len(out), *self.token_shape)
+        return out
 
     def subset(self, stimulus_ids: Iterable[Any]) -> StimulusEmbeddings:
         """A new table holding only ``stimulus_ids`` (in that order, duplicates dropped)."""
         keys = list(dict.fromkeys(_as_py(s) for s in stimulus_ids))
         rows = self._rows(keys)
-        return StimulusEmbeddings(keys, self.values[rows], name=self.name)
+        return StimulusEmbeddings(keys, self.values[rows], name=self.name, token_shape=self.token_shape)
 
     # -- I/O -----------------------------------------------------------------------
     @verbose
@@ -171,6 +196,8 @@ class StimulusEmbeddings:
             )
         meta = {"format": _FORMAT, "format_version": str(_FORMAT_VERSION), "name": self.name,
                 "ids": json.dumps(self.ids)}
+        if self.token_shape is not None:
+            meta["token_shape"] = json.dumps(list(self.token_shape))
         with atomic_path(path) as tmp:
             if suffix == ".npz":
                 with open(tmp, "wb") as fh:
@@ -217,6 +244,7 @@ class StimulusEmbeddings:
                 values = fh.get_tensor("values")
         else:
             raise ValueError(f"path must end in '.npz' or '.safetensors', got {path.name!r}")
-        out = cls(json.loads(meta["ids"]), values, name=meta.get("name", ""))
+        token_shape = json.loads(meta["token_shape"]) if meta.get("token_shape") else None
+        out = cls(json.loads(meta["ids"]), values, name=meta.get("name", ""), token_shape=token_shape)
         logger.info("Loaded %r from %s", out, path)
         return out

@@ -58,8 +58,9 @@ def pixel_features(images: np.ndarray, size: int = 16, grayscale: bool = False) 
 
 
 @verbose
-def embed_images(stimuli: Any, stimulus_ids: Any = None, *, encoder: str = "pixels", size: int = 16,
-                 grayscale: bool = False, batch_size: int = 256, verbose: Any = None):
+def embed_images(stimuli: Any, stimulus_ids: Any = None, *, encoder: Any = "pixels", size: int = 16,
+                 grayscale: bool = False, batch_size: int | None = None, weights: Any = None,
+                 output: str = "pooled", cache_dir: Any = None, verbose: Any = None, **clip_kwargs: Any):
     """Embed the images of a :class:`~neurodecode.datasets.StimulusSet`.
 
     Parameters
@@ -68,27 +69,45 @@ def embed_images(stimuli: Any, stimulus_ids: Any = None, *, encoder: str = "pixe
         Where the images come from (read lazily, batch by batch).
     stimulus_ids : sequence | None
         Which stimuli to embed (default: all).
-    encoder : str
+    encoder : str | ClipEncoder
         ``"pixels"``: contrast-normalised colour thumbnails (no weights needed).
+        Any other name is an open_clip model (e.g. ``"ViT-L-14"``), or pass a
+        loaded :class:`~neurodecode.embeddings.ClipEncoder`: see
+        :func:`~neurodecode.embeddings.clip.embed_clip_images`.
     size, grayscale : int, bool
         Options of the ``pixels`` encoder (see :func:`pixel_features`).
-    batch_size : int
-        Images read per batch.
+    batch_size : int | None
+        Images per batch (default 256 for pixels, 32 for CLIP).
+    weights : str | Path | None
+        CLIP weights: a local file or folder, or a Hugging Face repo id in the
+        local HF cache (never downloaded).
+    output : ``"pooled"`` | ``"tokens"``
+        CLIP output kind (``pixels`` only has ``"pooled"``).
+    cache_dir : str | Path | None
+        CLIP only: cache the embeddings on disk in this folder.
     verbose : bool | str | int | None
         Log level for this call (``None``: the current level).
+    **clip_kwargs
+        ``device``, ``precision``, ``tokens``, ``allow_random`` of
+        :class:`~neurodecode.embeddings.ClipEncoder`.
 
     Returns
     -------
     embeddings : StimulusEmbeddings
         One row per stimulus id.
     """
+    if encoder != "pixels":
+        from .clip import embed_clip_images
+
+        return embed_clip_images(stimuli, stimulus_ids, encoder=encoder, weights=weights, output=output,
+                                 cache_dir=cache_dir, batch_size=batch_size, **clip_kwargs)
+    if output != "pooled" or weights is not None or clip_kwargs:
+        extra = sorted(clip_kwargs) + (["weights"] if weights is not None else []) + \
+            (["output"] if output != "pooled" else [])
+        raise ValueError(f"The 'pixels' encoder takes no {extra}; those options are for CLIP encoders.")
+    batch_size = 256 if batch_size is None else int(batch_size)
     from ._table import StimulusEmbeddings
 
-    if encoder != "pixels":
-        raise ValueError(
-            f"Unknown image encoder {encoder!r}. Available here: 'pixels'. Pretrained CLIP "
-            "encoders need the [clip] extra and local weights."
-        )
     if stimuli is None or "image" not in getattr(stimuli, "kinds", []):
         raise ValueError("embed_images needs a StimulusSet with images (trials.stimuli was None or had none).")
     ids = list(stimuli.ids if stimulus_ids is None else dict.fromkeys(stimulus_ids))

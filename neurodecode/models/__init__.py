@@ -1,7 +1,15 @@
-"""Decoders: closed-form ridge, the shared deep BrainDecoder and contrastive losses."""
+"""Decoders: closed-form ridge, the composable deep BrainDecoder, its parts and losses."""
 
+from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectBuilder, SubjectLayer
+from .backbones import ChannelAttentionEncoder, DilatedConvNet, MLPMixer, ResidualMLP, init_parameters_
 from .decoder import BrainDecoder, DecoderOutput
-from .losses import ClipLoss, info_nce, soft_clip
+from .heads import LowLevelHead, PooledHead, TokenHead
+from .losses import (ClipLoss, WeightedLoss, bimixco, cosine_loss, cycle_loss, info_nce, l1_loss, mixco,
+                     mse_loss, soft_clip)
 from .ridge import RidgeDecoder
 
-__all__ = ["BrainDecoder", "ClipLoss", "DecoderOutput", "RidgeDecoder", "info_nce", "soft_clip"]
+__all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput", "DilatedConvNet",
+           "LinearAdapter", "LowLevelHead", "MLPMixer", "PooledAdapter", "PooledHead", "ResidualMLP",
+           "RidgeDecoder", "SpatialAttention", "SubjectBuilder", "SubjectLayer", "TokenHead", "WeightedLoss",
+           "bimixco", "cosine_loss", "cycle_loss", "info_nce", "init_parameters_", "l1_loss", "mixco",
+           "mse_loss", "soft_clip"]

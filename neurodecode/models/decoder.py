@@ -1,9 +1,8 @@
-"""BrainDecoder: per-subject linear adapters → shared residual MLP → embedding head."""
+"""BrainDecoder: per-subject adapters → shared backbone → output heads (pooled, tokens, low-level)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,17 @@ from torch import nn
 
 from ..utils import _check_option, logger, verbose
 from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, read_pretrained, write_pretrained
+from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectLayer
+from .backbones import (_dropout, _ResidualBlock, ChannelAttentionEncoder,  # noqa: F401 (old names)
+                        DilatedConvNet, init_parameters_, MLPMixer, ResidualMLP)
+from .heads import LowLevelHead, PooledHead, TokenHead
 
-BACKBONES = ("mlp",)
+BACKBONES = ("mlp", "mixer", "dilated_conv", "atm")
+ADAPTERS = ("linear", "pooled", "subject_layer", "spatial_attention")
+HEADS = ("pooled", "tokens", "lowlevel")
+OUTPUTS = ("pooled", "tokens", "lowlevel", "all")
+_VECTOR_BACKBONES = ("mlp", "mixer")
+_SEQUENCE_ADAPTERS = ("subject_layer", "spatial_attention")
 
 
 @dataclass
@@ -25,66 +33,111 @@ class DecoderOutput:
     Attributes
     ----------
     embedding : Tensor, shape (batch, embed_dim)
-        The decoded stimulus embedding.
-    latent : Tensor, shape (batch, hidden_dim)
-        The shared latent after the subject adapter (before the backbone).
+        The decoded (pooled) stimulus embedding.
+    latent : Tensor, shape (batch, hidden_dim) | (batch, n_virtual, n_times)
+        The shared latent after the subject adapter (before the backbone);
+        M/EEG adapters give a (batch, channels, time) latent.
+    tokens : Tensor, shape (batch, n_tokens, token_dim) | None
+        Token-sequence output, when the model has a ``"tokens"`` head.
+    lowlevel : Tensor, shape (batch, channels, height, width) | None
+        Predicted VAE latents, when the model has a ``"lowlevel"`` head.
     """
 
     embedding: torch.Tensor
     latent: torch.Tensor
+    tokens: torch.Tensor | None = None
+    lowlevel: torch.Tensor | None = None
 
 
-def _dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """Inverted dropout drawing its mask from ``generator`` (reproducible without global seeding)."""
-    if not training or p == 0.0:
-        return x
-    keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)
-    return x * keep / (1.0 - p)
+def _jsonable(value: Any) -> Any:
+    """Config values as JSON types (arrays and tuples become lists, mapping keys strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
-class _ResidualBlock(nn.Module):
-    """``x + Dropout(Linear(GELU(Linear(LayerNorm(x)))))``."""
-
-    def __init__(self, dim: int, dropout: float, device: Any = None) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, device=device)
-        self.fc1 = nn.Linear(dim, dim, device=device)
-        self.fc2 = nn.Linear(dim, dim, device=device)
-        self.act = nn.GELU()
-        self.p = dropout
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        h = self.fc2(_dropout(self.act(self.fc1(self.norm(x))), self.p, self.training, generator))
-        return x + _dropout(h, self.p, self.training, generator)
+def _legacy_keys_hook(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """Rename weights saved before adapters/backbones/heads became modules (neurodecode ≤ 0.1 layout)."""
+    renames = (("adapters.", "adapter.linears."), ("blocks.", "backbone.blocks."),
+               ("head_norm.", "heads.pooled.norm."), ("head.", "heads.pooled.proj."))
+    for key in list(state_dict):
+        rest = key[len(prefix):] if key.startswith(prefix) else None
+        if rest is None:
+            continue
+        for old, new in renames:
+            if rest.startswith(old):
+                state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                break
 
 
 class BrainDecoder(nn.Module):
     """Decode brain responses of several subjects into one stimulus-embedding space.
 
-    MindEye2's recipe: each subject has its own linear adapter (voxels → a
-    shared latent, the "ridge" layer), followed by a backbone shared across
-    subjects and a linear head to the embedding space (e.g. CLIP).
+    A composable version of MindEye2's recipe: each subject has its own
+    adapter (voxels or sensors → a shared space), followed by a backbone
+    shared across subjects and one or more heads. The default — linear
+    adapters, residual MLP, pooled head — is neurodecode's original model, and
+    folders saved by earlier versions still load.
+
+    ===========================  ===================================  ========================
+    adapter                      backbone                             input
+    ===========================  ===================================  ========================
+    ``"linear"``, ``"pooled"``   ``"mlp"``, ``"mixer"``               (batch, n_voxels)
+    ``"subject_layer"``,         ``"dilated_conv"``, ``"atm"``        (batch, n_chans, n_times)
+    ``"spatial_attention"``
+    ===========================  ===================================  ========================
 
     Parameters
     ----------
     n_inputs : dict
-        Subject → number of input features (voxels, or channels × times,
-        flattened). Subjects are keyed by ``str(subject)``, so ``1`` and ``"1"``
-        name the same subject.
+        Subject → number of input features: voxels, or ``n_chans · n_times``
+        for M/EEG (flattened, so :class:`~neurodecode.training.Trainer` and
+        :meth:`predict` work unchanged). Subjects are keyed by
+        ``str(subject)``, so ``1`` and ``"1"`` name the same subject.
     embed_dim : int
-        Dimension of the target embeddings.
+        Dimension of the target (pooled) embeddings.
     hidden_dim : int
-        Width of the shared latent and backbone.
+        Width of the shared latent and backbone output.
     n_blocks : int
-        Number of residual MLP blocks (LayerNorm, Linear, GELU, dropout).
+        Depth of the backbone (residual blocks, mixer blocks, dilated conv
+        blocks or transformer layers).
     dropout : float
         Dropout probability in the backbone, in [0, 1).
-    backbone : {"mlp"}
-        The shared backbone.
+    backbone : {"mlp", "mixer", "dilated_conv", "atm"}
+        :class:`~neurodecode.models.backbones.ResidualMLP`,
+        :class:`~neurodecode.models.backbones.MLPMixer`,
+        :class:`~neurodecode.models.backbones.DilatedConvNet` or
+        :class:`~neurodecode.models.backbones.ChannelAttentionEncoder`.
     seed : int | None
         If given, weights are initialised from a ``torch.Generator`` seeded
         with it (reproducible, leaves the global torch RNG alone); otherwise
         torch's global RNG is used, as for any ``nn.Module``.
+    adapter : {"linear", "pooled", "subject_layer", "spatial_attention"} | None
+        Subject adapter (:mod:`neurodecode.models.adapters`). ``None``:
+        ``"linear"`` for the MLP/mixer backbones, ``"subject_layer"`` for the
+        M/EEG backbones.
+    heads : sequence of {"pooled", "tokens", "lowlevel"}
+        Output heads; ``"pooled"`` (the ``embedding`` output) is required.
+    token_shape : tuple of int | None
+        ``(n_tokens, token_dim)`` of the ``"tokens"`` head (MindEye2: (256, 1664)).
+    lowlevel_shape : tuple of int | None
+        ``(channels, height, width)`` of the ``"lowlevel"`` head (default (4, 28, 28),
+        SD-VAE latents of 224-px images).
+    n_times : int | None
+        Time samples per trial, required by the M/EEG adapters: subject ``s``
+        then has ``n_inputs[s] // n_times`` channels.
+    adapter_kwargs, backbone_kwargs, head_kwargs : dict | None
+        Extra arguments for the adapter, the backbone, and per head name
+        (``{"tokens": {"mode": "linear"}}``). ``SpatialAttention`` needs
+        ``adapter_kwargs={"positions": {subject: array (n_chans, 2)}}``.
 
     Examples
     --------
@@ -93,6 +146,9 @@ class BrainDecoder(nn.Module):
     >>> out.embedding.shape                                                  # doctest: +SKIP
     torch.Size([4, 768])
     >>> pred = model.predict(test_trials)                                    # doctest: +SKIP
+    >>> meg = BrainDecoder({1: 208 * 120}, embed_dim=768, n_times=120, backbone="dilated_conv",
+    ...                    adapter="spatial_attention",
+    ...                    adapter_kwargs={"positions": {1: xy}})             # doctest: +SKIP
     """
 
     config_name = CONFIG_NAME
@@ -100,7 +156,12 @@ class BrainDecoder(nn.Module):
 
     def __init__(self, n_inputs: Mapping[Any, int], embed_dim: int, hidden_dim: int = 512,
                  n_blocks: int = 2, dropout: float = 0.1, backbone: str = "mlp",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, *, adapter: str | None = None,
+                 heads: Sequence[str] = ("pooled",), token_shape: Sequence[int] | None = None,
+                 lowlevel_shape: Sequence[int] | None = None, n_times: int | None = None,
+                 adapter_kwargs: Mapping[str, Any] | None = None,
+                 backbone_kwargs: Mapping[str, Any] | None = None,
+                 head_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         super().__init__()
         if not isinstance(n_inputs, Mapping) or not n_inputs:
             raise ValueError("n_inputs must be a non-empty dict subject → number of input features, "
@@ -118,18 +179,97 @@ class BrainDecoder(nn.Module):
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         _check_option("backbone", backbone, BACKBONES)
+        sequence = backbone not in _VECTOR_BACKBONES
+        if adapter is None:
+            adapter = "subject_layer" if sequence else "linear"
+        _check_option("adapter", adapter, ADAPTERS)
+        if (adapter in _SEQUENCE_ADAPTERS) != sequence:
+            raise ValueError(f"adapter={adapter!r} cannot feed backbone={backbone!r}: the 'linear' and "
+                             "'pooled' adapters go with the 'mlp' and 'mixer' backbones (fMRI vectors), "
+                             "'subject_layer' and 'spatial_attention' with 'dilated_conv' and 'atm' "
+                             "(M/EEG, (batch, channels, time))")
+        if isinstance(heads, str):
+            heads = (heads,)
+        heads = tuple(heads)
+        for h in heads:
+            _check_option("heads", h, HEADS)
+        if "pooled" not in heads or len(set(heads)) != len(heads):
+            raise ValueError(f"heads must hold 'pooled' (the embedding output) and no repeats, got {heads!r}")
+        heads = tuple(h for h in HEADS if h in heads)
+        if "tokens" in heads and token_shape is None:
+            raise ValueError("heads include 'tokens': give token_shape=(n_tokens, token_dim), "
+                             "e.g. (256, 1664) for MindEye2's OpenCLIP bigG tokens")
+        if "lowlevel" in heads and lowlevel_shape is None:
+            lowlevel_shape = (4, 28, 28)
+        if n_times is not None and (isinstance(n_times, bool) or not isinstance(n_times, (int, np.integer))
+                                    or n_times < 1):
+            raise ValueError(f"n_times must be a positive int, got {n_times!r}")
+        if sequence:
+            if n_times is None:
+                raise ValueError(f"adapter={adapter!r} takes (batch, channels, time) input: give n_times, "
+                                 "the number of time samples per trial")
+            bad = {s: n for s, n in n_in.items() if n % int(n_times)}
+            if bad:
+                raise ValueError(f"n_inputs must be n_chans · n_times for M/EEG; {bad} is not divisible by "
+                                 f"n_times={n_times}")
         self.config = {"n_inputs": n_in, "embed_dim": int(embed_dim), "hidden_dim": int(hidden_dim),
                        "n_blocks": int(n_blocks), "dropout": float(dropout), "backbone": backbone,
-                       "seed": seed}
+                       "seed": seed, "adapter": adapter, "heads": list(heads),
+                       "token_shape": None if token_shape is None else [int(v) for v in token_shape],
+                       "lowlevel_shape": None if lowlevel_shape is None else [int(v) for v in lowlevel_shape],
+                       "n_times": None if n_times is None else int(n_times),
+                       "adapter_kwargs": _jsonable(dict(adapter_kwargs or {})),
+                       "backbone_kwargs": _jsonable(dict(backbone_kwargs or {})),
+                       "head_kwargs": _jsonable(dict(head_kwargs or {}))}
         # built on the meta device, then initialised once from the generator (no global RNG use)
         meta = torch.device("meta")
-        self.adapters = nn.ModuleDict({s: nn.Linear(n, hidden_dim, device=meta) for s, n in n_in.items()})
-        self.blocks = nn.ModuleList([_ResidualBlock(hidden_dim, float(dropout), device=meta)
-                                     for _ in range(n_blocks)])
-        self.head_norm = nn.LayerNorm(hidden_dim, device=meta)
-        self.head = nn.Linear(hidden_dim, embed_dim, device=meta)
+        a_kw, b_kw = dict(adapter_kwargs or {}), dict(backbone_kwargs or {})
+        h_kw = {k: dict(v) for k, v in (head_kwargs or {}).items()}
+        unknown = sorted(set(h_kw) - set(heads))
+        if unknown:
+            raise ValueError(f"head_kwargs names heads {unknown} that the model does not have "
+                             f"({list(heads)})")
+        n_chans = {s: n // int(n_times) for s, n in n_in.items()} if sequence else None
+        if adapter == "linear":
+            self.adapter = LinearAdapter(n_in, hidden_dim, device=meta, **a_kw)
+        elif adapter == "pooled":
+            self.adapter = PooledAdapter(n_in, hidden_dim, device=meta, **a_kw)
+        elif adapter == "subject_layer":
+            self.adapter = SubjectLayer(n_chans, device=meta, **a_kw)
+        else:
+            if "positions" not in a_kw:
+                raise ValueError("adapter='spatial_attention' needs sensor positions: "
+                                 "adapter_kwargs={'positions': {subject: array (n_chans, 2)}}")
+            self.adapter = SpatialAttention(device=meta, **a_kw)
+            sizes = self.adapter.sizes
+            if set(sizes) != set(n_chans) or any(sizes[s] != n_chans[s] for s in n_chans):
+                raise ValueError(f"positions give channel counts {sizes} but n_inputs / n_times give "
+                                 f"{n_chans}")
+        if backbone == "mlp":
+            self.backbone = ResidualMLP(hidden_dim, n_blocks, float(dropout), device=meta, **b_kw)
+        elif backbone == "mixer":
+            self.backbone = MLPMixer(hidden_dim, n_blocks, float(dropout), device=meta, **b_kw)
+        elif backbone == "dilated_conv":
+            n_out = self.adapter.n_outputs if adapter == "subject_layer" else self.adapter.n_virtual
+            b_kw.setdefault("dropout", float(dropout))
+            self.backbone = DilatedConvNet(n_out, hidden_dim, depth=n_blocks, n_times=int(n_times),
+                                           device=meta, **b_kw)
+        else:
+            n_out = self.adapter.n_outputs if adapter == "subject_layer" else self.adapter.n_virtual
+            b_kw.setdefault("dropout", float(dropout))
+            self.backbone = ChannelAttentionEncoder(n_out, int(n_times), hidden_dim, n_layers=n_blocks,
+                                                    device=meta, **b_kw)
+        self.heads = nn.ModuleDict()
+        self.heads["pooled"] = PooledHead(hidden_dim, embed_dim, device=meta, **h_kw.get("pooled", {}))
+        if "tokens" in heads:
+            self.heads["tokens"] = TokenHead(hidden_dim, tuple(token_shape), device=meta,
+                                             **h_kw.get("tokens", {}))
+        if "lowlevel" in heads:
+            self.heads["lowlevel"] = LowLevelHead(hidden_dim, tuple(lowlevel_shape), device=meta,
+                                                  **h_kw.get("lowlevel", {}))
         self.to_empty(device="cpu")
         self.reset_parameters(None if seed is None else torch.Generator().manual_seed(int(seed)))
+        self._register_load_state_dict_pre_hook(_legacy_keys_hook, with_module=True)
 
     # -- properties --------------------------------------------------------------------
     @property
@@ -139,7 +279,7 @@ class BrainDecoder(nn.Module):
 
     @property
     def n_inputs(self) -> dict[str, int]:
-        """Subject → number of input features."""
+        """Subject → number of input features (flattened)."""
         return dict(self.config["n_inputs"])
 
     @property
@@ -147,16 +287,34 @@ class BrainDecoder(nn.Module):
         """Output embedding dimension."""
         return self.config["embed_dim"]
 
+    @property
+    def adapters(self) -> nn.Module:
+        """The subject adapter; ``model.adapters[subject]`` is that subject's module (linear/pooled)."""
+        return self.adapter
+
+    @property
+    def head(self) -> nn.Linear:
+        """The pooled head's final ``nn.Linear`` (name kept from the original layout)."""
+        return self.heads["pooled"].proj
+
+    @property
+    def head_norm(self) -> nn.LayerNorm:
+        """The pooled head's LayerNorm (name kept from the original layout)."""
+        return self.heads["pooled"].norm
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The backbone's blocks (residual, mixer or dilated-conv blocks; transformer layers for ATM)."""
+        return self.backbone.blocks if hasattr(self.backbone, "blocks") else self.backbone.layers
+
+    @property
+    def is_sequence(self) -> bool:
+        """Whether the model takes (batch, channels, time) M/EEG input."""
+        return self.config["adapter"] in _SEQUENCE_ADAPTERS
+
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Re-initialise every weight (PyTorch's defaults), drawing from ``generator``."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
-                bound = 1.0 / math.sqrt(module.in_features)
-                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        """Re-initialise every weight (PyTorch defaults, identity subject layers) from ``generator``."""
+        init_parameters_(self, generator)
 
     def _check_subject(self, subject: Any) -> str:
         key = str(subject)
@@ -166,6 +324,13 @@ class BrainDecoder(nn.Module):
                              "trials of known subjects.")
         return key
 
+    def _input_shape(self, key: str) -> tuple[int, ...]:
+        n = self.config["n_inputs"][key]
+        if self.is_sequence:
+            t = self.config["n_times"]
+            return (n // t, t)
+        return (n,)
+
     # -- forward ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor, subject: Any,
                 generator: torch.Generator | None = None) -> DecoderOutput:
@@ -173,7 +338,9 @@ class BrainDecoder(nn.Module):
 
         Parameters
         ----------
-        x : Tensor, shape (batch, n_inputs[subject])
+        x : Tensor, shape (batch, n_inputs[subject]) | (batch, n_chans, n_times)
+            M/EEG models take ``(batch, n_chans, n_times)`` or its flattened
+            ``(batch, n_chans · n_times)`` form.
         subject : int | str
             The subject all rows of ``x`` come from.
         generator : torch.Generator | None
@@ -184,21 +351,27 @@ class BrainDecoder(nn.Module):
         output : DecoderOutput
         """
         key = self._check_subject(subject)
+        shape = self._input_shape(key)
         n_expected = self.config["n_inputs"][key]
-        if x.ndim != 2 or x.shape[1] != n_expected:
-            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {n_expected}), got "
+        if self.is_sequence and x.ndim == 2 and x.shape[1] == n_expected:
+            x = x.reshape(len(x), *shape)
+        if tuple(x.shape[1:]) != shape:
+            want = ", ".join(str(v) for v in shape)
+            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {want}), got "
                              f"{tuple(x.shape)}")
-        latent = self.adapters[key](x)
-        h = latent
-        for block in self.blocks:
-            h = block(h, generator)
-        return DecoderOutput(embedding=self.head(self.head_norm(h)), latent=latent)
+        latent = self.adapter(x, key, generator)
+        h = self.backbone(latent, generator)
+        return DecoderOutput(
+            embedding=self.heads["pooled"](h, generator), latent=latent,
+            tokens=self.heads["tokens"](h, generator) if "tokens" in self.heads else None,
+            lowlevel=self.heads["lowlevel"](h, generator) if "lowlevel" in self.heads else None)
 
     # -- inference on BrainTrials ------------------------------------------------------
     @verbose
-    def predict(self, trials: Any, *, batch_size: int = 256, device: str | torch.device = "cpu",
-                verbose: bool | str | int | None = None) -> np.ndarray:
-        """Decoded embeddings of every trial, in trial order.
+    def predict(self, trials: Any, *, output: str = "pooled", batch_size: int = 256,
+                device: str | torch.device = "cpu",
+                verbose: bool | str | int | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """Decoded outputs of every trial, in trial order.
 
         Works on single- and multi-subject (ragged) BrainTrials: each subject's
         trials go through its own adapter and come back to their original rows.
@@ -206,7 +379,10 @@ class BrainDecoder(nn.Module):
         Parameters
         ----------
         trials : BrainTrials
-            Features beyond the first axis are flattened.
+            fMRI models flatten features beyond the first axis; M/EEG models
+            take ``(n_trials, n_chans, n_times)`` (or its flattened form).
+        output : {"pooled", "tokens", "lowlevel", "all"}
+            Which head's output to return; ``"all"`` returns a dict of every head's.
         batch_size : int
             Trials per forward pass.
         device : str | torch.device
@@ -216,12 +392,22 @@ class BrainDecoder(nn.Module):
 
         Returns
         -------
-        embeddings : ndarray of float32, shape (n_trials, embed_dim)
+        predictions : ndarray of float32 | dict
+            ``"pooled"``: shape (n_trials, embed_dim); ``"tokens"``: (n_trials,
+            n_tokens, token_dim); ``"lowlevel"``: (n_trials, channels, height,
+            width); ``"all"``: a dict head name → array.
         """
+        _check_option("output", output, OUTPUTS)
+        names = list(self.heads) if output == "all" else [output]
+        for name in names:
+            if name not in self.heads:
+                raise ValueError(f"output={output!r} needs a {name!r} head; this model has heads "
+                                 f"{list(self.heads)}")
         subj_col = trials.events["subject"].to_numpy()
         for subject in trials.subjects:
             self._check_subject(subject)
-        out = np.empty((len(trials), self.embed_dim), dtype=np.float32)
+        attr = {"pooled": "embedding", "tokens": "tokens", "lowlevel": "lowlevel"}
+        out = {name: np.empty((len(trials), *self.heads[name].out_shape), dtype=np.float32) for name in names}
         was_training = self.training
         self.eval()
         self.to(device)
@@ -234,14 +420,17 @@ class BrainDecoder(nn.Module):
                     if X.shape[1] != n_expected:
                         raise ValueError(f"Subject {subject!r} has {X.shape[1]} features in trials but the "
                                          f"model's adapter expects {n_expected}")
+                    X = X.reshape(len(X), *self._input_shape(str(subject)))
                     for start in range(0, len(X), batch_size):
                         xb = torch.from_numpy(X[start:start + batch_size]).to(device)
-                        emb = self(xb, subject).embedding
-                        out[rows[start:start + batch_size]] = emb.float().cpu().numpy()
+                        res = self(xb, subject)
+                        for name in names:
+                            out[name][rows[start:start + batch_size]] = \
+                                getattr(res, attr[name]).float().cpu().numpy()
                     logger.debug("BrainDecoder.predict: subject %s, %d trials", subject, len(X))
         finally:
             self.train(was_training)
-        return out
+        return out if output == "all" else out[output]
 
     # -- persistence -------------------------------------------------------------------
     @verbose

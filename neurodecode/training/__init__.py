@@ -1,5 +1,6 @@
-"""Training loops for the deep decoders."""
+"""Training loops for the deep decoders (on Hugging Face accelerate), checkpoints and resume."""
 
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .trainer import Trainer
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]

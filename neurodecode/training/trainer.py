@@ -1,9 +1,19 @@
-"""Trainer: fits a BrainDecoder to stimulus embeddings with a contrastive loss."""
+"""Trainer: fits a BrainDecoder to stimulus embeddings with a contrastive loss, on accelerate.
+
+The loop runs on Hugging Face :class:`accelerate.Accelerator`, so one code path
+covers CPU, one GPU and multi-process data parallel (``accelerate launch`` /
+``torchrun``), with optional mixed precision. Randomness only comes from
+``torch.Generator`` objects seeded with ``seed`` (accelerate's ``set_seed`` is
+never called: it reseeds the global RNGs).
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,10 +23,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..datasets import check_no_leakage
+from ..datasets._trials import _take_rows
 from ..models.losses import ClipLoss, soft_clip
-from ..utils import ProgressBar, _check_option, _ensure_finite, logger, use_log_level, verbose
+from ..utils import ProgressBar, _check_option, logger, resolve_device, use_log_level, verbose
+from . import _data
+from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 
 LOSSES = ("infonce", "soft_clip", "mse")
+SCHEDULES = ("onecycle", "cosine")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+#: Trainer settings that must match for a run to be resumed from a checkpoint.
+_RESUME_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "seed", "val_fraction",
+                "gradient_accumulation_steps", "lr_schedule", "ema_decay", "max_grad_norm")
 
 
 class _SoftClipLoss(nn.Module):
@@ -33,6 +52,53 @@ class _MSELoss(nn.Module):
         return F.mse_loss(F.normalize(pred, dim=1), target)
 
 
+# -- multi-process helpers ---------------------------------------------------------------------
+def _all_gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Concatenate every process's ``x`` along dim 0 (rank order; row counts may differ by process)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.int64)
+    sizes_t = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes_t, n)
+    sizes = [int(s) for s in sizes_t]
+    padded = x.new_zeros((max(sizes), *x.shape[1:]))
+    padded[:x.shape[0]] = x
+    out = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(out, padded.contiguous())
+    return torch.cat([o[:s] for o, s in zip(out, sizes)]), sizes
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sums the gradient over processes and returns this process's rows.
+
+    With every process computing the same global loss ``L`` from the gathered
+    tensors, process ``r`` receives ``world_size · ∂L/∂pred_r``; DDP's gradient
+    averaging then yields exactly ``∂L/∂θ`` of the global batch (CLIP training).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out, sizes = _all_gather_rows(x)
+        ctx.sizes, ctx.rank = sizes, dist.get_rank()
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        start = sum(ctx.sizes[:ctx.rank])
+        return grad[start:start + ctx.sizes[ctx.rank]]
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class Trainer:
     """Train a :class:`~neurodecode.models.BrainDecoder` on BrainTrials → stimulus embeddings.
 
@@ -41,6 +107,14 @@ class Trainer:
     set is carved out of the training trials *by stimulus* (validation images
     are never trained on); the weights of the epoch with the lowest validation
     loss are restored at the end.
+
+    The loop runs on :class:`accelerate.Accelerator`: the same code trains on
+    CPU, one GPU or several processes (``accelerate launch`` / ``torchrun``; see
+    ``docs/training.md``). In a run of ``W`` processes each process takes
+    ``batch_size`` trials of every global batch of ``W × batch_size`` trials,
+    and predictions / targets are all-gathered before the loss, so the
+    contrastive loss sees the global batch (as in CLIP training). Only the
+    main process logs, shows progress and writes checkpoints.
 
     Parameters
     ----------
@@ -53,11 +127,11 @@ class Trainer:
         callable ``loss(pred, target, ids)`` (or an ``nn.Module``, whose
         parameters are optimised too) is used as is.
     lr : float
-        Peak learning rate of the one-cycle schedule (AdamW).
+        Peak learning rate (AdamW).
     weight_decay : float
         AdamW weight decay (not applied to biases, LayerNorm and temperature).
     batch_size : int
-        Trials per batch (>= 2 for a contrastive loss).
+        Trials per batch *per process* (>= 2 for a contrastive loss).
     max_epochs : int
         Number of passes over the training trials.
     seed : int
@@ -65,37 +139,76 @@ class Trainer:
         (``torch.Generator``; the global RNG is untouched). Two fits of equal
         models on equal data give identical weights on CPU.
     device : str | torch.device
-        Where to train.
+        ``"cpu"`` trains on the CPU; anything else lets accelerate pick the
+        accelerator (``cuda:<LOCAL_RANK>``).
     val_fraction : float
         Fraction of the training *stimuli* held out for validation (0 = none).
     patience : int | None
         Stop after this many epochs without a lower validation loss.
+    mixed_precision : {"no", "bf16", "fp16"}
+        Autocast precision of the forward pass (fp16 uses a gradient scaler).
+        Weights, optimizer state and the loss stay float32.
+    gradient_accumulation_steps : int
+        Batches whose gradients are summed (each loss divided by the group's
+        size) before one optimizer step; the last group of an epoch may be
+        shorter. Gradients are synchronised across processes once per group.
+    lr_schedule : {"onecycle", "cosine"}
+        One-cycle (warm-up then cosine annealing) or plain cosine annealing
+        from ``lr`` to 0, stepped once per optimizer step.
+    ema_decay : float | None
+        If given (e.g. 0.999), an exponential moving average of the weights is
+        kept after every optimizer step and used for validation, best-epoch
+        selection and the final weights.
+    max_grad_norm : float | None
+        Clip the gradient norm of the model's parameters to this value.
+    checkpoint_every : int | None
+        With ``fit(..., checkpoint_dir=...)``, write a checkpoint every this
+        many optimizer steps (and always one at the end).
+    keep_checkpoints : int
+        Number of newest checkpoints kept on disk.
+    stream : bool | None
+        Read each batch from ``trials.data`` instead of loading every subject's
+        array into memory. None: stream exactly when the data is lazy (not a
+        NumPy array, e.g. HDF5-backed).
     verbose : bool | str | int | None
         Default log level of :meth:`fit`.
 
     Attributes
     ----------
     history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_top1``,
-        ``val_chance``, ``lr``, ``temperature``, ``time_s``.
+        Per epoch: ``epoch``, ``step``, ``train_loss``, ``val_loss``,
+        ``val_top1``, ``val_chance``, ``lr``, ``temperature``, ``time_s``.
     best_epoch_ : int | None
         The epoch whose weights were restored (None without validation).
     val_stimuli_ : list
         The stimulus ids held out for validation.
     loss_fn_ : nn.Module | callable
         The loss used (with its learned temperature).
+    global_step_ : int
+        Optimizer steps taken.
+    resumed_from_ : Path | None
+        The checkpoint the last :meth:`fit` resumed from.
 
     Examples
     --------
     >>> trainer = Trainer(model, loss="infonce", max_epochs=30, seed=0)   # doctest: +SKIP
     >>> trainer.fit(trials.select(split="train"), targets)                # doctest: +SKIP
     >>> trainer.history_[-1]["val_top1"]                                  # doctest: +SKIP
+
+    Resumable training (a killed run continues exactly where it stopped):
+
+    >>> trainer = Trainer(model, max_epochs=30, checkpoint_every=500)     # doctest: +SKIP
+    >>> trainer.fit(train, targets, checkpoint_dir="runs/x/checkpoints", resume=True)  # doctest: +SKIP
     """
 
     def __init__(self, model: nn.Module, *, loss: str | Callable = "infonce", lr: float = 3e-4,
                  weight_decay: float = 0.01, batch_size: int = 128, max_epochs: int = 30, seed: int = 0,
                  device: str | torch.device = "cpu", val_fraction: float = 0.1,
-                 patience: int | None = None, verbose: bool | str | int | None = None) -> None:
+                 patience: int | None = None, mixed_precision: str = "no",
+                 gradient_accumulation_steps: int = 1, lr_schedule: str = "onecycle",
+                 ema_decay: float | None = None, max_grad_norm: float | None = None,
+                 checkpoint_every: int | None = None, keep_checkpoints: int = 3,
+                 stream: bool | None = None, verbose: bool | str | int | None = None) -> None:
         self.model = model
         self.loss = loss
         self.lr = lr
@@ -106,6 +219,14 @@ class Trainer:
         self.device = device
         self.val_fraction = val_fraction
         self.patience = patience
+        self.mixed_precision = mixed_precision
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.lr_schedule = lr_schedule
+        self.ema_decay = ema_decay
+        self.max_grad_norm = max_grad_norm
+        self.checkpoint_every = checkpoint_every
+        self.keep_checkpoints = keep_checkpoints
+        self.stream = stream
         self.verbose = verbose
 
     # -- checks ----------------------------------------------------------------------------
@@ -114,6 +235,8 @@ class Trainer:
             _check_option("loss", self.loss, LOSSES)
         elif not callable(self.loss):
             raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(self.loss).__name__}")
+        _check_option("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        _check_option("lr_schedule", self.lr_schedule, SCHEDULES)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not self.weight_decay >= 0:
@@ -128,6 +251,18 @@ class Trainer:
         if self.patience is not None and (not isinstance(self.patience, (int, np.integer))
                                           or self.patience < 1):
             raise ValueError(f"patience must be None or an int >= 1, got {self.patience!r}")
+        for name in ("gradient_accumulation_steps", "keep_checkpoints"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {val!r}")
+        if self.checkpoint_every is not None and (
+                isinstance(self.checkpoint_every, bool)
+                or not isinstance(self.checkpoint_every, (int, np.integer)) or self.checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every must be None or an int >= 1, got {self.checkpoint_every!r}")
+        if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be None or in (0, 1), got {self.ema_decay!r}")
+        if self.max_grad_norm is not None and not float(self.max_grad_norm) > 0:
+            raise ValueError(f"max_grad_norm must be None or > 0, got {self.max_grad_norm!r}")
         for attr in ("n_inputs", "embed_dim", "_check_subject"):
             if not hasattr(self.model, attr):
                 raise TypeError(f"model must be a BrainDecoder-like module (missing {attr!r}), "
@@ -138,41 +273,68 @@ class Trainer:
             return self.loss
         return {"infonce": ClipLoss, "soft_clip": _SoftClipLoss, "mse": _MSELoss}[self.loss]()
 
-    def _subject_arrays(self, trials: Any) -> dict:
-        """Per subject: float32 features (checked), trial rows."""
+    def _settings(self) -> dict:
+        return {k: (v.item() if isinstance(v, np.generic) else v)
+                for k, v in ((k, getattr(self, k)) for k in _RESUME_KEYS)} | {
+            "loss": self.loss if isinstance(self.loss, str) else type(self.loss).__name__}
+
+    def _make_accelerator(self) -> Any:
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate.state import AcceleratorState, GradientState
+
+        device = resolve_device(self.device) if isinstance(self.device, str) else self.device
+        cpu = torch.device(device).type == "cpu"
+        shared = AcceleratorState._shared_state
+        if shared and (shared.get("_mixed_precision") != self.mixed_precision
+                       or (cpu and getattr(shared.get("device"), "type", "cpu") != "cpu")):
+            # A new Trainer in the same process with other settings: accelerate keeps a process-wide
+            # singleton; reset its (non-distributed) part so the new settings apply.
+            AcceleratorState._reset_state()
+            GradientState._reset_state()
+        return Accelerator(cpu=cpu, mixed_precision=self.mixed_precision,
+                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+    def _subject_data(self, trials: Any, Y: np.ndarray, codes: np.ndarray,
+                      device: torch.device) -> dict[Any, _data.SubjectData]:
+        """Per subject: checked features (in memory, or a lazy source), targets and codes."""
         subj_col = trials.events["subject"].to_numpy()
+        in_memory = _data.is_in_memory(trials.data) if self.stream is None else not self.stream
         out = {}
-        for subject, sub in trials.by_subject().items():
+        for subject in trials.subjects:
             self.model._check_subject(subject)
-            X = np.asarray(sub.get_data(), dtype=np.float32).reshape(len(sub), -1)
-            n_expected = self.model.n_inputs[str(subject)]
-            if X.shape[1] != n_expected:
-                raise ValueError(f"Subject {subject!r} has {X.shape[1]} features in trials but the model's "
-                                 f"adapter expects {n_expected}; build the model with n_inputs from "
-                                 "the data")
-            _ensure_finite(X, what=f"The data of subject {subject!r}")
-            std = X.std(0)
-            if len(X) > 1 and not np.any(std > 0):
-                raise ValueError(f"The data of subject {subject!r} has zero variance (every feature is "
-                                 "constant across trials); nothing can be learned. Check the loader "
-                                 "and preprocessing.")
-            n_const = int((std == 0).sum())
-            if n_const:
-                logger.debug("Subject %s: %d of %d features are constant", subject, n_const, X.shape[1])
-            out[subject] = (X, np.flatnonzero(subj_col == subject))
+            rows = np.flatnonzero(subj_col == subject)
+            X = None
+            if in_memory:
+                X = np.asarray(_take_rows(trials.data, rows), dtype=np.float32).reshape(len(rows), -1)
+            _data.check_features(X, trials.data, rows, subject=subject,
+                                 n_expected=self.model.n_inputs[str(subject)])
+            out[subject] = _data.SubjectData(
+                subject=subject, rows=rows, Y=torch.from_numpy(Y[rows]).to(device),
+                codes=torch.from_numpy(codes[rows].astype(np.int64)).to(device),
+                X=None if X is None else torch.from_numpy(X).to(device),
+                source=None if in_memory else trials.data)
         return out
 
     # -- fitting -------------------------------------------------------------------------
     @verbose
-    def fit(self, trials: Any, targets: Any, *, verbose: bool | str | int | None = None) -> Trainer:
+    def fit(self, trials: Any, targets: Any, *, checkpoint_dir: str | Path | None = None,
+            resume: bool = False, verbose: bool | str | int | None = None) -> Trainer:
         """Train ``model`` to map ``trials`` to their stimulus embeddings.
 
         Parameters
         ----------
         trials : BrainTrials
             Training trials only (no ``split="test"``), one or several subjects.
+            Lazy ``data`` (e.g. HDF5-backed) is streamed batch by batch.
         targets : StimulusEmbeddings
             Embedding of every ``stimulus_id`` in ``trials`` (L2-normalised here).
+        checkpoint_dir : str | Path | None
+            Folder for checkpoints (every ``checkpoint_every`` steps and at the
+            end; see :mod:`neurodecode.training.checkpoint`).
+        resume : bool
+            Continue from the newest checkpoint in ``checkpoint_dir`` if there
+            is one (the result is the same as an uninterrupted run); start
+            afresh otherwise.
         verbose : bool | str | int | None
             Log level for this call (default: the Trainer's ``verbose``).
 
@@ -185,17 +347,24 @@ class Trainer:
         DataLeakageError
             If ``trials`` holds test trials.
         ValueError
-            On NaN/inf or zero-variance data, unknown subjects or size mismatches.
+            On NaN/inf or zero-variance data, unknown subjects or size
+            mismatches, or a checkpoint written with other settings.
         """
         with use_log_level(self.verbose if verbose is None else None):
-            return self._fit(trials, targets)
+            return self._fit(trials, targets, checkpoint_dir, resume)
 
-    def _fit(self, trials: Any, targets: Any) -> Trainer:
+    def _fit(self, trials: Any, targets: Any, checkpoint_dir: str | Path | None, resume: bool) -> Trainer:
         self._validate()
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (the folder the checkpoints were written to)")
         check_no_leakage(trials, where="training")
         model = self.model
-        device = torch.device(self.device)
         t_start = time.perf_counter()
+        accelerator = self._make_accelerator()
+        device = accelerator.device
+        rank, world = accelerator.process_index, accelerator.num_processes
+        is_main = accelerator.is_main_process
+        log = logger.info if is_main else _noop
 
         # targets, L2-normalised
         Y = targets.lookup(trials.events["stimulus_id"]).astype(np.float32)
@@ -207,7 +376,7 @@ class Trainer:
             raise ValueError("some target embeddings have zero norm; they cannot be L2-normalised")
         Y /= norms
         codes, uniques = pd.factorize(trials.events["stimulus_id"], sort=False)
-        subjects = self._subject_arrays(trials)
+        data = self._subject_data(trials, Y, codes, device)
 
         # validation split by stimulus
         gen = torch.Generator().manual_seed(int(self.seed))
@@ -220,17 +389,24 @@ class Trainer:
         val_codes = torch.randperm(n_stim, generator=gen)[:n_val].numpy()
         is_val = np.isin(codes, val_codes)
         self.val_stimuli_ = [uniques[i] for i in np.sort(val_codes)]
+        for d in data.values():
+            d.train, d.val = np.flatnonzero(~is_val[d.rows]), np.flatnonzero(is_val[d.rows])
+        n_train = int(sum(len(d.train) for d in data.values()))
+        n_val_trials = int(sum(len(d.val) for d in data.values()))
+        log("Training on %d trials (%d subjects), validating on %d trials of %d held-out stimuli"
+            "%s", n_train, len(data), n_val_trials, n_val,
+            f" ({world} processes)" if world > 1 else "")
 
-        data = {}
-        for subject, (X, rows) in subjects.items():
-            data[subject] = dict(
-                X=torch.from_numpy(X).to(device), Y=torch.from_numpy(Y[rows]).to(device),
-                codes=torch.from_numpy(codes[rows].astype(np.int64)).to(device),
-                train=np.flatnonzero(~is_val[rows]), val=np.flatnonzero(is_val[rows]))
-        n_train = int(sum(len(d["train"]) for d in data.values()))
-        n_val_trials = int(sum(len(d["val"]) for d in data.values()))
-        logger.info("Training on %d trials (%d subjects), validating on %d trials of %d held-out stimuli",
-                    n_train, len(data), n_val_trials, n_val)
+        # batching: global batches of batch_size × world trials, one slice per process
+        global_bs = int(self.batch_size) * world
+        min_size = max(2, world)
+        n_batches = _data.n_epoch_batches(data, global_bs, min_size)
+        if n_batches == 0:
+            raise ValueError(f"No training batch of >= {min_size} trials can be formed from {n_train} "
+                             "training trials; lower val_fraction or add trials")
+        accum = int(self.gradient_accumulation_steps)
+        steps_per_epoch = math.ceil(n_batches / accum)
+        total_steps = steps_per_epoch * int(self.max_epochs)
 
         # loss, optimiser, schedule
         loss_fn = self._make_loss()
@@ -238,7 +414,7 @@ class Trainer:
             loss_fn.to(device)
         model.to(device)
         decay, no_decay = [], []
-        for name, p in model.named_parameters():
+        for _, p in model.named_parameters():
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)
         loss_params = [p for p in loss_fn.parameters() if p.requires_grad] \
@@ -247,89 +423,219 @@ class Trainer:
             [{"params": decay, "weight_decay": float(self.weight_decay)},
              {"params": no_decay + loss_params, "weight_decay": 0.0}], lr=float(self.lr),
             fused=device.type in ("cpu", "cuda"))
-        steps_per_epoch = sum(len(_chunks(len(d["train"]), self.batch_size)) for d in data.values())
-        if steps_per_epoch == 0:
-            raise ValueError(f"No training batch of >= 2 trials can be formed from {n_train} training "
-                             "trials; lower val_fraction or add trials")
-        total_steps = steps_per_epoch * int(self.max_epochs)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=float(self.lr), total_steps=total_steps,
-            pct_start=min(0.3, max(1.0 / total_steps, 0.1)))
-        dropout_gen = torch.Generator(device=device).manual_seed(int(self.seed) + 1)
+        if self.lr_schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=float(self.lr), total_steps=total_steps,
+                pct_start=min(0.3, max(1.5 / total_steps, 0.1)))  # avoids a 0 division for tiny runs
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        # rank 0 draws the same dropout masks as a single-process run
+        dropout_gen = torch.Generator(device=device).manual_seed(int(self.seed) + 1 + 1_000_003 * rank)
+        # the scheduler is stepped by hand (accelerate's wrapper would step it once per process)
+        model_p, optimizer_p = accelerator.prepare(model, optimizer)
+        raw_model = accelerator.unwrap_model(model_p)
+        ema = None
+        if self.ema_decay is not None:
+            ema = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
 
+        # state (possibly restored from a checkpoint)
         self.history_: list[dict] = []
         self.loss_fn_ = loss_fn
         self.best_epoch_ = None
+        self.resumed_from_ = None
         best_val, best_state, since_best = np.inf, None, 0
-        pbar = ProgressBar(range(1, int(self.max_epochs) + 1), desc="training", unit="epoch")
+        start_epoch, start_batch, global_step, finished = 1, 0, 0, False
+        resume_epoch_state, resume_totals = None, (0.0, 0)
+        settings = {**self._settings(), "world_size": world, "n_train_trials": n_train,
+                    "n_batches_per_epoch": n_batches, "val_stimuli": [str(s) for s in self.val_stimuli_]}
+        ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        if ckpt_dir is not None and is_main:
+            remove_stale_temporaries(ckpt_dir)
+        last = latest_checkpoint(ckpt_dir) if (resume and ckpt_dir is not None) else None
+        if last is not None:
+            weights, tstate, meta = load_checkpoint(last, map_location="cpu")
+            diff = {k: (meta["settings"].get(k), v) for k, v in settings.items()
+                    if meta["settings"].get(k) != v}
+            if diff:
+                raise ValueError(f"Cannot resume from {last}: it was written with other settings or data "
+                                 f"(checkpoint vs now: {diff}). Use the same settings or another "
+                                 "checkpoint_dir.")
+            raw_model.load_state_dict(weights["model"])
+            if "loss" in weights and isinstance(loss_fn, nn.Module):
+                loss_fn.load_state_dict(weights["loss"])
+            if ema is not None:
+                ema = {k: v.to(device) for k, v in weights["ema"].items()}
+            if "best" in weights:
+                best_state = {k: v.to(device) for k, v in weights["best"].items()}
+            optimizer_p.load_state_dict(tstate["optimizer"])
+            scheduler.load_state_dict(tstate["scheduler"])
+            if tstate.get("scaler") is not None and accelerator.scaler is not None:
+                accelerator.scaler.load_state_dict(tstate["scaler"])
+            dropout_gen.set_state(tstate["dropout_generators"][rank].cpu())
+            resume_epoch_state = tstate["epoch_generator"]
+            self.history_ = meta["history"]
+            self.best_epoch_ = meta["best_epoch"]
+            best_val, since_best = float(meta["best_val"]), int(meta["since_best"])
+            start_epoch, start_batch = int(meta["epoch"]), int(meta["batch_in_epoch"])
+            global_step, finished = int(meta["global_step"]), bool(meta["finished"])
+            resume_totals = (float(meta["epoch_loss_total"]), int(meta["epoch_loss_count"]))
+            self.resumed_from_ = last
+            log("Resumed from %s (epoch %d, batch %d, step %d)", last, start_epoch, start_batch, global_step)
+        elif resume:
+            log("No checkpoint in %s; training from the start", ckpt_dir)
+
+        def write_checkpoint(epoch: int, batch_in_epoch: int, epoch_state: torch.Tensor,
+                             totals: tuple[float, int], done: bool) -> None:
+            dropout_states = [dropout_gen.get_state().cpu()]
+            if world > 1:
+                import torch.distributed as dist
+
+                gathered: list = [None] * world
+                dist.all_gather_object(gathered, dropout_states[0])
+                dropout_states = gathered
+            if is_main:
+                loss_state = loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else {}
+                save_checkpoint(
+                    ckpt_dir, global_step,
+                    weights={"model": raw_model.state_dict(), "best": best_state, "ema": ema,
+                             "loss": loss_state or None},
+                    training_state={
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": None if accelerator.scaler is None else accelerator.scaler.state_dict(),
+                        "epoch_generator": epoch_state, "dropout_generators": dropout_states},
+                    trainer_state={
+                        "epoch": epoch, "batch_in_epoch": batch_in_epoch, "global_step": global_step,
+                        "finished": done, "history": self.history_, "best_epoch": self.best_epoch_,
+                        "best_val": best_val, "since_best": since_best,
+                        "epoch_loss_total": totals[0], "epoch_loss_count": totals[1],
+                        "settings": settings, "seed": int(self.seed)},
+                    keep_last=int(self.keep_checkpoints))
+            accelerator.wait_for_everyone()
+
+        def swap_ema() -> dict | None:
+            """Load the EMA weights into the model; return the live weights to put back."""
+            if ema is None:
+                return None
+            live = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
+            raw_model.load_state_dict(ema)
+            return live
+
+        epochs = range(start_epoch, int(self.max_epochs) + 1) if not finished else range(0)
+        pbar = ProgressBar(epochs, desc="training", unit="epoch") if is_main else epochs
+        epoch = start_epoch
         for epoch in pbar:
             t0 = time.perf_counter()
-            model.train()
-            batches = []
-            for subject, d in data.items():
-                perm = d["train"][torch.randperm(len(d["train"]), generator=gen).numpy()]
-                batches += [(subject, perm[a:b]) for a, b in _chunks(len(perm), self.batch_size)]
-            order = torch.randperm(len(batches), generator=gen).numpy()
-            total, count = 0.0, 0
-            for b in order:
-                subject, idx = batches[b]
+            if resume_epoch_state is not None:
+                gen.set_state(resume_epoch_state)
+                first, (total, count) = start_batch, resume_totals
+                resume_epoch_state = None
+            else:
+                first, total, count = 0, 0.0, 0
+            epoch_state = gen.get_state()
+            batches = _data.epoch_batches(data, global_bs, gen, min_size)
+            model_p.train()
+            for bi in range(first, len(batches)):
+                subject, gidx = batches[bi]
                 d = data[subject]
-                idx_t = torch.from_numpy(idx).to(device)
-                pred = model(d["X"].index_select(0, idx_t), subject, generator=dropout_gen).embedding
-                loss = loss_fn(pred, d["Y"].index_select(0, idx_t), d["codes"].index_select(0, idx_t))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach()) * len(idx)
-                count += len(idx)
-            record = {"epoch": epoch, "train_loss": total / count, "val_loss": None, "val_top1": None,
-                      "val_chance": None, "lr": float(optimizer.param_groups[0]["lr"]),
+                idx = _data.shard(gidx, rank, world)
+                group_start = (bi // accum) * accum
+                group_size = min(accum, len(batches) - group_start)
+                boundary = bi + 1 == group_start + group_size
+                sync = nullcontext() if (boundary or world == 1) else accelerator.no_sync(model_p)
+                with sync:
+                    x = d.features(idx, device)
+                    idx_t = torch.from_numpy(idx).to(device)
+                    pred = model_p(x, subject, generator=dropout_gen).embedding.float()
+                    y, c = d.Y.index_select(0, idx_t), d.codes.index_select(0, idx_t)
+                    if world > 1:
+                        pred = _GatherWithGrad.apply(pred)
+                        y, c = _all_gather_rows(y)[0], _all_gather_rows(c)[0]
+                    loss = loss_fn(pred, y, c)
+                    accelerator.backward(loss / group_size if group_size > 1 else loss)
+                total += float(loss.detach()) * len(gidx)
+                count += len(gidx)
+                if not boundary:
+                    continue
+                if self.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model_p.parameters(), float(self.max_grad_norm))
+                optimizer_p.step()
+                if not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer_p.zero_grad(set_to_none=True)
+                global_step += 1
+                if ema is not None:
+                    with torch.no_grad():
+                        for k, v in raw_model.state_dict().items():
+                            if v.is_floating_point():
+                                ema[k].lerp_(v.detach(), 1.0 - float(self.ema_decay))
+                            else:
+                                ema[k].copy_(v)
+                if (ckpt_dir is not None and self.checkpoint_every is not None
+                        and global_step % int(self.checkpoint_every) == 0):
+                    write_checkpoint(epoch, bi + 1, epoch_state, (total, count), False)
+            record = {"epoch": epoch, "step": global_step, "train_loss": total / max(count, 1),
+                      "val_loss": None, "val_top1": None, "val_chance": None,
+                      "lr": float(optimizer.param_groups[0]["lr"]),
                       "temperature": float(getattr(loss_fn, "temperature", float("nan")))}
             if n_val_trials:
-                record.update(self._validate_epoch(model, loss_fn, data))
+                live = swap_ema()
+                record.update(self._validate_epoch(raw_model, loss_fn, data, global_bs, device))
+                if record["val_loss"] < best_val:
+                    best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
+                if live is not None:
+                    raw_model.load_state_dict(live)
             record["time_s"] = time.perf_counter() - t0
             self.history_.append(record)
             msg = f"epoch {epoch:3d}: train loss {record['train_loss']:.4f}"
             if record["val_loss"] is not None:
                 msg += (f", val loss {record['val_loss']:.4f}, val top-1 {record['val_top1']:.3f} "
                         f"(chance {record['val_chance']:.3f})")
-                pbar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
-                                 top1=f"{record['val_top1']:.2f}")
-            else:
+                if is_main:
+                    pbar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
+                                     top1=f"{record['val_top1']:.2f}")
+            elif is_main:
                 pbar.set_postfix(loss=f"{record['train_loss']:.3f}")
-            logger.info(msg)
+            log(msg)
             if record["val_loss"] is not None:
                 if record["val_loss"] < best_val:
                     best_val, since_best, self.best_epoch_ = record["val_loss"], 0, epoch
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     since_best += 1
                     if self.patience is not None and since_best >= self.patience:
-                        logger.info("Early stopping: no lower validation loss for %d epochs", since_best)
+                        log("Early stopping: no lower validation loss for %d epochs", since_best)
                         break
+        if ckpt_dir is not None and not finished:
+            write_checkpoint(epoch, 0, gen.get_state(), (0.0, 0), True)
+        self.global_step_ = global_step
         if best_state is not None:
-            model.load_state_dict(best_state)
-            logger.info("Restored the weights of epoch %d (val loss %.4f)", self.best_epoch_, best_val)
+            raw_model.load_state_dict(best_state)
+            log("Restored the weights of epoch %d (val loss %.4f)%s", self.best_epoch_, best_val,
+                " (EMA)" if ema is not None else "")
+        elif ema is not None:
+            raw_model.load_state_dict(ema)
+        accelerator.unwrap_model(model_p, keep_fp32_wrapper=False)  # drops accelerate's autocast wrapper
+        accelerator.free_memory()
         model.eval()
         self.fit_time_s_ = time.perf_counter() - t_start
-        logger.info("Training done in %.1f s", self.fit_time_s_)
+        log("Training done in %.1f s", self.fit_time_s_)
         return self
 
-    def _validate_epoch(self, model: nn.Module, loss_fn: Any, data: dict) -> dict:
-        """Validation loss (same batch size, fixed order) and top-1 retrieval among val stimuli."""
+    def _validate_epoch(self, model: nn.Module, loss_fn: Any, data: dict, batch_size: int,
+                        device: torch.device) -> dict:
+        """Validation loss (global batch size, fixed order) and top-1 retrieval among val stimuli."""
         model.eval()
         total, count, correct, chance = 0.0, 0, 0, 0.0
         with torch.no_grad():
             for subject, d in data.items():
-                idx = d["val"]
+                idx = d.val
                 if not len(idx):
                     continue
-                idx_t = torch.from_numpy(idx).to(d["X"].device)
-                Yv, cv = d["Y"].index_select(0, idx_t), d["codes"].index_select(0, idx_t)
-                pred = torch.cat([model(d["X"].index_select(0, idx_t[a:a + 1024]), subject).embedding
-                                  for a in range(0, len(idx), 1024)])
-                for a, b in _chunks(len(idx), self.batch_size):
+                idx_t = torch.from_numpy(idx).to(device)
+                Yv, cv = d.Y.index_select(0, idx_t), d.codes.index_select(0, idx_t)
+                step = 1024 if d.X is not None else _data.READ_CHUNK
+                pred = torch.cat([model(d.features(idx[a:a + step], device), subject).embedding.float()
+                                  for a in range(0, len(idx), step)])
+                for a, b in _data.chunks(len(idx), batch_size):
                     total += float(loss_fn(pred[a:b], Yv[a:b], cv[a:b])) * (b - a)
                     count += b - a
                 cand_codes, first = np.unique(cv.cpu().numpy(), return_index=True)
@@ -337,10 +643,5 @@ class Trainer:
                 best = (F.normalize(pred, dim=1) @ cand.T).argmax(1).cpu().numpy()
                 correct += int((cand_codes[best] == cv.cpu().numpy()).sum())
                 chance += len(idx) / len(cand_codes)
-        n = len(np.concatenate([d["val"] for d in data.values()]))
+        n = len(np.concatenate([d.val for d in data.values()]))
         return {"val_loss": total / max(count, 1), "val_top1": correct / n, "val_chance": chance / n}
-
-
-def _chunks(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive batches; a last batch of < 2 trials is dropped."""
-    return [(a, min(a + batch_size, n)) for a in range(0, n, batch_size) if min(a + batch_size, n) - a >= 2]

@@ -28,7 +28,11 @@ def test_embed_images_from_stimulus_set():
     emb = embed_images(s, [105, 100], size=4, batch_size=1)
     assert list(emb.ids) == [105, 100] if hasattr(emb, "ids") else True
     np.testing.assert_allclose(emb.lookup([100]), pixel_features(imgs[[0]], size=4))
-    with pytest.raises(ValueError, match="Unknown image encoder"):
+    with pytest.raises(ValueError, match="needs weights="):  # CLIP names dispatch to open_clip
         embed_images(s, encoder="ViT-L-14")
+    with pytest.raises(ValueError, match="Unknown open_clip model_name"):
+        embed_images(s, encoder="no-such-encoder", weights="x.pt")
+    with pytest.raises(ValueError, match="'pixels' encoder takes no"):
+        embed_images(s, output="tokens")
     with pytest.raises(ValueError, match="with images"):
         embed_images(StimulusSet([1]), encoder="pixels")

@@ -136,3 +136,160 @@ def test_corrupt_saved_model_gives_clear_error(tmp_path):
         RidgeDecoder.from_pretrained(folder)
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         BrainDecoder.from_pretrained(tmp_path / "missing")
+
+
+# -- composable variants (adapters × backbones × heads) ------------------------------------------------
+def _positions(n, seed):
+    return np.random.default_rng(seed).uniform(0, 1, (n, 2))
+
+
+VARIANTS = {
+    "linear-mlp": dict(n_inputs={1: 12, 2: 9}, hidden_dim=16),
+    "pooled-mixer": dict(n_inputs={1: 40, 2: 25}, hidden_dim=16, adapter="pooled", backbone="mixer",
+                         adapter_kwargs={"pool_size": 16, "rank": 4}, backbone_kwargs={"n_tokens": 4},
+                         heads=("pooled", "tokens", "lowlevel"), token_shape=(3, 6), lowlevel_shape=(2, 8, 8),
+                         head_kwargs={"lowlevel": {"base_channels": 8}, "tokens": {"rank": 4}}),
+    "subject_layer-dilated_conv": dict(n_inputs={1: 4 * 10, 2: 3 * 10}, n_times=10, hidden_dim=8,
+                                       backbone="dilated_conv",
+                                       backbone_kwargs={"hidden": 8, "pool": "linear"},
+                                       adapter_kwargs={"n_outputs": 5}),
+    "spatial_attention-atm": dict(n_inputs={1: 6 * 20, 2: 5 * 20}, n_times=20, hidden_dim=8, backbone="atm",
+                                  adapter="spatial_attention", heads=("pooled", "tokens"), token_shape=(2, 3),
+                                  adapter_kwargs={"positions": {1: _positions(6, 0), 2: _positions(5, 1)},
+                                                  "n_virtual": 4, "pos_dim": 8, "dropout": 0.2},
+                                  backbone_kwargs={"d_model": 12, "n_heads": 2, "d_ff": 8, "n_filters": 3,
+                                                   "conv_kernel": 3, "pool": 4, "pool_stride": 2}),
+}
+
+
+def _variant(name, seed=0):
+    kw = dict(VARIANTS[name])
+    return BrainDecoder(kw.pop("n_inputs"), embed_dim=5, n_blocks=2, seed=seed, **kw)
+
+
+def _variant_trials(model, n=(5, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    blocks = {}
+    for s, k in zip(model.subjects, n):
+        shape = model._input_shape(s)
+        blocks[int(s)] = rng.standard_normal((k, *shape))
+    return blocks
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variant_forward_predict_save_load(name, tmp_path):
+    state = torch.random.get_rng_state()
+    model = _variant(name)
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeded init leaves the global RNG alone
+    again = _variant(name)
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+    blocks = _variant_trials(model)
+    model.eval()
+    x1 = torch.as_tensor(blocks[1], dtype=torch.float32)
+    out = model(x1, 1)
+    assert out.embedding.shape == (len(x1), 5)
+    heads = VARIANTS[name].get("heads", ("pooled",))
+    assert (out.tokens is None) == ("tokens" not in heads)
+    assert (out.lowlevel is None) == ("lowlevel" not in heads)
+    if model.is_sequence:  # flattened M/EEG input gives the same result
+        torch.testing.assert_close(model(x1.reshape(len(x1), -1), 1).embedding, out.embedding)
+        assert out.latent.ndim == 3
+    model.train()
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    torch.testing.assert_close(model(x1, 1, g1).embedding, model(x1, 1, g2).embedding)
+
+    trials = _trials(blocks)
+    pred = model.predict(trials, output="all", batch_size=3)
+    assert set(pred) == set(heads) and pred["pooled"].shape == (len(trials), 5)
+    np.testing.assert_allclose(pred["pooled"][:len(x1)], model.eval()(x1, 1).embedding.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    if "tokens" in heads:
+        assert model.predict(trials, output="tokens").shape == (len(trials), *VARIANTS[name]["token_shape"])
+    back = BrainDecoder.from_pretrained(model.save_pretrained(tmp_path / name))
+    for (k, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert back.config == model.config
+    for key, arr in back.predict(trials, output="all", batch_size=3).items():
+        np.testing.assert_array_equal(arr, pred[key])
+
+
+def test_old_saved_folder_without_new_keys_loads(tmp_path):
+    """A folder in the original layout (config without adapter/heads keys, flat weight names) still loads."""
+    from safetensors.torch import save_file
+
+    model = BrainDecoder({1: 12, "sub-02": 9}, embed_dim=5, hidden_dim=16, n_blocks=2, seed=0)
+    folder = model.save_pretrained(tmp_path / "old")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["config"] = {k: cfg["config"][k] for k in ("n_inputs", "embed_dim", "hidden_dim", "n_blocks",
+                                                   "dropout", "backbone", "seed")}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    old_names = {"adapter.linears.": "adapters.", "backbone.blocks.": "blocks.",
+                 "heads.pooled.norm.": "head_norm.", "heads.pooled.proj.": "head."}
+    state = {}
+    for k, v in model.state_dict().items():
+        for new, old in old_names.items():
+            if k.startswith(new):
+                k = old + k[len(new):]
+        state[k] = v.contiguous()
+    assert "head.weight" in state and "blocks.0.fc1.weight" in state and "adapters.1.weight" in state
+    save_file(state, str(folder / "model.safetensors"))
+    back = BrainDecoder.from_pretrained(folder)
+    assert back.config["adapter"] == "linear" and back.config["heads"] == ["pooled"]
+    assert torch.equal(back.head.weight, model.head.weight)
+    assert torch.equal(back.adapters["sub-02"].weight, model.adapters["sub-02"].weight)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(back(x, 1).embedding, model.eval()(x, 1).embedding)
+
+
+def test_composable_constructor_errors():
+    with pytest.raises(ValueError, match="cannot feed"):
+        BrainDecoder({1: 12}, embed_dim=3, adapter="subject_layer")
+    with pytest.raises(ValueError, match="n_times"):
+        BrainDecoder({1: 12}, embed_dim=3, backbone="dilated_conv")
+    with pytest.raises(ValueError, match="not divisible"):
+        BrainDecoder({1: 13}, embed_dim=3, backbone="dilated_conv", n_times=4)
+    with pytest.raises(ValueError, match="token_shape"):
+        BrainDecoder({1: 12}, embed_dim=3, heads=("pooled", "tokens"))
+    with pytest.raises(ValueError, match="'pooled'"):
+        BrainDecoder({1: 12}, embed_dim=3, heads=("tokens",), token_shape=(2, 2))
+    with pytest.raises(ValueError, match="positions"):
+        BrainDecoder({1: 12}, embed_dim=3, backbone="atm", adapter="spatial_attention", n_times=4)
+    with pytest.raises(ValueError, match="channel counts"):
+        BrainDecoder({1: 12}, embed_dim=3, backbone="dilated_conv", adapter="spatial_attention", n_times=4,
+                     adapter_kwargs={"positions": {1: np.zeros((4, 2))}})
+    model = BrainDecoder({1: 12}, embed_dim=3, hidden_dim=4)
+    with pytest.raises(ValueError, match="needs a 'tokens' head"):
+        model.predict(_trials({1: np.zeros((2, 12))}), output="tokens")
+
+
+def test_trainer_fits_an_meg_model():
+    """M/EEG trials (n, channels, time) train with the unchanged Trainer (it flattens, forward reshapes)."""
+    from neurodecode.embeddings import StimulusEmbeddings
+    from neurodecode.training import Trainer
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((12, 4)).astype(np.float32)
+    ids = np.arange(48) % 12
+    X = (np.einsum("nd,dct->nct", emb[ids], rng.standard_normal((4, 3, 8)))
+         + 0.1 * rng.standard_normal((48, 3, 8))).astype(np.float32)
+    ev = pd.DataFrame(dict(subject=1, session=1, stimulus_id=ids, repetition=np.arange(48) // 12,
+                           split="train"))
+    trials = BrainTrials(X, ev, {"modality": "meg"})
+    model = BrainDecoder({1: 24}, embed_dim=4, hidden_dim=8, n_blocks=1, backbone="dilated_conv", n_times=8,
+                         backbone_kwargs={"hidden": 8}, seed=0)
+    trainer = Trainer(model, lr=3e-3, batch_size=16, max_epochs=3, seed=0, val_fraction=0.0)
+    trainer.fit(trials, StimulusEmbeddings(np.arange(12), emb))
+    assert len(trainer.history_) == 3 and np.isfinite(trainer.history_[-1]["train_loss"])
+    assert model.predict(trials).shape == (48, 4)
+
+
+@pytest.mark.slow
+def test_mindeye2_size_smoke():
+    """MindEye2 sizes: 15724 voxels → 4096 → 4 mixer blocks → 256 × 1664 tokens + pooled 1664."""
+    model = BrainDecoder({1: 15724}, embed_dim=1664, hidden_dim=4096, n_blocks=4, dropout=0.15,
+                         backbone="mixer", heads=("pooled", "tokens"), token_shape=(256, 1664), seed=0)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 15724), 1)
+    assert out.embedding.shape == (2, 1664) and out.tokens.shape == (2, 256, 1664)

@@ -144,3 +144,63 @@ def test_other_losses_run(data, loss):
     trials, targets = data
     trainer = Trainer(_model(trials), loss=loss, max_epochs=2, seed=0).fit(trials, targets)
     assert np.isfinite(trainer.history_[-1]["train_loss"])
+
+
+class _CountingArray:
+    """A lazy array-like that records every read and refuses reads of more than ``limit`` rows."""
+
+    def __init__(self, array, limit):
+        self.array, self.limit, self.reads = array, limit, []
+        self.shape, self.dtype = array.shape, array.dtype
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, rows):
+        rows = np.asarray(rows)
+        assert rows.ndim == 1 and np.all(np.diff(rows) > 0), "reads must be sorted unique rows"
+        assert len(rows) <= self.limit, f"read of {len(rows)} rows > limit {self.limit}"
+        self.reads.append(len(rows))
+        return self.array[rows]
+
+
+def _one_size_trials(n_trials=300, seed=0):
+    trials, targets = _planted(n_trials=n_trials, sizes=((1, 40), (2, 40)), seed=seed)
+    return trials, targets
+
+
+def test_streams_lazy_data_without_materialising(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    trials, targets = _one_size_trials()
+    X = trials.get_data()
+    lazy = _CountingArray(X, limit=256)  # each subject has 300 trials: never read whole
+    streamed = BrainTrials(lazy, trials.events, trials.info)
+    base = _model(trials, seed=2)
+    m_mem, m_lazy = copy.deepcopy(base), copy.deepcopy(base)
+    kw = dict(lr=1e-3, batch_size=32, max_epochs=2, seed=4, val_fraction=0.2)
+    t_mem = Trainer(m_mem, **kw).fit(trials, targets)
+    t_lazy = Trainer(m_lazy, **kw).fit(streamed, targets)
+    assert lazy.reads and max(lazy.reads) <= 256
+    for (k, a), b in zip(m_mem.state_dict().items(), m_lazy.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [h["val_loss"] for h in t_mem.history_] == [h["val_loss"] for h in t_lazy.history_]
+    # an HDF5 dataset streams too
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["X"] = X
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        m_h5 = copy.deepcopy(base)
+        Trainer(m_h5, **kw).fit(BrainTrials(f["X"], trials.events, trials.info), targets)
+    for (k, a), b in zip(m_mem.state_dict().items(), m_h5.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_streaming_checks_data_in_chunks():
+    trials, targets = _one_size_trials()
+    X = trials.get_data().copy()
+    X[250, 3] = np.inf
+    lazy = BrainTrials(_CountingArray(X, limit=256), trials.events, trials.info)
+    with pytest.raises(ValueError, match="subject 1 contains 1 non-finite"):
+        Trainer(_model(trials)).fit(lazy, targets)
+    forced = Trainer(_model(trials), stream=True, max_epochs=1, batch_size=32)
+    forced.fit(trials, targets)  # in-memory data streamed on request
+    assert np.isfinite(forced.history_[0]["train_loss"])

@@ -1,0 +1,430 @@
+"""Subject adapters: map each subject's own input space into one shared space.
+
+Every adapter holds one set of weights per subject (keyed by
+``str(subject)``, so ``1`` and ``"1"`` are the same subject), accepts subjects
+with different input sizes in one model, and is called as
+``adapter(x, subject, generator=None)``:
+
+=========================  ==================================  =============================
+adapter                    input                               output
+=========================  ==================================  =============================
+:class:`LinearAdapter`     ``(batch, n_inputs[subject])``      ``(batch, hidden_dim)``
+:class:`PooledAdapter`     ``(batch, n_inputs[subject])``      ``(batch, hidden_dim)``
+:class:`SubjectLayer`      ``(batch, n_chans[subject], time)`` ``(batch, n_outputs, time)``
+:class:`SpatialAttention`  ``(batch, n_chans[subject], time)`` ``(batch, n_virtual, time)``
+=========================  ==================================  =============================
+
+:class:`SubjectBuilder` goes the other way (shared latent → a subject's
+input), for MindBridge's cycle loss (:func:`neurodecode.models.losses.cycle_loss`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import _check_int, _check_p, _dropout, _maybe_init, init_parameters_
+
+__all__ = ["LinearAdapter", "PooledAdapter", "SpatialAttention", "SubjectBuilder", "SubjectLayer"]
+
+
+def _subject_sizes(name: str, sizes: Mapping[Any, Any]) -> dict[str, int]:
+    if not isinstance(sizes, Mapping) or not sizes:
+        raise ValueError(f"{name} must be a non-empty dict subject → int, got {sizes!r}")
+    out = {}
+    for subject, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{name}[{subject!r}] must be a positive int, got {n!r}")
+        out[str(subject)] = int(n)
+    return out
+
+
+class _SubjectModule(nn.Module):
+    """Shared subject bookkeeping for adapters."""
+
+    sizes: dict[str, int]
+
+    @property
+    def subjects(self) -> list[str]:
+        """Subjects this module has weights for (as strings)."""
+        return list(self.sizes)
+
+    def _key(self, subject: Any) -> str:
+        key = str(subject)
+        if key not in self.sizes:
+            raise ValueError(f"Subject {subject!r} is unknown to this {type(self).__name__}; it has weights "
+                             f"for subjects {self.subjects}")
+        return key
+
+
+# -- fMRI adapters ------------------------------------------------------------------------------
+class LinearAdapter(_SubjectModule):
+    """One linear map per subject (MindEye2's per-subject "ridge" layer).
+
+    Parameters
+    ----------
+    n_inputs : dict
+        Subject → number of input features (voxels).
+    hidden_dim : int
+        Shared latent width (MindEye2: 4096).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    ``(batch, n_inputs[subject]) → (batch, hidden_dim)``. ``adapter[subject]``
+    is that subject's ``nn.Linear``.
+    """
+
+    output_kind = "vector"
+
+    def __init__(self, n_inputs: Mapping[Any, int], hidden_dim: int, *, device: Any = None) -> None:
+        super().__init__()
+        self.sizes = _subject_sizes("n_inputs", n_inputs)
+        self.out_dim = _check_int("hidden_dim", hidden_dim)
+        self.linears = nn.ModuleDict({s: nn.Linear(n, self.out_dim, device=device)
+                                      for s, n in self.sizes.items()})
+        _maybe_init(self, device)
+
+    def __getitem__(self, subject: Any) -> nn.Linear:
+        return self.linears[self._key(subject)]
+
+    def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        key = self._key(subject)
+        if x.ndim != 2 or x.shape[1] != self.sizes[key]:
+            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}), got "
+                             f"{tuple(x.shape)}")
+        return self.linears[key](x)
+
+
+class _LowRankResidual(nn.Module):
+    """``x + scale · up(ReLU(down(x)))`` with ``up`` zero-initialised (starts as the identity)."""
+
+    def __init__(self, dim: int, rank: int, scale: float, device: Any) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, rank, device=device)
+        self.up = nn.Linear(rank, dim, device=device)
+        self.scale = float(scale)
+
+    def _init_own_parameters(self, generator: torch.Generator | None) -> None:
+        init_parameters_(self.down, generator)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.up(F.relu(self.down(x)))
+
+
+class _PooledEmbedder(nn.Module):
+    def __init__(self, pool_size: int, hidden_dim: int, rank: int, own_linear: bool, device: Any) -> None:
+        super().__init__()
+        self.lora = _LowRankResidual(pool_size, rank, 1.0, device) if rank else None
+        self.linear = nn.Linear(pool_size, hidden_dim, device=device) if own_linear else None
+        self.norm = nn.LayerNorm(hidden_dim, device=device)
+
+
+class PooledAdapter(_SubjectModule):
+    """MindBridge's "embedder": pool every subject to one size, then a light per-subject map.
+
+    Each subject's voxels are brought to ``pool_size`` features with
+    ``F.adaptive_max_pool1d`` (so any number of voxels works), then go through
+    a per-subject low-rank residual bottleneck (``x + up(ReLU(down(x)))``,
+    rank ``rank``, ``up`` zero-initialised so it starts as the identity), a
+    ``Linear(pool_size, hidden_dim)``, LayerNorm, GELU and dropout.
+
+    Parameters
+    ----------
+    n_inputs : dict
+        Subject → number of voxels (any sizes; inputs smaller than ``pool_size``
+        are repeated by the pooling).
+    hidden_dim : int
+        Shared latent width (MindBridge: 2048).
+    pool_size : int
+        Common size after pooling (MindBridge: 8192).
+    rank : int
+        Bottleneck of the per-subject adapter (MindBridge: 128); 0 disables it.
+    dropout : float
+        Dropout after the GELU (MindBridge: 0.5).
+    shared_linear : bool
+        If True, the ``pool_size → hidden_dim`` linear layer is shared by all
+        subjects, so a subject costs only its bottleneck and LayerNorm
+        (MindBridge keeps one per subject: False).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    ``(batch, n_inputs[subject]) → (batch, hidden_dim)``. :meth:`pool` gives
+    the pooled input, the target of MindBridge's reconstruction / cycle loss.
+    """
+
+    output_kind = "vector"
+
+    def __init__(self, n_inputs: Mapping[Any, int], hidden_dim: int, *, pool_size: int = 8192,
+                 rank: int = 128, dropout: float = 0.5, shared_linear: bool = False,
+                 device: Any = None) -> None:
+        super().__init__()
+        self.sizes = _subject_sizes("n_inputs", n_inputs)
+        self.out_dim = _check_int("hidden_dim", hidden_dim)
+        self.pool_size = _check_int("pool_size", pool_size)
+        rank = _check_int("rank", rank, 0)
+        self.p = _check_p("dropout", dropout)
+        self.shared = nn.Linear(self.pool_size, self.out_dim, device=device) if shared_linear else None
+        self.embedders = nn.ModuleDict({s: _PooledEmbedder(self.pool_size, self.out_dim, rank,
+                                                           self.shared is None, device) for s in self.sizes})
+        _maybe_init(self, device)
+
+    def __getitem__(self, subject: Any) -> nn.Module:
+        return self.embedders[self._key(subject)]
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, n) → (batch, pool_size)`` by adaptive max pooling."""
+        return F.adaptive_max_pool1d(x.unsqueeze(1), self.pool_size).squeeze(1)
+
+    def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        key = self._key(subject)
+        if x.ndim != 2 or x.shape[1] != self.sizes[key]:
+            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}), got "
+                             f"{tuple(x.shape)}")
+        emb = self.embedders[key]
+        h = self.pool(x)
+        if emb.lora is not None:
+            h = emb.lora(h)
+        h = F.gelu(emb.norm((emb.linear or self.shared)(h)))
+        return _dropout(h, self.p, self.training, generator)
+
+
+class SubjectBuilder(_SubjectModule):
+    """MindBridge's "builder": shared latent → one subject's (pooled) input, for the cycle loss.
+
+    ``Linear(hidden_dim, n_outputs[subject])`` → LayerNorm → GELU → optional
+    low-rank residual (rank ``rank``).
+
+    Parameters
+    ----------
+    n_outputs : dict
+        Subject → size of the reconstructed input (``pool_size`` for a
+        :class:`PooledAdapter`, the voxel count for a :class:`LinearAdapter`).
+    hidden_dim : int
+        Latent width.
+    rank : int
+        Bottleneck of the low-rank residual (MindBridge: 128); 0 disables it.
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    def __init__(self, n_outputs: Mapping[Any, int], hidden_dim: int, *, rank: int = 0,
+                 device: Any = None) -> None:
+        super().__init__()
+        self.sizes = _subject_sizes("n_outputs", n_outputs)
+        hidden_dim = _check_int("hidden_dim", hidden_dim)
+        rank = _check_int("rank", rank, 0)
+        self.linears = nn.ModuleDict({s: nn.Linear(hidden_dim, n, device=device)
+                                      for s, n in self.sizes.items()})
+        self.norms = nn.ModuleDict({s: nn.LayerNorm(n, device=device) for s, n in self.sizes.items()})
+        self.loras = nn.ModuleDict({s: _LowRankResidual(n, rank, 1.0, device)
+                                    for s, n in self.sizes.items()}) if rank else None
+        _maybe_init(self, device)
+
+    def forward(self, z: torch.Tensor, subject: Any, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        key = self._key(subject)
+        h = F.gelu(self.norms[key](self.linears[key](z)))
+        return self.loras[key](h) if self.loras is not None else h
+
+
+# -- M/EEG adapters ------------------------------------------------------------------------------
+class SubjectLayer(_SubjectModule):
+    """brainmagick's subject layer: one 1×1 channel-mixing matrix per subject.
+
+    ``y[b, o, t] = Σ_c W_subject[o, c] · x[b, c, t]`` (no bias). Subjects may
+    have different channel counts; all map to ``n_outputs`` channels.
+
+    Parameters
+    ----------
+    n_chans : dict
+        Subject → number of input channels.
+    n_outputs : int | None
+        Output channels (default: the largest channel count).
+    init : {"identity", "random"}
+        ``"identity"``: ``W = I`` (rectangular identity when the sizes
+        differ), so the layer starts as a pass-through. ``"random"``:
+        ``N(0, 1) / sqrt(n_chans)``, brainmagick's ``SubjectLayers`` default
+        (its ``init_id=True`` variant is the identity, also scaled).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    ``(batch, n_chans[subject], n_times) → (batch, n_outputs, n_times)``.
+    """
+
+    output_kind = "sequence"
+
+    def __init__(self, n_chans: Mapping[Any, int], n_outputs: int | None = None, *, init: str = "identity",
+                 device: Any = None) -> None:
+        super().__init__()
+        self.sizes = _subject_sizes("n_chans", n_chans)
+        self.n_outputs = max(self.sizes.values()) if n_outputs is None else _check_int("n_outputs", n_outputs)
+        if init not in ("identity", "random"):
+            raise ValueError("Invalid value for the 'init' parameter. Allowed values are 'identity', "
+                             f"'random', but got {init!r} instead.")
+        self.init = init
+        self.weights = nn.ParameterDict({s: nn.Parameter(torch.empty(self.n_outputs, n, device=device))
+                                         for s, n in self.sizes.items()})
+        _maybe_init(self, device)
+
+    def _init_own_parameters(self, generator: torch.Generator | None) -> None:
+        for s, w in self.weights.items():
+            if self.init == "identity":
+                nn.init.eye_(w)
+            else:
+                nn.init.normal_(w, 0.0, 1.0 / math.sqrt(self.sizes[s]), generator=generator)
+
+    def __getitem__(self, subject: Any) -> nn.Parameter:
+        return self.weights[self._key(subject)]
+
+    def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        key = self._key(subject)
+        if x.ndim != 3 or x.shape[1] != self.sizes[key]:
+            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}, "
+                             f"n_times), got {tuple(x.shape)}")
+        return torch.einsum("oc,bct->bot", self.weights[key], x)
+
+
+def _fourier_embedding(positions: torch.Tensor, dim: int, margin: float) -> torch.Tensor:
+    """brainmagick's ``FourierEmb``: cos/sin of ``n_freqs²`` 2-D frequencies, ``dim = 2·n_freqs²``."""
+    n_freqs = math.isqrt(dim // 2)
+    freqs = torch.arange(n_freqs, dtype=positions.dtype, device=positions.device)
+    width = 1.0 + 2.0 * margin
+    p = positions + margin
+    # loc[c, i, j] = 2π (i·x + j·y) / width
+    loc = 2 * math.pi / width * (p[:, 0, None, None] * freqs[:, None] + p[:, 1, None, None] * freqs[None, :])
+    loc = loc.reshape(len(positions), -1)
+    return torch.cat([torch.cos(loc), torch.sin(loc)], dim=-1)
+
+
+class SpatialAttention(_SubjectModule):
+    """brainmagick's spatial attention (``ChannelMerger``) over 2-D sensor positions.
+
+    Each sensor's 2-D position (normalised per subject to ``[0, 1]``) gets a
+    Fourier embedding of size ``pos_dim``; learned queries, one per virtual
+    channel, score every sensor, and a softmax over sensors gives the weights
+    that merge a subject's sensors into ``n_virtual`` virtual channels. Because
+    the weights are a function of positions, subjects with different sensor
+    sets share the same parameters. Then, as in SimpleConv, a shared 1×1
+    convolution (``initial_linear``) and a per-subject :class:`SubjectLayer`.
+
+    Parameters
+    ----------
+    positions : dict
+        Subject → sensor positions, array-like of shape ``(n_chans, 2)``
+        (e.g. an MNE layout's x, y). Rows with NaN mark sensors to ignore.
+    n_virtual : int
+        Virtual channels (brainmagick: 270).
+    pos_dim : int
+        Fourier embedding size, ``2 · k²`` for an integer ``k`` (brainmagick: 2048).
+    dropout : float
+        Spatial sensor dropout radius (brainmagick: 0.2): in training, every
+        sensor within this distance of a random point of the unit square is
+        ignored for the batch. 0 disables it.
+    margin : float
+        Margin of the Fourier embedding (brainmagick: 0.2).
+    initial_linear : bool
+        Apply a shared 1×1 convolution ``n_virtual → n_virtual`` after merging
+        (brainmagick's ``initial_linear: 270``).
+    subject_layer : bool
+        Apply a per-subject :class:`SubjectLayer` (identity-initialised) after that.
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    ``(batch, n_chans[subject], n_times) → (batch, n_virtual, n_times)``.
+    """
+
+    output_kind = "sequence"
+
+    def __init__(self, positions: Mapping[Any, Any], n_virtual: int = 270, *, pos_dim: int = 2048,
+                 dropout: float = 0.0, margin: float = 0.2, initial_linear: bool = True,
+                 subject_layer: bool = True, device: Any = None) -> None:
+        super().__init__()
+        if not isinstance(positions, Mapping) or not positions:
+            raise ValueError("positions must be a non-empty dict subject → array (n_chans, 2), "
+                             f"got {positions!r}")
+        self.n_virtual = _check_int("n_virtual", n_virtual)
+        pos_dim = _check_int("pos_dim", pos_dim)
+        if pos_dim % 2 or math.isqrt(pos_dim // 2) ** 2 != pos_dim // 2:
+            raise ValueError(f"pos_dim must be 2·k² for an integer k (e.g. 32, 512, 2048), got {pos_dim}")
+        self.pos_dim = pos_dim
+        self.radius = _check_p("dropout", dropout)
+        self.margin = float(margin)
+        self._positions: dict[str, torch.Tensor] = {}
+        for subject, pos in positions.items():
+            arr = np.asarray(pos, dtype=np.float64)
+            if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0:
+                raise ValueError(f"positions[{subject!r}] must have shape (n_chans, 2), got {arr.shape}")
+            valid = np.isfinite(arr).all(1)
+            if not valid.any():
+                raise ValueError(f"positions[{subject!r}] has no finite position")
+            lo, hi = arr[valid].min(0), arr[valid].max(0)
+            arr = (arr - lo) / np.where(hi > lo, hi - lo, 1.0)
+            self._positions[str(subject)] = torch.as_tensor(arr, dtype=torch.float32)
+        self.sizes = {s: len(p) for s, p in self._positions.items()}
+        self.queries = nn.Parameter(torch.empty(self.n_virtual, pos_dim, device=device))
+        self.initial_linear = nn.Conv1d(self.n_virtual, self.n_virtual, 1, device=device) \
+            if initial_linear else None
+        self.subject_layer = SubjectLayer({s: self.n_virtual for s in self.sizes}, self.n_virtual,
+                                          device=device) if subject_layer else None
+        _maybe_init(self, device)
+
+    def _init_own_parameters(self, generator: torch.Generator | None) -> None:
+        # brainmagick: randn(chout, pos_dim) / sqrt(pos_dim)
+        nn.init.normal_(self.queries, 0.0, 1.0 / math.sqrt(self.pos_dim), generator=generator)
+        if self.initial_linear is not None:
+            init_parameters_(self.initial_linear, generator)
+        if self.subject_layer is not None:
+            init_parameters_(self.subject_layer, generator)
+
+    def positions(self, subject: Any) -> torch.Tensor:
+        """Normalised sensor positions of ``subject``, shape (n_chans, 2) (NaN = ignored sensor)."""
+        return self._positions[self._key(subject)].clone()
+
+    def attention_weights(self, subject: Any, generator: torch.Generator | None = None,
+                          device: Any = None) -> torch.Tensor:
+        """Softmax merging weights, shape (n_virtual, n_chans); sensor dropout applies in training."""
+        pos = self._positions[self._key(subject)].to(device if device is not None else self.queries.device)
+        invalid = torch.isnan(pos).any(1)
+        emb = _fourier_embedding(torch.nan_to_num(pos, nan=-0.1), self.pos_dim, self.margin)
+        scores = self.queries @ emb.T                                       # (n_virtual, n_chans)
+        banned = invalid
+        if self.training and self.radius > 0:
+            center = torch.rand(2, generator=generator, device=generator.device if generator else "cpu")
+            drop = (torch.nan_to_num(pos, nan=-10.0) - center.to(pos.device)).norm(dim=-1) <= self.radius
+            if not bool((banned | drop).all()):
+                banned = banned | drop
+        scores = scores.masked_fill(banned[None, :], float("-inf"))
+        return scores.softmax(-1)
+
+    def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        key = self._key(subject)
+        if x.ndim != 3 or x.shape[1] != self.sizes[key]:
+            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}, "
+                             f"n_times), got {tuple(x.shape)}")
+        w = self.attention_weights(key, generator, device=x.device).to(x.dtype)
+        h = torch.einsum("oc,bct->bot", w, x)
+        if self.initial_linear is not None:
+            h = self.initial_linear(h)
+        if self.subject_layer is not None:
+            h = self.subject_layer(h, key)
+        return h

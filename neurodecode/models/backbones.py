@@ -1,0 +1,504 @@
+"""Shared backbones: the part of a :class:`BrainDecoder` common to every subject.
+
+Two families, told apart by ``input_kind``:
+
+- ``"vector"`` backbones (:class:`ResidualMLP`, :class:`MLPMixer`) take the
+  adapter's latent, shape ``(batch, dim)``, and return ``(batch, dim)``.
+- ``"sequence"`` backbones (:class:`DilatedConvNet`,
+  :class:`ChannelAttentionEncoder`) take M/EEG-like input, shape
+  ``(batch, n_chans, n_times)``, and return ``(batch, out_dim)``.
+
+Every module can be built on the ``meta`` device and initialised afterwards
+with :func:`init_parameters_` from a ``torch.Generator`` (no global RNG);
+dropout masks come from the ``generator`` given to ``forward``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ChannelAttentionEncoder", "DilatedConvNet", "MLPMixer", "ResidualMLP", "init_parameters_"]
+
+
+# -- shared helpers ------------------------------------------------------------------------
+def _dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout drawing its mask from ``generator`` (reproducible without global seeding)."""
+    if not training or p == 0.0:
+        return x
+    keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator)
+    return x * keep / (1.0 - p)
+
+
+def _check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_p(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+            or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def init_parameters_(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """(Re-)initialise every parameter and norm buffer of ``module`` in place.
+
+    Linear and convolution layers get PyTorch's default (Kaiming-uniform
+    weights, uniform biases), norms get ones/zeros and fresh running
+    statistics. A module that defines ``_init_own_parameters(generator)``
+    initialises its whole subtree itself (and may call this function on its
+    children). Draws come only from ``generator`` (or the global RNG when it is
+    ``None``), in a fixed module order, so a seeded generator gives identical
+    weights. Raises ``RuntimeError`` if some parameter was left untouched.
+
+    Parameters
+    ----------
+    module : nn.Module
+        Typically built on the ``meta`` device and moved with ``to_empty``.
+    generator : torch.Generator | None
+        Source of random draws.
+
+    Returns
+    -------
+    module : nn.Module
+    """
+    done: set[int] = set()
+    _init_tree(module, generator, done)
+    missing = [n for n, p in module.named_parameters() if id(p) not in done]
+    if missing:
+        raise RuntimeError(f"init_parameters_ does not know how to initialise {missing}; give the owning "
+                           "module an _init_own_parameters(generator) method")
+    return module
+
+
+def _init_tree(m: nn.Module, generator: torch.Generator | None, done: set[int]) -> None:
+    hook = getattr(m, "_init_own_parameters", None)
+    if hook is not None:
+        with torch.no_grad():
+            hook(generator)
+        for sub in m.modules():
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                sub.reset_running_stats()
+        done.update(id(p) for p in m.parameters())
+        return
+    handled = isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, *_NORMS))
+    with torch.no_grad():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        elif isinstance(m, _NORMS):
+            if getattr(m, "weight", None) is not None:
+                nn.init.ones_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+    if handled:
+        done.update(id(p) for p in m.parameters(recurse=False))
+    for child in m.children():
+        _init_tree(child, generator, done)
+
+
+def _maybe_init(module: nn.Module, device: Any) -> None:
+    """Components built off the meta device initialise themselves (global RNG, like any nn.Module)."""
+    if torch.device(device if device is not None else "cpu").type != "meta":
+        init_parameters_(module, None)
+
+
+# -- ResidualMLP ---------------------------------------------------------------------------
+class _ResidualBlock(nn.Module):
+    """``x + Dropout(Linear(Dropout(GELU(Linear(LayerNorm(x))))))``."""
+
+    def __init__(self, dim: int, dropout: float, device: Any = None) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, device=device)
+        self.fc1 = nn.Linear(dim, dim, device=device)
+        self.fc2 = nn.Linear(dim, dim, device=device)
+        self.act = nn.GELU()
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        h = self.fc2(_dropout(self.act(self.fc1(self.norm(x))), self.p, self.training, generator))
+        return x + _dropout(h, self.p, self.training, generator)
+
+
+class ResidualMLP(nn.Module):
+    """Pre-norm residual MLP (MindEye1's backbone; neurodecode's original default).
+
+    Parameters
+    ----------
+    dim : int
+        Width (input = output).
+    n_blocks : int
+        Residual blocks (LayerNorm → Linear → GELU → dropout → Linear → dropout).
+        MindEye1 uses 4 blocks of width 4096.
+    dropout : float
+        Dropout probability in [0, 1).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating (then call :func:`init_parameters_`).
+
+    Notes
+    -----
+    Input and output: ``(batch, dim)``.
+    """
+
+    input_kind = "vector"
+
+    def __init__(self, dim: int, n_blocks: int = 2, dropout: float = 0.1, *, device: Any = None) -> None:
+        super().__init__()
+        self.dim = _check_int("dim", dim)
+        n_blocks = _check_int("n_blocks", n_blocks, 0)
+        self.blocks = nn.ModuleList([_ResidualBlock(dim, _check_p("dropout", dropout), device=device)
+                                     for _ in range(n_blocks)])
+        self.out_dim = self.dim
+        _maybe_init(self, device)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, generator)
+        return x
+
+
+# -- MLPMixer ------------------------------------------------------------------------------
+class _MixerMLP(nn.Module):
+    """``LayerNorm → Linear → GELU → dropout → Linear → dropout`` over the last axis."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float, device: Any) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, device=device)
+        self.fc1 = nn.Linear(dim, hidden, device=device)
+        self.fc2 = nn.Linear(hidden, dim, device=device)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        h = _dropout(F.gelu(self.fc1(self.norm(x))), self.p, self.training, generator)
+        return _dropout(self.fc2(h), self.p, self.training, generator)
+
+
+class _MixerBlock(nn.Module):
+    def __init__(self, n_tokens: int, token_dim: int, expansion: float, dropout: float, device: Any) -> None:
+        super().__init__()
+        self.token_mlp = _MixerMLP(n_tokens, max(1, int(round(n_tokens * expansion))), dropout, device)
+        self.channel_mlp = _MixerMLP(token_dim, max(1, int(round(token_dim * expansion))), dropout, device)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        # x: (batch, n_tokens, token_dim); token mixing acts across tokens, channel mixing within one
+        x = x + self.token_mlp(x.transpose(1, 2), generator).transpose(1, 2)
+        return x + self.channel_mlp(x, generator)
+
+
+class MLPMixer(nn.Module):
+    """MLP-Mixer over the latent vector split into tokens (MindEye2's backbone).
+
+    The ``(batch, dim)`` latent is viewed as ``n_tokens`` tokens of
+    ``dim // n_tokens`` features. Each block adds a token-mixing MLP (across
+    tokens, per feature) and a channel-mixing MLP (across features, per
+    token), both pre-norm and residual; the result is flattened back to
+    ``(batch, dim)`` and layer-normalised.
+
+    Parameters
+    ----------
+    dim : int
+        Latent width; must be divisible by ``n_tokens``. MindEye2: 4096.
+    n_blocks : int
+        Mixer blocks. MindEye2: 4.
+    dropout : float
+        Dropout in [0, 1). MindEye2: 0.15.
+    n_tokens : int
+        Tokens the latent is split into. MindEye2 keeps ``seq_len=1`` (one
+        4096-wide token, so its token mixing is a 1×1 map); neurodecode's
+        default, 4, makes token mixing meaningful.
+    expansion : float
+        Hidden width of each MLP relative to its input (MindEye2: 1).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    Input and output: ``(batch, dim)``.
+    """
+
+    input_kind = "vector"
+
+    def __init__(self, dim: int, n_blocks: int = 4, dropout: float = 0.15, *, n_tokens: int = 4,
+                 expansion: float = 1.0, device: Any = None) -> None:
+        super().__init__()
+        self.dim = _check_int("dim", dim)
+        self.n_tokens = _check_int("n_tokens", n_tokens)
+        if self.dim % self.n_tokens:
+            raise ValueError(f"dim ({dim}) must be divisible by n_tokens ({n_tokens})")
+        if not float(expansion) > 0:
+            raise ValueError(f"expansion must be > 0, got {expansion!r}")
+        self.token_dim = self.dim // self.n_tokens
+        p = _check_p("dropout", dropout)
+        self.blocks = nn.ModuleList([_MixerBlock(self.n_tokens, self.token_dim, float(expansion), p, device)
+                                     for _ in range(_check_int("n_blocks", n_blocks, 0))])
+        self.norm = nn.LayerNorm(self.dim, device=device)
+        self.out_dim = self.dim
+        _maybe_init(self, device)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        h = x.reshape(len(x), self.n_tokens, self.token_dim)
+        for block in self.blocks:
+            h = block(h, generator)
+        return self.norm(h.reshape(len(x), self.dim))
+
+
+# -- sequence backbones: shared temporal pooling --------------------------------------------
+class _TemporalPool(nn.Module):
+    """``(batch, channels, time) → (batch, channels)``: mean over time, or a learned affine map."""
+
+    def __init__(self, mode: str, n_times: int | None, device: Any) -> None:
+        super().__init__()
+        if mode not in ("mean", "linear"):
+            raise ValueError(f"Invalid value for the 'pool' parameter. Allowed values are 'mean', 'linear', "
+                             f"but got {mode!r} instead.")
+        if mode == "linear" and n_times is None:
+            raise ValueError("pool='linear' needs n_times (the number of time samples)")
+        self.mode = mode
+        self.weight = nn.Linear(n_times, 1, device=device) if mode == "linear" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:
+            return x.mean(-1)
+        return self.weight(x).squeeze(-1)
+
+
+def _check_seq_input(x: torch.Tensor, n_chans: int, n_times: int | None, what: str) -> None:
+    if x.ndim != 3 or x.shape[1] != n_chans or (n_times is not None and x.shape[2] != n_times):
+        t = "n_times" if n_times is None else n_times
+        raise ValueError(f"{what} expects input of shape (batch, {n_chans}, {t}), got {tuple(x.shape)}")
+
+
+# -- DilatedConvNet (brainmagick SimpleConv) -------------------------------------------------
+class _DilatedBlock(nn.Module):
+    """Residual ``x + dropout(GELU(BN(Conv1d_dilated(x))))``, optionally followed by a GLU conv."""
+
+    def __init__(self, hidden: int, kernel_size: int, dilation: int, glu: bool, glu_context: int,
+                 dropout: float, device: Any) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(hidden, hidden, kernel_size, dilation=dilation,
+                              padding=dilation * (kernel_size - 1) // 2, device=device)
+        self.norm = nn.BatchNorm1d(hidden, device=device)
+        self.glu = nn.Conv1d(hidden, 2 * hidden, 1 + 2 * glu_context, padding=glu_context,
+                             device=device) if glu else None
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        h = _dropout(F.gelu(self.norm(self.conv(x))), self.p, self.training, generator)
+        x = x + h[..., :x.shape[-1]]
+        if self.glu is not None:
+            x = F.glu(self.glu(x), dim=1)
+        return x
+
+
+class DilatedConvNet(nn.Module):
+    """Residual dilated 1-D convolutions (brainmagick's SimpleConv core).
+
+    ``(batch, n_chans, n_times)`` → 1×1 conv to ``hidden`` channels → ``depth``
+    residual blocks (Conv1d with kernel ``kernel_size`` and dilation
+    ``2 ** (k % dilation_period)``, BatchNorm, GELU; every ``glu``-th block is
+    followed by a GLU convolution with context ``glu_context``) → two 1×1
+    convs with a GELU (``hidden → 2·hidden → out_channels``) → pooling over
+    time → ``(batch, out_channels)``.
+
+    Parameters
+    ----------
+    n_chans : int
+        Input channels (after the subject adapter; brainmagick: 270).
+    out_channels : int
+        Output width.
+    hidden : int
+        Channels in the residual stack (brainmagick: 320).
+    depth : int
+        Residual blocks (brainmagick's NMI config: 10; default 4 for CPU).
+    kernel_size : int
+        Odd kernel size (brainmagick: 3).
+    dilation_period : int
+        Dilation cycles ``1, 2, 4, …`` with this period (brainmagick: 5).
+    glu : int
+        A GLU convolution after every ``glu``-th block; 0 disables (brainmagick: 2).
+    glu_context : int
+        Half-width of the GLU kernel (brainmagick: 1).
+    dropout : float
+        Dropout after each residual conv, in [0, 1).
+    n_times : int | None
+        Time samples; checked when given, required for ``pool="linear"``.
+    pool : {"mean", "linear"}
+        Temporal aggregation to one vector: the mean, or a learned affine map
+        over time (as in Benchetrit et al.'s temporal aggregation).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    input_kind = "sequence"
+
+    def __init__(self, n_chans: int, out_channels: int, hidden: int = 320, depth: int = 4, *,
+                 kernel_size: int = 3, dilation_period: int = 5, glu: int = 2, glu_context: int = 1,
+                 dropout: float = 0.0, n_times: int | None = None, pool: Literal["mean", "linear"] = "mean",
+                 device: Any = None) -> None:
+        super().__init__()
+        self.n_chans = _check_int("n_chans", n_chans)
+        self.out_dim = _check_int("out_channels", out_channels)
+        hidden = _check_int("hidden", hidden)
+        kernel_size = _check_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same-length convolutions), got {kernel_size}")
+        period = _check_int("dilation_period", dilation_period)
+        glu = _check_int("glu", glu, 0)
+        p = _check_p("dropout", dropout)
+        self.n_times = None if n_times is None else _check_int("n_times", n_times)
+        self.proj_in = nn.Conv1d(self.n_chans, hidden, 1, device=device)
+        self.blocks = nn.ModuleList([
+            _DilatedBlock(hidden, kernel_size, 2 ** (k % period), bool(glu) and (k + 1) % glu == 0,
+                          _check_int("glu_context", glu_context, 0), p, device)
+            for k in range(_check_int("depth", depth, 0))])
+        self.proj_out1 = nn.Conv1d(hidden, 2 * hidden, 1, device=device)
+        self.proj_out2 = nn.Conv1d(2 * hidden, self.out_dim, 1, device=device)
+        self.pool = _TemporalPool(pool, self.n_times, device)
+        _maybe_init(self, device)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_seq_input(x, self.n_chans, self.n_times, "DilatedConvNet")
+        h = self.proj_in(x)
+        for block in self.blocks:
+            h = block(h, generator)
+        h = self.proj_out2(F.gelu(self.proj_out1(h)))
+        return self.pool(h)
+
+
+# -- ChannelAttentionEncoder (ATM) -----------------------------------------------------------
+class _TransformerLayer(nn.Module):
+    """Post-norm transformer encoder layer (as ``nn.TransformerEncoderLayer``), dropout from a generator."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, device: Any) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, device=device)
+        self.out = nn.Linear(d_model, d_model, device=device)
+        self.norm1 = nn.LayerNorm(d_model, device=device)
+        self.ff1 = nn.Linear(d_model, d_ff, device=device)
+        self.ff2 = nn.Linear(d_ff, d_model, device=device)
+        self.norm2 = nn.LayerNorm(d_model, device=device)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = self.norm1(x + _dropout(self.out(a), self.p, self.training, generator))
+        h = self.ff2(_dropout(F.gelu(self.ff1(x)), self.p, self.training, generator))
+        return self.norm2(x + _dropout(h, self.p, self.training, generator))
+
+
+class ChannelAttentionEncoder(nn.Module):
+    """ATM's EEG encoder: attention across channels, ShallowNet-style conv, MLP projection.
+
+    1. Each channel's time series becomes one token (``Linear(n_times → d_model)``,
+       the "inverted" embedding of iTransformer used by ATM), and ``n_layers``
+       transformer encoder layers attend across channels.
+    2. A temporal-spatial convolution (ShallowNet, ATM-S): ``Conv2d(1, n_filters,
+       (1, conv_kernel))`` over time → ``AvgPool2d((1, pool), (1, pool_stride))`` →
+       BatchNorm → ELU → ``Conv2d(n_filters, n_filters, (n_chans, 1))`` across
+       channels → BatchNorm → ELU → dropout → 1×1 conv.
+    3. Flatten → ``Linear`` to ``out_dim`` → residual ``GELU → Linear → dropout`` →
+       LayerNorm.
+
+    Parameters
+    ----------
+    n_chans : int
+        EEG channels (THINGS-EEG2: 63).
+    n_times : int
+        Time samples (ATM: 250, i.e. 1 s at 250 Hz).
+    out_dim : int
+        Output width (ATM: 1024, the CLIP ViT-H/14 embedding).
+    d_model : int
+        Token width (ATM: 250).
+    n_layers : int
+        Transformer layers (ATM: 1).
+    n_heads : int
+        Attention heads; must divide ``d_model`` here. ATM's config uses 4
+        heads on a 250-wide model (its attention projects to heads ×
+        ``d_model // heads``); the default, 5, divides 250.
+    d_ff : int
+        Feed-forward width (ATM: 256).
+    dropout : float
+        Transformer dropout (ATM: 0.25).
+    n_filters, conv_kernel, pool, pool_stride : int
+        ShallowNet sizes (ATM: 40, 25, 51, 5; 40 × 36 = 1440 flattened features).
+    proj_dropout : float
+        Dropout in the conv and projection stages (ATM: 0.5).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    Input ``(batch, n_chans, n_times)``, output ``(batch, out_dim)``.
+    """
+
+    input_kind = "sequence"
+
+    def __init__(self, n_chans: int, n_times: int, out_dim: int, *, d_model: int = 250, n_layers: int = 1,
+                 n_heads: int = 5, d_ff: int = 256, dropout: float = 0.25, n_filters: int = 40,
+                 conv_kernel: int = 25, pool: int = 51, pool_stride: int = 5, proj_dropout: float = 0.5,
+                 device: Any = None) -> None:
+        super().__init__()
+        self.n_chans = _check_int("n_chans", n_chans)
+        self.n_times = _check_int("n_times", n_times)
+        self.out_dim = _check_int("out_dim", out_dim)
+        d_model = _check_int("d_model", d_model)
+        n_heads = _check_int("n_heads", n_heads)
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        conv_kernel, pool, pool_stride = (_check_int(n, v) for n, v in
+                                          (("conv_kernel", conv_kernel), ("pool", pool),
+                                           ("pool_stride", pool_stride)))
+        width = d_model - conv_kernel + 1
+        if width < pool:
+            raise ValueError(f"d_model={d_model} is too small for conv_kernel={conv_kernel} and pool={pool}: "
+                             f"need d_model >= conv_kernel + pool - 1 = {conv_kernel + pool - 1}")
+        n_pooled = (width - pool) // pool_stride + 1
+        p, p_proj = _check_p("dropout", dropout), _check_p("proj_dropout", proj_dropout)
+        self.embed = nn.Linear(self.n_times, d_model, device=device)
+        self.layers = nn.ModuleList([_TransformerLayer(d_model, n_heads, _check_int("d_ff", d_ff), p, device)
+                                     for _ in range(_check_int("n_layers", n_layers, 0))])
+        n_filters = _check_int("n_filters", n_filters)
+        self.temporal = nn.Conv2d(1, n_filters, (1, conv_kernel), device=device)
+        self.avgpool = nn.AvgPool2d((1, pool), (1, pool_stride))
+        self.bn1 = nn.BatchNorm2d(n_filters, device=device)
+        self.spatial = nn.Conv2d(n_filters, n_filters, (self.n_chans, 1), device=device)
+        self.bn2 = nn.BatchNorm2d(n_filters, device=device)
+        self.proj_conv = nn.Conv2d(n_filters, n_filters, 1, device=device)
+        self.flat_dim = n_filters * n_pooled
+        self.proj = nn.Linear(self.flat_dim, self.out_dim, device=device)
+        self.proj_res = nn.Linear(self.out_dim, self.out_dim, device=device)
+        self.norm = nn.LayerNorm(self.out_dim, device=device)
+        self.p_proj = p_proj
+        _maybe_init(self, device)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_seq_input(x, self.n_chans, self.n_times, "ChannelAttentionEncoder")
+        h = self.embed(x)                                   # (batch, n_chans, d_model): channels as tokens
+        for layer in self.layers:
+            h = layer(h, generator)
+        h = self.avgpool(self.temporal(h.unsqueeze(1)))     # (batch, n_filters, n_chans, n_pooled)
+        h = F.elu(self.bn1(h))
+        h = F.elu(self.bn2(self.spatial(h)))                # (batch, n_filters, 1, n_pooled)
+        h = self.proj_conv(_dropout(h, self.p_proj, self.training, generator)).flatten(1)
+        h = self.proj(h)
+        h = h + _dropout(self.proj_res(F.gelu(h)), self.p_proj, self.training, generator)
+        return self.norm(h)

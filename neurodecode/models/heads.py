@@ -1,0 +1,174 @@
+"""Output heads: from the backbone's vector ``(batch, in_dim)`` to what a task needs.
+
+=====================  ======================================  ===============================
+head                   output                                  used for
+=====================  ======================================  ===============================
+:class:`PooledHead`    ``(batch, embed_dim)``                  retrieval (pooled CLIP embedding)
+:class:`TokenHead`     ``(batch, n_tokens, token_dim)``        diffusion prior / unCLIP tokens
+:class:`LowLevelHead`  ``(batch, channels, height, width)``    VAE latents (blurry reconstruction)
+=====================  ======================================  ===============================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import _check_int, _check_p, _dropout, _maybe_init
+
+__all__ = ["LowLevelHead", "PooledHead", "TokenHead"]
+
+
+def _check_shape(name: str, shape: Any, n: int) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in shape)
+    except TypeError:
+        out = ()
+    if len(out) != n or any(v < 1 for v in out) or any(isinstance(v, bool) for v in shape):
+        raise ValueError(f"{name} must be a tuple of {n} positive ints, got {shape!r}")
+    return out
+
+
+class PooledHead(nn.Module):
+    """``LayerNorm → Linear``: the pooled stimulus embedding (e.g. CLIP's image embedding).
+
+    Parameters
+    ----------
+    in_dim : int
+        Backbone width.
+    embed_dim : int
+        Target embedding size (CLIP ViT-L/14: 768; ViT-bigG/14 pooled: 1280).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    def __init__(self, in_dim: int, embed_dim: int, *, device: Any = None) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(_check_int("in_dim", in_dim), device=device)
+        self.proj = nn.Linear(in_dim, _check_int("embed_dim", embed_dim), device=device)
+        self.out_shape = (int(embed_dim),)
+        _maybe_init(self, device)
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.proj(self.norm(h))
+
+
+class TokenHead(nn.Module):
+    """Backbone vector → a token sequence, e.g. MindEye2's 256 × 1664 OpenCLIP bigG tokens.
+
+    ``mode="linear"``: one ``Linear(in_dim, n_tokens · token_dim)`` (MindEye2's
+    ``backbone_linear``; 4096 → 256 × 1664 is 1.7 G parameters).
+    ``mode="conv"`` (default): a factorised head, ``Linear(in_dim, n_tokens ·
+    rank)`` then a 1×1 convolution (a Linear shared by all tokens) ``rank →
+    token_dim``, with a GELU between — about ``(in_dim · n_tokens + token_dim) · rank``
+    parameters. Both end with a LayerNorm over ``token_dim``.
+
+    Parameters
+    ----------
+    in_dim : int
+        Backbone width.
+    token_shape : tuple of int
+        ``(n_tokens, token_dim)``.
+    mode : {"conv", "linear"}
+        See above.
+    rank : int
+        Per-token width before the shared 1×1 conv (``mode="conv"`` only).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    def __init__(self, in_dim: int, token_shape: tuple[int, int], *, mode: Literal["conv", "linear"] = "conv",
+                 rank: int = 64, device: Any = None) -> None:
+        super().__init__()
+        in_dim = _check_int("in_dim", in_dim)
+        self.n_tokens, self.token_dim = _check_shape("token_shape", token_shape, 2)
+        if mode not in ("conv", "linear"):
+            raise ValueError(f"Invalid value for the 'mode' parameter. Allowed values are 'conv', 'linear', "
+                             f"but got {mode!r} instead.")
+        self.mode = mode
+        self.rank = _check_int("rank", rank)
+        if mode == "linear":
+            self.fc = nn.Linear(in_dim, self.n_tokens * self.token_dim, device=device)
+            self.token_proj = None
+        else:
+            self.fc = nn.Linear(in_dim, self.n_tokens * self.rank, device=device)
+            self.token_proj = nn.Linear(self.rank, self.token_dim, device=device)
+        self.norm = nn.LayerNorm(self.token_dim, device=device)
+        self.out_shape = (self.n_tokens, self.token_dim)
+        _maybe_init(self, device)
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.token_proj is None:
+            t = self.fc(h).reshape(len(h), self.n_tokens, self.token_dim)
+        else:
+            t = self.token_proj(F.gelu(self.fc(h).reshape(len(h), self.n_tokens, self.rank)))
+        return self.norm(t)
+
+
+class _UpBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, device: Any) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, device=device)
+        self.norm = nn.GroupNorm(min(32, c_out) if c_out % min(32, c_out) == 0 else 1, c_out, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.norm(self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))))
+
+
+class LowLevelHead(nn.Module):
+    """Backbone vector → image-VAE latents with a small upsampling conv decoder (MindEye2's blurry head).
+
+    ``Linear(in_dim, channels · h₀ · w₀)`` with ``h₀ = height / 2**n_upsample``
+    → dropout → GroupNorm → ``n_upsample`` × (nearest 2× upsampling, 3×3 conv,
+    GroupNorm, GELU; channels halved each time) → 3×3 conv to the latent
+    channels. MindEye2 maps its 4096-d backbone to ``64 × 7 × 7`` and
+    upsamples with a diffusers VAE ``Decoder`` to SD-VAE latents of shape
+    ``(4, 28, 28)`` (224-px images), trained with L1.
+
+    Parameters
+    ----------
+    in_dim : int
+        Backbone width.
+    latent_shape : tuple of int
+        ``(channels, height, width)`` of the target latents; height and width
+        must be divisible by ``2 ** n_upsample``.
+    base_channels : int
+        Channels of the first feature map (MindEye2: 64).
+    n_upsample : int
+        Number of 2× upsampling blocks (MindEye2's 7 → 28: 2).
+    dropout : float
+        Dropout after the linear layer (MindEye2: 0.3).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    def __init__(self, in_dim: int, latent_shape: tuple[int, int, int] = (4, 28, 28), *,
+                 base_channels: int = 64, n_upsample: int = 2, dropout: float = 0.3,
+                 device: Any = None) -> None:
+        super().__init__()
+        in_dim = _check_int("in_dim", in_dim)
+        c, height, width = self.out_shape = _check_shape("latent_shape", latent_shape, 3)
+        n_up = _check_int("n_upsample", n_upsample, 0)
+        f = 2 ** n_up
+        if height % f or width % f:
+            raise ValueError(f"latent_shape {self.out_shape}: height and width must be divisible by "
+                             f"2**n_upsample = {f}")
+        base = _check_int("base_channels", base_channels)
+        self.h0, self.w0, self.base = height // f, width // f, base
+        self.p = _check_p("dropout", dropout)
+        self.fc = nn.Linear(in_dim, base * self.h0 * self.w0, device=device)
+        self.norm = nn.GroupNorm(1, base, device=device)
+        chans = [max(base // 2 ** i, 8) for i in range(n_up + 1)]
+        self.ups = nn.ModuleList([_UpBlock(chans[i], chans[i + 1], device) for i in range(n_up)])
+        self.out = nn.Conv2d(chans[-1], c, 3, padding=1, device=device)
+        _maybe_init(self, device)
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = _dropout(self.fc(h), self.p, self.training, generator)
+        x = self.norm(x.reshape(len(h), self.base, self.h0, self.w0))
+        for up in self.ups:
+            x = up(x)
+        return self.out(x)
