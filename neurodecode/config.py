@@ -66,9 +66,53 @@ class SimulateConfig(_Section):
 class TargetsConfig(_Section):
     """The embedding space the decoders are aligned to."""
 
-    encoder: Literal["pixels"] = Field(
-        "pixels", description="'pixels': contrast-normalised colour thumbnails (no weights needed).")
+    encoder: str = Field(
+        "pixels", description="'pixels': contrast-normalised colour thumbnails (no weights needed); or an "
+        "open_clip architecture name (e.g. 'ViT-L-14', 'ViT-bigG-14'; needs targets.weights).")
     size: int = Field(16, ge=2, le=64, description="Thumbnail side of the pixels encoder (dims = size²·3).")
+    weights: str | None = Field(
+        None, description="CLIP weights (open_clip encoders only): a local checkpoint file or folder, a Hugging "
+        "Face repo id already in the local HF cache (never downloaded), or ${NEURODECODE_CLIP_WEIGHTS}.")
+    output: Literal["pooled", "tokens"] = Field(
+        "pooled", description="'pooled': one vector per image; 'tokens': also size the decoder's tokens head "
+        "from the encoder's token sequence (open_clip ViTs only). Training, ridge and evaluation use pooled.")
+    cache_dir: str | None = Field(
+        None, description="Where CLIP embeddings are cached on disk; null = $NEURODECODE_DATA/embeddings.")
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoder(cls, v: str) -> str:
+        if v == "pixels":
+            return v
+        try:
+            from .embeddings.clip import _import_open_clip
+
+            models = _import_open_clip().list_models()
+        except ImportError as err:
+            raise ValueError(f"encoder {v!r} is an open_clip model but open_clip is unavailable ({err}); "
+                             "install open_clip_torch or use encoder 'pixels'") from None
+        if v not in models:
+            import difflib
+
+            close = difflib.get_close_matches(v, models, n=5)
+            raise ValueError(f"unknown encoder {v!r}: use 'pixels' or an open_clip architecture name "
+                             f"(close matches: {close}; all: open_clip.list_models())")
+        return v
+
+    @model_validator(mode="after")
+    def _clip_options(self) -> TargetsConfig:
+        if self.encoder == "pixels":
+            bad = [k for k, d in (("weights", None), ("output", "pooled")) if getattr(self, k) != d]
+            if bad:
+                raise ValueError(f"the 'pixels' encoder takes no {bad} (pooled thumbnails only, no token "
+                                 "output); those options are for open_clip encoders. Set "
+                                 + " ".join(f"targets.{k}={'null' if k == 'weights' else 'pooled'}" for k in bad))
+        elif self.weights is None:
+            raise ValueError(f"encoder {self.encoder!r} needs targets.weights: a local checkpoint file or folder, "
+                             "or a Hugging Face repo id in the local HF cache (nothing is downloaded). Write "
+                             "weights: ${NEURODECODE_CLIP_WEIGHTS} and export NEURODECODE_CLIP_WEIGHTS=PATH, or "
+                             "--set targets.weights=PATH")
+        return self
 
 
 class RidgeConfig(_Section):
@@ -99,6 +143,53 @@ class MLPConfig(_Section):
     lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     val_fraction: float = Field(0.1, ge=0, lt=0.5, description="Training images held out for validation.")
+    # architecture (BrainDecoder)
+    adapter: Literal["linear", "pooled"] = Field(
+        "linear", description="Per-subject adapter: 'linear' (voxels → hidden, MindEye2) or 'pooled' "
+        "(fixed-size pooling then a linear map, MindBridge-style cross-subject).")
+    backbone: Literal["mlp", "mixer"] = Field(
+        "mlp", description="Shared backbone: 'mlp' (residual MLP blocks) or 'mixer' (MindEye2's MLP-Mixer).")
+    heads: list[Literal["pooled", "tokens"]] = Field(
+        ["pooled"], description="Output heads; 'pooled' is required (training, evaluation). 'tokens' "
+        "(MindEye2's CLIP token head) needs targets.output=tokens or models.mlp.token_shape.")
+    token_shape: list[int] | None = Field(
+        None, description="(n_tokens, token_dim) of the tokens head; null = the targets' token shape "
+        "(targets.output=tokens). MindEye2 / ViT-bigG-14: [256, 1664].")
+    adapter_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the adapter module.")
+    backbone_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the backbone module.")
+    # training engine (Trainer)
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="Autocast precision of the forward pass (GPU; weights stay float32).")
+    lr_schedule: Literal["onecycle", "cosine"] = Field(
+        "onecycle", description="Learning-rate schedule: one-cycle (warm-up + cosine) or cosine annealing.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches summed per optimizer step.")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="Exponential moving average of the weights (e.g. 0.999); null = off.")
+    patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without a lower validation loss; null = off.")
+    checkpoint_every: int | None = Field(
+        100, ge=1, description="Optimizer steps between resumable checkpoints in <run>/checkpoints "
+        "(one is always written at the end); null = only at the end.")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no_precision(cls, v: Any) -> Any:
+        return "no" if v is False else v  # YAML reads a bare `no` as false
+
+    @field_validator("heads")
+    @classmethod
+    def _heads(cls, v: list[str]) -> list[str]:
+        if "pooled" not in v or len(set(v)) != len(v):
+            raise ValueError(f"heads must include 'pooled' (the embedding used for training and evaluation) "
+                             f"without repeats, got {v}")
+        return v
+
+    @field_validator("token_shape")
+    @classmethod
+    def _token_shape(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 2 or min(v) < 1):
+            raise ValueError(f"token_shape must be [n_tokens, token_dim] (positive ints), got {v}")
+        return v
 
 
 class ModelsConfig(_Section):
@@ -149,6 +240,15 @@ class FitConfig(_Section):
                     f"data.subjects {extra} are not simulated: simulate.n_subjects is "
                     f"{self.simulate.n_subjects} (subjects 1..{self.simulate.n_subjects}). Raise "
                     "simulate.n_subjects or pick other subjects.")
+        mlp, targets = self.models.mlp, self.targets
+        if "tokens" in mlp.heads and targets.output != "tokens" and mlp.token_shape is None:
+            raise ValueError(
+                "models.mlp.heads includes 'tokens' but the targets are pooled vectors: set "
+                "targets.output=tokens (an open_clip ViT encoder), give models.mlp.token_shape=[n_tokens, "
+                "token_dim], or drop the head (models.mlp.heads=[pooled]).")
+        if targets.output == "tokens" and "tokens" not in mlp.heads:
+            raise ValueError("targets.output is 'tokens' but models.mlp.heads has no 'tokens' head: add it "
+                             "(models.mlp.heads=[pooled,tokens]) or set targets.output=pooled.")
         return self
 
 

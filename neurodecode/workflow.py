@@ -99,10 +99,25 @@ def _load_data(config: FitConfig):
 
 
 def _targets(config: FitConfig, trials):
+    """The pooled target table, and the token shape of the encoder when ``targets.output`` is tokens."""
     from .embeddings.pixels import embed_images
 
+    tc = config.targets
     ids = trials.events["stimulus_id"].drop_duplicates().tolist()
-    return embed_images(trials.stimuli, ids, encoder=config.targets.encoder, size=config.targets.size)
+    if tc.encoder == "pixels":
+        return embed_images(trials.stimuli, ids, encoder="pixels", size=tc.size), None
+    from .embeddings import ClipEncoder
+
+    cache_dir = Path(tc.cache_dir) if tc.cache_dir is not None else get_data_dir() / "embeddings"
+    enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device))
+    pooled = embed_images(trials.stimuli, ids, encoder=enc, output="pooled", cache_dir=cache_dir)
+    token_shape = None
+    if tc.output == "tokens":
+        # The token sequence's shape sizes the decoder's tokens head (one image is enough).
+        first = trials.stimuli.get_images(ids[:1])
+        token_shape = tuple(int(v) for v in enc.embed_images(first, outputs=("tokens",))["tokens"].shape[1:])
+        logger.info("Targets: %s pooled (%d dims) + tokens %s", tc.encoder, pooled.dim, token_shape)
+    return pooled, token_shape
 
 
 def _predict_ridge(config: FitConfig, train, test, targets, run_dir: Path):
@@ -117,27 +132,38 @@ def _predict_ridge(config: FitConfig, train, test, targets, run_dir: Path):
     return est.predict_trials(test).astype(np.float32)
 
 
-def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path, resume: bool = False):
+def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path, resume: bool = False,
+                 target_token_shape: tuple[int, ...] | None = None):
     from .models import BrainDecoder
     from .training import Trainer
 
     mc = config.models.mlp
     device = resolve_device(config.device)
     n_inputs = {s: int(t.feature_shape[0]) for s, t in train.by_subject().items()}
+    token_shape = None
+    if "tokens" in mc.heads:
+        token_shape = tuple(mc.token_shape) if mc.token_shape is not None else target_token_shape
+        if target_token_shape is not None and token_shape != target_token_shape:
+            raise ValueError(f"models.mlp.token_shape is {list(token_shape)} but the {config.targets.encoder} "
+                             f"targets have token shape {list(target_token_shape)}; set "
+                             "models.mlp.token_shape=null to follow the targets")
+        logger.warning("The Trainer fits the pooled head only (its loss sees the pooled embedding): the "
+                       "tokens head %s is built and saved but not trained; evaluation uses the pooled "
+                       "embedding.", token_shape)
     model = BrainDecoder(n_inputs, embed_dim=targets.dim, hidden_dim=mc.hidden_dim,
-                         n_blocks=mc.n_blocks, dropout=mc.dropout, seed=config.seed)
+                         n_blocks=mc.n_blocks, dropout=mc.dropout, backbone=mc.backbone, seed=config.seed,
+                         adapter=mc.adapter, heads=tuple(mc.heads), token_shape=token_shape,
+                         adapter_kwargs=mc.adapter_kwargs, backbone_kwargs=mc.backbone_kwargs)
     trainer = Trainer(model, loss="infonce", lr=mc.lr, weight_decay=mc.weight_decay,
                       batch_size=mc.batch_size, max_epochs=mc.max_epochs, seed=config.seed,
-                      device=device, val_fraction=mc.val_fraction,
-                      checkpoint_every=CHECKPOINT_EVERY)
+                      device=device, val_fraction=mc.val_fraction, patience=mc.patience,
+                      mixed_precision=mc.mixed_precision, lr_schedule=mc.lr_schedule,
+                      gradient_accumulation_steps=mc.gradient_accumulation_steps,
+                      ema_decay=mc.ema_decay, checkpoint_every=mc.checkpoint_every)
     trainer.fit(train, targets, checkpoint_dir=run_dir / "checkpoints", resume=resume)
     model.save_pretrained(run_dir / "models" / "mlp")
     atomic_write_json(run_dir / "models" / "mlp" / "history.json", trainer.history_)
     return model.predict(test, device=device)
-
-
-#: Optimizer steps between the MLP's training checkpoints in ``<run_dir>/checkpoints``.
-CHECKPOINT_EVERY = 100
 
 
 @verbose
@@ -200,7 +226,7 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     check_no_leakage(train, test, where="training")
 
     t = time.perf_counter()
-    targets = _targets(config, trials)
+    targets, token_shape = _targets(config, trials)
     timings["targets"] = time.perf_counter() - t
     target_test = targets.lookup(test.events["stimulus_id"].tolist())
 
@@ -211,7 +237,8 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         timings["ridge"] = time.perf_counter() - t
     if config.models.mlp.enabled:
         t = time.perf_counter()
-        preds["mlp"] = _predict_mlp(config, train, test, targets, out, resume=resume is not None)
+        preds["mlp"] = _predict_mlp(config, train, test, targets, out, resume=resume is not None,
+                                    target_token_shape=token_shape)
         timings["mlp"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -237,6 +264,8 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         "n_train_trials": int(len(train)),
         "n_test_items": {str(s): int((subjects == s).sum()) for s in test.subjects},
         "targets": targets.name,
+        **({"untrained_heads": ["tokens"]} if config.models.mlp.enabled and "tokens" in config.models.mlp.heads
+           else {}),
         "models": {name: {f"subj{int(s):02d}": sc.to_dict() for s, sc in per.items()}
                    for name, per in results.items()},
     }

@@ -482,3 +482,136 @@ class BrainDecoder(nn.Module):
         model.eval()
         logger.info("Loaded %s from %s", cls.__name__, save_directory)
         return model
+
+    # -- new subjects (MindBridge reset-tuning, MindEye2 fine-tuning) -----------------------
+    def subject_parameter_names(self, subject: Any) -> list[str]:
+        """Names (as in ``named_parameters()``) of the parameters that belong to ``subject`` only.
+
+        Linear adapter: its ``nn.Linear``; pooled adapter: its embedder (low-rank
+        bottleneck, linear unless ``shared_linear``, LayerNorm); subject layer:
+        its matrix; spatial attention: its subject layer (the queries and the
+        1×1 convolution are shared). Everything else is shared across subjects.
+        """
+        key = self._check_subject(subject)
+        prefix = {"linear": f"adapter.linears.{key}.", "pooled": f"adapter.embedders.{key}.",
+                  "subject_layer": f"adapter.weights.{key}",
+                  "spatial_attention": f"adapter.subject_layer.weights.{key}"}[self.config["adapter"]]
+        exact = prefix.rstrip(".")
+        return [n for n, _ in self.named_parameters() if n == exact or n.startswith(prefix)]
+
+    def _subject_module(self, key: str) -> nn.Module:
+        """The module holding only ``key``'s adapter weights (built on the CPU, not yet initialised)."""
+        adapter, kind = self.adapter, self.config["adapter"]
+        n = self.config["n_inputs"][key]
+        if kind == "linear":
+            return nn.Linear(n, adapter.out_dim)
+        if kind == "pooled":
+            from .adapters import _PooledEmbedder
+
+            some = next(iter(adapter.embedders.values()))
+            rank = some.lora.down.out_features if some.lora is not None else 0
+            return _PooledEmbedder(adapter.pool_size, adapter.out_dim, rank, adapter.shared is None, None)
+        layer = adapter if kind == "subject_layer" else adapter.subject_layer
+        n_in = n // self.config["n_times"] if kind == "subject_layer" else layer.n_outputs
+        return nn.Parameter(torch.empty(layer.n_outputs, n_in))
+
+    def _install_subject(self, key: str, generator: torch.Generator | None) -> None:
+        """Create ``key``'s adapter weights afresh (from ``generator``) and put them in the adapter."""
+        from .backbones import init_parameters_
+
+        kind = self.config["adapter"]
+        if kind == "spatial_attention" and self.adapter.subject_layer is None:
+            return  # no per-subject weights: positions alone define the subject
+        module = self._subject_module(key)
+        ref = next(self.parameters())
+        if isinstance(module, nn.Parameter):
+            layer = self.adapter if kind == "subject_layer" else self.adapter.subject_layer
+            with torch.no_grad():
+                if layer.init == "identity":
+                    nn.init.eye_(module)
+                else:
+                    nn.init.normal_(module, 0.0, 1.0 / np.sqrt(module.shape[1]), generator=generator)
+            layer.sizes[key] = module.shape[1]
+            layer.weights[key] = nn.Parameter(module.detach().to(device=ref.device, dtype=ref.dtype))
+            return
+        init_parameters_(module, generator)  # a pooled embedder's bottleneck starts as the identity
+        module.to(device=ref.device, dtype=ref.dtype)
+        if kind == "linear":
+            self.adapter.linears[key] = module
+        else:
+            self.adapter.embedders[key] = module
+
+    def add_subject(self, subject: Any, n_inputs: int, *, positions: Any = None,
+                    seed: int | None = None) -> BrainDecoder:
+        """Give the model a freshly initialised adapter for a new subject (in place).
+
+        The shared backbone and heads are untouched; the new subject may have
+        any number of inputs (voxels, or ``n_chans · n_times`` for M/EEG). Used
+        by :func:`neurodecode.training.adapt_subject` (MindBridge reset-tuning).
+
+        Parameters
+        ----------
+        subject : int | str
+            The new subject (keyed by ``str(subject)``).
+        n_inputs : int
+            Its number of input features.
+        positions : array-like, shape (n_chans, 2) | None
+            Sensor positions; required by the ``"spatial_attention"`` adapter.
+        seed : int | None
+            Seeds the new weights (``torch.Generator``); None uses the global RNG.
+
+        Returns
+        -------
+        self : BrainDecoder
+        """
+        key = str(subject)
+        if key in self.config["n_inputs"]:
+            raise ValueError(f"Subject {subject!r} already has an adapter; use reset_subject() to "
+                             "re-initialise it")
+        if isinstance(n_inputs, bool) or not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1:
+            raise ValueError(f"n_inputs must be a positive int, got {n_inputs!r}")
+        n_inputs = int(n_inputs)
+        kind = self.config["adapter"]
+        if self.is_sequence and n_inputs % self.config["n_times"]:
+            raise ValueError(f"n_inputs must be n_chans · n_times for M/EEG; {n_inputs} is not divisible "
+                             f"by n_times={self.config['n_times']}")
+        if kind == "spatial_attention":
+            if positions is None:
+                raise ValueError("adapter='spatial_attention' needs the new subject's sensor positions: "
+                                 "add_subject(subject, n_inputs, positions=array (n_chans, 2))")
+            n_chans = n_inputs // self.config["n_times"]
+            probe = SpatialAttention({key: positions}, self.adapter.n_virtual, pos_dim=self.adapter.pos_dim,
+                                     margin=self.adapter.margin, subject_layer=False,
+                                     initial_linear=False, device="meta")
+            if probe.sizes[key] != n_chans:
+                raise ValueError(f"positions give {probe.sizes[key]} channels but n_inputs / n_times give "
+                                 f"{n_chans}")
+            self.adapter._positions[key] = probe._positions[key]
+            self.adapter.sizes[key] = n_chans
+            self.config["adapter_kwargs"].setdefault("positions", {})[key] = _jsonable(positions)
+        elif positions is not None:
+            raise ValueError(f"positions is only used by the 'spatial_attention' adapter, not {kind!r}")
+        self.config["n_inputs"][key] = n_inputs
+        if kind in ("linear", "pooled"):
+            self.adapter.sizes[key] = n_inputs
+        self._install_subject(key, None if seed is None else torch.Generator().manual_seed(int(seed)))
+        logger.info("Added subject %s (%d inputs) to the %s adapter", key, n_inputs, kind)
+        return self
+
+    def reset_subject(self, subject: Any, seed: int | None = None) -> BrainDecoder:
+        """Re-initialise one subject's adapter weights (MindBridge "reset"), in place.
+
+        Parameters
+        ----------
+        subject : int | str
+            A subject the model has an adapter for.
+        seed : int | None
+            Seeds the new weights (``torch.Generator``); None uses the global RNG.
+
+        Returns
+        -------
+        self : BrainDecoder
+        """
+        key = self._check_subject(subject)
+        self._install_subject(key, None if seed is None else torch.Generator().manual_seed(int(seed)))
+        return self

@@ -12,6 +12,8 @@ KNOWN_CONFIG = {
     "NEURODECODE_LOGGING_LEVEL": "Default log level: debug, info, warning, error.",
     "NEURODECODE_TQDM": "'off' disables progress bars, 'ascii' forces ASCII bars.",
     "NEURODECODE_NSD_ROOT": "Root of the Natural Scenes Dataset (the bucket root natural-scenes-dataset/).",
+    "NEURODECODE_CLIP_WEIGHTS": "open_clip weights for CLIP targets (a checkpoint file or folder, or a Hugging "
+                                "Face repo id in the local HF cache); fills ${NEURODECODE_CLIP_WEIGHTS}.",
 }
 
 

@@ -19,6 +19,7 @@ def test_defaults_are_the_demo_recipe():
 def test_every_recipe_validates_and_has_no_machine_paths(recipe, monkeypatch, tmp_path):
     text = recipe.read_text()
     monkeypatch.setenv("NEURODECODE_NSD_ROOT", str(tmp_path))
+    monkeypatch.setenv("NEURODECODE_CLIP_WEIGHTS", str(tmp_path / "clip.safetensors"))
     load_config(recipe)
     for bad in ("/home/", "/work/", "/data/", "/weka/", "C:\\"):
         assert bad not in text, f"{recipe.name} holds a machine path"
@@ -78,3 +79,37 @@ def test_root_placeholder(monkeypatch, tmp_path):
     assert load_config(recipe, [f"data.root={tmp_path}"]).data.root == str(tmp_path)
     monkeypatch.setenv("NEURODECODE_NSD_ROOT", "/somewhere")
     assert load_config(recipe).data.root == "/somewhere"
+
+
+def test_targets_and_architecture_keys(monkeypatch):
+    cfg = FitConfig()
+    assert (cfg.targets.encoder, cfg.targets.weights, cfg.targets.output, cfg.targets.cache_dir) == \
+        ("pixels", None, "pooled", None)
+    mlp = cfg.models.mlp
+    assert (mlp.adapter, mlp.backbone, mlp.heads, mlp.token_shape, mlp.checkpoint_every) == \
+        ("linear", "mlp", ["pooled"], None, 100)
+    ok = load_config(None, ["targets.encoder=ViT-L-14", "targets.weights=/m/w.safetensors",
+                            "targets.output=tokens", "models.mlp.heads=[pooled,tokens]",
+                            "models.mlp.backbone=mixer", "models.mlp.mixed_precision=no"])
+    assert ok.targets.output == "tokens" and ok.models.mlp.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="needs targets.weights"):
+        load_config(None, ["targets.encoder=ViT-L-14"])
+    with pytest.raises(ConfigError, match="unknown encoder 'ViT-L-15'.*ViT-L-14"):
+        load_config(None, ["targets.encoder=ViT-L-15", "targets.weights=x"])
+    with pytest.raises(ConfigError, match="'pixels' encoder takes no"):
+        load_config(None, ["targets.output=tokens", "models.mlp.heads=[pooled,tokens]"])
+    with pytest.raises(ConfigError, match="heads includes 'tokens' but the targets are pooled"):
+        load_config(None, ["models.mlp.heads=[pooled,tokens]"])
+    assert load_config(None, ["models.mlp.heads=[pooled,tokens]", "models.mlp.token_shape=[4,8]"])
+    with pytest.raises(ConfigError, match="no 'tokens' head"):
+        load_config(None, ["targets.encoder=ViT-L-14", "targets.weights=x", "targets.output=tokens"])
+    with pytest.raises(ConfigError, match="must include 'pooled'"):
+        load_config(None, ["models.mlp.heads=[tokens]", "models.mlp.token_shape=[4,8]"])
+    with pytest.raises(ConfigError, match="token_shape must be"):
+        load_config(None, ["models.mlp.heads=[pooled,tokens]", "models.mlp.token_shape=[4]"])
+    with pytest.raises(ConfigError, match="models.mlp.backbone"):
+        load_config(None, ["models.mlp.backbone=atm"])
+    monkeypatch.delenv("NEURODECODE_CLIP_WEIGHTS", raising=False)
+    monkeypatch.setenv("NEURODECODE_CONFIG", "/nonexistent/config.json")
+    with pytest.raises(ConfigError, match="NEURODECODE_CLIP_WEIGHTS is not set"):
+        load_config(None, ["targets.encoder=ViT-L-14", "targets.weights=${NEURODECODE_CLIP_WEIGHTS}"])
