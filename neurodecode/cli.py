@@ -4,6 +4,7 @@ Subcommands
 -----------
 fit       fit decoders and write a run folder (config, weights, metrics.json, report.html)
 simulate  write a simulated dataset in a real dataset's on-disk layout
+adapt     adapt a fitted run's decoder to a new subject from few trials
 config    print the resolved config of a recipe, or every key with its default
 """
 
@@ -77,6 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
     _add_verbosity(fit)
 
+    ad = sub.add_parser(
+        "adapt", help="adapt a fitted run's decoder to a new subject from few trials",
+        description="MindBridge-style reset-tuning: add a fresh adapter for SUBJECT to the run's shared "
+                    "decoder, train it with the shared encoder frozen, then unfreeze the shared encoder at a "
+                    "reduced learning rate. Uses a fraction of the subject's training images (all their "
+                    "repetitions), evaluates on the subject's test images and writes "
+                    "RUN/adapted/subjNN/ (model/, metrics.json, report.html).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  neurodecode simulate nsd sim3 --n-subjects 3\n"
+               "  neurodecode fit --root sim3 --set data.subjects=[1,2]\n"
+               "  neurodecode adapt runs/demo --subject 3 --data sim3 --fraction 0.1")
+    ad.add_argument("run", help="a run folder written by `neurodecode fit`")
+    ad.add_argument("--subject", type=int, required=True, help="the new subject's number")
+    ad.add_argument("--data", help="dataset root holding the subject (default: the run's data root)")
+    ad.add_argument("--fraction", type=float, default=0.1,
+                    help="fraction of the subject's training images used (default 0.1)")
+    ad.add_argument("--epochs", type=int, default=20, help="adaptation epochs in total (default 20)")
+    ad.add_argument("--freeze-epochs", type=int, default=5,
+                    help="first epochs that train only the new adapter (default 5)")
+    ad.add_argument("--output", "-o", help="output folder (default RUN/adapted/subjNN, never overwritten)")
+    _add_verbosity(ad)
+
     sim = sub.add_parser("simulate", help="write a simulated dataset in a real on-disk layout",
                          description="Write a simulated dataset in the real layout of NAME, with brain "
                                      "responses generated from procedural stimuli (see docs/simulator.md).")
@@ -131,6 +154,17 @@ def _run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_adapt(args: argparse.Namespace) -> int:
+    from .utils import use_log_level
+    from .workflow import run_adapt
+
+    with use_log_level(_level(args)):
+        result = run_adapt(args.run, args.subject, data_root=args.data, fraction=args.fraction,
+                           max_epochs=args.epochs, freeze_epochs=args.freeze_epochs, output=args.output)
+    print(f"Adapted model and report: {result.run_dir}")
+    return 0
+
+
 def _run_simulate(args: argparse.Namespace) -> int:
     from .datasets import simulate
     from .utils import use_log_level
@@ -165,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"fit": _run_fit, "simulate": _run_simulate, "config": _run_config}
+    handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config}
     try:
         return handlers[args.command](args)
     except ConfigError as err:

@@ -44,6 +44,16 @@ def simulated_root(config: FitConfig) -> Path:
     return get_data_dir() / "simulated" / f"nsd-{digest}"
 
 
+def _fresh_dir(base: Path) -> Path:
+    """``base``, or the first ``base-1``, ``base-2``, ... that holds no files (never overwrite a run)."""
+    path, k = base, 1
+    while path.exists() and any(path.iterdir()):
+        path = base.with_name(f"{base.name}-{k}")
+        k += 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _new_run_dir(config: FitConfig, run_dir: str | Path | None) -> Path:
     if run_dir is not None:
         path = Path(run_dir)
@@ -53,13 +63,7 @@ def _new_run_dir(config: FitConfig, run_dir: str | Path | None) -> Path:
                 "(neurodecode never overwrites an earlier run).")
         path.mkdir(parents=True, exist_ok=True)
         return path
-    base = Path(config.output_dir) / config.name
-    path, k = base, 1
-    while path.exists() and any(path.iterdir()):
-        path = base.with_name(f"{base.name}-{k}")
-        k += 1
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _fresh_dir(Path(config.output_dir) / config.name)
 
 
 def _resume_config(config: FitConfig | None, resume: str | Path, run_dir: str | Path | None) -> FitConfig:
@@ -306,3 +310,86 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
                          prediction=pred)
     logger.info("Done in %.1f s: %s", timings["total"], out / "report.html")
     return FitResult(out, metrics, timings)
+
+
+@verbose
+def run_adapt(run_dir: str | Path, subject: int, *, data_root: str | Path | None = None,
+              fraction: float = 0.1, max_epochs: int = 20, freeze_epochs: int = 5,
+              output: str | Path | None = None, verbose: Any = None) -> FitResult:
+    """Adapt a fitted run's decoder to a new subject from few trials (MindBridge reset-tuning).
+
+    Parameters
+    ----------
+    run_dir : str | Path
+        A folder written by :func:`run_fit` (its ``config.yaml`` and ``models/mlp`` are used).
+    subject : int
+        The new subject (its data must be under ``data_root``).
+    data_root : str | Path | None
+        Dataset root holding the new subject; default: the run's own data root.
+    fraction : float
+        Fraction of the subject's training *images* used (all their repetitions), in (0, 1].
+    max_epochs, freeze_epochs : int
+        Adaptation epochs in total, and how many of them train the new adapter only.
+    output : str | Path | None
+        Output folder; default ``<run_dir>/adapted/subjNN`` (never overwritten).
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    result : FitResult
+        The output folder (adapted model, metrics.json, report.html) and its metrics.
+    """
+    from .config import load_config
+    from .datasets import check_no_leakage, load_nsd
+    from .models import BrainDecoder
+    from .reports import build_retrieval_report
+    from .tasks import evaluate_retrieval
+    from .training import adapt_subject
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: RUN must be a folder written by `neurodecode fit`.")
+    config = load_config(cfg_path)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    root = Path(data_root) if data_root is not None else (
+        Path(config.data.root) if config.data.root is not None else simulated_root(config))
+    t0 = time.perf_counter()
+    trials = load_nsd(root, subject, roi=config.data.roi, sessions=config.data.sessions,
+                      zscore=config.data.zscore, betas_format=config.data.betas_format)
+    train = trials.select(split="train")
+    test = trials.select(split="test").average_repetitions()
+    rng = np.random.default_rng(config.seed)
+    images = train.events["stimulus_id"].drop_duplicates().to_numpy()
+    n_keep = max(2, int(round(fraction * len(images))))
+    keep = rng.choice(images, size=min(n_keep, len(images)), replace=False)
+    few = train.select(stimulus_id=list(keep))
+    check_no_leakage(few, test, where="adaptation")
+    targets, _ = _targets(config, trials)
+    model = BrainDecoder.from_pretrained(run_dir / "models" / "mlp")
+    device = resolve_device(config.device)
+    mc = config.models.mlp
+    result = adapt_subject(model, few, targets, max_epochs=max_epochs, freeze_epochs=freeze_epochs,
+                           batch_size=mc.batch_size, seed=config.seed, device=device)
+    pred = result.model.predict(test, device=device)
+    ev = config.evaluation
+    scores = evaluate_retrieval(pred, targets.lookup(test.events["stimulus_id"].tolist()),
+                                n_candidates=ev.n_candidates, n_repeats=ev.n_repeats, topk=tuple(ev.topk),
+                                n_boot=ev.n_boot, ci=ev.ci, random_state=config.seed)
+    out = _new_run_dir(config, output) if output is not None else \
+        _fresh_dir(run_dir / "adapted" / f"subj{int(subject):02d}")
+    result.model.save_pretrained(out / "model")
+    metrics = {"neurodecode_version": __version__, "run": str(run_dir), "subject": int(subject),
+               "fraction": fraction, "n_adapt_trials": int(len(few)), "n_adapt_images": int(len(keep)),
+               "n_test_items": int(len(test)), "data_root": str(root),
+               "metrics": scores.to_dict(), "history": result.history,
+               "time_s": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(out / "metrics.json", metrics)
+    report = build_retrieval_report({"adapted": {subject: scores}}, query_images=None, retrieved_images=None,
+                                    correct=None, config=config.model_dump(mode="json"),
+                                    title=f"neurodecode adapt — subject {subject} from {len(few)} trials")
+    report.save(out / "report.html")
+    logger.info("Adapted subject %s from %d trials: %s", subject, len(few), out)
+    return FitResult(out, metrics, {"total": metrics["time_s"]})
