@@ -74,8 +74,9 @@ class TargetsConfig(_Section):
         None, description="CLIP weights (open_clip encoders only): a local checkpoint file or folder, a Hugging "
         "Face repo id already in the local HF cache (never downloaded), or ${NEURODECODE_CLIP_WEIGHTS}.")
     output: Literal["pooled", "tokens"] = Field(
-        "pooled", description="'pooled': one vector per image; 'tokens': also size the decoder's tokens head "
-        "from the encoder's token sequence (open_clip ViTs only). Training, ridge and evaluation use pooled.")
+        "pooled", description="'pooled': one vector per image; 'tokens': also compute the encoder's token "
+        "sequences (open_clip ViT patch tokens; pixels: size² pixel tokens × RGB), which size and train the "
+        "decoder's tokens head. Ridge and evaluation use pooled.")
     cache_dir: str | None = Field(
         None, description="Where CLIP embeddings are cached on disk; null = $NEURODECODE_DATA/embeddings.")
 
@@ -102,11 +103,9 @@ class TargetsConfig(_Section):
     @model_validator(mode="after")
     def _clip_options(self) -> TargetsConfig:
         if self.encoder == "pixels":
-            bad = [k for k, d in (("weights", None), ("output", "pooled")) if getattr(self, k) != d]
-            if bad:
-                raise ValueError(f"the 'pixels' encoder takes no {bad} (pooled thumbnails only, no token "
-                                 "output); those options are for open_clip encoders. Set "
-                                 + " ".join(f"targets.{k}={'null' if k == 'weights' else 'pooled'}" for k in bad))
+            if self.weights is not None:
+                raise ValueError("the 'pixels' encoder takes no weights; that option is for open_clip encoders. "
+                                 "Set targets.weights=null")
         elif self.weights is None:
             raise ValueError(f"encoder {self.encoder!r} needs targets.weights: a local checkpoint file or folder, "
                              "or a Hugging Face repo id in the local HF cache (nothing is downloaded). Write "
@@ -155,6 +154,12 @@ class MLPConfig(_Section):
     token_shape: list[int] | None = Field(
         None, description="(n_tokens, token_dim) of the tokens head; null = the targets' token shape "
         "(targets.output=tokens). MindEye2 / ViT-bigG-14: [256, 1664].")
+    token_loss: Literal["mse", "cosine"] = Field(
+        "mse", description="Loss of the tokens head against the target token sequences (MindEye2-style): "
+        "'mse' or 'cosine' (1 - cosine similarity per token).")
+    token_weight: float = Field(
+        1.0, ge=0, description="Weight of the token loss: total loss = contrastive(pooled) + token_weight × "
+        "token loss (MindEye2-like recipe: 1.0).")
     adapter_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the adapter module.")
     backbone_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the backbone module.")
     # training engine (Trainer)

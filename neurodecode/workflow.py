@@ -109,7 +109,8 @@ def _targets(config: FitConfig, trials):
     tc = config.targets
     ids = trials.events["stimulus_id"].drop_duplicates().tolist()
     if tc.encoder == "pixels":
-        return embed_images(trials.stimuli, ids, encoder="pixels", size=tc.size), None
+        pooled = embed_images(trials.stimuli, ids, encoder="pixels", size=tc.size)
+        return pooled, ((tc.size * tc.size, 3) if tc.output == "tokens" else None)
     from .embeddings import ClipEncoder
 
     cache_dir = Path(tc.cache_dir) if tc.cache_dir is not None else get_data_dir() / "embeddings"
@@ -122,6 +123,21 @@ def _targets(config: FitConfig, trials):
         token_shape = tuple(int(v) for v in enc.embed_images(first, outputs=("tokens",))["tokens"].shape[1:])
         logger.info("Targets: %s pooled (%d dims) + tokens %s", tc.encoder, pooled.dim, token_shape)
     return pooled, token_shape
+
+
+def _token_targets(config: FitConfig, trials):
+    """Token-sequence targets of the stimuli of ``trials`` (pixel tokens, or CLIP tokens via the disk cache)."""
+    from .embeddings.pixels import embed_images
+
+    tc = config.targets
+    ids = trials.events["stimulus_id"].drop_duplicates().tolist()
+    if tc.encoder == "pixels":
+        return embed_images(trials.stimuli, ids, encoder="pixels", size=tc.size, output="tokens")
+    from .embeddings import ClipEncoder
+
+    cache_dir = Path(tc.cache_dir) if tc.cache_dir is not None else get_data_dir() / "embeddings"
+    enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device))
+    return embed_images(trials.stimuli, ids, encoder=enc, output="tokens", cache_dir=cache_dir)
 
 
 def _predict_ridge(config: FitConfig, train, test, targets, run_dir: Path):
@@ -151,9 +167,15 @@ def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path, resume:
             raise ValueError(f"models.mlp.token_shape is {list(token_shape)} but the {config.targets.encoder} "
                              f"targets have token shape {list(target_token_shape)}; set "
                              "models.mlp.token_shape=null to follow the targets")
-        logger.warning("The Trainer fits the pooled head only (its loss sees the pooled embedding): the "
-                       "tokens head %s is built and saved but not trained; evaluation uses the pooled "
-                       "embedding.", token_shape)
+    token_targets = None
+    if "tokens" in mc.heads:
+        token_targets = _token_targets(config, train)
+        if token_shape != tuple(token_targets.token_shape):
+            raise ValueError(f"models.mlp.token_shape is {list(token_shape)} but the {config.targets.encoder} "
+                             f"token targets have shape {list(token_targets.token_shape)}; set "
+                             "models.mlp.token_shape=null to follow the targets")
+        logger.info("Training the tokens head %s on %s (%s loss, weight %g)", token_shape,
+                    token_targets.name, mc.token_loss, mc.token_weight)
     model = BrainDecoder(n_inputs, embed_dim=targets.dim, hidden_dim=mc.hidden_dim,
                          n_blocks=mc.n_blocks, dropout=mc.dropout, backbone=mc.backbone, seed=config.seed,
                          adapter=mc.adapter, heads=tuple(mc.heads), token_shape=token_shape,
@@ -163,8 +185,10 @@ def _predict_mlp(config: FitConfig, train, test, targets, run_dir: Path, resume:
                       device=device, val_fraction=mc.val_fraction, patience=mc.patience,
                       mixed_precision=mc.mixed_precision, lr_schedule=mc.lr_schedule,
                       gradient_accumulation_steps=mc.gradient_accumulation_steps,
-                      ema_decay=mc.ema_decay, checkpoint_every=mc.checkpoint_every)
-    trainer.fit(train, targets, checkpoint_dir=run_dir / "checkpoints", resume=resume)
+                      ema_decay=mc.ema_decay, checkpoint_every=mc.checkpoint_every,
+                      token_loss=mc.token_loss, token_weight=mc.token_weight)
+    trainer.fit(train, targets, token_targets=token_targets, checkpoint_dir=run_dir / "checkpoints",
+                resume=resume)
     model.save_pretrained(run_dir / "models" / "mlp")
     atomic_write_json(run_dir / "models" / "mlp" / "history.json", trainer.history_)
     return model.predict(test, device=device)
@@ -268,8 +292,6 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         "n_train_trials": int(len(train)),
         "n_test_items": {str(s): int((subjects == s).sum()) for s in test.subjects},
         "targets": targets.name,
-        **({"untrained_heads": ["tokens"]} if config.models.mlp.enabled and "tokens" in config.models.mlp.heads
-           else {}),
         "models": {name: {f"subj{int(s):02d}": sc.to_dict() for s, sc in per.items()}
                    for name, per in results.items()},
     }

@@ -82,7 +82,12 @@ def embed_images(stimuli: Any, stimulus_ids: Any = None, *, encoder: Any = "pixe
         CLIP weights: a local file or folder, or a Hugging Face repo id in the
         local HF cache (never downloaded).
     output : ``"pooled"`` | ``"tokens"``
-        CLIP output kind (``pixels`` only has ``"pooled"``).
+        ``"pooled"``: one vector per image. ``"tokens"``: a token sequence per
+        image (CLIP: the ViT's patch tokens; ``pixels``: the same
+        contrast-normalised thumbnail read as ``size * size`` one-pixel
+        "patch" tokens × RGB, i.e. ``token_shape == (size * size, 3)``, or
+        ``(size * size, 1)`` when ``grayscale``). A weight-free stand-in for
+        CLIP tokens, e.g. to train a decoder's tokens head on the simulator.
     cache_dir : str | Path | None
         CLIP only: cache the embeddings on disk in this folder.
     verbose : bool | str | int | None
@@ -101,9 +106,10 @@ def embed_images(stimuli: Any, stimulus_ids: Any = None, *, encoder: Any = "pixe
 
         return embed_clip_images(stimuli, stimulus_ids, encoder=encoder, weights=weights, output=output,
                                  cache_dir=cache_dir, batch_size=batch_size, **clip_kwargs)
-    if output != "pooled" or weights is not None or clip_kwargs:
-        extra = sorted(clip_kwargs) + (["weights"] if weights is not None else []) + \
-            (["output"] if output != "pooled" else [])
+    if output not in ("pooled", "tokens"):
+        raise ValueError(f"output must be 'pooled' or 'tokens', got {output!r}")
+    if weights is not None or clip_kwargs:
+        extra = sorted(clip_kwargs) + (["weights"] if weights is not None else [])
         raise ValueError(f"The 'pixels' encoder takes no {extra}; those options are for CLIP encoders.")
     batch_size = 256 if batch_size is None else int(batch_size)
     from ._table import StimulusEmbeddings
@@ -118,4 +124,8 @@ def embed_images(stimuli: Any, stimulus_ids: Any = None, *, encoder: Any = "pixe
         chunks.append(pixel_features(batch, size=size, grayscale=grayscale))
     values = np.concatenate(chunks) if chunks else np.zeros((0, size * size * (1 if grayscale else 3)), np.float32)
     logger.info("Embedded %d images with the '%s' encoder (%d dims)", len(ids), encoder, values.shape[1])
-    return StimulusEmbeddings(ids, values, name=f"pixels{size}{'-gray' if grayscale else ''}")
+    name = f"pixels{size}{'-gray' if grayscale else ''}"
+    if output == "tokens":  # rows are (y, x, channel) in C order: size² pixel tokens × channels
+        return StimulusEmbeddings(ids, values, name=f"{name} tokens",
+                                  token_shape=(size * size, 1 if grayscale else 3))
+    return StimulusEmbeddings(ids, values, name=name)

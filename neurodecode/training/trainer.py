@@ -24,7 +24,7 @@ from torch import nn
 
 from ..datasets import check_no_leakage
 from ..datasets._trials import _take_rows
-from ..models.losses import ClipLoss, soft_clip
+from ..models.losses import ClipLoss, cosine_loss, mse_loss, soft_clip
 from ..utils import ProgressBar, _check_option, logger, resolve_device, use_log_level, verbose
 from . import _data
 from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -32,6 +32,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_tempora
 LOSSES = ("infonce", "soft_clip", "mse")
 SCHEDULES = ("onecycle", "cosine")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+TOKEN_LOSSES = ("mse", "cosine")
 
 #: Trainer settings that must match for a run to be resumed from a checkpoint.
 _RESUME_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "seed", "val_fraction",
@@ -97,6 +98,27 @@ class _GatherWithGrad(torch.autograd.Function):
 
 def _noop(*args: Any, **kwargs: Any) -> None:
     return None
+
+
+class _TokenTargets:
+    """Token-sequence targets of the training stimuli, read by stimulus code batch by batch.
+
+    ``values`` is the table's ``(n_stimuli, prod(token_shape))`` array (in
+    memory or memory-mapped); only the rows a batch needs are read (sorted,
+    unique), so a memory-mapped table is never materialised.
+    """
+
+    def __init__(self, table: Any, uniques: Any, token_shape: tuple[int, ...]) -> None:
+        self.values = table.values
+        self.rows = table._rows(list(uniques))  # table row of every stimulus code
+        self.shape = tuple(token_shape)
+
+    def get(self, codes: torch.Tensor, device: torch.device) -> torch.Tensor:
+        rows = self.rows[codes.cpu().numpy()]
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        block = np.asarray(self.values[uniq], dtype=np.float32)
+        out = torch.from_numpy(block).index_select(0, torch.from_numpy(inverse.reshape(-1)))
+        return out.reshape(len(rows), *self.shape).to(device)
 
 
 class Trainer:
@@ -170,6 +192,13 @@ class Trainer:
         Read each batch from ``trials.data`` instead of loading every subject's
         array into memory. None: stream exactly when the data is lazy (not a
         NumPy array, e.g. HDF5-backed).
+    token_loss : {"mse", "cosine"}
+        Loss of the ``"tokens"`` head when :meth:`fit` gets ``token_targets``
+        (MindEye2-style): mean squared error over every token element, or
+        ``1 − cosine similarity`` per token, averaged.
+    token_weight : float
+        Weight of the token loss in the total loss
+        ``contrastive(pooled) + token_weight × token_loss(tokens)`` (>= 0).
     verbose : bool | str | int | None
         Default log level of :meth:`fit`.
 
@@ -177,7 +206,10 @@ class Trainer:
     ----------
     history_ : list of dict
         Per epoch: ``epoch``, ``step``, ``train_loss``, ``val_loss``,
-        ``val_top1``, ``val_chance``, ``lr``, ``temperature``, ``time_s``.
+        ``val_top1``, ``val_chance``, ``lr``, ``temperature``, ``time_s``. With
+        ``token_targets``, ``train_loss``/``val_loss`` are the total losses and
+        ``train_contrastive_loss``, ``train_token_loss``,
+        ``val_contrastive_loss``, ``val_token_loss`` (unweighted) are added.
     best_epoch_ : int | None
         The epoch whose weights were restored (None without validation).
     val_stimuli_ : list
@@ -208,7 +240,8 @@ class Trainer:
                  gradient_accumulation_steps: int = 1, lr_schedule: str = "onecycle",
                  ema_decay: float | None = None, max_grad_norm: float | None = None,
                  checkpoint_every: int | None = None, keep_checkpoints: int = 3,
-                 stream: bool | None = None, verbose: bool | str | int | None = None) -> None:
+                 stream: bool | None = None, token_loss: str = "mse", token_weight: float = 1.0,
+                 verbose: bool | str | int | None = None) -> None:
         self.model = model
         self.loss = loss
         self.lr = lr
@@ -227,6 +260,8 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.keep_checkpoints = keep_checkpoints
         self.stream = stream
+        self.token_loss = token_loss
+        self.token_weight = token_weight
         self.verbose = verbose
 
     # -- checks ----------------------------------------------------------------------------
@@ -237,6 +272,9 @@ class Trainer:
             raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(self.loss).__name__}")
         _check_option("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         _check_option("lr_schedule", self.lr_schedule, SCHEDULES)
+        _check_option("token_loss", self.token_loss, TOKEN_LOSSES)
+        if isinstance(self.token_weight, bool) or not float(self.token_weight) >= 0:
+            raise ValueError(f"token_weight must be a number >= 0, got {self.token_weight!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not self.weight_decay >= 0:
@@ -317,8 +355,9 @@ class Trainer:
 
     # -- fitting -------------------------------------------------------------------------
     @verbose
-    def fit(self, trials: Any, targets: Any, *, checkpoint_dir: str | Path | None = None,
-            resume: bool = False, verbose: bool | str | int | None = None) -> Trainer:
+    def fit(self, trials: Any, targets: Any, *, token_targets: Any = None,
+            checkpoint_dir: str | Path | None = None, resume: bool = False,
+            verbose: bool | str | int | None = None) -> Trainer:
         """Train ``model`` to map ``trials`` to their stimulus embeddings.
 
         Parameters
@@ -328,6 +367,13 @@ class Trainer:
             Lazy ``data`` (e.g. HDF5-backed) is streamed batch by batch.
         targets : StimulusEmbeddings
             Embedding of every ``stimulus_id`` in ``trials`` (L2-normalised here).
+        token_targets : StimulusEmbeddings | None
+            Token sequences of every ``stimulus_id`` (a table with
+            ``token_shape`` equal to the model's ``token_shape``, e.g. CLIP's
+            256 × 1664 ViT-bigG-14 tokens; used as is, not normalised). The
+            model's ``"tokens"`` head is then trained too, MindEye2-style: the
+            loss is ``contrastive(pooled) + token_weight × token_loss(tokens)``.
+            Rows are read batch by batch, so a memory-mapped table is fine.
         checkpoint_dir : str | Path | None
             Folder for checkpoints (every ``checkpoint_every`` steps and at the
             end; see :mod:`neurodecode.training.checkpoint`).
@@ -351,10 +397,32 @@ class Trainer:
             mismatches, or a checkpoint written with other settings.
         """
         with use_log_level(self.verbose if verbose is None else None):
-            return self._fit(trials, targets, checkpoint_dir, resume)
+            return self._fit(trials, targets, checkpoint_dir, resume, token_targets)
 
-    def _fit(self, trials: Any, targets: Any, checkpoint_dir: str | Path | None, resume: bool) -> Trainer:
+    def _check_token_targets(self, token_targets: Any) -> tuple[int, ...]:
+        model = self.model
+        heads = getattr(model, "heads", {})
+        model_shape = (getattr(model, "config", {}) or {}).get("token_shape")
+        if "tokens" not in heads or model_shape is None:
+            raise ValueError("token_targets were given but the model has no 'tokens' head; build it with "
+                             "heads=('pooled', 'tokens') and token_shape=token_targets.token_shape")
+        shape = getattr(token_targets, "token_shape", None)
+        if shape is None:
+            raise ValueError(f"token_targets must be a StimulusEmbeddings table with a token_shape, got "
+                             f"{token_targets!r}")
+        if tuple(shape) != tuple(model_shape):
+            raise ValueError(f"token_targets have token_shape {tuple(shape)} but the model's tokens head has "
+                             f"token_shape {tuple(model_shape)}; build the model with "
+                             "token_shape=token_targets.token_shape")
+        return tuple(int(v) for v in shape)
+
+    def _token_loss_fn(self) -> Callable:
+        return {"mse": mse_loss, "cosine": cosine_loss}[self.token_loss]
+
+    def _fit(self, trials: Any, targets: Any, checkpoint_dir: str | Path | None, resume: bool,
+             token_targets: Any = None) -> Trainer:
         self._validate()
+        token_shape = None if token_targets is None else self._check_token_targets(token_targets)
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (the folder the checkpoints were written to)")
         check_no_leakage(trials, where="training")
@@ -377,6 +445,8 @@ class Trainer:
         Y /= norms
         codes, uniques = pd.factorize(trials.events["stimulus_id"], sort=False)
         data = self._subject_data(trials, Y, codes, device)
+        tok = None if token_targets is None else _TokenTargets(token_targets, uniques, token_shape)
+        tok_loss_fn, tok_w = self._token_loss_fn(), float(self.token_weight)
 
         # validation split by stimulus
         gen = torch.Generator().manual_seed(int(self.seed))
@@ -448,6 +518,10 @@ class Trainer:
         resume_epoch_state, resume_totals = None, (0.0, 0)
         settings = {**self._settings(), "world_size": world, "n_train_trials": n_train,
                     "n_batches_per_epoch": n_batches, "val_stimuli": [str(s) for s in self.val_stimuli_]}
+        if tok is not None:
+            settings |= {"token_loss": self.token_loss, "token_weight": tok_w,
+                         "token_shape": list(token_shape)}
+        tok_totals = (0.0, 0)  # this process's token-loss sum over trials, and its trial count
         ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         if ckpt_dir is not None and is_main:
             remove_stale_temporaries(ckpt_dir)
@@ -479,20 +553,28 @@ class Trainer:
             start_epoch, start_batch = int(meta["epoch"]), int(meta["batch_in_epoch"])
             global_step, finished = int(meta["global_step"]), bool(meta["finished"])
             resume_totals = (float(meta["epoch_loss_total"]), int(meta["epoch_loss_count"]))
+            if tok is not None:
+                tok_totals = tuple(meta["epoch_token_loss"][rank])
             self.resumed_from_ = last
             log("Resumed from %s (epoch %d, batch %d, step %d)", last, start_epoch, start_batch, global_step)
         elif resume:
             log("No checkpoint in %s; training from the start", ckpt_dir)
 
         def write_checkpoint(epoch: int, batch_in_epoch: int, epoch_state: torch.Tensor,
-                             totals: tuple[float, int], done: bool) -> None:
+                             totals: tuple[float, int], done: bool,
+                             token_totals: tuple[float, int] = (0.0, 0)) -> None:
             dropout_states = [dropout_gen.get_state().cpu()]
+            token_states = [list(token_totals)]
             if world > 1:
                 import torch.distributed as dist
 
                 gathered: list = [None] * world
                 dist.all_gather_object(gathered, dropout_states[0])
                 dropout_states = gathered
+                if tok is not None:
+                    gathered = [None] * world
+                    dist.all_gather_object(gathered, token_states[0])
+                    token_states = gathered
             if is_main:
                 loss_state = loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else {}
                 save_checkpoint(
@@ -508,6 +590,7 @@ class Trainer:
                         "finished": done, "history": self.history_, "best_epoch": self.best_epoch_,
                         "best_val": best_val, "since_best": since_best,
                         "epoch_loss_total": totals[0], "epoch_loss_count": totals[1],
+                        **({"epoch_token_loss": token_states} if tok is not None else {}),
                         "settings": settings, "seed": int(self.seed)},
                     keep_last=int(self.keep_checkpoints))
             accelerator.wait_for_everyone()
@@ -528,9 +611,11 @@ class Trainer:
             if resume_epoch_state is not None:
                 gen.set_state(resume_epoch_state)
                 first, (total, count) = start_batch, resume_totals
+                (tok_total, tok_count) = tok_totals
                 resume_epoch_state = None
             else:
                 first, total, count = 0, 0.0, 0
+                tok_total, tok_count = 0.0, 0
             epoch_state = gen.get_state()
             batches = _data.epoch_batches(data, global_bs, gen, min_size)
             model_p.train()
@@ -545,15 +630,23 @@ class Trainer:
                 with sync:
                     x = d.features(idx, device)
                     idx_t = torch.from_numpy(idx).to(device)
-                    pred = model_p(x, subject, generator=dropout_gen).embedding.float()
+                    out = model_p(x, subject, generator=dropout_gen)
+                    pred = out.embedding.float()
                     y, c = d.Y.index_select(0, idx_t), d.codes.index_select(0, idx_t)
+                    tok_loss = None
+                    if tok is not None:  # per-sample loss on this process's rows (DDP averages grads)
+                        tok_loss = tok_loss_fn(out.tokens.float(), tok.get(c, device))
                     if world > 1:
                         pred = _GatherWithGrad.apply(pred)
                         y, c = _all_gather_rows(y)[0], _all_gather_rows(c)[0]
                     loss = loss_fn(pred, y, c)
-                    accelerator.backward(loss / group_size if group_size > 1 else loss)
+                    full = loss if tok_loss is None else loss + tok_w * tok_loss
+                    accelerator.backward(full / group_size if group_size > 1 else full)
                 total += float(loss.detach()) * len(gidx)
                 count += len(gidx)
+                if tok_loss is not None:
+                    tok_total += float(tok_loss.detach()) * len(idx)
+                    tok_count += len(idx)
                 if not boundary:
                     continue
                 if self.max_grad_norm is not None:
@@ -572,14 +665,26 @@ class Trainer:
                                 ema[k].copy_(v)
                 if (ckpt_dir is not None and self.checkpoint_every is not None
                         and global_step % int(self.checkpoint_every) == 0):
-                    write_checkpoint(epoch, bi + 1, epoch_state, (total, count), False)
+                    write_checkpoint(epoch, bi + 1, epoch_state, (total, count), False,
+                                     (tok_total, tok_count))
             record = {"epoch": epoch, "step": global_step, "train_loss": total / max(count, 1),
                       "val_loss": None, "val_top1": None, "val_chance": None,
                       "lr": float(optimizer.param_groups[0]["lr"]),
                       "temperature": float(getattr(loss_fn, "temperature", float("nan")))}
+            if tok is not None:
+                tt = torch.tensor([tok_total, float(tok_count)], dtype=torch.float64, device=device)
+                if world > 1:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(tt)
+                tok_mean = float(tt[0] / max(float(tt[1]), 1.0))
+                record |= {"train_contrastive_loss": record["train_loss"], "train_token_loss": tok_mean,
+                           "train_loss": record["train_loss"] + tok_w * tok_mean,
+                           "val_contrastive_loss": None, "val_token_loss": None}
             if n_val_trials:
                 live = swap_ema()
-                record.update(self._validate_epoch(raw_model, loss_fn, data, global_bs, device))
+                record.update(self._validate_epoch(raw_model, loss_fn, data, global_bs, device,
+                                                   tok, tok_loss_fn, tok_w))
                 if record["val_loss"] < best_val:
                     best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
                 if live is not None:
@@ -605,7 +710,7 @@ class Trainer:
                         log("Early stopping: no lower validation loss for %d epochs", since_best)
                         break
         if ckpt_dir is not None and not finished:
-            write_checkpoint(epoch, 0, gen.get_state(), (0.0, 0), True)
+            write_checkpoint(epoch, 0, gen.get_state(), (0.0, 0), True, (0.0, 0))
         self.global_step_ = global_step
         if best_state is not None:
             raw_model.load_state_dict(best_state)
@@ -621,10 +726,16 @@ class Trainer:
         return self
 
     def _validate_epoch(self, model: nn.Module, loss_fn: Any, data: dict, batch_size: int,
-                        device: torch.device) -> dict:
-        """Validation loss (global batch size, fixed order) and top-1 retrieval among val stimuli."""
+                        device: torch.device, tok: _TokenTargets | None = None,
+                        tok_loss_fn: Callable | None = None, tok_w: float = 0.0) -> dict:
+        """Validation loss (global batch size, fixed order) and top-1 retrieval among val stimuli.
+
+        With token targets, ``val_loss`` is ``contrastive + tok_w × token`` (the token loss
+        averaged over every validation trial).
+        """
         model.eval()
         total, count, correct, chance = 0.0, 0, 0, 0.0
+        tok_total, tok_count = 0.0, 0
         with torch.no_grad():
             for subject, d in data.items():
                 idx = d.val
@@ -633,8 +744,19 @@ class Trainer:
                 idx_t = torch.from_numpy(idx).to(device)
                 Yv, cv = d.Y.index_select(0, idx_t), d.codes.index_select(0, idx_t)
                 step = 1024 if d.X is not None else _data.READ_CHUNK
-                pred = torch.cat([model(d.features(idx[a:a + step], device), subject).embedding.float()
-                                  for a in range(0, len(idx), step)])
+                if tok is None:
+                    pred = torch.cat([model(d.features(idx[a:a + step], device), subject).embedding.float()
+                                      for a in range(0, len(idx), step)])
+                else:  # token outputs are large: small chunks, reduced to a loss at once
+                    step, parts = min(step, batch_size), []
+                    for a in range(0, len(idx), step):
+                        out = model(d.features(idx[a:a + step], device), subject)
+                        parts.append(out.embedding.float())
+                        n = len(idx[a:a + step])
+                        tok_total += float(tok_loss_fn(out.tokens.float(),
+                                                       tok.get(cv[a:a + step], device))) * n
+                        tok_count += n
+                    pred = torch.cat(parts)
                 for a, b in _data.chunks(len(idx), batch_size):
                     total += float(loss_fn(pred[a:b], Yv[a:b], cv[a:b])) * (b - a)
                     count += b - a
@@ -644,4 +766,9 @@ class Trainer:
                 correct += int((cand_codes[best] == cv.cpu().numpy()).sum())
                 chance += len(idx) / len(cand_codes)
         n = len(np.concatenate([d.val for d in data.values()]))
-        return {"val_loss": total / max(count, 1), "val_top1": correct / n, "val_chance": chance / n}
+        out = {"val_loss": total / max(count, 1), "val_top1": correct / n, "val_chance": chance / n}
+        if tok is not None:
+            tok_mean = tok_total / max(tok_count, 1)
+            out |= {"val_contrastive_loss": out["val_loss"], "val_token_loss": tok_mean,
+                    "val_loss": out["val_loss"] + tok_w * tok_mean}
+        return out

@@ -1,9 +1,9 @@
 """The NSD recipes (MindEye2-like, MindBridge-like) and CLIP targets, end to end through `neurodecode fit`.
 
 The recipes point at real NSD and real CLIP weights; here they run on the simulator at a tiny size with
-the weight-free 'pixels' targets (which have no token output, so the MindEye recipe's tokens head is
-sized with an explicit models.mlp.token_shape). A tiny random open_clip model proves the CLIP target
-path (weights file → embed_images with cache → pooled targets + token-head size) through the CLI.
+the weight-free 'pixels' targets (whose token output — size² pixel tokens × RGB — sizes and trains the
+MindEye recipe's tokens head). A tiny random open_clip model proves the CLIP target path (weights file →
+embed_images with cache → pooled targets + token targets training the tokens head) through the CLI.
 """
 
 from __future__ import annotations
@@ -64,12 +64,21 @@ def data_dir(tmp_path, monkeypatch, shared_data):
     return tmp_path
 
 
+def _token_history(run):
+    history = json.loads((run / "models" / "mlp" / "history.json").read_text())
+    assert history[-1]["train_token_loss"] < history[0]["train_token_loss"]
+    assert all(h["val_token_loss"] is not None for h in history)
+    return history
+
+
 def test_mindeye_recipe_on_the_simulator(data_dir):
-    run = _fit(REPO / "pipelines" / "nsd_mindeye.yaml", [*PIXELS, "models.mlp.token_shape=[4,8]"],
-               data_dir / "runs")
+    run = _fit(REPO / "pipelines" / "nsd_mindeye.yaml",
+               [*PIXELS[:2], "targets.output=tokens", "models.mlp.max_epochs=3"], data_dir / "runs")
+    # targets.size=6: 36 pixel tokens × RGB
     metrics = _check_run(run, adapter="linear", backbone="mixer", heads=["pooled", "tokens"],
-                         token_shape=[4, 8])
-    assert metrics["untrained_heads"] == ["tokens"]
+                         token_shape=[36, 3])
+    assert "untrained_heads" not in metrics
+    _token_history(run)
 
 
 def test_mindbridge_recipe_on_the_simulator(data_dir):
@@ -114,6 +123,8 @@ def test_demo_with_clip_targets(data_dir, tiny_clip_weights, monkeypatch):
     # 32-px images / 8-px patches → 16 tokens of the 64-wide vision transformer; pooled dim 32
     metrics = _check_run(run, adapter="linear", backbone="mlp", heads=["pooled", "tokens"], token_shape=[16, 64])
     assert TINY in metrics["targets"]
+    assert "untrained_heads" not in metrics
+    _token_history(run)
     assert json.loads((run / "models" / "mlp" / "config.json").read_text())["config"]["embed_dim"] == 32
     assert any(cache.rglob("*")), "CLIP embeddings were not cached"
     # the cached targets are reused: a second run gives the same ridge predictions

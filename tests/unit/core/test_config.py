@@ -96,8 +96,13 @@ def test_targets_and_architecture_keys(monkeypatch):
         load_config(None, ["targets.encoder=ViT-L-14"])
     with pytest.raises(ConfigError, match="unknown encoder 'ViT-L-15'.*ViT-L-14"):
         load_config(None, ["targets.encoder=ViT-L-15", "targets.weights=x"])
-    with pytest.raises(ConfigError, match="'pixels' encoder takes no"):
-        load_config(None, ["targets.output=tokens", "models.mlp.heads=[pooled,tokens]"])
+    with pytest.raises(ConfigError, match="'pixels' encoder takes no weights"):
+        load_config(None, ["targets.weights=x"])
+    px = load_config(None, ["targets.output=tokens", "models.mlp.heads=[pooled,tokens]",
+                            "models.mlp.token_loss=cosine", "models.mlp.token_weight=0.5"])
+    assert (px.models.mlp.token_loss, px.models.mlp.token_weight) == ("cosine", 0.5)
+    with pytest.raises(ConfigError, match="token_weight"):
+        load_config(None, ["models.mlp.token_weight=-1"])
     with pytest.raises(ConfigError, match="heads includes 'tokens' but the targets are pooled"):
         load_config(None, ["models.mlp.heads=[pooled,tokens]"])
     assert load_config(None, ["models.mlp.heads=[pooled,tokens]", "models.mlp.token_shape=[4,8]"])

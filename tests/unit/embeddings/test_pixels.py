@@ -33,6 +33,10 @@ def test_embed_images_from_stimulus_set():
     with pytest.raises(ValueError, match="Unknown open_clip model_name"):
         embed_images(s, encoder="no-such-encoder", weights="x.pt")
     with pytest.raises(ValueError, match="'pixels' encoder takes no"):
-        embed_images(s, output="tokens")
+        embed_images(s, weights="x.pt")
+    tok = embed_images(s, [105, 100], size=4, output="tokens")  # 4² pixel tokens × RGB
+    assert tok.token_shape == (16, 3)
+    np.testing.assert_array_equal(tok.lookup([100]), emb.lookup([100]))
+    np.testing.assert_array_equal(tok.lookup([100], as_tokens=True)[0], emb.lookup([100]).reshape(16, 3))
     with pytest.raises(ValueError, match="with images"):
         embed_images(StimulusSet([1]), encoder="pixels")
