@@ -64,7 +64,12 @@ class StimulusEmbeddings:
     def __init__(self, ids: Sequence[Any], values: Any, *, name: str = "",
                  normalize: bool = False, token_shape: Sequence[int] | None = None) -> None:
         ids = [_as_py(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
-        values = np.array(values, dtype=np.float32, copy=True)
+        if isinstance(values, np.memmap) and values.dtype == np.float32 and not normalize:
+            # A memory-mapped table (e.g. from EmbeddingCache) stays on disk: rows are read on demand,
+            # so token tables far larger than RAM (256×1664 floats per image) can be used for training.
+            pass
+        else:
+            values = np.array(values, dtype=np.float32, copy=True)
         if values.ndim != 2:
             raise ValueError(
                 f"values must be a 2-D array of shape (n_stimuli, dim), got shape {values.shape}"
@@ -80,7 +85,8 @@ class StimulusEmbeddings:
                     f"token_shape {token_shape} does not match the row length {values.shape[1]} of values; "
                     "rows must be the flattened token arrays (prod(token_shape) == dim)"
                 )
-        _ensure_finite(values, what="StimulusEmbeddings values")
+        for start in range(0, len(values), 4096):  # chunked: never a full-size temporary
+            _ensure_finite(values[start:start + 4096], what="StimulusEmbeddings values")
         index = {}
         for row, sid in enumerate(ids):
             if sid in index:

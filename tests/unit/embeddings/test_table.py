@@ -75,3 +75,23 @@ def test_save_load_errors(table, tmp_path):
     np.savez(tmp_path / "other.npz", x=np.ones(2))
     with pytest.raises(ValueError, match="not a StimulusEmbeddings"):
         StimulusEmbeddings.load(tmp_path / "other.npz")
+
+
+def test_memmap_values_are_not_copied(tmp_path):
+    import numpy as np
+
+    from neurodecode.embeddings import StimulusEmbeddings
+
+    path = tmp_path / "v.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(5, 6))
+    arr[:] = np.arange(30, dtype=np.float32).reshape(5, 6)
+    arr.flush()
+    mm = np.load(path, mmap_mode="r")
+    emb = StimulusEmbeddings(list("abcde"), mm, token_shape=(3, 2))
+    assert isinstance(emb.values, np.memmap)
+    np.testing.assert_array_equal(emb.lookup(["e", "a"]), mm[[4, 0]])
+    assert emb.lookup(["b"], as_tokens=True).shape == (1, 3, 2)
+    regular = np.ones((2, 3), np.float64)
+    e2 = StimulusEmbeddings([1, 2], regular)
+    regular[0, 0] = 5
+    assert e2.values[0, 0] == 1  # in-memory inputs are still copied
