@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..utils import ProgressBar, _check_option, logger, resolve_device, verbose
+from ..utils._imports import import_optional
 from ._hub import looks_like_repo_id, resolve_hf_snapshot
 
 TokenMode = Literal["raw", "projected", "projected_cls"]
@@ -36,14 +37,7 @@ CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin
 
 
 def _import_open_clip():
-    from .._compat import ensure_torchvision
-
-    ensure_torchvision()
-    try:
-        import open_clip
-    except ImportError as err:
-        raise ImportError("CLIP encoders need open_clip: pip install 'neurodecode[clip]'") from err
-    return open_clip
+    return import_optional("open_clip", extra="clip", what="CLIP encoders")
 
 
 class _DropRandomInitWarning(logging.Filter):

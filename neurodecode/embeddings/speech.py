@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..utils import ProgressBar, logger, resolve_device, verbose
+from ..utils._imports import import_optional
 from ._hub import looks_like_repo_id, resolve_hf_snapshot
 
 #: Weight files a transformers model folder holds (one is enough).
@@ -25,14 +26,7 @@ SPEECH_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetens
 
 
 def _import_transformers():
-    from .._compat import ensure_torchvision
-
-    ensure_torchvision()
-    try:
-        import transformers
-    except ImportError as err:
-        raise ImportError("Speech encoders need transformers: pip install 'neurodecode[speech]'") from err
-    return transformers
+    return import_optional("transformers", extra="speech", what="Speech encoders")
 
 
 def resolve_speech_weights(weights: str | Path) -> Path:

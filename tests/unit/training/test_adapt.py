@@ -31,14 +31,6 @@ def _planted(sizes, n_trials=240, seed=0, split="train"):
     return BrainTrials.concatenate(parts), StimulusEmbeddings(np.arange(N_STIM), emb)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pretrained():
     torch.set_num_threads(1)

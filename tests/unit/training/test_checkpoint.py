@@ -17,14 +17,6 @@ from _training_fixtures import planted as _planted
 from _training_fixtures import tiny_model as _model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data():
     return _planted(n_trials=240)

@@ -18,14 +18,6 @@ from neurodecode.training import Trainer, list_checkpoints, load_checkpoint
 N_STIM, DIM, TOKENS = 60, 8, (4, 6)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)

@@ -36,15 +36,6 @@ def _model(trials, seed=0):
     return BrainDecoder(sizes, embed_dim=DIM, hidden_dim=64, n_blocks=1, dropout=0.1, seed=seed)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP overhead on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data():
     return _planted()
