@@ -64,9 +64,11 @@ class StimulusEmbeddings:
     def __init__(self, ids: Sequence[Any], values: Any, *, name: str = "",
                  normalize: bool = False, token_shape: Sequence[int] | None = None) -> None:
         ids = [_as_py(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
-        if isinstance(values, np.memmap) and values.dtype == np.float32 and not normalize:
-            # A memory-mapped table (e.g. from EmbeddingCache) stays on disk: rows are read on demand,
-            # so token tables far larger than RAM (256×1664 floats per image) can be used for training.
+        if (isinstance(values, np.ndarray) and values.dtype == np.float32 and not values.flags.writeable
+                and not normalize):
+            # Read-only float32 input (e.g. a view of EmbeddingCache's memory-mapped file) is kept as is:
+            # nobody can modify it, and rows stay on disk until read, so token tables far larger than RAM
+            # (256×1664 floats per image) can be used for training.
             pass
         else:
             values = np.array(values, dtype=np.float32, copy=True)

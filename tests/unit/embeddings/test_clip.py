@@ -166,6 +166,8 @@ def test_stimulus_set_level_and_cache(tiny, images, tmp_path):
     assert StimulusEmbeddings.load(tmp_path / "tok.safetensors").token_shape == (16, 64)
     again = embed_images(s, encoder=tiny, output="tokens", cache_dir=tmp_path / "c")
     np.testing.assert_array_equal(again.values, tok.values)
+    # the cached token table stays memory-mapped (no copy into RAM): what makes 256×1664 targets trainable
+    assert not again.values.flags.writeable and not again.values.flags.owndata
     # caption mean: mean of the per-caption embeddings
     cap = embed_captions(s, [12], encoder=tiny, cache_dir=tmp_path / "c")
     ref = tiny.embed_texts(caps[12])["pooled"].mean(0)

@@ -89,6 +89,8 @@ def test_memmap_values_are_not_copied(tmp_path):
     mm = np.load(path, mmap_mode="r")
     emb = StimulusEmbeddings(list("abcde"), mm, token_shape=(3, 2))
     assert isinstance(emb.values, np.memmap)
+    view = np.asarray(mm).reshape(5, 6)  # what the cache hands over: a read-only view of the mapping
+    assert np.shares_memory(StimulusEmbeddings(list("abcde"), view).values, mm)
     np.testing.assert_array_equal(emb.lookup(["e", "a"]), mm[[4, 0]])
     assert emb.lookup(["b"], as_tokens=True).shape == (1, 3, 2)
     regular = np.ones((2, 3), np.float64)
