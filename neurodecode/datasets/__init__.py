@@ -11,3 +11,10 @@ __all__ += ["load_nsd"]
 from .simulate import simulate  # noqa: E402
 
 __all__ += ["simulate"]
+from .things_eeg import load_things_eeg2  # noqa: E402
+
+__all__ += ["load_things_eeg2"]
+from .mne import from_mne  # noqa: E402
+from .things_meg import load_things_meg  # noqa: E402
+
+__all__ += ["from_mne", "load_things_meg"]

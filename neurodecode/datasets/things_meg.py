@@ -1,0 +1,117 @@
+"""``load_things_meg``: THINGS-MEG (Hebart et al. 2023, OpenNeuro ds004212) preprocessed epochs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io.mne import read_epochs
+from ..utils import _check_path, logger, verbose
+from ._stimuli import StimulusSet
+from ._trials import BrainTrials
+from .mne import _from_mne
+
+__all__ = ["load_things_meg"]
+
+_REQUIRED = ("trial_type", "image_path", "session_nr")
+_ROOT_HINT = ("root should be the ds004212 folder that contains "
+              "derivatives/preprocessed/preprocessed_P{n}-epo.fif")
+
+
+@verbose
+def load_things_meg(
+    root: str | Path,
+    subject: int,
+    *,
+    drop_catch: bool = True,
+    verbose: bool | str | int | None = None,
+) -> BrainTrials:
+    """Load one THINGS-MEG participant's preprocessed epochs.
+
+    Reads ``<root>/derivatives/preprocessed/preprocessed_P{subject}-epo.fif``
+    (271 magnetometers, 200 Hz, -0.1..1.3 s) and its metadata (the
+    ``sample_attributes`` table).
+
+    Parameters
+    ----------
+    root : str | Path
+        The ds004212 dataset root.
+    subject : int
+        Participant number (1..4).
+    drop_catch : bool
+        Drop catch trials (``trial_type == "catch"``). When kept, they are in
+        split ``train`` and flagged by ``trial_type``.
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    trials : BrainTrials
+        ``data`` (n_trials, 271, 281) float32. ``events`` hold the metadata
+        columns plus ``subject``, ``session`` (``session_nr``),
+        ``stimulus_id`` (THINGS image file stem, e.g. ``aardvark_01b``),
+        ``concept`` (the image folder), ``repetition`` (0-based, by order of
+        appearance) and ``split`` (``test`` for the 200 test images shown 12
+        times, else ``train``). ``stimuli`` lists the image ids with
+        ``image_path`` and ``concept`` (images themselves are not part of ds004212).
+
+    Examples
+    --------
+    >>> trials = load_things_meg("/data/ds004212", subject=1)   # doctest: +SKIP
+    """
+    root = _check_path(root, what="THINGS-MEG root", hint=_ROOT_HINT, kind="dir")
+    try:
+        n = int(subject)
+    except (TypeError, ValueError):
+        m = re.fullmatch(r"(?:P|BIGMEG|sub-BIGMEG)?(\d+)", str(subject))
+        if m is None:
+            raise ValueError(f"subject must be a participant number like 1, got {subject!r}") from None
+        n = int(m.group(1))
+    folder = root / "derivatives" / "preprocessed"
+    path = folder / f"preprocessed_P{n}-epo.fif"
+    if not path.is_file():
+        found = sorted(p.name for p in folder.glob("preprocessed_P*-epo.fif")) if folder.is_dir() else []
+        if found:
+            raise ValueError(
+                f"THINGS-MEG subject {subject!r} not found: {path} does not exist. "
+                f"Files found in {folder}: {found}."
+            )
+        raise FileNotFoundError(
+            f"THINGS-MEG preprocessed epochs not found: {path} (no preprocessed_P*-epo.fif in {folder}). "
+            f"{_ROOT_HINT}; download derivatives/preprocessed from OpenNeuro ds004212."
+        )
+    epochs = read_epochs(path, preload=False)
+    meta = epochs.metadata
+    if meta is None:
+        raise ValueError(f"{path} has no metadata; THINGS-MEG epochs must carry the sample_attributes "
+                         "table as epochs.metadata (re-download the preprocessed file).")
+    missing = [c for c in _REQUIRED if c not in meta.columns]
+    if missing:
+        raise ValueError(f"The metadata of {path} lacks column(s) {missing} (it has {list(meta.columns)}); "
+                         "it is not the THINGS-MEG sample_attributes table.")
+    meta = meta.reset_index(drop=True).copy()
+    ttype = meta["trial_type"].astype(str).str.strip().str.lower()
+    keep = ~ttype.eq("catch").to_numpy() if drop_catch else np.ones(len(meta), dtype=bool)
+    rows = np.flatnonzero(keep)
+    paths = meta["image_path"].astype(str).str.replace("\\", "/", regex=False)
+    meta["stimulus_id"] = [Path(p).stem for p in paths]
+    meta["concept"] = [Path(p).parent.name for p in paths]
+    meta["_split"] = np.where(ttype.eq("test"), "test", "train")
+    logger.info("THINGS-MEG P%d: %d epochs, keeping %d (%d catch dropped)", n, len(meta), len(rows),
+                int((~keep).sum()))
+    trials = _from_mne(epochs, stimulus_id="stimulus_id", subject=n, session="session_nr",
+                       split="_split", rows=rows, metadata=meta, source=str(path))
+    trials.events = trials.events.drop(columns="_split")
+    trials.info["dataset"] = "things-meg"
+    stim = trials.events.drop_duplicates("stimulus_id")
+    trials.stimuli = StimulusSet(
+        stim["stimulus_id"].tolist(),
+        metadata=pd.DataFrame({"image_path": stim["image_path"].to_numpy(),
+                               "concept": stim["concept"].to_numpy()},
+                              index=pd.Index(stim["stimulus_id"].to_numpy(), name="stimulus_id")),
+        source=str(path),
+    )
+    return trials

@@ -1,0 +1,109 @@
+"""Thin readers of MNE-Python files (``-epo.fif``, raw FIF/EDF/BrainVision/CTF).
+
+They pick the MNE reader from the file name and turn MNE's low-level errors
+into messages that name the file and the fix (FORMATS.md section 6). MNE is
+an optional dependency, imported on first use.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = ["import_mne", "read_epochs", "read_raw"]
+
+_EPOCHS_SUFFIXES = ("-epo.fif", "_epo.fif", "-epo.fif.gz", "_epo.fif.gz")
+_RAW_READERS = {
+    ".fif": "read_raw_fif",
+    ".fif.gz": "read_raw_fif",
+    ".edf": "read_raw_edf",
+    ".bdf": "read_raw_bdf",
+    ".vhdr": "read_raw_brainvision",
+    ".set": "read_raw_eeglab",
+    ".ds": "read_raw_ctf",
+}
+
+
+def import_mne() -> ModuleType:
+    """Import :mod:`mne` or raise ``ImportError`` with the install command."""
+    try:
+        import mne
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("Reading M/EEG files needs MNE-Python: pip install 'mne>=1.6'") from err
+    return mne
+
+
+def _exists(path: str | Path, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{what} not found: {p}. Check the path (and that the download finished).")
+    return p
+
+
+def _corrupt(path: Path, err: BaseException, what: str) -> OSError:
+    return OSError(
+        f"Could not read the {what} {path}: the file is truncated, corrupt or not an MNE file "
+        f"({type(err).__name__}: {err}). Re-download or re-save it with mne."
+    )
+
+
+def read_epochs(path: str | Path, *, preload: bool = True) -> Any:
+    """Read an ``mne.Epochs`` file (name ending in ``-epo.fif``).
+
+    Parameters
+    ----------
+    path : str | Path
+        The ``*-epo.fif`` (or ``*_epo.fif``, optionally ``.gz``) file.
+    preload : bool
+        Load the data into memory.
+
+    Returns
+    -------
+    epochs : mne.Epochs
+    """
+    p = _exists(path, "Epochs file")
+    name = p.name.lower()
+    if not name.endswith(_EPOCHS_SUFFIXES):
+        raise ValueError(
+            f"{p} is not an MNE epochs file: its name must end in '-epo.fif' (got {p.name!r}). "
+            "For continuous recordings use neurodecode.io.mne.read_raw and epoch them with mne.Epochs."
+        )
+    if p.is_dir():
+        raise IsADirectoryError(f"Epochs file must be a file, got a folder: {p}")
+    mne = import_mne()
+    try:
+        with warnings.catch_warnings():  # pandas deprecations raised inside mne's metadata code
+            warnings.filterwarnings("ignore", category=FutureWarning, module="mne")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="mne")
+            return mne.read_epochs(p, preload=preload, verbose="error")
+    except Exception as err:  # MNE raises ValueError/OSError/KeyError... on bad files
+        raise _corrupt(p, err, "epochs file") from err
+
+
+def read_raw(path: str | Path, *, preload: bool = True) -> Any:
+    """Read a continuous recording, picking the MNE reader from the extension.
+
+    Supported: ``.fif``/``.fif.gz``, ``.edf``, ``.bdf``, ``.vhdr`` (BrainVision,
+    with its ``.vmrk``/``.eeg`` beside it), ``.set`` (EEGLAB) and ``.ds`` (CTF folder).
+    """
+    p = _exists(path, "Recording")
+    name = p.name.lower()
+    if name.endswith(_EPOCHS_SUFFIXES):
+        raise ValueError(f"{p} holds epochs, not a continuous recording: use read_epochs instead.")
+    ext = next((e for e in sorted(_RAW_READERS, key=len, reverse=True) if name.endswith(e)), None)
+    if ext is None:
+        raise ValueError(
+            f"Cannot read {p}: unknown recording format {p.suffix!r}. "
+            f"Supported extensions: {sorted(_RAW_READERS)}."
+        )
+    mne = import_mne()
+    reader = getattr(mne.io, _RAW_READERS[ext])
+    kwargs: dict = {"verbose": "error"}
+    if ext != ".ds":
+        kwargs["preload"] = preload
+    try:
+        return reader(p, **kwargs)
+    except Exception as err:
+        raise _corrupt(p, err, "recording") from err
