@@ -5,30 +5,15 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from neurodecode.datasets import BrainTrials, DataLeakageError
-from neurodecode.embeddings import StimulusEmbeddings
 from neurodecode.models import BrainDecoder
 from neurodecode.training import Trainer
 
-N_STIM, DIM = 120, 16
-
-
-def _planted(n_trials=360, sizes=((1, 40), (2, 55)), noise=0.5, seed=0):
-    """Two subjects whose responses are a linear map of the stimulus embedding plus noise."""
-    rng = np.random.default_rng(seed)
-    emb = rng.standard_normal((N_STIM, DIM)).astype(np.float32)
-    parts = []
-    for subject, p in sizes:
-        ids = np.tile(np.arange(N_STIM), n_trials // N_STIM + 1)[:n_trials]
-        W = rng.standard_normal((DIM, p)).astype(np.float32)
-        X = emb[ids] @ W + noise * rng.standard_normal((n_trials, p)).astype(np.float32)
-        ev = pd.DataFrame(dict(subject=subject, session=1, stimulus_id=ids, repetition=0, split="train"))
-        parts.append(BrainTrials(X, ev, {"modality": "fmri"}))
-    return BrainTrials.concatenate(parts), StimulusEmbeddings(np.arange(N_STIM), emb)
+from _training_fixtures import DIM  # noqa: E402
+from _training_fixtures import planted as _planted  # noqa: E402
 
 
 def _model(trials, seed=0):
