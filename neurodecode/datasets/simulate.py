@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..utils import ProgressBar, atomic_write_json, get_data_dir, logger, verbose
 from . import _procedural as proc
+from . import _sim_masc, _sim_things
 
 #: Bumped whenever the generated content changes, so stale caches are not reused.
 SIMULATOR_VERSION = 1
@@ -59,7 +60,8 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
     Parameters
     ----------
     name : str
-        Dataset whose layout is written. Supported: ``"nsd"``.
+        Dataset whose layout is written: ``"nsd"``, ``"things_eeg2"``,
+        ``"things_meg"`` or ``"masc"``.
     out_dir : str | Path | None
         Root of the simulated dataset (for NSD, the folder that plays the bucket
         root ``natural-scenes-dataset/``). ``None`` uses
@@ -77,7 +79,10 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
     verbose : bool | str | int | None
         Log level for this call (``None`` keeps the current level).
     **params
-        Dataset-specific parameters. For ``"nsd"`` (all keyword-only):
+        Dataset-specific parameters (the M/EEG simulators' parameters are
+        listed in ``docs/simulator.md`` and in the docstrings of
+        ``neurodecode.datasets._sim_things`` / ``_sim_masc``). For ``"nsd"``
+        (all keyword-only):
 
         - ``n_sessions`` (int, default 4): sessions per subject (1..40).
         - ``trials_per_session`` (int, default 750, the real count): trials per
@@ -766,4 +771,9 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_SIMULATORS: dict[str, _Simulator] = {"nsd": _Simulator(resolve=_resolve_nsd, write=_write_nsd)}
+_SIMULATORS: dict[str, _Simulator] = {
+    "nsd": _Simulator(resolve=_resolve_nsd, write=_write_nsd),
+    "things_eeg2": _Simulator(resolve=_sim_things.resolve_things_eeg2, write=_sim_things.write_things_eeg2),
+    "things_meg": _Simulator(resolve=_sim_things.resolve_things_meg, write=_sim_things.write_things_meg),
+    "masc": _Simulator(resolve=_sim_masc.resolve_masc, write=_sim_masc.write_masc),
+}
