@@ -1,0 +1,130 @@
+"""Building blocks shared by the M/EEG simulators: sensor layouts, noise, planted time courses.
+
+Used by ``_sim_things`` (THINGS-EEG2, THINGS-MEG) and ``_sim_masc`` (MEG-MASC).
+Every function takes an explicit ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["helmet_positions", "meg_channel_names", "eeg_positions", "sensor_noise", "window_profile",
+           "signal_channel_mask"]
+
+
+def helmet_positions(n: int, radius: float = 0.11) -> np.ndarray:
+    """``n`` sensor positions spread evenly over the upper half of a sphere (a MEG helmet).
+
+    Head coordinates in metres (x right, y anterior, z up), deterministic
+    (a Fibonacci lattice), covering z from slightly below the ears to the vertex.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    k = np.arange(n) + 0.5
+    z = 1.0 - k / n * 1.15          # from the top (1) down to -0.15
+    r = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
+    phi = k * np.pi * (3.0 - np.sqrt(5.0))
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1) * radius + np.array([0.0, 0.0, 0.04])
+
+
+def meg_channel_names(n: int) -> list[str]:
+    """KIT-style names ``MEG 001`` ... (MEG-MASC's KIT system names its sensors this way)."""
+    return [f"MEG {i + 1:03d}" for i in range(n)]
+
+
+def eeg_positions(ch_names: Sequence[str]) -> np.ndarray:
+    """Standard 10-05 positions (head coordinates, metres) of EEG channel names; NaN when unknown.
+
+    Needs MNE; without it every position is NaN (regions then come from the names).
+    """
+    try:
+        import mne
+    except ImportError:  # pragma: no cover - mne is in the eeg/meg extras
+        return np.full((len(ch_names), 3), np.nan)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # montage renamed in recent MNE
+        pos = mne.channels.make_standard_montage("standard_1005").get_positions()["ch_pos"]
+    lower = {k.lower(): v for k, v in pos.items()}
+    return np.array([lower.get(c.lower(), np.full(3, np.nan)) for c in ch_names], dtype=float)
+
+
+def sensor_noise(rng: np.random.Generator, n_trials: int, positions: np.ndarray, n_times: int,
+                 sfreq: float, *, spatial_scale: float = 0.04, time_scale: float = 0.02,
+                 dtype: type = np.float32) -> np.ndarray:
+    """Unit-variance noise, smooth in time and correlated between nearby sensors.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    n_trials, n_times : int
+        Output shape ``(n_trials, n_channels, n_times)``.
+    positions : array, shape (n_channels, 3)
+        Sensor positions (metres); unknown (NaN) positions get independent noise.
+    sfreq : float
+        Sampling rate (Hz).
+    spatial_scale : float
+        Length (metres) of the Gaussian spatial correlation.
+    time_scale : float
+        Standard deviation (seconds) of the Gaussian temporal smoothing kernel.
+
+    Returns
+    -------
+    noise : array, shape (n_trials, n_channels, n_times)
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    pos = np.asarray(positions, dtype=float)
+    n_ch = len(pos)
+    ok = np.isfinite(pos).all(axis=1)
+    cov = np.eye(n_ch)
+    if ok.sum() > 1:
+        d = np.linalg.norm(pos[ok, None, :] - pos[None, ok, :], axis=-1)
+        cov[np.ix_(ok, ok)] = np.exp(-0.5 * (d / spatial_scale) ** 2)
+    mix = np.linalg.cholesky(cov + 1e-6 * np.eye(n_ch)).astype(np.float32)
+    sigma = max(time_scale * sfreq, 1e-3)
+    half = int(np.ceil(4 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    gain = np.float32(kernel.sum() / np.sqrt((kernel ** 2).sum()))
+    out = np.empty((n_trials, n_ch, n_times), dtype=dtype)
+    step = 256
+    for s in range(0, n_trials, step):
+        k = min(step, n_trials - s)
+        white = rng.standard_normal((k, n_ch, n_times), dtype=np.float32)
+        # Gaussian temporal smoothing (kernel sums to 1), rescaled back to unit variance
+        smooth = gaussian_filter1d(white, sigma, axis=-1, mode="wrap") * gain
+        out[s:s + k] = np.einsum("ij,kjt->kit", mix, smooth, optimize=True)
+    return out
+
+
+def window_profile(times: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    """A smooth bump (Hann window) that is non-zero only inside ``window = (start, stop)`` seconds."""
+    start, stop = float(window[0]), float(window[1])
+    if not stop > start:
+        raise ValueError(f"a signal window must be (start, stop) with stop > start, got {tuple(window)}")
+    times = np.asarray(times, dtype=float)
+    inside = (times >= start) & (times <= stop)
+    prof = np.zeros(len(times))
+    phase = (times[inside] - start) / (stop - start)
+    prof[inside] = np.sin(np.pi * phase) ** 2
+    if not inside.any():
+        raise ValueError(f"signal window {tuple(window)} s holds no sample of the epoch "
+                         f"({times[0]:.3f}..{times[-1]:.3f} s)")
+    return prof
+
+
+def signal_channel_mask(ch_names: Sequence[str], positions: np.ndarray,
+                        signal_channels: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the channels named by ``signal_channels`` (names or sensor regions)."""
+    from ..preprocessing.channels import resolve_channels
+
+    names = list(ch_names)
+    chosen = set(resolve_channels({"ch_names": names, "ch_pos": positions}, list(signal_channels)))
+    mask = np.array([c in chosen for c in names])
+    if not mask.any():
+        raise ValueError(f"signal_channels {list(signal_channels)} select no channel")
+    return mask
