@@ -23,21 +23,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: Datasets ``neurodecode fit`` loads, and their modality.
+DATASETS: dict[str, str] = {"nsd": "fmri", "things_eeg2": "eeg", "things_meg": "meg", "masc": "meg"}
+#: Datasets whose stimuli are sounds (speech targets) rather than images.
+AUDIO_DATASETS = ("masc",)
+_NSD_DATA_KEYS = ("roi", "sessions", "zscore", "betas_format")
+
+
 class DataConfig(_Section):
     """Which recordings to load."""
 
-    dataset: Literal["nsd"] = Field("nsd", description="Dataset name (loader).")
+    dataset: Literal["nsd", "things_eeg2", "things_meg", "masc"] = Field(
+        "nsd", description="Dataset (loader): 'nsd' (fMRI), 'things_eeg2' (EEG), 'things_meg' (MEG), "
+        "'masc' (MEG-MASC speech MEG, BIDS).")
     root: str | None = Field(
-        None, description="Dataset root on disk (NSD: the bucket root with nsddata/, nsddata_betas/). "
-        "null = simulate the dataset (the embedded demo).")
-    subjects: list[int] = Field([1, 2], description="Subjects to load (NSD: 1..8).")
-    roi: str | None = Field("nsdgeneral", description="ROI mask: 'nsdgeneral', any roi/<name>, "
+        None, description="Dataset root on disk (NSD: the bucket root with nsddata/, nsddata_betas/; "
+        "THINGS-EEG2: the folder with image_set/ and eeg_dataset/; THINGS-MEG: ds004212; MASC: the BIDS "
+        "root). null = simulate the dataset (the embedded demo).")
+    subjects: list[int] = Field([1, 2], description="Subjects to load (NSD 1..8, THINGS-EEG2 1..10, "
+                                "THINGS-MEG 1..4, MASC 1..27).")
+    roi: str | None = Field("nsdgeneral", description="NSD only. ROI mask: 'nsdgeneral', any roi/<name>, "
                             "'<name>:<label>,<label>', or null for the brain mask.")
-    sessions: list[int] | None = Field(None, description="Sessions to load (1-based); null = all found.")
+    sessions: list[int] | None = Field(None, description="NSD only. Sessions to load (1-based); null = all "
+                                       "found (MASC: data.options.sessions).")
     zscore: Literal["session"] | None = Field(
-        "session", description="Per-session voxel z-scoring with statistics from training trials only.")
+        "session", description="NSD only. Per-session voxel z-scoring with statistics from training trials "
+        "only.")
     betas_format: Literal["auto", "hdf5", "nii.gz", "mindeye2"] = Field(
-        "auto", description="Which beta files to read ('auto' prefers .hdf5).")
+        "auto", description="NSD only. Which beta files to read ('auto' prefers .hdf5).")
+    options: dict[str, Any] = Field(
+        {}, description="Extra keyword arguments of the M/EEG loader (things_eeg2: variant; masc: "
+        "window_s, tmin, sfreq, sessions, tasks, test_ratio, ...; see the load_* docstrings).")
 
     @field_validator("subjects")
     @classmethod
@@ -48,31 +64,56 @@ class DataConfig(_Section):
             raise ValueError(f"subjects must be unique, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _nsd_only(self) -> DataConfig:
+        if self.dataset != "nsd":
+            given = [k for k in _NSD_DATA_KEYS if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"data.{given[0]} applies to NSD only; data.dataset is {self.dataset!r}. "
+                                 "Remove it (loader options of this dataset go in data.options).")
+        elif self.options:
+            raise ValueError("data.options is for the M/EEG loaders; NSD is configured by data.roi, "
+                             "data.sessions, data.zscore and data.betas_format")
+        return self
+
+
+_NSD_SIM_KEYS = ("n_sessions", "trials_per_session", "shared_fraction")
+
 
 class SimulateConfig(_Section):
-    """The simulated dataset written when ``data.root`` is null."""
+    """The simulated dataset written when ``data.root`` is null (``neurodecode.datasets.simulate``)."""
 
-    n_subjects: int = Field(2, ge=1, le=8, description="Simulated subjects (voxel counts differ).")
-    n_sessions: int = Field(6, ge=1, le=40, description="Sessions per subject.")
-    trials_per_session: int = Field(750, ge=6, description="Trials per session (real NSD: 750).")
+    n_subjects: int = Field(2, ge=1, le=27, description="Simulated subjects (NSD: at most 8).")
+    n_sessions: int = Field(6, ge=1, le=40, description="NSD only. Sessions per subject.")
+    trials_per_session: int = Field(750, ge=6, description="NSD only. Trials per session (real NSD: 750).")
     shared_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Fraction of each subject's images in the shared test pool seen by all "
-        "subjects (NSD: 0.1; 0.2 here gives 300 test images, enough for the 300-way protocol).")
-    image_size: int = Field(64, ge=8, le=425, description="Side of the procedural images (NSD: 425).")
-    snr: float = Field(0.4, gt=0, description="Signal amplitude relative to the noise in planted ROIs.")
+        0.2, gt=0, lt=1, description="NSD only. Fraction of each subject's images in the shared test pool seen "
+        "by all subjects (NSD: 0.1; 0.2 here gives 300 test images, enough for the 300-way protocol).")
+    image_size: int = Field(64, ge=8, le=425, description="Side of the procedural images (NSD: 425; not "
+                            "used by 'masc').")
+    snr: float = Field(0.4, gt=0, description="Signal amplitude relative to the noise where it is planted.")
     seed: int = Field(0, description="Seed of the simulation.")
+    params: dict[str, Any] = Field(
+        {}, description="Other parameters of simulate(data.dataset, ...) (e.g. things_eeg2: n_train_concepts, "
+        "signal_channels, signal_window; masc: story_duration_s, n_channels; see docs/simulator.md).")
 
 
 class TargetsConfig(_Section):
     """The embedding space the decoders are aligned to."""
 
     encoder: str = Field(
-        "pixels", description="'pixels': contrast-normalised colour thumbnails (no weights needed); or an "
-        "open_clip architecture name (e.g. 'ViT-L-14', 'ViT-bigG-14'; needs targets.weights).")
+        "pixels", description="Images: 'pixels' (contrast-normalised colour thumbnails, no weights needed) or "
+        "an open_clip architecture name (e.g. 'ViT-L-14', 'ViT-bigG-14'; needs targets.weights). Speech "
+        "(masc): 'melspec' (log-mel spectrogram, no weights) or 'speech' (a wav2vec2-style model folder in "
+        "targets.weights).")
     size: int = Field(16, ge=2, le=64, description="Thumbnail side of the pixels encoder (dims = size²·3).")
     weights: str | None = Field(
         None, description="CLIP weights (open_clip encoders only): a local checkpoint file or folder, a Hugging "
         "Face repo id already in the local HF cache (never downloaded), or ${NEURODECODE_CLIP_WEIGHTS}.")
+    n_mels: int = Field(20, ge=2, le=256, description="Mel bands of the 'melspec' speech targets.")
+    frame_rate: float = Field(10.0, gt=0, le=200, description="Speech targets: feature frames per second of "
+                              "audio ('melspec' and 'speech'; the target is the frames of the window, flattened).")
+    layer: int = Field(-1, description="'speech' encoder: hidden-state layer (-1 = last).")
     output: Literal["pooled", "tokens"] = Field(
         "pooled", description="'pooled': one vector per image; 'tokens': also compute the encoder's token "
         "sequences (open_clip ViT patch tokens; pixels: size² pixel tokens × RGB), which size and train the "
@@ -83,7 +124,7 @@ class TargetsConfig(_Section):
     @field_validator("encoder")
     @classmethod
     def _encoder(cls, v: str) -> str:
-        if v == "pixels":
+        if v in ("pixels", "melspec", "speech"):
             return v
         try:
             from .embeddings.clip import _import_open_clip
@@ -102,11 +143,19 @@ class TargetsConfig(_Section):
 
     @model_validator(mode="after")
     def _clip_options(self) -> TargetsConfig:
-        if self.encoder == "pixels":
+        if self.encoder in ("pixels", "melspec"):
             if self.weights is not None:
-                raise ValueError("the 'pixels' encoder takes no weights; that option is for open_clip encoders. "
-                                 "Set targets.weights=null")
-        elif self.weights is None:
+                raise ValueError(f"the {self.encoder!r} encoder takes no weights; that option is for open_clip "
+                                 "and speech encoders. Set targets.weights=null")
+        if self.encoder in ("melspec", "speech") and self.output == "tokens":
+            raise ValueError("targets.output=tokens is for image encoders; speech targets are already frame "
+                             "sequences (flattened). Set targets.output=pooled")
+        if self.encoder == "speech":
+            if self.weights is None:
+                raise ValueError("encoder 'speech' needs targets.weights: a local folder of a wav2vec2-style "
+                                 "transformers model (config.json + model.safetensors), or a repo id in the "
+                                 "local HF cache")
+        elif self.encoder != "pixels" and self.encoder != "melspec" and self.weights is None:
             raise ValueError(f"encoder {self.encoder!r} needs targets.weights: a local checkpoint file or folder, "
                              "or a Hugging Face repo id in the local HF cache (nothing is downloaded). Write "
                              "weights: ${NEURODECODE_CLIP_WEIGHTS} and export NEURODECODE_CLIP_WEIGHTS=PATH, or "
@@ -143,11 +192,15 @@ class MLPConfig(_Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     val_fraction: float = Field(0.1, ge=0, lt=0.5, description="Training images held out for validation.")
     # architecture (BrainDecoder)
-    adapter: Literal["linear", "pooled"] = Field(
-        "linear", description="Per-subject adapter: 'linear' (voxels → hidden, MindEye2) or 'pooled' "
-        "(fixed-size pooling then a linear map, MindBridge-style cross-subject).")
-    backbone: Literal["mlp", "mixer"] = Field(
-        "mlp", description="Shared backbone: 'mlp' (residual MLP blocks) or 'mixer' (MindEye2's MLP-Mixer).")
+    adapter: Literal["linear", "pooled", "subject_layer", "spatial_attention"] = Field(
+        "linear", description="Per-subject adapter. fMRI: 'linear' (voxels → hidden, MindEye2) or 'pooled' "
+        "(fixed-size pooling then a linear map, MindBridge-style cross-subject). M/EEG: 'subject_layer' "
+        "(per-subject channel mixing) or 'spatial_attention' (brainmagick: attention over sensor positions "
+        "+ subject layer).")
+    backbone: Literal["mlp", "mixer", "dilated_conv", "atm"] = Field(
+        "mlp", description="Shared backbone. fMRI: 'mlp' (residual MLP blocks) or 'mixer' (MindEye2's "
+        "MLP-Mixer). M/EEG: 'dilated_conv' (brainmagick-like dilated convolutions) or 'atm' (ATM's channel-"
+        "attention transformer encoder).")
     heads: list[Literal["pooled", "tokens"]] = Field(
         ["pooled"], description="Output heads; 'pooled' is required (training, evaluation). 'tokens' "
         "(MindEye2's CLIP token head) needs targets.output=tokens or models.mlp.token_shape.")
@@ -212,7 +265,55 @@ class EvaluationConfig(_Section):
     topk: list[int] = Field([1, 5, 10], description="k for top-k among all test images.")
     n_boot: int = Field(1000, ge=0, description="Bootstrap resamples of test images for the CIs.")
     ci: float = Field(0.95, gt=0, lt=1, description="Confidence level.")
-    average_repetitions: bool = Field(True, description="Average test trials over repetitions of an image.")
+    average_repetitions: bool = Field(True, description="Average test trials over repetitions of a stimulus.")
+    scheme: Literal["within", "loso"] = Field(
+        "within", description="'within': one model on all subjects (per-subject adapters), tested on each "
+        "subject's test trials; 'loso': leave-one-subject-out — per held-out subject, a fresh subject-agnostic "
+        "model trained on the other subjects' training trials and tested on the held-out subject.")
+    time_windows: list[float] | None = Field(
+        None, description="M/EEG: [width, step] in seconds of a sliding-window sweep (ridge per window, "
+        "retrieval with CIs per window, peak reported); null = off.")
+
+    @field_validator("time_windows")
+    @classmethod
+    def _time_windows(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (len(v) != 2 or min(v) <= 0):
+            raise ValueError(f"time_windows must be [width, step] in seconds (positive), got {v}")
+        return v
+
+
+class PreprocessingConfig(_Section):
+    """M/EEG preprocessing (``neurodecode.preprocessing.MEEGPreprocessor``), fitted on training trials only.
+
+    Every default is "off"; the M/EEG recipes set brainmagick's defaults (120 Hz, baseline, robust scaling,
+    clip at 20).
+    """
+
+    picks: list[str] | None = Field(None, description="Channels kept: names, types ('eeg', 'meg', 'mag') or "
+                                    "sensor regions ('occipital', 'left_temporal', ...); null = all.")
+    l_freq: float | None = Field(None, gt=0, description="High-pass cut-off (Hz); null = none.")
+    h_freq: float | None = Field(None, gt=0, description="Low-pass cut-off (Hz); null = none.")
+    sfreq: float | None = Field(None, gt=0, description="Resample to this rate (Hz); null = keep.")
+    tmin: float | None = Field(None, description="Crop: first time kept (s); null = epoch start.")
+    tmax: float | None = Field(None, description="Crop: last time kept (s); null = epoch end.")
+    baseline: list[float | None] | None = Field(
+        None, description="[start, stop] (s) of the per-trial baseline subtracted; null entries = epoch "
+        "edge; null = no baseline.")
+    scaler: Literal["robust"] | None = Field(
+        None, description="'robust': per-channel median / IQR from training trials, then clipping; null = off.")
+    clip: float | None = Field(20.0, gt=0, description="Clip scaled values to ±clip (with scaler).")
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline(cls, v: list[float | None] | None) -> list[float | None] | None:
+        if v is not None and len(v) != 2:
+            raise ValueError(f"baseline must be [start, stop] (seconds, null = epoch edge), got {v}")
+        return v
+
+    def is_identity(self) -> bool:
+        """True when no step is configured."""
+        return all(getattr(self, k) is None for k in
+                   ("picks", "l_freq", "h_freq", "sfreq", "tmin", "tmax", "baseline", "scaler"))
 
 
 class ReportConfig(_Section):
@@ -231,10 +332,48 @@ class FitConfig(_Section):
     device: str = Field("cpu", description="Torch device for the MLP ('cpu', 'cuda', 'auto').")
     data: DataConfig = Field(default_factory=DataConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _dataset_options(self) -> FitConfig:
+        ds = self.data.dataset
+        modality = DATASETS[ds]
+        if ds != "nsd":
+            given = [k for k in _NSD_SIM_KEYS if k in self.simulate.model_fields_set]
+            if given:
+                raise ValueError(f"simulate.{given[0]} applies to the NSD simulator only; data.dataset is "
+                                 f"{ds!r}. Pass this simulator's parameters in simulate.params")
+        if ds in AUDIO_DATASETS and "image_size" in self.simulate.model_fields_set:
+            raise ValueError(f"simulate.image_size does not apply to {ds!r} (its stimuli are sounds)")
+        if modality == "fmri" and not self.preprocessing.is_identity():
+            raise ValueError("the preprocessing section is for M/EEG data; NSD is normalised by data.zscore")
+        speech = self.targets.encoder in ("melspec", "speech")
+        if ds in AUDIO_DATASETS and not speech:
+            raise ValueError(f"{ds!r} stimuli are speech: set targets.encoder=melspec (no weights) or "
+                             "targets.encoder=speech with targets.weights=<wav2vec2 folder>")
+        if ds not in AUDIO_DATASETS and speech:
+            raise ValueError(f"targets.encoder={self.targets.encoder!r} embeds audio but {ds!r} stimuli are "
+                             "images: use 'pixels' or an open_clip encoder")
+        mlp = self.models.mlp
+        meeg = modality != "fmri"
+        if mlp.enabled:
+            for key, value, fits in (
+                    ("adapter", mlp.adapter, (mlp.adapter in ("subject_layer", "spatial_attention")) == meeg),
+                    ("backbone", mlp.backbone, (mlp.backbone in ("dilated_conv", "atm")) == meeg)):
+                if not fits:
+                    raise ValueError(
+                        f"models.mlp.{key}={value!r} does not fit {modality} data ({ds}): use adapter "
+                        f"{'subject_layer or spatial_attention' if meeg else 'linear or pooled'} with backbone "
+                        f"{'dilated_conv or atm' if meeg else 'mlp or mixer'}")
+        if self.evaluation.scheme == "loso" and len(self.data.subjects) < 2:
+            raise ValueError("evaluation.scheme=loso needs at least 2 subjects in data.subjects")
+        if self.evaluation.time_windows is not None and modality == "fmri":
+            raise ValueError("evaluation.time_windows is an M/EEG analysis; set it to null for fMRI")
+        return self
 
     @model_validator(mode="after")
     def _subjects_exist(self) -> FitConfig:
@@ -295,6 +434,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
             siblings = sorted({s.split(".")[0] for s in siblings})
             where = f"in '{parent}'" if parent else "at the top level"
             lines.append(f"  - unknown key '{loc}'. Valid keys {where}: {', '.join(siblings)}")
+        elif not loc or isinstance(e.get("input"), dict):
+            lines.append(f"  - {loc or 'config'}: {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r})")
     lines.append("Run `neurodecode fit --help-config` to list every key with its default.")
@@ -401,4 +542,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_to_yaml(config: FitConfig) -> str:
     """The resolved config as YAML (what every run folder stores)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    tree = config.model_dump(mode="json")
+    ds = config.data.dataset
+    if ds != "nsd":  # keys that do not apply to this dataset are left out (they would be rejected)
+        for key in _NSD_DATA_KEYS:
+            tree["data"].pop(key, None)
+        for key in _NSD_SIM_KEYS:
+            tree["simulate"].pop(key, None)
+    if ds in AUDIO_DATASETS:
+        tree["simulate"].pop("image_size", None)
+    return yaml.safe_dump(tree, sort_keys=False)

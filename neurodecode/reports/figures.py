@@ -15,7 +15,7 @@ import numpy as np
 from ..tasks.retrieval import RetrievalScores, _metric_label
 from ..utils import _check_option, verbose
 
-__all__ = ["fig_to_png", "plot_retrieval_bars", "plot_topk_curve"]
+__all__ = ["fig_to_png", "plot_retrieval_bars", "plot_time_windows", "plot_topk_curve"]
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -193,6 +193,54 @@ def plot_topk_curve(scores_by_model: Mapping[str, RetrievalScores] | RetrievalSc
         ax.grid(True, which="major", alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
     axes[-1].legend(fontsize=7, loc="lower right", frameon=False)
+    return fig
+
+
+@verbose
+def plot_time_windows(scores: Any, *, metric: str = "nway_top1_forward",
+                      figsize: tuple[float, float] | None = None,
+                      verbose: bool | str | int | None = None):
+    """A decoding metric per time window (window centres), with its CI band and chance.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        From :func:`neurodecode.analysis.windows.decode_time_windows`: columns
+        ``start``, ``stop``, ``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``,
+        ``<metric>_chance``.
+    metric : str
+        Column to plot.
+    figsize : tuple of float | None
+        Figure size in inches.
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    missing = [c for c in ("start", "stop", metric) if c not in scores]
+    if missing:
+        raise ValueError(f"scores has no column(s) {missing}; pass the frame of decode_time_windows")
+    centre = (np.asarray(scores["start"], float) + np.asarray(scores["stop"], float)) / 2
+    value = np.asarray(scores[metric], float)
+    fig = _new_figure(figsize or (5.6, 3.2))
+    ax = fig.subplots()
+    ax.plot(centre, value, color=_COLORS[0], lw=1.6, marker="o", ms=3, label=metric)
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if low in scores and high in scores and np.isfinite(scores[low]).all():
+        ax.fill_between(centre, scores[low], scores[high], color=_COLORS[0], alpha=0.2, lw=0,
+                        label="bootstrap CI")
+    if f"{metric}_chance" in scores:
+        ax.plot(centre, scores[f"{metric}_chance"], color="0.3", ls="--", lw=1, label="chance")
+    best = int(np.nanargmax(value))
+    ax.axvspan(float(scores["start"].iloc[best]), float(scores["stop"].iloc[best]), color="0.85", zorder=0,
+               label="peak window")
+    ax.set_xlabel("window centre (s)")
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=7, frameon=False)
     return fig
 
 

@@ -1,0 +1,81 @@
+"""Targets of a run: stimulus embeddings (images: pixels / CLIP; speech: log-mel / wav2vec2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import AUDIO_DATASETS, FitConfig
+from ..utils import get_data_dir, logger, resolve_device
+
+
+def _cache_dir(config: FitConfig) -> Path:
+    tc = config.targets
+    return Path(tc.cache_dir) if tc.cache_dir is not None else get_data_dir() / "embeddings"
+
+
+def _speech_targets(config: FitConfig, trials: Any, ids: list[Any], train_ids: list[Any]):
+    """Speech targets, each feature standardised with statistics of the training stimuli only."""
+    from ..embeddings import StimulusEmbeddings
+
+    tc = config.targets
+    if tc.encoder == "melspec":
+        from ..embeddings import embed_melspec
+
+        raw = embed_melspec(trials.stimuli, ids, n_mels=tc.n_mels, frame_rate=tc.frame_rate,
+                            standardize=False)
+    else:
+        from ..embeddings import embed_audio
+
+        raw = embed_audio(trials.stimuli, ids, weights=tc.weights, layer=tc.layer, target_sfreq=tc.frame_rate,
+                          cache_dir=_cache_dir(config), device=resolve_device(config.device))
+    frames = raw.lookup(ids, as_tokens=True).astype(np.float32)            # (n, n_frames, n_features)
+    train = raw.lookup(train_ids, as_tokens=True).astype(np.float64)
+    mean = train.mean(axis=(0, 1))
+    std = train.std(axis=(0, 1))
+    frames = (frames - mean) / np.where(std > 0, std, 1.0)
+    logger.info("Targets: %s, %d frames × %d features per segment (standardised on %d training segments)",
+                raw.name, frames.shape[1], frames.shape[2], len(train_ids))
+    return StimulusEmbeddings(ids, frames.reshape(len(ids), -1).astype(np.float32), name=raw.name,
+                              token_shape=frames.shape[1:])
+
+
+def stimulus_targets(config: FitConfig, trials: Any) -> tuple[Any, tuple[int, ...] | None]:
+    """The pooled target table, and the token shape of the encoder when ``targets.output`` is tokens."""
+    from ..embeddings.pixels import embed_images
+
+    tc = config.targets
+    ids = trials.events["stimulus_id"].drop_duplicates().tolist()
+    if config.data.dataset in AUDIO_DATASETS:
+        train_ids = trials.events.loc[trials.events["split"] == "train", "stimulus_id"].drop_duplicates().tolist()
+        return _speech_targets(config, trials, ids, train_ids), None
+    if tc.encoder == "pixels":
+        pooled = embed_images(trials.stimuli, ids, encoder="pixels", size=tc.size)
+        return pooled, ((tc.size * tc.size, 3) if tc.output == "tokens" else None)
+    from ..embeddings import ClipEncoder
+
+    enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device))
+    pooled = embed_images(trials.stimuli, ids, encoder=enc, output="pooled", cache_dir=_cache_dir(config))
+    token_shape = None
+    if tc.output == "tokens":
+        # The token sequence's shape sizes the decoder's tokens head (one image is enough).
+        first = trials.stimuli.get_images(ids[:1])
+        token_shape = tuple(int(v) for v in enc.embed_images(first, outputs=("tokens",))["tokens"].shape[1:])
+        logger.info("Targets: %s pooled (%d dims) + tokens %s", tc.encoder, pooled.dim, token_shape)
+    return pooled, token_shape
+
+
+def token_targets(config: FitConfig, trials: Any) -> Any:
+    """Token-sequence targets of the stimuli of ``trials`` (pixel tokens, or CLIP tokens via the disk cache)."""
+    from ..embeddings.pixels import embed_images
+
+    tc = config.targets
+    ids = trials.events["stimulus_id"].drop_duplicates().tolist()
+    if tc.encoder == "pixels":
+        return embed_images(trials.stimuli, ids, encoder="pixels", size=tc.size, output="tokens")
+    from ..embeddings import ClipEncoder
+
+    enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device))
+    return embed_images(trials.stimuli, ids, encoder=enc, output="tokens", cache_dir=_cache_dir(config))

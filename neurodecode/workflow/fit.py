@@ -1,0 +1,267 @@
+"""The ``neurodecode fit`` workflow: data → preprocessing → targets → decoders → retrieval → report.
+
+:func:`run_fit` is what the command line calls; it is also the Python entry
+point for scripted runs. Every step goes through the public API, so the demo
+(a simulated dataset written in the real layout) exercises exactly the code
+real data goes through.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..config import DATASETS, FitConfig, config_to_yaml
+from ..utils import atomic_path, atomic_write_json, atomic_write_text, logger, verbose
+from ._data import load_data, pooled_subjects, preprocess
+from ._models import predict_mlp, predict_ridge
+from ._run import FitResult, _new_run_dir, _resume_config
+from ._targets import stimulus_targets
+
+_NO_TEST_HINT = {
+    "nsd": "the NSD test split is the shared-1000 images: load more sessions",
+    "things_eeg2": "load the test files too (data.options.split must include 'test')",
+    "things_meg": "the test split is the images shown 12 times",
+    "masc": "raise data.options.test_ratio or load more stories (data.options.tasks)",
+}
+
+
+def _fit_models(config: FitConfig, train: Any, test: Any, targets: Any, out: Path, *, tag: str = "",
+                resume: bool = False, token_shape: tuple[int, ...] | None = None,
+                timings: dict[str, float]) -> dict[str, np.ndarray]:
+    """Fit the enabled decoders on ``train``; their predictions for ``test``."""
+    preds: dict[str, np.ndarray] = {}
+    models = out / "models" / tag if tag else out / "models"
+    if config.models.ridge.enabled:
+        t = time.perf_counter()
+        preds["ridge"] = predict_ridge(config, train, test, targets, models / "ridge")
+        timings["ridge"] = timings.get("ridge", 0.0) + time.perf_counter() - t
+    if config.models.mlp.enabled:
+        t = time.perf_counter()
+        preds["mlp"] = predict_mlp(config, train, test, targets, out, model_dir=models / "mlp",
+                                   checkpoint_dir=out / "checkpoints" / tag if tag else out / "checkpoints",
+                                   resume=resume, target_token_shape=token_shape)
+        timings["mlp"] = timings.get("mlp", 0.0) + time.perf_counter() - t
+    return preds
+
+
+def _score(config: FitConfig, pred: np.ndarray, target: np.ndarray) -> Any:
+    from ..tasks import evaluate_retrieval
+
+    ev = config.evaluation
+    return evaluate_retrieval(pred, target, n_candidates=ev.n_candidates, n_repeats=ev.n_repeats,
+                              topk=tuple(ev.topk), n_boot=ev.n_boot, ci=ev.ci, random_state=config.seed)
+
+
+def _time_window_sweep(config: FitConfig, train: Any, test: Any, targets: Any) -> dict[str, Any]:
+    """Ridge retrieval per sliding time window (``evaluation.time_windows``)."""
+    from ..analysis.windows import _times, decode_time_windows, time_windows
+
+    ev = config.evaluation
+    width, step = ev.time_windows  # type: ignore[misc]
+    times = _times(test)
+    dt = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    windows = time_windows(float(times[0]), float(times[-1]) + dt, width, step)
+    frame = decode_time_windows(train, test, targets, windows, alphas=config.models.ridge.alphas,
+                                cv=config.models.ridge.cv, n_candidates=ev.n_candidates,
+                                n_repeats=min(ev.n_repeats, 10), topk=tuple(ev.topk), n_boot=min(ev.n_boot, 200),
+                                ci=ev.ci, random_state=config.seed, verbose="warning")
+    peak = frame.iloc[frame.attrs["peak"]]
+    logger.info("Time windows: retrieval peaks in [%.3f, %.3f) s (N-way top-1 %.3f)", peak["start"],
+                peak["stop"], peak["nway_top1_forward"])
+    return {"width_s": width, "step_s": step, "metric": "nway_top1_forward",
+            "peak": {"start": float(peak["start"]), "stop": float(peak["stop"]),
+                     "value": float(peak["nway_top1_forward"])},
+            "windows": frame.to_dict(orient="records")}
+
+
+@verbose
+def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = None,
+            resume: str | Path | None = None, verbose: Any = None) -> FitResult:
+    """Run a whole fit: load (or simulate) data, preprocess, fit decoders, evaluate, report.
+
+    Parameters
+    ----------
+    config : FitConfig | None
+        The run config (``None``: the embedded demo defaults).
+    run_dir : str | Path | None
+        Output folder; default ``<output_dir>/<name>`` (a numbered sibling if
+        that one already holds a run — earlier runs are never overwritten).
+    resume : str | Path | None
+        An interrupted run folder to continue: its ``config.yaml`` is used
+        (``config``, if given, must resolve to the same YAML), and the MLP
+        training continues from the newest checkpoint in
+        ``<resume>/checkpoints`` (the result equals an uninterrupted run).
+        Cannot be combined with ``run_dir``.
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    result : FitResult
+        The run folder and the metrics written to ``metrics.json``.
+
+    Notes
+    -----
+    With ``evaluation.scheme: loso`` every held-out subject gets a fresh
+    subject-agnostic model (the other subjects' training trials pooled into one
+    adapter), saved under ``models/loso-subjNN/``, and is scored on its own test
+    trials. M/EEG preprocessing statistics (``preprocessing.scaler``) come from
+    each subject's training-split trials only.
+    """
+    from ..datasets import check_no_leakage
+
+    if resume is not None:
+        config = _resume_config(config, resume, run_dir)
+    config = config or FitConfig()
+    if not (config.models.ridge.enabled or config.models.mlp.enabled):
+        raise ValueError("Both models.ridge.enabled and models.mlp.enabled are false: nothing to fit.")
+    from ._data import check_loader_options
+
+    check_loader_options(config)  # fail before the run folder is created
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if resume is not None:
+        out = Path(resume)
+        logger.info("Resuming run folder: %s", out)
+    else:
+        out = _new_run_dir(config, run_dir)
+        atomic_write_text(out / "config.yaml", config_to_yaml(config))
+        logger.info("Run folder: %s", out)
+
+    t = time.perf_counter()
+    root, trials = load_data(config)
+    trials = preprocess(config, trials)
+    timings["load"] = time.perf_counter() - t
+    logger.info("Loaded %r", trials)
+
+    ev = config.evaluation
+    train = trials.select(split="train")
+    test = trials.select(split="test")
+    if len(test) == 0:
+        raise ValueError(f"No test trials (split == 'test') were loaded; "
+                         f"{_NO_TEST_HINT[config.data.dataset]}.")
+    if ev.average_repetitions:
+        test = test.average_repetitions()
+    check_no_leakage(train, test, where="training")
+
+    t = time.perf_counter()
+    targets, token_shape = stimulus_targets(config, trials)
+    timings["targets"] = time.perf_counter() - t
+    target_test = targets.lookup(test.events["stimulus_id"].tolist())
+    subjects = test.events["subject"].to_numpy()
+
+    results: dict[str, dict[Any, Any]] = {}
+    preds: dict[str, np.ndarray] = {}
+    if ev.scheme == "within":
+        preds = _fit_models(config, train, test, targets, out, resume=resume is not None,
+                            token_shape=token_shape, timings=timings)
+        t = time.perf_counter()
+        for name, pred in preds.items():
+            results[name] = {s: _score(config, pred[subjects == s], target_test[subjects == s])
+                             for s in test.subjects}
+        timings["evaluate"] = time.perf_counter() - t
+    else:
+        train_subjects = train.events["subject"].to_numpy()
+        for s in test.subjects:
+            logger.info("Leave-one-subject-out: training on subjects %s, testing on subject %s",
+                        [x for x in train.subjects if x != s], s)
+            fold_train = pooled_subjects(train[np.flatnonzero(train_subjects != s)])
+            fold_test = pooled_subjects(test[np.flatnonzero(subjects == s)])
+            check_no_leakage(fold_train, fold_test, where=f"leave-one-subject-out fold {s}")
+            fold = _fit_models(config, fold_train, fold_test, targets, out, tag=f"loso-subj{int(s):02d}",
+                               resume=resume is not None, token_shape=token_shape, timings=timings)
+            t = time.perf_counter()
+            for name, pred in fold.items():
+                full = preds.setdefault(name, np.zeros((len(test), pred.shape[1]), dtype=np.float32))
+                full[subjects == s] = pred
+                results.setdefault(name, {})[s] = _score(config, pred, target_test[subjects == s])
+            timings["evaluate"] = timings.get("evaluate", 0.0) + time.perf_counter() - t
+
+    metrics: dict[str, Any] = {
+        "neurodecode_version": __version__,
+        "dataset": config.data.dataset,
+        "modality": DATASETS[config.data.dataset],
+        "data_root": str(root),
+        "simulated": config.data.root is None,
+        "scheme": ev.scheme,
+        "subjects": [int(s) for s in test.subjects],
+        "n_train_trials": int(len(train)),
+        "n_test_items": {str(s): int((subjects == s).sum()) for s in test.subjects},
+        "targets": targets.name,
+        "models": {name: {f"subj{int(s):02d}": sc.to_dict() for s, sc in per.items()}
+                   for name, per in results.items()},
+    }
+    sweep = None
+    if ev.time_windows is not None:
+        t = time.perf_counter()
+        sweep = _time_window_sweep(config, train, test, targets)
+        metrics["time_windows"] = sweep
+        timings["time_windows"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report = _build_report(config, trials, test, preds, results, target_test, sweep)
+    report.save(out / "report.html")
+    timings["report"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    metrics["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "run.json", {
+        "neurodecode_version": __version__, "seed": config.seed, "python": platform.python_version(),
+        "data_root": str(root), "command": "fit", "timings_s": metrics["timings_s"]})
+    for name, pred in preds.items():
+        with atomic_path(out / f"predictions_{name}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, stimulus_id=test.events["stimulus_id"].to_numpy().astype(str), subject=subjects,
+                         prediction=pred)
+    logger.info("Done in %.1f s: %s", timings["total"], out / "report.html")
+    return FitResult(out, metrics, timings)
+
+
+def _build_report(config: FitConfig, trials: Any, test: Any, preds: dict[str, np.ndarray],
+                  results: dict[str, dict[Any, Any]], target_test: np.ndarray, sweep: dict | None) -> Any:
+    from ..reports import build_retrieval_report
+    from ..tasks import retrieve
+
+    subjects = test.events["subject"].to_numpy()
+    best = max(results, key=lambda m: np.mean([sc.metrics["nway_top1_forward"]["value"]
+                                               for sc in results[m].values()]))
+    s0 = test.subjects[0]
+    rows = np.flatnonzero(subjects == s0)
+    n_ex = min(config.report.n_examples, len(rows))
+    query_ids = test.events["stimulus_id"].to_numpy()[rows]
+    query_images = retrieved = correct = None
+    has_images = trials.stimuli is not None and "image" in trials.stimuli.kinds
+    if n_ex and has_images:
+        k = min(config.report.n_retrieved, len(rows))
+        top = retrieve(preds[best][rows][:n_ex], target_test[rows], k=k)
+        query_images = trials.stimuli.get_images(query_ids[:n_ex])
+        retrieved = np.stack([trials.stimuli.get_images(query_ids[top[i]]) for i in range(n_ex)])
+        correct = top == np.arange(n_ex)[:, None]
+    scheme = " (leave-one-subject-out)" if config.evaluation.scheme == "loso" else ""
+    report = build_retrieval_report(
+        results, query_images=query_images, retrieved_images=retrieved, correct=correct,
+        config=config.model_dump(mode="json"),
+        title=f"neurodecode fit — {config.name} ({'simulated ' if config.data.root is None else ''}"
+              f"{config.data.dataset.upper()}){scheme}",
+        example_caption=f"Subject {s0}, decoder '{best}': seen image, then the {config.report.n_retrieved} "
+                        "test images whose embeddings are closest to the decoded one (green = correct).")
+    if sweep is not None:
+        import pandas as pd
+
+        from ..reports.figures import plot_time_windows
+
+        fig = plot_time_windows(pd.DataFrame(sweep["windows"]), metric=sweep["metric"])
+        peak = sweep["peak"]
+        report.add_figure(fig, title="Decoding over time windows",
+                          caption=f"Ridge decoder refitted per {sweep['width_s'] * 1000:g} ms window (step "
+                                  f"{sweep['step_s'] * 1000:g} ms), N-way top-1 on the test set with "
+                                  f"{config.evaluation.ci:.0%} bootstrap CIs. Peak: [{peak['start']:.3f}, "
+                                  f"{peak['stop']:.3f}) s, {peak['value']:.3f}.",
+                          section="Time windows")
+    return report
