@@ -143,10 +143,9 @@ class TargetsConfig(_Section):
 
     @model_validator(mode="after")
     def _clip_options(self) -> TargetsConfig:
-        if self.encoder in ("pixels", "melspec"):
-            if self.weights is not None:
-                raise ValueError(f"the {self.encoder!r} encoder takes no weights; that option is for open_clip "
-                                 "and speech encoders. Set targets.weights=null")
+        if self.encoder in ("pixels", "melspec") and self.weights is not None:
+            raise ValueError(f"the {self.encoder!r} encoder takes no weights; that option is for open_clip "
+                             "and speech encoders. Set targets.weights=null")
         if self.encoder in ("melspec", "speech") and self.output == "tokens":
             raise ValueError("targets.output=tokens is for image encoders; speech targets are already frame "
                              "sequences (flattened). Set targets.output=pooled")
@@ -260,7 +259,9 @@ class ModelsConfig(_Section):
 class EvaluationConfig(_Section):
     """Retrieval protocol (MindEye2: 300 candidates × 30 repeats, both directions)."""
 
-    n_candidates: int = Field(300, ge=2, description="Candidates per retrieval draw.")
+    n_candidates: int | None = Field(
+        300, ge=2, description="Candidates per retrieval draw (N-way top-1); null = all test items of the "
+        "subject (THINGS: 200-way; speech: all test segments).")
     n_repeats: int = Field(30, ge=1, description="Random candidate draws.")
     topk: list[int] = Field([1, 5, 10], description="k for top-k among all test images.")
     n_boot: int = Field(1000, ge=0, description="Bootstrap resamples of test images for the CIs.")

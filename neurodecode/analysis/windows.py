@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..utils import ProgressBar, logger, verbose
 
-__all__ = ["time_windows", "crop_times", "decode_time_windows"]
+__all__ = ["crop_times", "decode_time_windows", "time_windows"]
 
 
 def time_windows(tmin: float, tmax: float, width: float, step: float | None = None, *,
@@ -105,7 +105,7 @@ def crop_times(trials: Any, start: float, stop: float) -> Any:
 @verbose
 def decode_time_windows(train: Any, test: Any, targets: Any, windows: Sequence[Sequence[float]], *,
                         alphas: Sequence[float] = (1e0, 1e1, 1e2, 1e3, 1e4, 1e5), cv: int | None = None,
-                        n_candidates: int = 200, n_repeats: int = 10, topk: Sequence[int] = (1, 5),
+                        n_candidates: int | None = 200, n_repeats: int = 10, topk: Sequence[int] = (1, 5),
                         n_boot: int = 200, ci: float = 0.95, random_state: int = 0,
                         verbose: bool | str | int | None = None) -> pd.DataFrame:
     """Fit a ridge decoder per time window and score retrieval on the test trials of that window.
@@ -122,7 +122,8 @@ def decode_time_windows(train: Any, test: Any, targets: Any, windows: Sequence[S
         Windows in seconds (e.g. from :func:`time_windows`).
     alphas, cv : see :class:`~neurodecode.models.RidgeDecoder`.
     n_candidates, n_repeats, topk, n_boot, ci, random_state : see
-        :func:`~neurodecode.tasks.evaluate_retrieval`; retrieval runs within each
+        :func:`~neurodecode.tasks.evaluate_retrieval` (``n_candidates=None``: all test
+        items of the smallest subject); retrieval runs within each
         subject and the value is the mean over subjects (subject-stratified bootstrap).
     verbose : bool | str | int | None
         Log level for this call.
@@ -149,7 +150,8 @@ def decode_time_windows(train: Any, test: Any, targets: Any, windows: Sequence[S
         tr, te = crop_times(train, start, stop), crop_times(test, start, stop)
         est = RidgeDecoder(alphas=tuple(alphas), cv=cv).fit_trials(tr, targets)
         pred = est.predict_trials(te)
-        scores = evaluate_retrieval(pred, target_test, groups=subjects, n_candidates=n_candidates,
+        n_cand = int(min(np.bincount(pd.factorize(subjects)[0]))) if n_candidates is None else n_candidates
+        scores = evaluate_retrieval(pred, target_test, groups=subjects, n_candidates=n_cand,
                                     n_repeats=n_repeats, topk=tuple(topk), n_boot=n_boot, ci=ci,
                                     random_state=random_state, verbose="error")
         row: dict[str, Any] = {"start": float(start), "stop": float(stop),

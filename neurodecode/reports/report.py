@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..tasks.retrieval import RetrievalScores, _jsonable
-from .figures import _as_one_scores, _as_scores_by_model
 from ..utils import atomic_write_text, logger, verbose
+from .figures import _as_one_scores, _as_scores_by_model
 
 __all__ = ["Report", "build_retrieval_report"]
 

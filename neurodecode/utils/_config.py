@@ -14,6 +14,12 @@ KNOWN_CONFIG = {
     "NEURODECODE_NSD_ROOT": "Root of the Natural Scenes Dataset (the bucket root natural-scenes-dataset/).",
     "NEURODECODE_CLIP_WEIGHTS": "open_clip weights for CLIP targets (a checkpoint file or folder, or a Hugging "
                                 "Face repo id in the local HF cache); fills ${NEURODECODE_CLIP_WEIGHTS}.",
+    "NEURODECODE_THINGS_EEG2_ROOT": "THINGS-EEG2 project folder (image_set/, eeg_dataset/ or "
+                                    "Preprocessed_data_250Hz/).",
+    "NEURODECODE_THINGS_MEG_ROOT": "THINGS-MEG root (OpenNeuro ds004212, with derivatives/preprocessed/).",
+    "NEURODECODE_MASC_ROOT": "MEG-MASC BIDS root (participants.tsv, sub-XX/, stimuli/audio/).",
+    "NEURODECODE_SPEECH_WEIGHTS": "A local wav2vec2-style transformers model folder (or a repo id in the local "
+                                  "HF cache) for speech targets; fills ${NEURODECODE_SPEECH_WEIGHTS}.",
 }
 
 

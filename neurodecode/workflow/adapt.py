@@ -78,14 +78,14 @@ def run_adapt(run_dir: str | Path, subject: int, *, data_root: str | Path | None
     pred = result.model.predict(test, device=device)
     ev = config.evaluation
     scores = evaluate_retrieval(pred, targets.lookup(test.events["stimulus_id"].tolist()),
-                                n_candidates=ev.n_candidates, n_repeats=ev.n_repeats, topk=tuple(ev.topk),
-                                n_boot=ev.n_boot, ci=ev.ci, random_state=config.seed)
+                                n_candidates=ev.n_candidates or len(pred), n_repeats=ev.n_repeats,
+                                topk=tuple(ev.topk), n_boot=ev.n_boot, ci=ev.ci, random_state=config.seed)
     out = _new_run_dir(config, output) if output is not None else \
         _fresh_dir(run_dir / "adapted" / f"subj{int(subject):02d}")
     result.model.save_pretrained(out / "model")
     metrics = {"neurodecode_version": __version__, "run": str(run_dir), "subject": int(subject),
-               "fraction": fraction, "n_adapt_trials": int(len(few)), "n_adapt_images": int(len(keep)),
-               "n_test_items": int(len(test)), "data_root": str(root),
+               "fraction": fraction, "n_adapt_trials": len(few), "n_adapt_images": len(keep),
+               "n_test_items": len(test), "data_root": str(root),
                "metrics": scores.to_dict(), "history": result.history,
                "time_s": round(time.perf_counter() - t0, 3)}
     atomic_write_json(out / "metrics.json", metrics)

@@ -54,7 +54,8 @@ def _score(config: FitConfig, pred: np.ndarray, target: np.ndarray) -> Any:
     from ..tasks import evaluate_retrieval
 
     ev = config.evaluation
-    return evaluate_retrieval(pred, target, n_candidates=ev.n_candidates, n_repeats=ev.n_repeats,
+    n_candidates = len(pred) if ev.n_candidates is None else ev.n_candidates
+    return evaluate_retrieval(pred, target, n_candidates=n_candidates, n_repeats=ev.n_repeats,
                               topk=tuple(ev.topk), n_boot=ev.n_boot, ci=ev.ci, random_state=config.seed)
 
 
@@ -68,7 +69,7 @@ def _time_window_sweep(config: FitConfig, train: Any, test: Any, targets: Any) -
     dt = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     windows = time_windows(float(times[0]), float(times[-1]) + dt, width, step)
     frame = decode_time_windows(train, test, targets, windows, alphas=config.models.ridge.alphas,
-                                cv=config.models.ridge.cv, n_candidates=ev.n_candidates,
+                                cv=config.models.ridge.cv, n_candidates=ev.n_candidates,  # None: all
                                 n_repeats=min(ev.n_repeats, 10), topk=tuple(ev.topk), n_boot=min(ev.n_boot, 200),
                                 ci=ev.ci, random_state=config.seed, verbose="warning")
     peak = frame.iloc[frame.attrs["peak"]]
@@ -191,7 +192,7 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         "simulated": config.data.root is None,
         "scheme": ev.scheme,
         "subjects": [int(s) for s in test.subjects],
-        "n_train_trials": int(len(train)),
+        "n_train_trials": len(train),
         "n_test_items": {str(s): int((subjects == s).sum()) for s in test.subjects},
         "targets": targets.name,
         "models": {name: {f"subj{int(s):02d}": sc.to_dict() for s, sc in per.items()}
@@ -215,10 +216,9 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         "neurodecode_version": __version__, "seed": config.seed, "python": platform.python_version(),
         "data_root": str(root), "command": "fit", "timings_s": metrics["timings_s"]})
     for name, pred in preds.items():
-        with atomic_path(out / f"predictions_{name}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, stimulus_id=test.events["stimulus_id"].to_numpy().astype(str), subject=subjects,
-                         prediction=pred)
+        with atomic_path(out / f"predictions_{name}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, stimulus_id=test.events["stimulus_id"].to_numpy().astype(str), subject=subjects,
+                     prediction=pred)
     logger.info("Done in %.1f s: %s", timings["total"], out / "report.html")
     return FitResult(out, metrics, timings)
 

@@ -18,7 +18,8 @@ def test_defaults_are_the_demo_recipe():
 @pytest.mark.parametrize("recipe", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_validates_and_has_no_machine_paths(recipe, monkeypatch, tmp_path):
     text = recipe.read_text()
-    monkeypatch.setenv("NEURODECODE_NSD_ROOT", str(tmp_path))
+    for name in ("NSD_ROOT", "THINGS_EEG2_ROOT", "THINGS_MEG_ROOT", "MASC_ROOT", "SPEECH_WEIGHTS"):
+        monkeypatch.setenv(f"NEURODECODE_{name}", str(tmp_path))
     monkeypatch.setenv("NEURODECODE_CLIP_WEIGHTS", str(tmp_path / "clip.safetensors"))
     load_config(recipe)
     for bad in tuple("/" + d + "/" for d in ("home", "work", "data", "weka")) + ("C:\\",):
@@ -112,9 +113,52 @@ def test_targets_and_architecture_keys(monkeypatch):
         load_config(None, ["models.mlp.heads=[tokens]", "models.mlp.token_shape=[4,8]"])
     with pytest.raises(ConfigError, match="token_shape must be"):
         load_config(None, ["models.mlp.heads=[pooled,tokens]", "models.mlp.token_shape=[4]"])
-    with pytest.raises(ConfigError, match="models.mlp.backbone"):
+    with pytest.raises(ConfigError, match="models.mlp.backbone='atm' does not fit fmri"):
         load_config(None, ["models.mlp.backbone=atm"])
     monkeypatch.delenv("NEURODECODE_CLIP_WEIGHTS", raising=False)
     monkeypatch.setenv("NEURODECODE_CONFIG", "/nonexistent/config.json")
     with pytest.raises(ConfigError, match="NEURODECODE_CLIP_WEIGHTS is not set"):
         load_config(None, ["targets.encoder=ViT-L-14", "targets.weights=${NEURODECODE_CLIP_WEIGHTS}"])
+
+
+MEEG = ["models.mlp.adapter=subject_layer", "models.mlp.backbone=dilated_conv"]
+
+
+def test_dataset_specific_keys_are_checked():
+    eeg = load_config(None, ["data.dataset=things_eeg2", *MEEG, "data.options={variant: atm}",
+                             "simulate.params={n_train_concepts: 20}", "preprocessing.sfreq=120"])
+    assert eeg.data.options == {"variant": "atm"} and eeg.preprocessing.sfreq == 120
+    with pytest.raises(ConfigError, match="data.roi applies to NSD only"):
+        load_config(None, ["data.dataset=things_eeg2", *MEEG, "data.roi=V1"])
+    with pytest.raises(ConfigError, match="simulate.n_sessions applies to the NSD simulator only"):
+        load_config(None, ["data.dataset=things_meg", *MEEG, "simulate.n_sessions=2"])
+    with pytest.raises(ConfigError, match="data.options is for the M/EEG loaders"):
+        load_config(None, ["data.options={variant: atm}"])
+    with pytest.raises(ConfigError, match="preprocessing section is for M/EEG"):
+        load_config(None, ["preprocessing.sfreq=100"])
+    with pytest.raises(ConfigError, match="adapter='linear' does not fit eeg"):
+        load_config(None, ["data.dataset=things_eeg2"])
+    with pytest.raises(ConfigError, match="stimuli are speech"):
+        load_config(None, ["data.dataset=masc", *MEEG])
+    with pytest.raises(ConfigError, match="embeds audio but 'nsd' stimuli are images"):
+        load_config(None, ["targets.encoder=melspec"])
+    with pytest.raises(ConfigError, match="image_size does not apply to 'masc'"):
+        load_config(None, ["data.dataset=masc", *MEEG, "targets.encoder=melspec", "simulate.image_size=32"])
+    with pytest.raises(ConfigError, match="needs targets.weights"):
+        load_config(None, ["data.dataset=masc", *MEEG, "targets.encoder=speech"])
+    with pytest.raises(ConfigError, match="loso needs at least 2 subjects"):
+        load_config(None, ["data.subjects=[1]", "evaluation.scheme=loso"])
+    with pytest.raises(ConfigError, match="time_windows is an M/EEG analysis"):
+        load_config(None, ["evaluation.time_windows=[0.1,0.05]"])
+    with pytest.raises(ConfigError, match="baseline must be"):
+        load_config(None, ["data.dataset=things_eeg2", *MEEG, "preprocessing.baseline=[0.1]"])
+
+
+def test_saved_meeg_config_round_trips():
+    """A run's config.yaml leaves out keys that do not apply, so resuming re-validates it."""
+    cfg = load_config(None, ["data.dataset=masc", *MEEG, "targets.encoder=melspec"])
+    text = config_to_yaml(cfg)
+    tree = yaml.safe_load(text)
+    assert "roi" not in tree["data"] and "n_sessions" not in tree["simulate"]
+    assert "image_size" not in tree["simulate"]
+    assert FitConfig.model_validate(tree) == cfg

@@ -194,3 +194,21 @@ def test_build_report_accepts_per_subject_results(tmp_path):
     assert "1 (n=40)" in html and "mean over groups" in html
     fig = plot_retrieval_bars(per_model)
     assert len(fig.axes[0].patches) == 2 * 3
+
+
+def test_time_window_figure():
+    import pandas as pd
+
+    from neurodecode.reports import Report, plot_time_windows
+
+    frame = pd.DataFrame({"start": [0.0, 0.1, 0.2], "stop": [0.1, 0.2, 0.3],
+                          "nway_top1_forward": [0.1, 0.6, 0.2], "nway_top1_forward_ci_low": [0.0, 0.5, 0.1],
+                          "nway_top1_forward_ci_high": [0.2, 0.7, 0.3],
+                          "nway_top1_forward_chance": [0.05, 0.05, 0.05]})
+    fig = plot_time_windows(frame)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "peak window" in labels and "chance" in labels
+    html = Report("t").add_figure(fig, title="Decoding over time windows").render()
+    assert "data:image/png;base64," in html
+    with pytest.raises(ValueError, match="no column"):
+        plot_time_windows(frame.drop(columns="stop"))
