@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["REGIONS", "HEMISPHERES", "channel_regions", "sensor_regions"]
+__all__ = ["HEMISPHERES", "REGIONS", "channel_regions", "sensor_regions"]
 
 #: Region names, front to back.
 REGIONS: tuple[str, ...] = ("frontal", "central", "temporal", "parietal", "occipital")
