@@ -18,3 +18,6 @@ from .mne import from_mne  # noqa: E402
 from .things_meg import load_things_meg  # noqa: E402
 
 __all__ += ["from_mne", "load_things_meg"]
+from .masc import load_masc  # noqa: E402
+
+__all__ += ["load_masc"]

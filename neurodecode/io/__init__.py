@@ -28,3 +28,15 @@ __all__ = [
     "write_betas", "write_coco_captions", "write_ctab", "write_expdesign", "write_stim_info",
     "write_stimuli_hdf5", "write_volume",
 ]
+from .masc import (  # noqa: E402
+    MASC_STORIES,
+    WavSegments,
+    find_masc_wav,
+    masc_recordings,
+    parse_trial_type,
+    read_masc_events,
+    read_wav,
+)
+
+__all__ += ["MASC_STORIES", "WavSegments", "find_masc_wav", "masc_recordings", "parse_trial_type",
+            "read_masc_events", "read_wav"]
