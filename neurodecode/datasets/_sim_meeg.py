@@ -10,8 +10,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["helmet_positions", "meg_channel_names", "eeg_positions", "sensor_noise", "window_profile",
-           "signal_channel_mask"]
+__all__ = [
+    "eeg_positions",
+    "helmet_positions",
+    "meg_channel_names",
+    "sensor_noise",
+    "signal_channel_mask",
+    "window_profile",
+]
 
 
 def helmet_positions(n: int, radius: float = 0.11) -> np.ndarray:

@@ -4,6 +4,7 @@
 encoders return such a table: :func:`embed_images` (``"pixels"`` or any open_clip
 model), :func:`embed_captions` (open_clip text), :func:`embed_audio` (wav2vec2-style
 speech models). :class:`EmbeddingCache` keeps computed embeddings on disk.
+:func:`embed_melspec` gives weight-free log-mel spectrogram targets of audio.
 Heavy libraries (torch, open_clip, transformers) are imported on first use.
 """
 
@@ -18,6 +19,8 @@ _LAZY = {
     "ClipEncoder": "clip", "embed_captions": "clip", "EmbeddingCache": "cache", "hash_weights": "cache",
     "SpeechEncoder": "speech", "embed_audio": "speech", "embed_images": "pixels",
 }
+__all__ += ["embed_melspec", "mel_filterbank", "melspectrogram"]
+_LAZY.update({"embed_melspec": "melspec", "mel_filterbank": "melspec", "melspectrogram": "melspec"})
 
 
 def __getattr__(name: str) -> Any:
