@@ -41,7 +41,7 @@ __all__ = ["EEG2_ATM_CHANNELS", "EEG2_OFFICIAL_CHANNELS", "meg_ctf_names", "reso
            "resolve_things_meg", "write_things_eeg2", "write_things_meg"]
 
 #: Bumped whenever the generated THINGS content changes, so stale caches are not reused.
-THINGS_SIMULATOR_VERSION = 1
+THINGS_SIMULATOR_VERSION = 2
 
 #: The 17 occipital/parietal channels of the official preprocessed THINGS-EEG2 files, in file order.
 EEG2_OFFICIAL_CHANNELS: tuple[str, ...] = (
@@ -300,8 +300,13 @@ def _component_windows(window: Sequence[float]) -> list[tuple[float, float]]:
 
 
 def _subject_model(feats: np.ndarray, finfo: dict[str, Any], positions: np.ndarray, planted: np.ndarray,
-                   window: Sequence[float], snr: float, rng: np.random.Generator) -> dict[str, Any]:
-    """Patterns, gains and evoked topography of one subject on a montage (``positions``)."""
+                   window: Sequence[float], snr: float, rng: np.random.Generator, *,
+                   shared_rng: np.random.Generator | None = None, similarity: float = 0.0) -> dict[str, Any]:
+    """Patterns, gains and evoked topography of one subject on a montage (``positions``).
+
+    ``shared_rng`` (the same seed for every subject) draws the part of the feature → sensor
+    mapping all subjects share, weighted by ``similarity``.
+    """
     n_img, n_feat = feats.shape
     lo, hi = finfo["lowlevel_columns"]
     n_sem, n_low = lo, hi - lo
@@ -312,7 +317,10 @@ def _subject_model(feats: np.ndarray, finfo: dict[str, Any], positions: np.ndarr
         gain = np.empty(n_feat)
         gain[:lo] = comp["semantic_gain"] / np.sqrt(n_sem)
         gain[lo:hi] = comp["lowlevel_gain"] / np.sqrt(n_low)
-        w = rng.standard_normal((n_feat, len(planted_idx))) * gain[:, None]
+        w = rng.standard_normal((n_feat, len(planted_idx)))
+        if shared_rng is not None and similarity > 0:
+            w = np.sqrt(similarity) * shared_rng.standard_normal(w.shape) + np.sqrt(1 - similarity) * w
+        w = w * gain[:, None]
         patterns.append(_standardise((feats @ w) @ mix.T))  # spatially smooth, unit std per channel
     patterns = np.stack(patterns)  # (n_comp, n_img, n_planted)
     # amplitude: std over images and window samples (fine grid) of the planted signal = snr x noise std
@@ -366,7 +374,8 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
                         images_per_concept: int = 10, n_test_concepts: int = 200, n_train_reps: int = 4,
                         n_test_reps: int = 40, variant: str = "official", image_size: int = 64,
                         snr: float = 0.5, signal_channels: str | Sequence[str] | None = None,
-                        signal_window: Sequence[float] = (0.1, 0.25)) -> dict[str, Any]:
+                        signal_window: Sequence[float] = (0.1, 0.25),
+                        subject_similarity: float = 0.5) -> dict[str, Any]:
     """Validate the THINGS-EEG2 simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -398,6 +407,12 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
     signal_window : (float, float)
         Window (s) of the stimulus information; inside 0..0.79 s (official) or 0..0.996 s (ATM).
 
+    subject_similarity : float
+        In [0, 1]: how much of each subject's feature → sensor mapping is shared by all subjects
+        (the mapping is ``sqrt(s)·shared + sqrt(1 - s)·own``). 0 makes subjects unrelated (cross-subject
+        decoding at chance), 1 identical; the default 0.5 leaves leave-one-subject-out decoding
+        possible but well below within-subject decoding, as in real M/EEG.
+
     Returns
     -------
     params : dict
@@ -413,6 +428,7 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
     variants = ["official", "atm"] if variant == "both" else [variant]
     image_size = _check_int("image_size", image_size, 8, 1024)
     snr = _check_float("snr", snr, 0.0, 100.0)
+    subject_similarity = _check_float("subject_similarity", subject_similarity, 0.0, 1.0, hi_open=False)
     t_hi = min(_OFFICIAL_TIMES[-1] if v == "official" else _ATM_TIMES_FULL[-1] for v in variants)
     min_sfreq = min(_OFFICIAL_SFREQ if v == "official" else _ATM_SFREQ for v in variants)
     window = _check_window(signal_window, 0.0, float(np.round(t_hi, 6)), min_sfreq, "epoch")
@@ -426,7 +442,8 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
         "things_simulator_version": THINGS_SIMULATOR_VERSION, "n_subjects": n_subjects, "seed": seed,
         "n_train_concepts": n_train, "images_per_concept": ipc, "n_test_concepts": n_test,
         "n_train_reps": n_train_reps, "n_test_reps": n_test_reps, "variant": variant, "variants": variants,
-        "image_size": image_size, "snr": snr, "signal_channels": chosen, "signal_window": window,
+        "image_size": image_size, "snr": snr, "subject_similarity": subject_similarity,
+        "signal_channels": chosen, "signal_window": window,
     }
 
 
@@ -503,7 +520,8 @@ def write_things_eeg2(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     for subject in ProgressBar(range(1, p["n_subjects"] + 1), total=p["n_subjects"], desc="Subjects",
                                unit="subject"):
         model = _subject_model(feats, finfo, pos63, planted63, p["signal_window"], p["snr"],
-                               rng_for(2, subject))
+                               rng_for(2, subject), shared_rng=rng_for(2, 0),
+                               similarity=p["subject_similarity"])
         sub = f"sub-{subject:02d}"
         info: dict[str, Any] = {"planted_channels": {}, "files": []}
         for vi, v in enumerate(("official", "atm")):
@@ -601,7 +619,8 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
                        n_channels: int = 64, sfreq: float = 200.0, n_sessions: int = 2,
                        catch_fraction: float = 0.05, image_size: int = 64, snr: float = 0.5,
                        signal_channels: str | Sequence[str] | None = None,
-                       signal_window: Sequence[float] = (0.1, 0.25)) -> dict[str, Any]:
+                       signal_window: Sequence[float] = (0.1, 0.25),
+                       subject_similarity: float = 0.5) -> dict[str, Any]:
     """Validate the THINGS-MEG simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -637,6 +656,12 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
     signal_window : (float, float)
         Window (s) of the stimulus information, inside 0..1.3 s.
 
+    subject_similarity : float
+        In [0, 1]: how much of each subject's feature → sensor mapping is shared by all subjects
+        (the mapping is ``sqrt(s)·shared + sqrt(1 - s)·own``). 0 makes subjects unrelated (cross-subject
+        decoding at chance), 1 identical; the default 0.5 leaves leave-one-subject-out decoding
+        possible but well below within-subject decoding, as in real M/EEG.
+
     Returns
     -------
     params : dict
@@ -651,6 +676,7 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
     catch_fraction = _check_float("catch_fraction", catch_fraction, 0.0, 0.5)
     image_size = _check_int("image_size", image_size, 8, 1024)
     snr = _check_float("snr", snr, 0.0, 100.0)
+    subject_similarity = _check_float("subject_similarity", subject_similarity, 0.0, 1.0, hi_open=False)
     window = _check_window(signal_window, 0.0, _MEG_TMAX, sfreq, "epoch (-0.1..1.3 s)")
     n_main = n_train * ipc + n_test * n_test_reps
     if n_main < n_sessions:
@@ -662,8 +688,8 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
         "things_simulator_version": THINGS_SIMULATOR_VERSION, "n_subjects": n_subjects, "seed": seed,
         "n_train_concepts": n_train, "images_per_concept": ipc, "n_test_concepts": n_test,
         "n_test_reps": n_test_reps, "n_channels": n_channels, "sfreq": sfreq, "n_sessions": n_sessions,
-        "catch_fraction": catch_fraction, "image_size": image_size, "snr": snr, "signal_channels": chosen,
-        "signal_window": window,
+        "catch_fraction": catch_fraction, "image_size": image_size, "snr": snr,
+        "subject_similarity": subject_similarity, "signal_channels": chosen, "signal_window": window,
     }
 
 
@@ -799,7 +825,8 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                                unit="participant"):
         imgs, sess, runs = _meg_design(p, n_catch, n_catch_images, rng_for(2, subject))
         meta, samples = _meg_metadata(p, imgs, sess, runs, rel, rng_for(3, subject))
-        model = _subject_model(feats, finfo, pos, planted, p["signal_window"], p["snr"], rng_for(4, subject))
+        model = _subject_model(feats, finfo, pos, planted, p["signal_window"], p["snr"], rng_for(4, subject),
+                               shared_rng=rng_for(4, 0), similarity=p["subject_similarity"])
         data = np.empty((len(imgs), len(names), len(times)), dtype=np.float32)
         _simulate_trials(data, imgs, model, ch_idx, pos, times, p["sfreq"], p["signal_window"],
                          rng_for(5, subject), f"P{subject} epochs")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..io.mne import read_epochs
+from ..io.things_eeg import LazyImageFiles
 from ..utils import _check_path, logger, verbose
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
@@ -21,12 +22,22 @@ _ROOT_HINT = ("root should be the ds004212 folder that contains "
               "derivatives/preprocessed/preprocessed_P{n}-epo.fif")
 
 
+def _concept(image_path: str) -> str:
+    """THINGS concept of an image path: its folder, or the stem minus ``_NNs`` in flat folders."""
+    p = Path(image_path)
+    if p.parent.name.startswith("images_") or not p.parent.name:
+        return re.sub(r"_\d+[a-z]?$", "", p.stem)
+    return p.parent.name
+
+
 @verbose
 def load_things_meg(
     root: str | Path,
     subject: int,
     *,
     drop_catch: bool = True,
+    images_root: str | Path | None = None,
+    image_size: int | None = None,
     verbose: bool | str | int | None = None,
 ) -> BrainTrials:
     """Load one THINGS-MEG participant's preprocessed epochs.
@@ -44,6 +55,14 @@ def load_things_meg(
     drop_catch : bool
         Drop catch trials (``trial_type == "catch"``). When kept, they are in
         split ``train`` and flagged by ``trial_type``.
+    images_root : str | Path | None
+        Folder the metadata's ``image_path`` values are relative to (holding
+        ``images_meg/<concept>/*.jpg`` and ``images_test_meg/*.jpg``: the THINGS
+        images, a separate download from ds004212). ``None`` uses
+        ``<root>/images`` when it exists; without images the StimulusSet lists
+        the ids only (image targets then cannot be computed).
+    image_size : int | None
+        Side of the square images returned; ``None`` keeps each file's size.
     verbose : bool | str | int | None
         Log level for this call.
 
@@ -53,10 +72,12 @@ def load_things_meg(
         ``data`` (n_trials, 271, 281) float32. ``events`` hold the metadata
         columns plus ``subject``, ``session`` (``session_nr``),
         ``stimulus_id`` (THINGS image file stem, e.g. ``aardvark_01b``),
-        ``concept`` (the image folder), ``repetition`` (0-based, by order of
+        ``concept`` (the image folder, or the file stem without its ``_NNs``
+        suffix for test images, which sit in a flat folder), ``repetition`` (0-based, by order of
         appearance) and ``split`` (``test`` for the 200 test images shown 12
         times, else ``train``). ``stimuli`` lists the image ids with
-        ``image_path`` and ``concept`` (images themselves are not part of ds004212).
+        ``image_path`` and ``concept``, and reads the images lazily from
+        ``images_root`` when it exists (images are not part of ds004212).
 
     Examples
     --------
@@ -98,7 +119,7 @@ def load_things_meg(
     rows = np.flatnonzero(keep)
     paths = meta["image_path"].astype(str).str.replace("\\", "/", regex=False)
     meta["stimulus_id"] = [Path(p).stem for p in paths]
-    meta["concept"] = [Path(p).parent.name for p in paths]
+    meta["concept"] = [_concept(p) for p in paths]
     meta["_split"] = np.where(ttype.eq("test"), "test", "train")
     logger.info("THINGS-MEG P%d: %d epochs, keeping %d (%d catch dropped)", n, len(meta), len(rows),
                 int((~keep).sum()))
@@ -107,11 +128,27 @@ def load_things_meg(
     trials.events = trials.events.drop(columns="_split")
     trials.info["dataset"] = "things-meg"
     stim = trials.events.drop_duplicates("stimulus_id")
+    folder = Path(images_root).expanduser() if images_root is not None else root / "images"
+    images = None
+    if folder.is_dir():
+        files = [folder / p for p in stim["image_path"].astype(str).str.replace("\\", "/", regex=False)]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} THINGS image(s) named by the metadata of {path} are missing "
+                                    f"under {folder}, e.g. {missing[:3]}. Point images_root at the folder "
+                                    "holding images_meg/ and images_test_meg/.")
+        images = LazyImageFiles(files, image_size)
+    elif images_root is not None:
+        raise FileNotFoundError(f"images_root {folder} does not exist; it should hold the THINGS images "
+                                "(images_meg/<concept>/*.jpg, images_test_meg/*.jpg).")
+    else:
+        logger.info("No %s folder: THINGS-MEG stimuli without images (pass images_root=... for image "
+                    "targets)", folder)
     trials.stimuli = StimulusSet(
-        stim["stimulus_id"].tolist(),
+        stim["stimulus_id"].tolist(), images=images,
         metadata=pd.DataFrame({"image_path": stim["image_path"].to_numpy(),
                                "concept": stim["concept"].to_numpy()},
                               index=pd.Index(stim["stimulus_id"].to_numpy(), name="stimulus_id")),
-        source=str(path),
+        source=str(folder if images is not None else path),
     )
     return trials

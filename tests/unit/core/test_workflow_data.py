@@ -8,8 +8,13 @@ import pytest
 
 from neurodecode.config import load_config
 from neurodecode.datasets import BrainTrials
-from neurodecode.workflow._data import (check_loader_options, pooled_subjects, positions_2d,
-                                        simulate_params, simulated_root)
+from neurodecode.workflow._data import (
+    check_loader_options,
+    pooled_subjects,
+    positions_2d,
+    simulate_params,
+    simulated_root,
+)
 
 MEEG = ["models.mlp.adapter=subject_layer", "models.mlp.backbone=dilated_conv"]
 
