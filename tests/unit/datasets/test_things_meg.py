@@ -86,3 +86,31 @@ def test_things_meg_errors(tmp_path):
     (tmp_path / "derivatives" / "preprocessed" / "preprocessed_P4-epo.fif").write_bytes(b"junk")
     with pytest.raises(OSError, match="preprocessed_P4-epo.fif"):
         load_things_meg(tmp_path, 4)
+
+
+def test_images_from_images_root(tmp_path):
+    from PIL import Image
+
+    _, meta = _write(tmp_path)
+    images = tmp_path / "images"
+    for k, rel in enumerate(meta["image_path"]):
+        f = images / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((10, 12, 3), k, np.uint8)).save(f)
+    tr = load_things_meg(tmp_path, 1, image_size=8)  # <root>/images is found by default
+    assert "image" in tr.stimuli.kinds
+    first = tr.events["stimulus_id"].iloc[0]
+    img = tr.stimuli.get_images([first])
+    assert img.shape == (1, 8, 8, 3) and img.dtype == np.uint8 and int(img[0, 0, 0, 0]) == 0
+    (images / meta["image_path"].iloc[1]).unlink()
+    with pytest.raises(FileNotFoundError, match="missing under"):
+        load_things_meg(tmp_path, 1)
+    with pytest.raises(FileNotFoundError, match="images_root .* does not exist"):
+        load_things_meg(tmp_path, 1, images_root=tmp_path / "nowhere")
+
+
+def test_flat_test_image_paths_give_the_concept(tmp_path):
+    from neurodecode.datasets.things_meg import _concept
+
+    assert _concept("images_test_meg/ice_cream_12s.jpg") == "ice_cream"
+    assert _concept("images_meg/ice_cream/ice_cream_03b.jpg") == "ice_cream"
