@@ -50,6 +50,8 @@ import numpy as np
 
 from ..utils import ProgressBar, logger
 from . import _sim_meeg as meeg
+from ._sim_meeg import check_float as _check_float
+from ._sim_meeg import check_int as _check_int
 
 __all__ = ["STORIES", "resolve_masc", "write_masc"]
 
@@ -79,24 +81,6 @@ _CONSONANTS: dict[str, tuple[str, bool, Any]] = {
     "l": ("sonorant", True, (350.0, 1200.0, 2600.0)), "r": ("sonorant", True, (420.0, 1300.0, 1600.0)),
 }
 _CODAS = ("n", "m", "s", "l")
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, lo: float, hi: float, *, hi_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    ok = math.isfinite(value) and lo <= value and (value < hi if hi_open else value <= hi)
-    if not ok:
-        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}, got {value!r}")
-    return value
 
 
 def _lag_kernel(window: Sequence[float], sfreq: float) -> tuple[np.ndarray, np.ndarray]:

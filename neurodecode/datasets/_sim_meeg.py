@@ -6,18 +6,58 @@ Every function takes an explicit ``numpy.random.Generator``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "check_float",
+    "check_int",
     "eeg_positions",
     "helmet_positions",
     "meg_channel_names",
     "sensor_noise",
     "signal_channel_mask",
+    "spatial_mixing",
     "window_profile",
 ]
+
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """``value`` as an int in ``lo..hi`` (TypeError for a non-int, ValueError out of range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < lo or (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be in {rng}, got {value}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, lo: float, hi: float, *, hi_open: bool = False) -> float:
+    """``value`` as a finite float in ``[lo, hi]`` (or ``[lo, hi)``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    value = float(value)
+    if not (math.isfinite(value) and lo <= value and (value < hi if hi_open else value <= hi)):
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}{')' if hi_open else ']'}, got {value!r}")
+    return value
+
+
+def spatial_mixing(positions: np.ndarray, scale: float) -> np.ndarray:
+    """Cholesky factor of a Gaussian spatial covariance with length ``scale`` (metres).
+
+    Sensors with unknown (NaN) positions are independent of all others.
+    """
+    pos = np.asarray(positions, dtype=float)
+    n = len(pos)
+    ok = np.isfinite(pos).all(axis=1)
+    cov = np.eye(n)
+    if ok.sum() > 1:
+        d = np.linalg.norm(pos[ok, None, :] - pos[None, ok, :], axis=-1)
+        cov[np.ix_(ok, ok)] = np.exp(-0.5 * (d / scale) ** 2)
+    return np.linalg.cholesky(cov + 1e-6 * np.eye(n))
 
 
 def helmet_positions(n: int, radius: float = 0.11) -> np.ndarray:
@@ -51,8 +91,8 @@ def eeg_positions(ch_names: Sequence[str]) -> np.ndarray:
         return np.full((len(ch_names), 3), np.nan)
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # montage renamed in recent MNE
+    with warnings.catch_warnings(), mne.utils.use_log_level("error"):
+        warnings.simplefilter("ignore")  # the montage is renamed in recent MNE
         pos = mne.channels.make_standard_montage("standard_1005").get_positions()["ch_pos"]
     lower = {k.lower(): v for k, v in pos.items()}
     return np.array([lower.get(c.lower(), np.full(3, np.nan)) for c in ch_names], dtype=float)
@@ -84,14 +124,8 @@ def sensor_noise(rng: np.random.Generator, n_trials: int, positions: np.ndarray,
     """
     from scipy.ndimage import gaussian_filter1d
 
-    pos = np.asarray(positions, dtype=float)
-    n_ch = len(pos)
-    ok = np.isfinite(pos).all(axis=1)
-    cov = np.eye(n_ch)
-    if ok.sum() > 1:
-        d = np.linalg.norm(pos[ok, None, :] - pos[None, ok, :], axis=-1)
-        cov[np.ix_(ok, ok)] = np.exp(-0.5 * (d / spatial_scale) ** 2)
-    mix = np.linalg.cholesky(cov + 1e-6 * np.eye(n_ch)).astype(np.float32)
+    mix = spatial_mixing(positions, spatial_scale).astype(np.float32)
+    n_ch = len(mix)
     sigma = max(time_scale * sfreq, 1e-3)
     half = int(np.ceil(4 * sigma))
     kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)

@@ -34,8 +34,10 @@ import pandas as pd
 from ..io.things_eeg import write_things_eeg2 as _write_eeg2_file
 from ..utils import ProgressBar, logger
 from . import _procedural as proc
-from ._sim_meeg import eeg_positions as _eeg_positions
-from ._sim_meeg import helmet_positions, sensor_noise, signal_channel_mask, window_profile
+from ._sim_meeg import check_float as _check_float
+from ._sim_meeg import check_int as _check_int
+from ._sim_meeg import (eeg_positions, helmet_positions, sensor_noise, signal_channel_mask, spatial_mixing,
+                        window_profile)
 
 __all__ = ["EEG2_ATM_CHANNELS", "EEG2_OFFICIAL_CHANNELS", "meg_ctf_names", "resolve_things_eeg2",
            "resolve_things_meg", "write_things_eeg2", "write_things_meg"]
@@ -82,37 +84,9 @@ _PATTERN_SCALE = 0.05  # metres: spatial smoothness of the planted patterns
 _CHUNK = 256  # trials simulated at once
 
 
-def eeg_positions(ch_names: Sequence[str]) -> np.ndarray:
-    """:func:`._sim_meeg.eeg_positions` without MNE's montage-deprecation log message."""
-    try:
-        from mne.utils import use_log_level
-    except ImportError:  # pragma: no cover - mne is in the eeg/meg extras
-        return _eeg_positions(ch_names)
-    with use_log_level("error"):
-        return _eeg_positions(ch_names)
-
-
 # ============================================================================
 # parameter checks
 # ============================================================================
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < lo or (hi is not None and value > hi):
-        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be in {rng}, got {value}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, lo: float, hi: float, *, hi_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < lo or value > hi or (hi_open and value == hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}{')' if hi_open else ']'}, got {value!r}")
-    return float(value)
-
-
 def _check_concepts(n_train: Any, n_test: Any, images_per_concept: Any, max_images: int) -> tuple[int, ...]:
     n_train = _check_int("n_train_concepts", n_train, 2, _N_THINGS_CONCEPTS - 1)
     n_test = _check_int("n_test_concepts", n_test, 1, _N_THINGS_CONCEPTS - 1)
@@ -275,18 +249,6 @@ def _features(latents: proc.Latents, images: np.ndarray) -> tuple[np.ndarray, di
     return feats, info
 
 
-def _smooth_mixing(positions: np.ndarray, scale: float) -> np.ndarray:
-    """Cholesky factor of a Gaussian spatial covariance (independent where positions are unknown)."""
-    pos = np.asarray(positions, dtype=float)
-    n = len(pos)
-    ok = np.isfinite(pos).all(axis=1)
-    cov = np.eye(n)
-    if ok.sum() > 1:
-        d = np.linalg.norm(pos[ok, None, :] - pos[None, ok, :], axis=-1)
-        cov[np.ix_(ok, ok)] = np.exp(-0.5 * (d / scale) ** 2)
-    return np.linalg.cholesky(cov + 1e-6 * np.eye(n))
-
-
 def _evoked_waveform(times: np.ndarray) -> np.ndarray:
     t = np.asarray(times, dtype=float)
     return sum(a * np.exp(-0.5 * ((t - lat) / w) ** 2) for lat, w, a in _EVOKED)
@@ -311,7 +273,7 @@ def _subject_model(feats: np.ndarray, finfo: dict[str, Any], positions: np.ndarr
     lo, hi = finfo["lowlevel_columns"]
     n_sem, n_low = lo, hi - lo
     planted_idx = np.flatnonzero(planted)
-    mix = _smooth_mixing(positions[planted_idx], _PATTERN_SCALE)
+    mix = spatial_mixing(positions[planted_idx], _PATTERN_SCALE)
     patterns = []
     for comp in _COMPONENTS:
         gain = np.empty(n_feat)
@@ -330,7 +292,7 @@ def _subject_model(feats: np.ndarray, finfo: dict[str, Any], positions: np.ndarr
     c = np.einsum("kic,lic->klc", patterns, patterns) / n_img  # per-channel pattern covariances
     rms = np.sqrt(np.maximum(np.einsum("klc,kl->c", c, m), 1e-12))
     gains = snr / rms
-    topo = _smooth_mixing(positions, 0.06) @ rng.standard_normal(len(positions))
+    topo = spatial_mixing(positions, 0.06) @ rng.standard_normal(len(positions))
     topo = topo / max(float(np.abs(topo).max()), 1e-12)  # peak |topography| = 1
     return {"patterns": (patterns * gains[None, None, :]).astype(np.float32), "planted_idx": planted_idx,
             "gains": gains, "evoked_topo": topo.astype(np.float32)}
@@ -427,7 +389,7 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
                          f"{', '.join(repr(v) for v in _EEG2_VARIANTS)}, but got {variant!r} instead.")
     variants = ["official", "atm"] if variant == "both" else [variant]
     image_size = _check_int("image_size", image_size, 8, 1024)
-    snr = _check_float("snr", snr, 0.0, 100.0)
+    snr = _check_float("snr", snr, 0.0, 100.0, hi_open=True)
     subject_similarity = _check_float("subject_similarity", subject_similarity, 0.0, 1.0, hi_open=False)
     t_hi = min(_OFFICIAL_TIMES[-1] if v == "official" else _ATM_TIMES_FULL[-1] for v in variants)
     min_sfreq = min(_OFFICIAL_SFREQ if v == "official" else _ATM_SFREQ for v in variants)
@@ -673,9 +635,9 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
     n_channels = _check_int("n_channels", n_channels, 16, 400)
     sfreq = _check_float("sfreq", sfreq, 50.0, 1200.0, hi_open=False)
     n_sessions = _check_int("n_sessions", n_sessions, 1, 12)
-    catch_fraction = _check_float("catch_fraction", catch_fraction, 0.0, 0.5)
+    catch_fraction = _check_float("catch_fraction", catch_fraction, 0.0, 0.5, hi_open=True)
     image_size = _check_int("image_size", image_size, 8, 1024)
-    snr = _check_float("snr", snr, 0.0, 100.0)
+    snr = _check_float("snr", snr, 0.0, 100.0, hi_open=True)
     subject_similarity = _check_float("subject_similarity", subject_similarity, 0.0, 1.0, hi_open=False)
     window = _check_window(signal_window, 0.0, _MEG_TMAX, sfreq, "epoch (-0.1..1.3 s)")
     n_main = n_train * ipc + n_test * n_test_reps

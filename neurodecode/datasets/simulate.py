@@ -26,6 +26,7 @@ import pandas as pd
 from ..utils import ProgressBar, atomic_write_json, get_data_dir, logger, verbose
 from . import _procedural as proc
 from . import _sim_masc, _sim_things
+from ._sim_meeg import check_int as _check_int
 
 #: Bumped whenever the generated content changes, so stale caches are not reused.
 SIMULATOR_VERSION = 1
@@ -244,15 +245,6 @@ STREAM_TUNING: dict[str, dict[str, float]] = {
 _LOWRES = 16  # side of the low-resolution feature maps seen by the pRFs
 _NOISE_SIGMA_VOX = 1.0
 _NOISE_BLOCK = 125  # trials of noise generated at once
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < lo or (hi is not None and value > hi):
-        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be in {rng}, got {value}")
-    return int(value)
 
 
 def _signal_roi_names() -> list[str]:
