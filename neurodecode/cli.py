@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUN/adapted/subjNN/ (model/, metrics.json, report.html).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  neurodecode simulate nsd sim3 --n-subjects 3\n"
+               "  neurodecode simulate things_eeg2 eeg_sim --param variant=atm --param n_train_concepts=50\n"
                "  neurodecode fit --root sim3 --set data.subjects=[1,2]\n"
                "  neurodecode adapt runs/demo --subject 3 --data sim3 --fraction 0.1")
     ad.add_argument("run", help="a run folder written by `neurodecode fit`")
@@ -103,14 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="write a simulated dataset in a real on-disk layout",
                          description="Write a simulated dataset in the real layout of NAME, with brain "
                                      "responses generated from procedural stimuli (see docs/simulator.md).")
-    sim.add_argument("name", help="dataset layout to simulate (nsd)")
+    sim.add_argument("name", help="dataset layout to simulate: nsd, things_eeg2, things_meg, masc")
     sim.add_argument("out_dir", help="folder to write")
     sim.add_argument("--n-subjects", type=int, default=2, help="number of subjects (default 2)")
-    sim.add_argument("--n-sessions", type=int, default=6, help="sessions per subject (default 6)")
-    sim.add_argument("--shared-fraction", type=float, default=0.2,
-                     help="fraction of images in the shared test pool (default 0.2; NSD: 0.1)")
-    sim.add_argument("--trials-per-session", type=int, default=750, help="trials per session (default 750)")
-    sim.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    sim.add_argument("--n-sessions", type=int, default=None, help="NSD: sessions per subject (default 6)")
+    sim.add_argument("--shared-fraction", type=float, default=None,
+                     help="NSD: fraction of images in the shared test pool (default 0.2; NSD: 0.1)")
+    sim.add_argument("--trials-per-session", type=int, default=None,
+                     help="NSD: trials per session (default 750)")
+    sim.add_argument("--image-size", type=int, default=None, help="image side in pixels (default 64)")
+    sim.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                     help="any other parameter of the simulator (value read as YAML), e.g. "
+                          "--param signal_window=[0.1,0.2] --param variant=atm (see docs/simulator.md)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sim.add_argument("--overwrite", action="store_true", help="replace an existing different simulation")
     _add_verbosity(sim)
@@ -166,14 +171,22 @@ def _run_adapt(args: argparse.Namespace) -> int:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
+    from .config import parse_override
     from .datasets import simulate
     from .utils import use_log_level
 
+    params: dict = {}
+    if args.name == "nsd":  # the command line's NSD defaults are the demo's
+        params = {"n_sessions": 6, "shared_fraction": 0.2, "trials_per_session": 750, "image_size": 64}
+    for key in ("n_sessions", "shared_fraction", "trials_per_session", "image_size"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    for text in args.params:
+        path, value = parse_override(text)
+        params[".".join(path)] = value
     with use_log_level(_level(args)):
-        out = simulate(args.name, args.out_dir, n_subjects=args.n_subjects, n_sessions=args.n_sessions,
-                       trials_per_session=args.trials_per_session, shared_fraction=args.shared_fraction,
-                       image_size=args.image_size,
-                       seed=args.seed, overwrite=args.overwrite)
+        out = simulate(args.name, args.out_dir, n_subjects=args.n_subjects, seed=args.seed,
+                       overwrite=args.overwrite, **params)
     print(f"Simulated {args.name} dataset: {out}")
     return 0
 
@@ -205,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"neurodecode {args.command}: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, ValueError, OSError, KeyError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, OSError, KeyError) as err:
         print(f"neurodecode {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

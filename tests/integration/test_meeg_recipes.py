@@ -113,3 +113,14 @@ def test_masc_speech_recipe_segment_identification(data_dir):
         assert ridge["nway_top1_forward"]["ci_low"] > 1 / n, ridge["nway_top1_forward"]  # above chance
     html = (run / "report.html").read_text()
     assert "MASC" in html
+
+
+def test_cli_simulate_any_dataset_with_params(tmp_path, capsys):
+    out = tmp_path / "masc"
+    assert main(["simulate", "masc", str(out), "--n-subjects", "1", "--param", "n_sessions=1", "--param",
+                 "n_stories=1", "--param", "story_duration_s=8.0", "--param", "n_channels=16", "-q"]) == 0
+    record = json.loads((out / "simulation.json").read_text())
+    assert record["name"] == "masc" and record["parameters"]["story_duration_s"] == 8.0
+    assert (out / "participants.tsv").is_file()
+    assert main(["simulate", "masc", str(tmp_path / "bad"), "--param", "bogus=1"]) == 1
+    assert "unexpected parameter(s) ['bogus']" in capsys.readouterr().err
