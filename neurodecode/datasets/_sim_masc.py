@@ -58,7 +58,7 @@ __all__ = ["STORIES", "resolve_masc", "write_masc"]
 #: Story of each task, in task order (MEG-MASC).
 STORIES: tuple[str, ...] = ("lw1", "cable_spool_fort", "easy_money", "The_Black_Willow")
 DEFAULT_SIGNAL_CHANNELS = ("left_temporal", "right_temporal")
-_VERSION = 1  # bump when the generated content changes
+_VERSION = 2  # bump when the generated content changes
 _N_VOCAB = 60
 _SOUND_TARGET_S = 12.0  # approximate length of one wav file
 _LEAD_S, _TAIL_S = 0.3, 0.3  # silence at the start / end of each wav
@@ -98,7 +98,8 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
                  story_duration_s: float = 60.0, n_channels: int = 64, sfreq: float = 200.0,
                  audio_sfreq: int = 16000, snr: float = 1.0,
                  signal_channels: Sequence[str] = DEFAULT_SIGNAL_CHANNELS,
-                 signal_window: Sequence[float] = (0.05, 0.25), n_mels: int = 20) -> dict[str, Any]:
+                 signal_window: Sequence[float] = (0.05, 0.25), n_mels: int = 20,
+                 subject_similarity: float = 0.5) -> dict[str, Any]:
     """Validate the MEG-MASC simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -131,6 +132,9 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
         spectrogram drives the planted channels.
     n_mels : int
         Mel bands of the planted spectrogram (1..128).
+    subject_similarity : float
+        In [0, 1]: the part of each subject's mel → sensor weights shared by all subjects
+        (``sqrt(s)·shared + sqrt(1 - s)·own``); 0 = unrelated subjects, 1 = identical weights.
 
     Returns
     -------
@@ -155,6 +159,7 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
     audio_sfreq = _check_int("audio_sfreq", audio_sfreq, 8000, 48000)
     snr = _check_float("snr", snr, 0.0, 100.0, hi_open=True)
     n_mels = _check_int("n_mels", n_mels, 1, 128)
+    subject_similarity = _check_float("subject_similarity", subject_similarity, 0.0, 1.0)
     if isinstance(signal_channels, str):
         signal_channels = (signal_channels,)
     signal_channels = list(dict.fromkeys(signal_channels))
@@ -174,7 +179,7 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
         "simulator_version": _VERSION, "n_subjects": n_subjects, "seed": int(seed), "n_sessions": n_sessions,
         "n_stories": n_stories, "story_duration_s": story_duration_s, "n_channels": n_channels,
         "sfreq": sfreq, "audio_sfreq": audio_sfreq, "snr": snr, "signal_channels": signal_channels,
-        "signal_window": [start, stop], "n_mels": n_mels,
+        "signal_window": [start, stop], "n_mels": n_mels, "subject_similarity": subject_similarity,
     }
 
 
@@ -464,7 +469,10 @@ def write_masc(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     for sub, ses, t in ProgressBar(jobs, total=len(jobs), desc="Simulating MEG-MASC", unit="recording"):
         if sub not in weights:
             wrng = rng_for(4, sub)
-            W = wrng.standard_normal((n_ch, p["n_mels"])) * planted[:, None]
+            sim = p["subject_similarity"]
+            shared = rng_for(4, 0).standard_normal((n_ch, p["n_mels"]))
+            W = (np.sqrt(sim) * shared + np.sqrt(1 - sim) * wrng.standard_normal((n_ch, p["n_mels"]))) \
+                * planted[:, None]
             gain = _GAIN_T * wrng.lognormal(0.0, 0.15, n_ch)
             weights[sub] = (W, gain)
             subjects[f"{sub:02d}"] = {"n_channels": n_ch, "signal_channels": [c for c, m in zip(names, planted)
