@@ -46,8 +46,10 @@ def ensure_simulated(config: FitConfig) -> Path:
 
     root = simulated_root(config)
     logger.info("No data.root given: using the simulated %s dataset in %s", config.data.dataset, root)
+    # The folder is neurodecode's own cache for these parameters: one written by an older simulator version
+    # (or interrupted) is replaced; an identical simulation is reused as is.
     simulate(config.data.dataset, root, n_subjects=config.simulate.n_subjects, seed=config.simulate.seed,
-             **simulate_params(config))
+             overwrite=True, **simulate_params(config))
     return root
 
 

@@ -65,3 +65,25 @@ def test_pooled_subjects_relabels_and_checks_channels():
     assert pooled.get_data().shape == (4, 3, 4) and pooled.info["ch_names"] == ["C0", "C1", "C2"]
     with pytest.raises(ValueError, match="same channels for every subject"):
         pooled_subjects(BrainTrials.concatenate([_subject(1), _subject(2, n_ch=4)]))
+
+
+def test_stale_simulation_cache_is_replaced(tmp_path, monkeypatch):
+    """A cached simulation written by an older simulator version is rewritten, not an error."""
+    import json
+
+    from neurodecode.workflow._data import ensure_simulated
+
+    monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path))
+    cfg = load_config(None, ["simulate.n_subjects=1", "data.subjects=[1]", "simulate.n_sessions=1",
+                             "simulate.trials_per_session=60", "simulate.image_size=16",
+                             "simulate.params={grid: [10, 12, 10]}"])
+    root = simulated_root(cfg)
+    root.mkdir(parents=True)
+    (root / "simulation.json").write_text(json.dumps({"name": "nsd", "parameters": {"old": 1}}))
+    (root / "stale.txt").write_text("from an older simulator")
+    assert ensure_simulated(cfg) == root
+    assert not (root / "stale.txt").exists()
+    assert json.loads((root / "simulation.json").read_text())["parameters"]["n_sessions"] == 1
+    first = (root / "simulation.json").stat().st_mtime_ns
+    ensure_simulated(cfg)  # identical parameters: reused, nothing rewritten
+    assert (root / "simulation.json").stat().st_mtime_ns == first
