@@ -5,6 +5,7 @@ Subcommands
 fit       fit decoders and write a run folder (config, weights, metrics.json, report.html)
 simulate  write a simulated dataset in a real dataset's on-disk layout
 adapt     adapt a fitted run's decoder to a new subject from few trials
+reconstruct  reconstruct a fitted run's test images with a diffusion backend (gallery + metrics)
 config    print the resolved config of a recipe, or every key with its default
 """
 
@@ -101,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--output", "-o", help="output folder (default RUN/adapted/subjNN, never overwritten)")
     _add_verbosity(ad)
 
+    rc = sub.add_parser(
+        "reconstruct", help="reconstruct a fitted run's test images with a diffusion backend",
+        description="Decode the run's test trials with its deep decoder, condition a diffusers backend on the "
+                    "decoded embeddings (img2img from the low-level head when the model has one), and write "
+                    "RUN/reconstructions-BACKEND/ (PNGs + manifest.json, metrics.json, gallery.html).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  neurodecode reconstruct runs/nsd_mindeye --generator ~/models/sd21-unclip "
+               "--backend unclip --limit 32 --n-samples 4")
+    rc.add_argument("run", help="a run folder written by `neurodecode fit`")
+    rc.add_argument("--generator", required=True, help="the backend's diffusers folder (or a cached repo id)")
+    rc.add_argument("--backend", default="unclip", choices=("unclip", "kandinsky", "ip_adapter", "versatile"))
+    rc.add_argument("--limit", type=int, default=16, help="first N test items (default 16; 0 = all)")
+    rc.add_argument("--n-samples", type=int, default=1, help="samples per item, best-of-N by CLIP (default 1)")
+    rc.add_argument("--steps", type=int, default=None, help="inference steps (default: the backend's)")
+    rc.add_argument("--strength", type=float, default=0.75, help="img2img strength from the low-level image")
+    rc.add_argument("--seed", type=int, default=0, help="base seed (item i uses seed + i)")
+    rc.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default 4)")
+    rc.add_argument("--device", default="auto", help="torch device (default auto)")
+    rc.add_argument("--size", type=int, default=None, help="output side in pixels (default: the backend's)")
+    rc.add_argument("--output", "-o", help="output folder (default RUN/reconstructions-BACKEND, never overwritten)")
+    _add_verbosity(rc)
+
     sim = sub.add_parser("simulate", help="write a simulated dataset in a real on-disk layout",
                          description="Write a simulated dataset in the real layout of NAME, with brain "
                                      "responses generated from procedural stimuli (see docs/simulator.md).")
@@ -159,6 +182,19 @@ def _run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_reconstruct(args: argparse.Namespace) -> int:
+    from .utils import use_log_level
+    from .workflow.reconstruct import run_reconstruct
+
+    with use_log_level(_level(args)):
+        result = run_reconstruct(args.run, args.generator, backend=args.backend, limit=args.limit or None,
+                                 n_samples=args.n_samples, steps=args.steps, strength=args.strength,
+                                 seed=args.seed, batch_size=args.batch_size, device=args.device,
+                                 size=args.size, output=args.output)
+    print(f"Gallery: {result.run_dir / 'gallery.html'}")
+    return 0
+
+
 def _run_adapt(args: argparse.Namespace) -> int:
     from .utils import use_log_level
     from .workflow import run_adapt
@@ -212,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config}
+    handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config,
+                "reconstruct": _run_reconstruct}
     try:
         return handlers[args.command](args)
     except ConfigError as err:

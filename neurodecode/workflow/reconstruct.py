@@ -1,0 +1,115 @@
+"""``neurodecode reconstruct``: images from a fitted run's decoded embeddings, their metrics and the gallery."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..utils import atomic_write_json, logger, resolve_device, verbose
+from ._data import load_data, preprocess
+from ._run import FitResult, _fresh_dir
+
+
+@verbose
+def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str = "unclip",
+                    limit: int | None = 16, n_samples: int = 1, steps: int | None = None,
+                    strength: float = 0.75, seed: int = 0, batch_size: int = 4, device: str = "auto",
+                    size: int | None = None, output: str | Path | None = None,
+                    verbose: Any = None) -> FitResult:
+    """Reconstruct the test images of a fitted run with a diffusers backend.
+
+    The run's deep decoder (``models/mlp``) decodes the test trials (repetitions
+    averaged as in the run); its pooled embedding conditions the backend, and its
+    ``lowlevel`` head, when the model has one, gives the img2img starting point.
+    Outputs: ``reconstructions/`` (PNGs + ``manifest.json``), ``metrics.json``
+    (PixCorr and SSIM against the seen images, with bootstrap CIs) and
+    ``gallery.html``.
+
+    Parameters
+    ----------
+    run_dir : str | Path
+        A folder written by ``neurodecode fit``.
+    generator : str | Path
+        The backend's diffusers folder (or a repo id in the local HF cache).
+    backend : {"unclip", "kandinsky", "ip_adapter", "versatile"}
+        See :class:`neurodecode.tasks.reconstruction.Reconstructor`.
+    limit : int | None
+        Reconstruct the first ``limit`` test items (None = all).
+    n_samples, steps, strength, seed, batch_size, device
+        Passed to the :class:`~neurodecode.tasks.reconstruction.Reconstructor`.
+    size : int | None
+        Output side in pixels (None: the backend's default, e.g. 768 for unCLIP 2.1).
+    output : str | Path | None
+        Output folder; default ``<run_dir>/reconstructions-<backend>`` (never overwritten).
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    result : FitResult
+        The output folder and its metrics.
+    """
+    from ..config import load_config
+    from ..models import BrainDecoder
+    from ..reports.gallery import build_gallery, gallery_items
+    from ..tasks.metrics import evaluate_reconstructions
+    from ..tasks.reconstruction import Reconstructor
+
+    run_dir = Path(run_dir)
+    cfg_path, mlp_dir = run_dir / "config.yaml", run_dir / "models" / "mlp"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: RUN must be a folder written by `neurodecode fit`.")
+    if not mlp_dir.is_dir():
+        raise FileNotFoundError(f"{mlp_dir} not found: reconstruction needs the run's deep decoder "
+                                "(models.mlp.enabled: true).")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit}")
+    config = load_config(cfg_path)
+    t0 = time.perf_counter()
+    _, trials = load_data(config)
+    trials = preprocess(config, trials)
+    if trials.stimuli is None or "image" not in trials.stimuli.kinds:
+        raise ValueError(f"The {config.data.dataset} stimuli of this run have no images to reconstruct.")
+    test = trials.select(split="test")
+    if config.evaluation.average_repetitions:
+        test = test.average_repetitions()
+    if limit is not None:
+        test = test[np.arange(min(limit, len(test)))]
+    ids = test.events["stimulus_id"].tolist()
+    dev = resolve_device(device)
+    model = BrainDecoder.from_pretrained(mlp_dir)
+    embeds = model.predict(test, device=dev)
+    lowlevel = model.predict(test, output="lowlevel", device=dev) if "lowlevel" in model.config["heads"] else None
+
+    rec = Reconstructor.from_pretrained(backend, generator, device=device, num_inference_steps=steps,
+                                        strength=strength, n_samples=n_samples, batch_size=batch_size,
+                                        height=size, width=size)
+    if rec.embed_dim is not None and rec.embed_dim != embeds.shape[-1]:
+        raise ValueError(f"The decoder of {run_dir} outputs {embeds.shape[-1]}-d embeddings ({config.targets.encoder} "
+                         f"targets) but the {backend} generator at {generator} takes {rec.embed_dim}-d image "
+                         "embeddings. Fit the run on the generator's CLIP space (e.g. targets.encoder=ViT-H-14 "
+                         "for Stable unCLIP 2.1) or map the embeddings with an EmbeddingPrior.")
+    result = rec.reconstruct(embeds, lowlevel, seeds=seed, ids=[str(i) for i in ids])
+    out = Path(output) if output is not None else _fresh_dir(run_dir / f"reconstructions-{backend}")
+    result.save(out / "reconstructions")
+
+    seen = trials.stimuli.get_images(ids)
+    scores = evaluate_reconstructions(result.images, seen, metrics=("pixcorr", "ssim"),
+                                      n_boot=config.evaluation.n_boot, ci=config.evaluation.ci,
+                                      random_state=config.seed)
+    captions = trials.stimuli.captions_ if "caption" in trials.stimuli.kinds else None
+    items = gallery_items(seen, result.images, ids=ids, lowlevel=result.lowlevel_images,
+                          true_captions=captions, subjects=test.events["subject"].tolist(),
+                          scores={m: np.asarray(v) for m, v in scores.per_image.items()})
+    build_gallery(items, title=f"neurodecode reconstruct — {config.name} ({backend})",
+                  metrics=scores.to_frame(), config=config.model_dump(mode="json")).save(out / "gallery.html")
+    metrics = {"neurodecode_version": __version__, "run": str(run_dir), "backend": backend,
+               "generator": str(generator), "n_items": len(ids), "n_samples": n_samples, "seed": seed,
+               "metrics": scores.to_dict(), "time_s": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(out / "metrics.json", metrics)
+    logger.info("Reconstructed %d test images with %s: %s", len(ids), backend, out / "gallery.html")
+    return FitResult(out, metrics, {"total": metrics["time_s"]})
