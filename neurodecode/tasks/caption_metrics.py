@@ -50,6 +50,7 @@ import numpy as np
 
 from ..utils import _check_option, _ensure_finite, check_random_state, logger, verbose, warn
 from ._bootstrap import _bootstrap_counts, _check_ci, _percentile_interval
+from .retrieval import _json_float, _jsonable
 
 __all__ = [
     "PUNCTUATIONS", "CaptionScores", "caption_metric_availability", "compute_bleu", "compute_cider",
@@ -751,11 +752,6 @@ def compute_ref_clip_score(image_embeddings: Any, candidate_embeddings: Any, ref
 
 
 # --------------------------------------------------------------------------- results
-def _json_float(x: Any) -> float | None:
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
 @dataclass(repr=False)
 class CaptionScores:
     """Caption metrics with bootstrap confidence intervals.
@@ -863,22 +859,6 @@ class CaptionScores:
         for key, why in self.unavailable.items():
             lines.append(f"  {METRIC_LABELS[key]:<10}  unavailable: {why[:80]}")
         return "\n".join(lines)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _json_float(obj)
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -35,6 +35,7 @@ from numpy.random import Generator
 
 from ...utils import ProgressBar, _check_option, check_random_state, logger, verbose, warn
 from .._bootstrap import _bootstrap_counts, _check_ci, _percentile_interval
+from ..retrieval import _from_json_float, _json_float
 from ._images import RGB2GRAY_WEIGHTS, _check_pair, _check_same_resized, _ImageSet, _resize
 from .features import NETWORKS, FeatureExtractor, weights_hint
 
@@ -399,14 +400,6 @@ def correlation_distance(recon_feats: Any, target_feats: Any, *, per_image: bool
 
 
 # --------------------------------------------------------------------------- results
-def _json_float(x: Any) -> float | None:
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-def _from_json_float(x: Any) -> float:
-    return math.nan if x is None else float(x)
-
 
 def _weighted_nanmean(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Bootstrap replicates ``sum(w * x) / sum(w)`` over finite x, shape (n_boot, n_metrics)."""
