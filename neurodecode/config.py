@@ -200,9 +200,11 @@ class MLPConfig(_Section):
         "mlp", description="Shared backbone. fMRI: 'mlp' (residual MLP blocks) or 'mixer' (MindEye2's "
         "MLP-Mixer). M/EEG: 'dilated_conv' (brainmagick-like dilated convolutions) or 'atm' (ATM's channel-"
         "attention transformer encoder).")
-    heads: list[Literal["pooled", "tokens"]] = Field(
+    heads: list[Literal["pooled", "tokens", "lowlevel"]] = Field(
         ["pooled"], description="Output heads; 'pooled' is required (training, evaluation). 'tokens' "
-        "(MindEye2's CLIP token head) needs targets.output=tokens or models.mlp.token_shape.")
+        "(MindEye2's CLIP token head) needs targets.output=tokens or models.mlp.token_shape. 'lowlevel' "
+        "(MindEye2's blurry-image head) learns image-VAE latents (models.mlp.lowlevel_vae) or RGB thumbnails; "
+        "`neurodecode reconstruct` starts img2img from it.")
     token_shape: list[int] | None = Field(
         None, description="(n_tokens, token_dim) of the tokens head; null = the targets' token shape "
         "(targets.output=tokens). MindEye2 / ViT-bigG-14: [256, 1664].")
@@ -212,6 +214,16 @@ class MLPConfig(_Section):
     token_weight: float = Field(
         1.0, ge=0, description="Weight of the token loss: total loss = contrastive(pooled) + token_weight × "
         "token loss (MindEye2-like recipe: 1.0).")
+    lowlevel_vae: str | None = Field(
+        None, description="'lowlevel' head targets: a local diffusers AutoencoderKL folder, a pipeline folder "
+        "with a vae/ subfolder (e.g. the reconstruction generator) or a repo id in the local HF cache — the "
+        "head then predicts that VAE's latents of the images at lowlevel_size (MindEye2: SD VAE, 224 px → "
+        "4×28×28); null = RGB thumbnails of lowlevel_size (no weights).")
+    lowlevel_size: int = Field(
+        16, ge=4, le=1024, description="Image side the low-level targets are made from: thumbnail side "
+        "(no VAE; a multiple of 4) or the VAE's input side (a multiple of 32 for SD's VAE).")
+    lowlevel_loss: Literal["l1", "mse"] = Field("l1", description="Loss of the 'lowlevel' head (MindEye2: l1).")
+    lowlevel_weight: float = Field(0.5, ge=0, description="Weight of the low-level loss in the total loss.")
     adapter_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the adapter module.")
     backbone_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the backbone module.")
     # training engine (Trainer)

@@ -21,6 +21,8 @@ _LAZY = {
 }
 __all__ += ["embed_melspec", "mel_filterbank", "melspectrogram"]
 _LAZY.update({"embed_melspec": "melspec", "mel_filterbank": "melspec", "melspectrogram": "melspec"})
+__all__ += ["embed_lowlevel", "load_vae"]
+_LAZY.update({"embed_lowlevel": "lowlevel", "load_vae": "lowlevel"})
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..datasets import check_no_leakage
 from ..datasets._trials import _take_rows
-from ..models.losses import ClipLoss, cosine_loss, mse_loss, soft_clip
+from ..models.losses import ClipLoss, cosine_loss, l1_loss, mse_loss, soft_clip
 from ..utils import ProgressBar, _check_option, logger, resolve_device, use_log_level, verbose
 from . import _data
 from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -33,6 +33,7 @@ LOSSES = ("infonce", "soft_clip", "mse")
 SCHEDULES = ("onecycle", "cosine")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 TOKEN_LOSSES = ("mse", "cosine")
+LOWLEVEL_LOSSES = ("l1", "mse")
 
 #: Trainer settings that must match for a run to be resumed from a checkpoint.
 _RESUME_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "seed", "val_fraction",
@@ -100,18 +101,25 @@ def _noop(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-class _TokenTargets:
-    """Token-sequence targets of the training stimuli, read by stimulus code batch by batch.
+class _HeadTargets:
+    """Targets of an auxiliary head (tokens, low-level latents), read by stimulus code batch by batch.
 
-    ``values`` is the table's ``(n_stimuli, prod(token_shape))`` array (in
-    memory or memory-mapped); only the rows a batch needs are read (sorted,
-    unique), so a memory-mapped table is never materialised.
+    ``values`` is the table's ``(n_stimuli, prod(shape))`` array (in memory or
+    memory-mapped); only the rows a batch needs are read (sorted, unique), so a
+    memory-mapped table is never materialised. ``head`` names the model output
+    (``DecoderOutput`` attribute), ``key`` the history column
+    (``train_<key>_loss``), ``loss_fn`` / ``weight`` its term of the total loss.
     """
 
-    def __init__(self, table: Any, uniques: Any, token_shape: tuple[int, ...]) -> None:
+    def __init__(self, table: Any, uniques: Any, shape: tuple[int, ...], *, head: str, key: str,
+                 loss_fn: Callable, weight: float) -> None:
         self.values = table.values
         self.rows = table._rows(list(uniques))  # table row of every stimulus code
-        self.shape = tuple(token_shape)
+        self.shape = tuple(shape)
+        self.head, self.key, self.loss_fn, self.weight = head, key, loss_fn, float(weight)
+
+    def loss(self, out: Any, codes: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return self.loss_fn(getattr(out, self.head).float(), self.get(codes, device))
 
     def get(self, codes: torch.Tensor, device: torch.device) -> torch.Tensor:
         rows = self.rows[codes.cpu().numpy()]
@@ -199,6 +207,12 @@ class Trainer:
     token_weight : float
         Weight of the token loss in the total loss
         ``contrastive(pooled) + token_weight × token_loss(tokens)`` (>= 0).
+    lowlevel_loss : {"l1", "mse"}
+        Loss of the ``"lowlevel"`` head when :meth:`fit` gets
+        ``lowlevel_targets`` (MindEye2 trains its blurry head on VAE latents
+        with L1).
+    lowlevel_weight : float
+        Weight of the low-level loss in the total loss (>= 0; MindEye2: 0.5).
     verbose : bool | str | int | None
         Default log level of :meth:`fit`.
 
@@ -209,7 +223,9 @@ class Trainer:
         ``val_top1``, ``val_chance``, ``lr``, ``temperature``, ``time_s``. With
         ``token_targets``, ``train_loss``/``val_loss`` are the total losses and
         ``train_contrastive_loss``, ``train_token_loss``,
-        ``val_contrastive_loss``, ``val_token_loss`` (unweighted) are added.
+        ``val_contrastive_loss``, ``val_token_loss`` (unweighted) are added;
+        with ``lowlevel_targets`` likewise ``train_lowlevel_loss`` and
+        ``val_lowlevel_loss``.
     best_epoch_ : int | None
         The epoch whose weights were restored (None without validation).
     val_stimuli_ : list
@@ -241,6 +257,7 @@ class Trainer:
                  ema_decay: float | None = None, max_grad_norm: float | None = None,
                  checkpoint_every: int | None = None, keep_checkpoints: int = 3,
                  stream: bool | None = None, token_loss: str = "mse", token_weight: float = 1.0,
+                 lowlevel_loss: str = "l1", lowlevel_weight: float = 0.5,
                  verbose: bool | str | int | None = None) -> None:
         self.model = model
         self.loss = loss
@@ -262,6 +279,8 @@ class Trainer:
         self.stream = stream
         self.token_loss = token_loss
         self.token_weight = token_weight
+        self.lowlevel_loss = lowlevel_loss
+        self.lowlevel_weight = lowlevel_weight
         self.verbose = verbose
 
     # -- checks ----------------------------------------------------------------------------
@@ -273,8 +292,11 @@ class Trainer:
         _check_option("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         _check_option("lr_schedule", self.lr_schedule, SCHEDULES)
         _check_option("token_loss", self.token_loss, TOKEN_LOSSES)
-        if isinstance(self.token_weight, bool) or not float(self.token_weight) >= 0:
-            raise ValueError(f"token_weight must be a number >= 0, got {self.token_weight!r}")
+        _check_option("lowlevel_loss", self.lowlevel_loss, LOWLEVEL_LOSSES)
+        for name in ("token_weight", "lowlevel_weight"):
+            w = getattr(self, name)
+            if isinstance(w, bool) or not isinstance(w, (int, float, np.number)) or not float(w) >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {w!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not self.weight_decay >= 0:
@@ -355,7 +377,7 @@ class Trainer:
 
     # -- fitting -------------------------------------------------------------------------
     @verbose
-    def fit(self, trials: Any, targets: Any, *, token_targets: Any = None,
+    def fit(self, trials: Any, targets: Any, *, token_targets: Any = None, lowlevel_targets: Any = None,
             checkpoint_dir: str | Path | None = None, resume: bool = False,
             verbose: bool | str | int | None = None) -> Trainer:
         """Train ``model`` to map ``trials`` to their stimulus embeddings.
@@ -374,6 +396,12 @@ class Trainer:
             model's ``"tokens"`` head is then trained too, MindEye2-style: the
             loss is ``contrastive(pooled) + token_weight × token_loss(tokens)``.
             Rows are read batch by batch, so a memory-mapped table is fine.
+        lowlevel_targets : StimulusEmbeddings | None
+            Low-level targets of every ``stimulus_id`` with ``token_shape``
+            equal to the model's ``lowlevel_shape`` ``(channels, height,
+            width)``: image-VAE latents (MindEye2's blurry reconstruction) or a
+            small RGB thumbnail. The ``"lowlevel"`` head is then trained with
+            ``lowlevel_weight × lowlevel_loss`` added to the total loss.
         checkpoint_dir : str | Path | None
             Folder for checkpoints (every ``checkpoint_every`` steps and at the
             end; see :mod:`neurodecode.training.checkpoint`).
@@ -397,32 +425,46 @@ class Trainer:
             mismatches, or a checkpoint written with other settings.
         """
         with use_log_level(self.verbose if verbose is None else None):
-            return self._fit(trials, targets, checkpoint_dir, resume, token_targets)
+            return self._fit(trials, targets, checkpoint_dir, resume, token_targets, lowlevel_targets)
 
-    def _check_token_targets(self, token_targets: Any) -> tuple[int, ...]:
+    def _check_head_targets(self, table: Any, head: str) -> tuple[int, ...]:
+        arg, shape_key = {"tokens": ("token_targets", "token_shape"),
+                          "lowlevel": ("lowlevel_targets", "lowlevel_shape")}[head]
         model = self.model
         heads = getattr(model, "heads", {})
-        model_shape = (getattr(model, "config", {}) or {}).get("token_shape")
-        if "tokens" not in heads or model_shape is None:
-            raise ValueError("token_targets were given but the model has no 'tokens' head; build it with "
-                             "heads=('pooled', 'tokens') and token_shape=token_targets.token_shape")
-        shape = getattr(token_targets, "token_shape", None)
+        model_shape = (getattr(model, "config", {}) or {}).get(shape_key)
+        if head not in heads or model_shape is None:
+            raise ValueError(f"{arg} were given but the model has no {head!r} head; build it with "
+                             f"heads=('pooled', {head!r}) and {shape_key}={arg}.token_shape")
+        shape = getattr(table, "token_shape", None)
         if shape is None:
-            raise ValueError(f"token_targets must be a StimulusEmbeddings table with a token_shape, got "
-                             f"{token_targets!r}")
+            raise ValueError(f"{arg} must be a StimulusEmbeddings table with a token_shape, got {table!r}")
         if tuple(shape) != tuple(model_shape):
-            raise ValueError(f"token_targets have token_shape {tuple(shape)} but the model's tokens head has "
-                             f"token_shape {tuple(model_shape)}; build the model with "
-                             "token_shape=token_targets.token_shape")
+            raise ValueError(f"{arg} have token_shape {tuple(shape)} but the model's {head} head has "
+                             f"{shape_key} {tuple(model_shape)}; build the model with "
+                             f"{shape_key}={arg}.token_shape")
         return tuple(int(v) for v in shape)
 
-    def _token_loss_fn(self) -> Callable:
-        return {"mse": mse_loss, "cosine": cosine_loss}[self.token_loss]
+    def _head_targets(self, token_targets: Any, lowlevel_targets: Any, uniques: Any) -> list[_HeadTargets]:
+        out = []
+        if token_targets is not None:
+            shape = self._check_head_targets(token_targets, "tokens")
+            out.append(_HeadTargets(token_targets, uniques, shape, head="tokens", key="token",
+                                    loss_fn={"mse": mse_loss, "cosine": cosine_loss}[self.token_loss],
+                                    weight=self.token_weight))
+        if lowlevel_targets is not None:
+            shape = self._check_head_targets(lowlevel_targets, "lowlevel")
+            out.append(_HeadTargets(lowlevel_targets, uniques, shape, head="lowlevel", key="lowlevel",
+                                    loss_fn={"l1": l1_loss, "mse": mse_loss}[self.lowlevel_loss],
+                                    weight=self.lowlevel_weight))
+        return out
 
     def _fit(self, trials: Any, targets: Any, checkpoint_dir: str | Path | None, resume: bool,
-             token_targets: Any = None) -> Trainer:
+             token_targets: Any = None, lowlevel_targets: Any = None) -> Trainer:
         self._validate()
-        token_shape = None if token_targets is None else self._check_token_targets(token_targets)
+        for table, head in ((token_targets, "tokens"), (lowlevel_targets, "lowlevel")):
+            if table is not None:
+                self._check_head_targets(table, head)
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (the folder the checkpoints were written to)")
         check_no_leakage(trials, where="training")
@@ -445,8 +487,7 @@ class Trainer:
         Y /= norms
         codes, uniques = pd.factorize(trials.events["stimulus_id"], sort=False)
         data = self._subject_data(trials, Y, codes, device)
-        tok = None if token_targets is None else _TokenTargets(token_targets, uniques, token_shape)
-        tok_loss_fn, tok_w = self._token_loss_fn(), float(self.token_weight)
+        aux = self._head_targets(token_targets, lowlevel_targets, uniques)
 
         # validation split by stimulus
         gen = torch.Generator().manual_seed(int(self.seed))
@@ -518,10 +559,14 @@ class Trainer:
         resume_epoch_state, resume_totals = None, (0.0, 0)
         settings = {**self._settings(), "world_size": world, "n_train_trials": n_train,
                     "n_batches_per_epoch": n_batches, "val_stimuli": [str(s) for s in self.val_stimuli_]}
-        if tok is not None:
-            settings |= {"token_loss": self.token_loss, "token_weight": tok_w,
-                         "token_shape": list(token_shape)}
-        tok_totals = (0.0, 0)  # this process's token-loss sum over trials, and its trial count
+        for a in aux:
+            if a.head == "tokens":
+                settings |= {"token_loss": self.token_loss, "token_weight": a.weight, "token_shape": list(a.shape)}
+            else:
+                settings |= {"lowlevel_loss": self.lowlevel_loss, "lowlevel_weight": a.weight,
+                             "lowlevel_shape": list(a.shape)}
+        # this process's auxiliary-loss sums over trials, and their trial counts
+        aux_totals = {a.key: (0.0, 0) for a in aux}
         ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         if ckpt_dir is not None and is_main:
             remove_stale_temporaries(ckpt_dir)
@@ -553,8 +598,8 @@ class Trainer:
             start_epoch, start_batch = int(meta["epoch"]), int(meta["batch_in_epoch"])
             global_step, finished = int(meta["global_step"]), bool(meta["finished"])
             resume_totals = (float(meta["epoch_loss_total"]), int(meta["epoch_loss_count"]))
-            if tok is not None:
-                tok_totals = tuple(meta["epoch_token_loss"][rank])
+            if aux:
+                aux_totals = {k: tuple(v[rank]) for k, v in meta["epoch_aux_loss"].items()}
             self.resumed_from_ = last
             log("Resumed from %s (epoch %d, batch %d, step %d)", last, start_epoch, start_batch, global_step)
         elif resume:
@@ -562,19 +607,20 @@ class Trainer:
 
         def write_checkpoint(epoch: int, batch_in_epoch: int, epoch_state: torch.Tensor,
                              totals: tuple[float, int], done: bool,
-                             token_totals: tuple[float, int] = (0.0, 0)) -> None:
+                             head_totals: dict[str, tuple[float, int]] | None = None) -> None:
             dropout_states = [dropout_gen.get_state().cpu()]
-            token_states = [list(token_totals)]
+            head_totals = head_totals or {a.key: (0.0, 0) for a in aux}
+            head_states = {k: [list(v)] for k, v in head_totals.items()}
             if world > 1:
                 import torch.distributed as dist
 
                 gathered: list = [None] * world
                 dist.all_gather_object(gathered, dropout_states[0])
                 dropout_states = gathered
-                if tok is not None:
+                for k in head_states:
                     gathered = [None] * world
-                    dist.all_gather_object(gathered, token_states[0])
-                    token_states = gathered
+                    dist.all_gather_object(gathered, head_states[k][0])
+                    head_states[k] = gathered
             if is_main:
                 loss_state = loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else {}
                 save_checkpoint(
@@ -590,7 +636,7 @@ class Trainer:
                         "finished": done, "history": self.history_, "best_epoch": self.best_epoch_,
                         "best_val": best_val, "since_best": since_best,
                         "epoch_loss_total": totals[0], "epoch_loss_count": totals[1],
-                        **({"epoch_token_loss": token_states} if tok is not None else {}),
+                        **({"epoch_aux_loss": head_states} if aux else {}),
                         "settings": settings, "seed": int(self.seed)},
                     keep_last=int(self.keep_checkpoints))
             accelerator.wait_for_everyone()
@@ -611,11 +657,11 @@ class Trainer:
             if resume_epoch_state is not None:
                 gen.set_state(resume_epoch_state)
                 first, (total, count) = start_batch, resume_totals
-                (tok_total, tok_count) = tok_totals
+                head_sums = {k: list(v) for k, v in aux_totals.items()}
                 resume_epoch_state = None
             else:
                 first, total, count = 0, 0.0, 0
-                tok_total, tok_count = 0.0, 0
+                head_sums = {a.key: [0.0, 0] for a in aux}
             epoch_state = gen.get_state()
             batches = _data.epoch_batches(data, global_bs, gen, min_size)
             model_p.train()
@@ -633,20 +679,21 @@ class Trainer:
                     out = model_p(x, subject, generator=dropout_gen)
                     pred = out.embedding.float()
                     y, c = d.Y.index_select(0, idx_t), d.codes.index_select(0, idx_t)
-                    tok_loss = None
-                    if tok is not None:  # per-sample loss on this process's rows (DDP averages grads)
-                        tok_loss = tok_loss_fn(out.tokens.float(), tok.get(c, device))
+                    # per-sample losses on this process's rows (DDP averages grads)
+                    head_losses = {a.key: a.loss(out, c, device) for a in aux}
                     if world > 1:
                         pred = _GatherWithGrad.apply(pred)
                         y, c = _all_gather_rows(y)[0], _all_gather_rows(c)[0]
                     loss = loss_fn(pred, y, c)
-                    full = loss if tok_loss is None else loss + tok_w * tok_loss
+                    full = loss
+                    for a in aux:
+                        full = full + a.weight * head_losses[a.key]
                     accelerator.backward(full / group_size if group_size > 1 else full)
                 total += float(loss.detach()) * len(gidx)
                 count += len(gidx)
-                if tok_loss is not None:
-                    tok_total += float(tok_loss.detach()) * len(idx)
-                    tok_count += len(idx)
+                for k, v in head_losses.items():
+                    head_sums[k][0] += float(v.detach()) * len(idx)
+                    head_sums[k][1] += len(idx)
                 if not boundary:
                     continue
                 if self.max_grad_norm is not None:
@@ -666,25 +713,25 @@ class Trainer:
                 if (ckpt_dir is not None and self.checkpoint_every is not None
                         and global_step % int(self.checkpoint_every) == 0):
                     write_checkpoint(epoch, bi + 1, epoch_state, (total, count), False,
-                                     (tok_total, tok_count))
+                                     {k: (float(v[0]), int(v[1])) for k, v in head_sums.items()})
             record = {"epoch": epoch, "step": global_step, "train_loss": total / max(count, 1),
                       "val_loss": None, "val_top1": None, "val_chance": None,
                       "lr": float(optimizer.param_groups[0]["lr"]),
                       "temperature": float(getattr(loss_fn, "temperature", float("nan")))}
-            if tok is not None:
-                tt = torch.tensor([tok_total, float(tok_count)], dtype=torch.float64, device=device)
+            if aux:
+                record |= {"train_contrastive_loss": record["train_loss"], "val_contrastive_loss": None}
+            for a in aux:
+                tt = torch.tensor(head_sums[a.key], dtype=torch.float64, device=device)
                 if world > 1:
                     import torch.distributed as dist
 
                     dist.all_reduce(tt)
-                tok_mean = float(tt[0] / max(float(tt[1]), 1.0))
-                record |= {"train_contrastive_loss": record["train_loss"], "train_token_loss": tok_mean,
-                           "train_loss": record["train_loss"] + tok_w * tok_mean,
-                           "val_contrastive_loss": None, "val_token_loss": None}
+                head_mean = float(tt[0] / max(float(tt[1]), 1.0))
+                record |= {f"train_{a.key}_loss": head_mean, f"val_{a.key}_loss": None,
+                           "train_loss": record["train_loss"] + a.weight * head_mean}
             if n_val_trials:
                 live = swap_ema()
-                record.update(self._validate_epoch(raw_model, loss_fn, data, global_bs, device,
-                                                   tok, tok_loss_fn, tok_w))
+                record.update(self._validate_epoch(raw_model, loss_fn, data, global_bs, device, aux))
                 if record["val_loss"] < best_val:
                     best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
                 if live is not None:
@@ -710,7 +757,7 @@ class Trainer:
                         log("Early stopping: no lower validation loss for %d epochs", since_best)
                         break
         if ckpt_dir is not None and not finished:
-            write_checkpoint(epoch, 0, gen.get_state(), (0.0, 0), True, (0.0, 0))
+            write_checkpoint(epoch, 0, gen.get_state(), (0.0, 0), True)
         self.global_step_ = global_step
         if best_state is not None:
             raw_model.load_state_dict(best_state)
@@ -726,16 +773,17 @@ class Trainer:
         return self
 
     def _validate_epoch(self, model: nn.Module, loss_fn: Any, data: dict, batch_size: int,
-                        device: torch.device, tok: _TokenTargets | None = None,
-                        tok_loss_fn: Callable | None = None, tok_w: float = 0.0) -> dict:
+                        device: torch.device, aux: list[_HeadTargets] | None = None) -> dict:
         """Validation loss (global batch size, fixed order) and top-1 retrieval among val stimuli.
 
-        With token targets, ``val_loss`` is ``contrastive + tok_w × token`` (the token loss
-        averaged over every validation trial).
+        With auxiliary head targets, ``val_loss`` is ``contrastive + Σ weight × head loss``
+        (each head loss averaged over every validation trial).
         """
         model.eval()
+        aux = aux or []
         total, count, correct, chance = 0.0, 0, 0, 0.0
-        tok_total, tok_count = 0.0, 0
+        head_sums = {a.key: 0.0 for a in aux}
+        head_count = 0
         with torch.no_grad():
             for subject, d in data.items():
                 idx = d.val
@@ -744,18 +792,18 @@ class Trainer:
                 idx_t = torch.from_numpy(idx).to(device)
                 Yv, cv = d.Y.index_select(0, idx_t), d.codes.index_select(0, idx_t)
                 step = 1024 if d.X is not None else _data.READ_CHUNK
-                if tok is None:
+                if not aux:
                     pred = torch.cat([model(d.features(idx[a:a + step], device), subject).embedding.float()
                                       for a in range(0, len(idx), step)])
-                else:  # token outputs are large: small chunks, reduced to a loss at once
+                else:  # token / latent outputs are large: small chunks, reduced to losses at once
                     step, parts = min(step, batch_size), []
                     for a in range(0, len(idx), step):
                         out = model(d.features(idx[a:a + step], device), subject)
                         parts.append(out.embedding.float())
                         n = len(idx[a:a + step])
-                        tok_total += float(tok_loss_fn(out.tokens.float(),
-                                                       tok.get(cv[a:a + step], device))) * n
-                        tok_count += n
+                        for h in aux:
+                            head_sums[h.key] += float(h.loss(out, cv[a:a + step], device)) * n
+                        head_count += n
                     pred = torch.cat(parts)
                 for a, b in _data.chunks(len(idx), batch_size):
                     total += float(loss_fn(pred[a:b], Yv[a:b], cv[a:b])) * (b - a)
@@ -767,8 +815,9 @@ class Trainer:
                 chance += len(idx) / len(cand_codes)
         n = len(np.concatenate([d.val for d in data.values()]))
         out = {"val_loss": total / max(count, 1), "val_top1": correct / n, "val_chance": chance / n}
-        if tok is not None:
-            tok_mean = tok_total / max(tok_count, 1)
-            out |= {"val_contrastive_loss": out["val_loss"], "val_token_loss": tok_mean,
-                    "val_loss": out["val_loss"] + tok_w * tok_mean}
+        if aux:
+            out["val_contrastive_loss"] = out["val_loss"]
+        for h in aux:
+            mean = head_sums[h.key] / max(head_count, 1)
+            out |= {f"val_{h.key}_loss": mean, "val_loss": out["val_loss"] + h.weight * mean}
         return out

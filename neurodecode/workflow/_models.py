@@ -10,6 +10,7 @@ import numpy as np
 from ..config import FitConfig
 from ..utils import atomic_write_json, logger, resolve_device
 from ._data import positions_2d
+from ._targets import lowlevel_targets as _lowlevel_targets
 from ._targets import token_targets as _token_targets
 
 
@@ -73,9 +74,15 @@ def predict_mlp(config: FitConfig, train: Any, test: Any, targets: Any, run_dir:
                              "the targets")
         logger.info("Training the tokens head %s on %s (%s loss, weight %g)", token_shape,
                     token_targets.name, mc.token_loss, mc.token_weight)
+    low_targets = None
+    if "lowlevel" in mc.heads:
+        low_targets = _lowlevel_targets(config, train)
+        logger.info("Training the lowlevel head %s on %s (%s loss, weight %g)", low_targets.token_shape,
+                    low_targets.name, mc.lowlevel_loss, mc.lowlevel_weight)
     model = BrainDecoder(n_inputs, embed_dim=targets.dim, hidden_dim=mc.hidden_dim,
                          n_blocks=mc.n_blocks, dropout=mc.dropout, backbone=mc.backbone, seed=config.seed,
                          adapter=mc.adapter, heads=tuple(mc.heads), token_shape=token_shape,
+                         lowlevel_shape=None if low_targets is None else low_targets.token_shape,
                          backbone_kwargs=mc.backbone_kwargs, **extra)
     trainer = Trainer(model, loss="infonce", lr=mc.lr, weight_decay=mc.weight_decay,
                       batch_size=mc.batch_size, max_epochs=mc.max_epochs, seed=config.seed,
@@ -83,8 +90,10 @@ def predict_mlp(config: FitConfig, train: Any, test: Any, targets: Any, run_dir:
                       mixed_precision=mc.mixed_precision, lr_schedule=mc.lr_schedule,
                       gradient_accumulation_steps=mc.gradient_accumulation_steps,
                       ema_decay=mc.ema_decay, checkpoint_every=mc.checkpoint_every,
-                      token_loss=mc.token_loss, token_weight=mc.token_weight)
-    trainer.fit(train, targets, token_targets=token_targets, checkpoint_dir=checkpoint_dir, resume=resume)
+                      token_loss=mc.token_loss, token_weight=mc.token_weight,
+                      lowlevel_loss=mc.lowlevel_loss, lowlevel_weight=mc.lowlevel_weight)
+    trainer.fit(train, targets, token_targets=token_targets, lowlevel_targets=low_targets,
+                checkpoint_dir=checkpoint_dir, resume=resume)
     model.save_pretrained(model_dir)
     atomic_write_json(model_dir / "history.json", trainer.history_)
     return model.predict(test, device=device)

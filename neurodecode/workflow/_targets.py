@@ -79,3 +79,27 @@ def token_targets(config: FitConfig, trials: Any) -> Any:
 
     enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device))
     return embed_images(trials.stimuli, ids, encoder=enc, output="tokens", cache_dir=_cache_dir(config))
+
+
+def lowlevel_targets(config: FitConfig, trials: Any) -> Any:
+    """Targets of the ``lowlevel`` head: VAE latents (``models.mlp.lowlevel_vae``) or RGB thumbnails."""
+    from ..embeddings.lowlevel import embed_lowlevel, load_vae
+
+    mc = config.models.mlp
+    if trials.stimuli is None or "image" not in trials.stimuli.kinds:
+        raise ValueError(f"models.mlp.heads has 'lowlevel' but the {config.data.dataset} stimuli have no images; "
+                         "remove 'lowlevel' from models.mlp.heads")
+    ids = trials.events["stimulus_id"].drop_duplicates().tolist()
+    device = resolve_device(config.device)
+    if mc.lowlevel_vae is None:
+        if mc.lowlevel_size % 4:
+            raise ValueError(f"models.mlp.lowlevel_size={mc.lowlevel_size}: RGB thumbnail targets need a multiple "
+                             "of 4 (the lowlevel head upsamples twice)")
+        return embed_lowlevel(trials.stimuli, ids, size=mc.lowlevel_size)
+    vae = load_vae(mc.lowlevel_vae, device=device)
+    table = embed_lowlevel(trials.stimuli, ids, size=mc.lowlevel_size, vae=vae, device=device)
+    h, w = table.token_shape[1:]
+    if h % 4 or w % 4:
+        raise ValueError(f"models.mlp.lowlevel_size={mc.lowlevel_size} gives {h}×{w} latents; the lowlevel head "
+                         "needs sides that are multiples of 4 (e.g. lowlevel_size 224 → 28×28 with SD's VAE)")
+    return table

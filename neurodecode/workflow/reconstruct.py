@@ -83,11 +83,25 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     dev = resolve_device(device)
     model = BrainDecoder.from_pretrained(mlp_dir)
     embeds = model.predict(test, device=dev)
-    lowlevel = model.predict(test, output="lowlevel", device=dev) if "lowlevel" in model.config["heads"] else None
+    lowlevel, lowlevel_vae = None, None
+    if "lowlevel" in model.config["heads"]:
+        lowlevel = model.predict(test, output="lowlevel", device=dev)
+        vae_path = config.models.mlp.lowlevel_vae
+        if vae_path is None:  # RGB thumbnails in [0, 1], (n, 3, h, w)
+            lowlevel = np.clip(lowlevel, 0.0, 1.0)
+        else:  # latents of the run's own VAE, decoded by that VAE (whatever the generator's is)
+            from ..embeddings.lowlevel import load_vae
+
+            lowlevel_vae = load_vae(vae_path)
+        logger.info("Low-level stage: the decoder's %s estimate %s", "VAE-latent" if vae_path else "RGB",
+                    tuple(lowlevel.shape[1:]))
+    else:
+        logger.info("The run's decoder has no 'lowlevel' head: img2img starts from noise only (add 'lowlevel' to "
+                    "models.mlp.heads for MindEye2's two-stage reconstruction)")
 
     rec = Reconstructor.from_pretrained(backend, generator, device=device, num_inference_steps=steps,
                                         strength=strength, n_samples=n_samples, batch_size=batch_size,
-                                        height=size, width=size)
+                                        height=size, width=size, lowlevel_vae=lowlevel_vae)
     if rec.embed_dim is not None and rec.embed_dim != embeds.shape[-1]:
         raise ValueError(f"The decoder of {run_dir} outputs {embeds.shape[-1]}-d embeddings ({config.targets.encoder} "
                          f"targets) but the {backend} generator at {generator} takes {rec.embed_dim}-d image "

@@ -27,7 +27,8 @@ def test_reconstruct_run_with_a_local_generator(tmp_path, monkeypatch):
     monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = ["fit", "-q"]
-    for s in [*FIT, f"output_dir={tmp_path / 'runs'}"]:
+    for s in [*FIT, "models.mlp.heads=[pooled,lowlevel]", "models.mlp.lowlevel_size=8",
+              f"output_dir={tmp_path / 'runs'}"]:
         argv += ["--set", s]
     assert main(argv) == 0
     run = tmp_path / "runs" / "demo"
@@ -45,13 +46,66 @@ def test_reconstruct_run_with_a_local_generator(tmp_path, monkeypatch):
     assert len(manifest["ids"]) == 3
     pngs = list((out / "reconstructions").glob("*_recon.png"))
     assert len(pngs) == 3
+    # the decoder's lowlevel head (RGB thumbnails) gave the img2img starting images
+    assert len(list((out / "reconstructions").glob("*_lowlevel.png"))) == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_items"] == 3 and "pixcorr" in metrics["metrics"]["metrics"]
     html = (out / "gallery.html").read_text()
-    assert html.count("data:image/png;base64,") >= 6  # seen + reconstruction per item
+    assert html.count("data:image/png;base64,") >= 9  # seen + low-level + reconstruction per item
     # wrong embedding size → a clear error naming both sizes
     other = tmp_path / "kandinsky64"
     make_random_pipeline("kandinsky", embed_dim=64, seed=0).save_pretrained(other)
     assert main(["reconstruct", str(run), "--generator", str(other), "--backend", "kandinsky",
                  "--limit", "2", "--steps", "2", "--device", "cpu", "--size", "32", "-q"]) == 1
     assert not Path(run / "reconstructions-kandinsky-1" / "gallery.html").exists()
+
+
+def _tiny_vae(folder: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                  norm_num_groups=8, sample_size=16).save_pretrained(folder)
+
+
+def test_fit_lowlevel_vae_latents_then_reconstruct(tmp_path, monkeypatch):
+    """MindEye2's two stages from the CLI: the decoder learns VAE latents; reconstruct decodes them first."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from neurodecode.models import BrainDecoder
+    from neurodecode.tasks.reconstruction import make_random_pipeline
+
+    monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    vae = tmp_path / "vae"
+    _tiny_vae(vae)
+    argv = ["fit", "-q"]
+    for s in [*FIT, "models.mlp.heads=[pooled,lowlevel]", f"models.mlp.lowlevel_vae={vae}",
+              "models.mlp.lowlevel_size=16", f"output_dir={tmp_path / 'runs'}"]:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "demo"
+    model = BrainDecoder.from_pretrained(run / "models" / "mlp")
+    assert model.config["lowlevel_shape"] == [4, 8, 8]  # 16 px through a 2x-downscaling VAE
+    history = json.loads((run / "models" / "mlp" / "history.json").read_text())
+    assert all(h["train_lowlevel_loss"] is not None and h["val_lowlevel_loss"] is not None for h in history)
+    generator = tmp_path / "kandinsky"
+    make_random_pipeline("kandinsky", embed_dim=4 * 4 * 3, seed=0).save_pretrained(generator)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert main(["reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky",
+                     "--limit", "2", "--steps", "2", "--device", "cpu", "--size", "32", "-q"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    low = sorted((run / "reconstructions-kandinsky" / "reconstructions").glob("*_lowlevel.png"))
+    assert len(low) == 2
+    assert np.asarray(Image.open(low[0])).shape[:2] == (16, 16)  # decoded by the run's VAE, not the movq
+    # a missing VAE folder is a clear error at fit time
+    argv = ["fit", "-q", "--set", "models.mlp.heads=[pooled,lowlevel]", "--set",
+            f"models.mlp.lowlevel_vae={tmp_path / 'nope'}", "--set", f"output_dir={tmp_path / 'runs2'}"]
+    for s in FIT:
+        argv += ["--set", s]
+    assert main(argv) == 1
