@@ -6,6 +6,7 @@ fit       fit decoders and write a run folder (config, weights, metrics.json, re
 simulate  write a simulated dataset in a real dataset's on-disk layout
 adapt     adapt a fitted run's decoder to a new subject from few trials
 reconstruct  reconstruct a fitted run's test images with a diffusion backend (gallery + metrics)
+ablate    ablate atlas regions of a fitted run's decoder (effects, CIs, permutation p-values, FDR, maps)
 config    print the resolved config of a recipe, or every key with its default
 """
 
@@ -124,6 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--output", "-o", help="output folder (default RUN/reconstructions-BACKEND, never overwritten)")
     _add_verbosity(rc)
 
+    ab = sub.add_parser(
+        "ablate", help="ablate atlas regions of a fitted run's decoder",
+        description="Lesion (zero / mean / permute) each atlas region in the run's test trials, or refit the "
+                    "ridge decoder without it / on it alone; score retrieval with bootstrap CIs and a "
+                    "permutation p-value against random regions of the same size, FDR across regions. Writes "
+                    "RUN/ablation-ATLAS/ (ablation.csv, ablation.json, report.html, metrics.json).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="atlases: nsd:ROI[:hemi]  yeo7:DIR  yeo17:DIR  schaefer400-7:DIR  seitzman  dosenbach  sensors[:hemi]"
+               "  times:WIDTH[,STEP][,growing]  path/to/labels.nii.gz (subj{subject:02d} for one per subject;"
+               " {root} = the data root)\n"
+               "examples:\n  neurodecode ablate runs/nsd_wholebrain --atlas yeo7:~/nilearn_data --strategy zero "
+               "--strategy alone\n  neurodecode ablate runs/things_eeg --atlas sensors:hemi --strategy permute")
+    ab.add_argument("run", help="a run folder written by `neurodecode fit`")
+    ab.add_argument("--atlas", help="the atlas (default: the run config's ablation.atlas)")
+    ab.add_argument("--strategy", action="append", dest="strategies",
+                    choices=("zero", "mean", "permute", "without", "alone"),
+                    help="repeatable (default: the config's, zero)")
+    ab.add_argument("--metric", action="append", dest="metrics", choices=("top1", "2way"),
+                    help="repeatable (default: top1 and 2way)")
+    ab.add_argument("--model", choices=("ridge", "mlp"), help="which fitted decoder (default ridge)")
+    ab.add_argument("--n-null", type=int, help="random same-size regions per region (default 200)")
+    ab.add_argument("--n-null-retrain", type=int, help="random regions per region for refits (default 20)")
+    ab.add_argument("--transforms", help="MNI → data transform per subject ({subject:02d}, {root} filled)")
+    ab.add_argument("--output", "-o", help="output folder (default RUN/ablation-ATLAS, never overwritten)")
+    _add_verbosity(ab)
+
     sim = sub.add_parser("simulate", help="write a simulated dataset in a real on-disk layout",
                          description="Write a simulated dataset in the real layout of NAME, with brain "
                                      "responses generated from procedural stimuli (see docs/simulator.md).")
@@ -195,6 +222,21 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_ablate(args: argparse.Namespace) -> int:
+    from .utils import use_log_level
+    from .workflow import run_ablate
+
+    with use_log_level(_level(args)):
+        result = run_ablate(args.run, args.atlas, strategies=args.strategies, metrics=args.metrics,
+                            model=args.model, n_null=args.n_null, n_null_retrain=args.n_null_retrain,
+                            transforms=args.transforms, output=args.output)
+    for key, top in result.metrics["top"].items():
+        print(f"{key}: {top['region']} first (effect {top['effect']:.3f}, p = {top['p_value']:.3g}, "
+              f"FDR {top['p_fdr']:.3g})")
+    print(f"Report: {result.run_dir / 'report.html'}")
+    return 0
+
+
 def _run_adapt(args: argparse.Namespace) -> int:
     from .utils import use_log_level
     from .workflow import run_adapt
@@ -249,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config,
-                "reconstruct": _run_reconstruct}
+                "reconstruct": _run_reconstruct, "ablate": _run_ablate}
     try:
         return handlers[args.command](args)
     except ConfigError as err:

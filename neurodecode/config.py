@@ -336,6 +336,32 @@ class ReportConfig(_Section):
     n_retrieved: int = Field(5, ge=1, description="Retrieved images per row.")
 
 
+class AblationConfig(_Section):
+    """Region ablation after the fit (``neurodecode ablate`` uses these as its defaults)."""
+
+    atlas: str | None = Field(
+        None, description="Atlas to ablate; null = no ablation in `neurodecode fit`. 'nsd:ROI' (an NSD ROI file, "
+        "e.g. nsd:streams), 'yeo7:DIR' / 'yeo17:DIR' / 'schaefer400-7:DIR' (nilearn's files in DIR; MNI, mapped "
+        "to NSD subjects with their MNI-to-func1pt8 transform), 'seitzman' / 'dosenbach' (coordinate "
+        "networks shipped with nilearn), 'sensors' / 'sensors:hemi' and 'times:WIDTH[,STEP]' (M/EEG), or a "
+        "labelled NIfTI path ('{subject:02d}' for one file per subject, '{root}' for the data root).")
+    strategies: list[Literal["zero", "mean", "permute", "without", "alone"]] = Field(
+        ["zero"], description="Lesion the region's features in the test trials (zero / mean / permute) or refit "
+        "the ridge decoder without the region / on the region alone.")
+    metrics: list[Literal["top1", "2way"]] = Field(
+        ["top1", "2way"], description="Retrieval metrics per test item (among all test stimuli of the subject).")
+    model: Literal["ridge", "mlp"] = Field(
+        "ridge", description="Which fitted decoder to ablate (refit strategies: ridge only).")
+    n_null: int = Field(200, ge=1, description="Random same-size regions per region (lesions): the smallest "
+                        "p-value is 1/(n_null+1).")
+    n_null_retrain: int = Field(20, ge=1, description="Random same-size regions per region for the refit "
+                                "strategies (each is a refit).")
+    alpha: float = Field(0.05, gt=0, lt=1, description="FDR level (Benjamini-Hochberg across regions).")
+    transforms: str | None = Field(
+        None, description="MNI → data transform per subject for MNI atlases ('{subject:02d}' and '{root}' "
+        "are filled); null = NSD's own nsddata/ppdata/subjXX/transforms/MNI-to-func1pt8.nii.gz when present.")
+
+
 class FitConfig(_Section):
     """A whole ``neurodecode fit`` run."""
 
@@ -350,6 +376,7 @@ class FitConfig(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    ablation: AblationConfig = Field(default_factory=AblationConfig)
 
     @model_validator(mode="after")
     def _dataset_options(self) -> FitConfig:

@@ -1,4 +1,4 @@
-"""Statistics for decoding results: bootstrap confidence intervals, permutation p-values, FDR."""
+"""Statistics for decoding results: bootstrap CIs, permutation p-values, FDR and NSD's noise ceiling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from numpy.random import Generator
 from ..tasks._bootstrap import _bootstrap_counts, _check_ci, _check_n_boot, _percentile_interval
 from ..utils import _check_option, check_random_state, verbose
 
-__all__ = ["bootstrap_ci", "fdr_bh", "permutation_pvalue"]
+__all__ = ["bootstrap_ci", "fdr_bh", "noise_ceiling", "permutation_pvalue"]
 
 
 @verbose
@@ -168,3 +168,45 @@ def fdr_bh(pvals: Any, alpha: float = 0.05, *,
     q[order] = np.minimum(ranked, 1.0)
     q = q.reshape(p.shape)
     return q <= alpha, q
+
+
+def noise_ceiling(ncsnr: Any, n_trials: float = 1) -> float | np.ndarray:
+    """Noise ceiling (percent of explainable variance) from NSD's noise-ceiling SNR.
+
+    Uses the formula of Allen et al. (2022), ``NC = 100 * ncsnr**2 / (ncsnr**2 + 1 / n_trials)``:
+    the percentage of the variance of the responses (averaged over ``n_trials`` trials per image)
+    that the stimulus can explain at best.
+
+    Parameters
+    ----------
+    ncsnr : float | array-like
+        Noise-ceiling SNR per voxel (e.g. ``info["ncsnr"]`` from
+        :func:`neurodecode.datasets.load_nsd`, read from NSD's ``ncsnr.nii.gz``). Values must be >= 0;
+        NaN gives NaN.
+    n_trials : float
+        Number of trials averaged per image in the responses that are predicted: 1 for single trials,
+        3 when the test betas are averaged over NSD's 3 repetitions. Must be >= 1.
+
+    Returns
+    -------
+    nc : float | ndarray
+        Noise ceiling in percent (0..100), the shape of ``ncsnr`` (a float for a scalar).
+
+    Examples
+    --------
+    >>> noise_ceiling([0.0, 1.0])
+    array([ 0., 50.])
+    >>> noise_ceiling(1.0, n_trials=3)
+    75.0
+    """
+    if isinstance(n_trials, bool) or not isinstance(n_trials, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(n_trials) or n_trials < 1:
+        raise ValueError(f"n_trials must be a number >= 1 (trials averaged per image, e.g. 3 for NSD's "
+                         f"averaged test betas), got {n_trials!r}")
+    snr = np.asarray(ncsnr, dtype=float)
+    if (snr < 0).any():  # NaN compares False: NaN stays NaN below
+        raise ValueError("ncsnr must be >= 0 (it is a signal-to-noise ratio; NaN is allowed), got negative "
+                         "values")
+    with np.errstate(divide="ignore"):  # written so that ncsnr = 0 gives 0 and ncsnr = inf gives 100
+        nc = 100.0 / (1.0 + 1.0 / (float(n_trials) * snr ** 2))
+    return float(nc) if nc.ndim == 0 else nc

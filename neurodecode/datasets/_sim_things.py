@@ -36,8 +36,14 @@ from ..utils import ProgressBar, logger
 from . import _procedural as proc
 from ._sim_meeg import check_float as _check_float
 from ._sim_meeg import check_int as _check_int
-from ._sim_meeg import (eeg_positions, helmet_positions, sensor_noise, signal_channel_mask, spatial_mixing,
-                        window_profile)
+from ._sim_meeg import (
+    eeg_positions,
+    helmet_positions,
+    sensor_noise,
+    signal_channel_mask,
+    spatial_mixing,
+    window_profile,
+)
 
 __all__ = ["EEG2_ATM_CHANNELS", "EEG2_OFFICIAL_CHANNELS", "meg_ctf_names", "resolve_things_eeg2",
            "resolve_things_meg", "write_things_eeg2", "write_things_meg"]
@@ -116,6 +122,15 @@ def _check_window(window: Any, t_lo: float, t_hi: float, min_sfreq: float, what:
 
 def _check_signal_channels(signal_channels: Any, default: tuple[str, ...],
                            montages: dict[str, tuple[Sequence[str], np.ndarray]]) -> list[str]:
+    """Validate ``signal_channels`` against every written montage; return the entries (deduplicated).
+
+    An entry is a channel name, a sensor region of
+    :data:`neurodecode.preprocessing.channels.REGIONS` (``"occipital"``) or a
+    ``"<hemisphere>_<region>"`` key (``"left_temporal"``, see ``sensor_regions(info,
+    hemisphere=True)``). Regions are kept by name here and expanded to the montage's channels when
+    the data are written (:func:`signal_channel_mask`); the planted channel names are recorded in
+    the ground truth. Each montage must contain at least one selected channel.
+    """
     if signal_channels is None:
         signal_channels = default
     if isinstance(signal_channels, str):

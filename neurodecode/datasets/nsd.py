@@ -96,8 +96,12 @@ def load_nsd(
         ``session``, ``run`` (when sessions have 750 trials),
         ``trial_in_session``, ``global_trial``, ``stimulus_id`` (0-based 73k
         id), ``tenk_id`` (1-based), ``repetition``, ``split`` and ``cocoId``;
-        ``info`` with voxel indices, affine, ROI labels and the files read;
-        ``stimuli`` reading ``nsd_stimuli.hdf5`` lazily.
+        ``info`` with voxel indices, affine, ROI labels and the files read,
+        plus ``ncsnr`` (float32, one noise-ceiling SNR per voxel, from
+        ``ncsnr.nii.gz``; see :func:`neurodecode.analysis.stats.noise_ceiling`)
+        and ``mni_transform`` (path of ``transforms/MNI-to-func1pt8.nii.gz``)
+        when those files exist; ``stimuli`` reading ``nsd_stimuli.hdf5``
+        lazily.
 
     Examples
     --------
@@ -160,6 +164,7 @@ def load_nsd(
         "roi_labels": _roi_labels(layout, subject, voxel_indices, grid, extra_rois),
         "betas_files": [str(p) for p in files.values()], "scale": 1.0 / NSD_BETA_SCALE,
         "zscore": zscore, "tr": None, "betas_format": betas_format,
+        **_voxel_maps(layout, subject, voxel_indices, grid),
     }
     stimuli = _load_stimuli(layout, events, stim_info, captions)
     return BrainTrials(out, events, info, stimuli)
@@ -436,6 +441,23 @@ def _roi_labels(layout: NSDLayout, subject: int, voxel_indices: np.ndarray, grid
     return out
 
 
+def _voxel_maps(layout: NSDLayout, subject: int, voxel_indices: np.ndarray, grid: tuple) -> dict[str, Any]:
+    """``ncsnr`` at the loaded voxels and the ``mni_transform`` path, for the files that exist."""
+    out: dict[str, Any] = {}
+    path = layout.ncsnr(subject)
+    if path.is_file():
+        vol, _ = read_volume(path, what="ncsnr volume")
+        if tuple(vol.shape) != tuple(grid):
+            warn(f"{path} has grid {tuple(vol.shape)}, not the betas grid {tuple(grid)}; info['ncsnr'] is "
+                 "not set (use the func1pt8mm ncsnr.nii.gz of the same subject).")
+        else:
+            out["ncsnr"] = np.asarray(vol[tuple(voxel_indices.T)], dtype=np.float32)
+    mni = layout.mni_transform(subject)
+    if mni.is_file():
+        out["mni_transform"] = str(mni)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # stimuli
 # ---------------------------------------------------------------------------
@@ -566,7 +588,8 @@ def _load_mindeye2(layout: NSDLayout, subject: int, *, roi: Any, sessions: Any, 
         if len(vox) == n_vox:
             info.update(volume_shape=tuple(int(v) for v in vol.shape), affine=aff,
                         voxel_indices=vox.astype(np.int64), roi_file=str(roi_path),
-                        roi_labels=_roi_labels(layout, subject, vox, vol.shape, extra_rois))
+                        roi_labels=_roi_labels(layout, subject, vox, vol.shape, extra_rois),
+                        **_voxel_maps(layout, subject, vox, vol.shape))
         else:
             warn(f"{roi_path} has {len(vox)} nsdgeneral voxels but {path.name} has {n_vox} columns; "
                  "voxel positions are not attached.")

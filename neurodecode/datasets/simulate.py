@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..utils import ProgressBar, atomic_write_json, get_data_dir, logger, verbose
+from ..utils import ProgressBar, atomic_write_json, atomic_write_text, get_data_dir, logger, verbose
 from . import _procedural as proc
 from . import _sim_masc, _sim_things
 from ._sim_meeg import check_int as _check_int
 
 #: Bumped whenever the generated content changes, so stale caches are not reused.
-SIMULATOR_VERSION = 1
+#: 2: NSD gets the 7-network whole-cortex atlas (``simulation/atlases/``) and network ``signal_rois``.
+SIMULATOR_VERSION = 2
 _JSON_NAME = "simulation.json"
 
 
@@ -53,8 +54,10 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
     textured background), every image has 5 captions written from the same
     latents, and the brain responses are generated from the stimuli: a
     population-receptive-field model in early visual ROIs, random linear
-    tuning to the semantic latents in higher visual streams, no stimulus
-    signal elsewhere, plus spatially smooth noise, session offsets and drifts.
+    tuning to the semantic latents in higher visual streams (and in any
+    planted cortical network), no stimulus signal elsewhere, plus spatially
+    smooth noise, session offsets and drifts. NSD subjects also get a
+    7-network whole-cortex atlas (``simulation/atlases/subjXX_networks7``).
     ``simulation.json`` at the root records the parameters and the planted
     ground truth. See ``docs/simulator.md``.
 
@@ -106,7 +109,12 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
           ``"nsdgeneral"``, stream names (``"early"``, ``"midventral"``,
           ``"midlateral"``, ``"midparietal"``, ``"ventral"``, ``"lateral"``,
           ``"parietal"``), prf-visualrois labels (``"V1v"`` ... ``"hV4"``) or
-          ``"V1"``, ``"V2"``, ``"V3"``. Default: early, midventral, ventral,
+          ``"V1"``, ``"V2"``, ``"V3"``, or cortical networks of the simulated
+          atlas (:data:`NETWORK_LABELS`: ``"Visual"``, ``"Somatomotor"``,
+          ``"DorsalAttention"``, ``"VentralAttention"``, ``"Limbic"``,
+          ``"Frontoparietal"``, ``"Default"``). A network plants signal in all
+          its cortical voxels, also outside nsdgeneral (semantic tuning
+          :data:`NETWORK_TUNING` there). Default: early, midventral, ventral,
           lateral (the parietal and midlateral streams carry noise only).
 
     Returns
@@ -242,13 +250,36 @@ STREAM_TUNING: dict[str, dict[str, float]] = {
     "lateral": {"category": 0.7, "count": 0.7, "size": 0.5},
     "parietal": {"position": 1.0, "count": 1.0},
 }
+#: Yeo-7 cortical networks of the simulated whole-cortex atlas (ids in Yeo order).
+NETWORK_LABELS = {1: "Visual", 2: "Somatomotor", 3: "DorsalAttention", 4: "VentralAttention", 5: "Limbic",
+                  6: "Frontoparietal", 7: "Default"}
+#: semantic tuning (feature group -> gain) of planted network voxels outside nsdgeneral's streams
+NETWORK_TUNING: dict[str, float] = {"category": 1.0, "colour": 0.5, "count": 0.5, "background": 1.0}
+# Anchor directions on the brain ellipsoid (x lateral in the right hemisphere, mirrored for the left;
+# y anterior; z up). A cortical voxel joins the network of the anchor of its hemisphere with the largest
+# cosine + bias; the biases balance the network sizes (~8-19 % of the cortex each, Visual ~30 %).
+_NETWORK_ANCHORS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "Visual": ((0.3, -0.95, 0.0), (0.4, -0.5, -0.85)),  # occipital pole, ventral occipito-temporal
+    "Somatomotor": ((0.4, -0.05, 0.92), (0.85, -0.05, 0.5)),  # dorsal and lateral central
+    "DorsalAttention": ((0.45, -0.55, 0.7), (0.9, -0.55, -0.1)),  # superior parietal, MT+
+    "VentralAttention": ((0.95, 0.15, 0.1),),  # lateral central (insula, supramarginal)
+    "Limbic": ((0.6, 0.45, -0.65), (0.15, 0.6, -0.8)),  # temporal pole, orbitofrontal
+    "Frontoparietal": ((0.6, 0.7, 0.35),),  # lateral prefrontal
+    "Default": ((0.1, 0.95, 0.15), (0.08, -0.45, 0.9), (0.8, -0.45, 0.35), (0.8, -0.05, -0.6)),
+}
+_NETWORK_BIAS = {"Visual": -0.229, "Somatomotor": 0.054, "DorsalAttention": 0.112, "VentralAttention": 0.075,
+                 "Limbic": -0.108, "Frontoparietal": 0.065, "Default": 0.031}
+_NETWORK_JITTER = 0.03  # per-subject std of the anchor directions
+_VISUAL_STREAMS = (1, 2, 3, 5)  # early, midventral, midlateral, ventral: always in the Visual network
+_MIN_PATCH = 5  # smaller patches of a network join the surrounding network
 _LOWRES = 16  # side of the low-resolution feature maps seen by the pRFs
 _NOISE_SIGMA_VOX = 1.0
 _NOISE_BLOCK = 125  # trials of noise generated at once
 
 
 def _signal_roi_names() -> list[str]:
-    return ["nsdgeneral", *STREAM_LABELS.values(), *PRF_LABELS.values(), *_AREA_ALIASES]
+    return ["nsdgeneral", *STREAM_LABELS.values(), *PRF_LABELS.values(), *_AREA_ALIASES,
+            *NETWORK_LABELS.values()]
 
 
 def _resolve_nsd(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 4,
@@ -450,7 +481,6 @@ def _affine(shape: Sequence[int]) -> np.ndarray:
 
 def _nsd_anatomy(shape: Sequence[int], rng: np.random.Generator) -> dict[str, Any]:
     """Brain mask, ROI volumes (-1 / 0 / k) and per-voxel area labels of one subject."""
-    X, Y, Z = shape
     c = np.meshgrid(*[np.linspace(-1, 1, d) for d in shape], indexing="ij")
     cx, cy, cz = c
     rho = np.sqrt((cx / 0.92) ** 2 + (cy / 0.94) ** 2 + (cz / 0.88) ** 2)
@@ -529,22 +559,84 @@ def _nsd_anatomy(shape: Sequence[int], rng: np.random.Generator) -> dict[str, An
             "hemi_left": cx < 0}
 
 
+def _network_atlas(shape: Sequence[int], anat: dict, rng: np.random.Generator) -> np.ndarray:
+    """Yeo-7-like networks partitioning the cortical shell: int16 volume, 0 off the shell, 1..7.
+
+    Visual holds every nsdgeneral voxel of the early, midventral, midlateral and ventral streams.
+    Every other shell voxel joins the network of the nearest anchor direction of its hemisphere
+    (largest cosine + a per-network bias; :data:`_NETWORK_ANCHORS`, jittered per subject by ``rng``),
+    and patches under :data:`_MIN_PATCH` voxels join their surroundings, so each network is a union
+    of a few contiguous patches that roughly mirror each other across the hemispheres.
+    """
+    c = np.meshgrid(*[np.linspace(-1, 1, d) for d in shape], indexing="ij")
+    shell_idx = np.flatnonzero(anat["shell"])
+    u = np.stack([c[0].ravel()[shell_idx] / 0.92, c[1].ravel()[shell_idx] / 0.94,
+                  c[2].ravel()[shell_idx] / 0.88], 1)
+    u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    left = anat["hemi_left"].ravel()[shell_idx]
+    labels = np.zeros(len(shell_idx), np.int16)
+    for side, sign in ((left, -1.0), (~left, 1.0)):
+        anchors, net, bias = [], [], []
+        for k, name in NETWORK_LABELS.items():
+            for a in _NETWORK_ANCHORS[name]:
+                anchors.append((sign * a[0], a[1], a[2]))
+                net.append(k)
+                bias.append(_NETWORK_BIAS[name])
+        a = np.asarray(anchors) + rng.normal(0, _NETWORK_JITTER, (len(anchors), 3))
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        score = u[side] @ a.T + np.asarray(bias)[None, :]
+        labels[side] = np.asarray(net, np.int16)[np.argmax(score, axis=1)]
+    in_shell = np.searchsorted(shell_idx, anat["general_idx"])
+    labels[in_shell[np.isin(anat["streams"], _VISUAL_STREAMS)]] = 1
+    vol = np.zeros(int(np.prod(shape)), np.int16)
+    vol[shell_idx] = labels
+    vol = _absorb_islands(vol.reshape(shape))
+    missing = [name for k, name in NETWORK_LABELS.items() if not (vol == k).any()]
+    if missing:
+        raise ValueError(f"The grid {tuple(shape)} is too small: network(s) {missing} got no voxel. Use a "
+                         "larger grid (e.g. the default (28, 34, 28)).")
+    return vol
+
+
+def _absorb_islands(vol: np.ndarray) -> np.ndarray:
+    """Give patches of fewer than :data:`_MIN_PATCH` voxels (not Visual) their neighbours' network."""
+    from scipy.ndimage import binary_dilation, label
+
+    full = np.ones((3, 3, 3), bool)
+    out = vol.copy()
+    for k in range(2, len(NETWORK_LABELS) + 1):
+        comp, n = label(vol == k, structure=full)
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)
+        for c in np.flatnonzero(sizes[1:] < _MIN_PATCH) + 1:
+            island = comp == c
+            around = out[binary_dilation(island, structure=full) & ~island]
+            around = around[(around > 0) & (around != k)]
+            if len(around):
+                out[island] = np.bincount(around).argmax()
+    return out
+
+
 def _signal_mask(anat: dict, signal_rois: Sequence[str]) -> np.ndarray:
-    """Boolean over nsdgeneral voxels: which carry stimulus signal."""
-    n = len(anat["general_idx"])
-    mask = np.zeros(n, bool)
+    """Boolean over brain voxels (ascending flat index): which carry stimulus signal."""
+    general = np.zeros(len(anat["general_idx"]), bool)
     names = {v: k for k, v in PRF_LABELS.items()}
     snames = {v: k for k, v in STREAM_LABELS.items()}
+    nets = {v: k for k, v in NETWORK_LABELS.items()}
+    brain_idx = np.flatnonzero(anat["brain"])
+    mask = np.zeros(len(brain_idx), bool)
     for r in signal_rois:
         if r == "nsdgeneral":
-            mask[:] = True
+            general[:] = True
         elif r in snames:
-            mask |= anat["streams"] == snames[r]
+            general |= anat["streams"] == snames[r]
         elif r in names:
-            mask |= anat["prf"] == names[r]
+            general |= anat["prf"] == names[r]
+        elif r in nets:
+            mask |= anat["networks"].ravel()[brain_idx] == nets[r]
         else:
             for sub in _AREA_ALIASES[r]:
-                mask |= anat["prf"] == names[sub]
+                general |= anat["prf"] == names[sub]
+    mask[np.searchsorted(brain_idx, anat["general_idx"][general])] = True
     return mask
 
 
@@ -597,6 +689,27 @@ def _voxel_signals(anat: dict, low: np.ndarray, sem: np.ndarray, groups: dict[st
     return out
 
 
+def _network_weights(sem: np.ndarray, groups: dict[str, slice], n: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Semantic tuning of ``n`` planted voxels outside nsdgeneral: the signal is ``sem_c @ w``.
+
+    Returns ``sem_c`` (n_images, n_features), the features centred over the images, and ``w``
+    (n_features, n) sparse random weights (:data:`NETWORK_TUNING`) scaled so that every voxel's
+    signal has unit variance across the images. Signals are computed per block of trials from
+    these, so memory stays O(n_features x n).
+    """
+    sem_c = (sem - sem.mean(0, keepdims=True)).astype(np.float32)
+    w = np.zeros((sem.shape[1], n), np.float32)
+    for g, gain in NETWORK_TUNING.items():
+        sl = groups[g]
+        k = sl.stop - sl.start
+        w[sl] = gain * rng.normal(0, 1, (k, n)) * (rng.random((k, n)) < 0.6)
+    cov = sem_c.T.astype(np.float64) @ sem_c / max(len(sem_c), 1)
+    sd = np.sqrt(np.maximum(np.einsum("ij,ij->j", w, cov @ w), 0.0))
+    w /= np.maximum(sd, 1e-8).astype(np.float32)[None, :]
+    return sem_c, w
+
+
 def _standardise(a: np.ndarray) -> np.ndarray:
     a = a - a.mean(0, keepdims=True)
     return (a / np.maximum(a.std(0, keepdims=True), 1e-8)).astype(np.float32)
@@ -612,8 +725,14 @@ def _smooth_noise_scale(sigma: float) -> float:
 
 
 def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.ndarray, sem: np.ndarray,
-                      groups: dict[str, slice], rng: np.random.Generator) -> dict[str, Any]:
-    """Write ROIs, brainmask, ncsnr and betas of one subject; return its ground truth."""
+                      groups: dict[str, slice], rng: np.random.Generator,
+                      net_rng: np.random.Generator) -> dict[str, Any]:
+    """Write ROIs, network atlas, brainmask, ncsnr and betas of one subject; return its ground truth.
+
+    ``rng`` draws everything of the original model; ``net_rng`` only the network atlas and the tuning
+    of planted voxels outside nsdgeneral, so simulations without network ``signal_rois`` keep the
+    same arrays.
+    """
     from scipy.ndimage import gaussian_filter
 
     from ..io.nsd import NSDLayout, write_betas, write_ctab, write_volume
@@ -622,6 +741,7 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     shape = tuple(p["grid"][subject - 1])
     aff = _affine(shape)
     anat = _nsd_anatomy(shape, rng)
+    anat["networks"] = _network_atlas(shape, anat, net_rng)
     brain_idx = np.flatnonzero(anat["brain"])
     n_brain = len(brain_idx)
     gen_in_brain = np.searchsorted(brain_idx, anat["general_idx"])
@@ -633,24 +753,39 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
             write_volume(layout.roi_file(subject, name, hemi), np.where(side, vol, -1).astype(np.int16), aff)
         write_ctab(layout.ctab_file(subject, name), labels)
     write_volume(layout.brainmask(subject), anat["brain"].astype(np.uint8), aff)
+    # whole-cortex network atlas: an ordinary labelled volume + label table, outside NSD's own folders
+    atlas_vol, atlas_tsv = _network_atlas_paths(root, subject)
+    write_volume(atlas_vol, anat["networks"], aff)
+    atomic_write_text(atlas_tsv, "index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in
+                                                          NETWORK_LABELS.items()))
 
     # which images this subject sees, their signals
     n_trials, tps = design["n_trials"], p["trials_per_session"]
     ids73 = design["subjectim"][subject - 1, design["masterordering"][:n_trials] - 1] - 1
     uniq, trial_img = np.unique(ids73, return_inverse=True)
-    signal_mask = _signal_mask(anat, p["signal_rois"])
+    signal_mask = _signal_mask(anat, p["signal_rois"])  # over brain voxels
     signals = _voxel_signals(anat, low[uniq], sem[uniq], groups, rng)
+    planted_general = signal_mask[gen_in_brain]
 
     # per-voxel noise level, SNR, amplitude, baseline (PSC units)
     shell_in_brain = anat["shell"].ravel()[brain_idx]
     noise_sd = np.where(shell_in_brain, 1.5, 1.0) * rng.lognormal(0, 0.25, n_brain)
+    sig_cols = np.flatnonzero(signal_mask)
     snr_v = np.zeros(n_brain)
-    snr_v[gen_in_brain[signal_mask]] = p["snr"] * rng.lognormal(0, 0.35, int(signal_mask.sum()))
+    snr_v[sig_cols] = p["snr"] * rng.lognormal(0, 0.35, len(sig_cols))
     amp = (snr_v * noise_sd).astype(np.float32)
     baseline = rng.normal(0.5, 0.6, n_brain)
     loading = rng.uniform(0.5, 1.5, n_brain)
-    sig_cols = gen_in_brain[signal_mask]
-    sig_rows = signals[:, signal_mask]
+    # planted nsdgeneral voxels keep their stream / pRF signal; planted voxels elsewhere (networks) get
+    # semantic tuning, computed per block of trials
+    gen_cols = gen_in_brain[planted_general]
+    sig_rows = signals[:, planted_general]
+    del signals
+    is_general = np.zeros(n_brain, bool)
+    is_general[gen_in_brain] = True
+    extra_cols = np.flatnonzero(signal_mask & ~is_general)
+    if len(extra_cols):
+        sem_c, w_extra = _network_weights(sem[uniq], groups, len(extra_cols), net_rng)
     noise_norm = _smooth_noise_scale(_NOISE_SIGMA_VOX)
 
     ncsnr = np.zeros(int(np.prod(shape)), np.float32)
@@ -671,7 +806,9 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
             del white
             vals = noise.reshape(t1 - t0, -1)[:, brain_idx] * (noise_sd / noise_norm).astype(np.float32)
             del noise
-            vals[:, sig_cols] += sig_rows[imgs[t0:t1]] * amp[sig_cols]
+            vals[:, gen_cols] += sig_rows[imgs[t0:t1]] * amp[gen_cols]
+            if len(extra_cols):
+                vals[:, extra_cols] += (sem_c[imgs[t0:t1]] @ w_extra) * amp[extra_cols]
             vals *= scale.astype(np.float32)
             vals += (baseline + offset).astype(np.float32)
             vals += np.outer(glob[t0:t1], loading).astype(np.float32)
@@ -682,21 +819,35 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
 
     counts = {name: {lab: int((vol == k).sum()) for k, lab in labels.items()}
               for name, (vol, labels) in anat["rois"].items()}
-    planted = {lab: int((signal_mask & (anat["streams"] == k)).sum()) for k, lab in STREAM_LABELS.items()}
-    planted.update({lab: int((signal_mask & (anat["prf"] == k)).sum()) for k, lab in PRF_LABELS.items()})
+    net_in_brain = anat["networks"].ravel()[brain_idx]
+    planted = {lab: int((planted_general & (anat["streams"] == k)).sum()) for k, lab in STREAM_LABELS.items()}
+    planted.update({lab: int((planted_general & (anat["prf"] == k)).sum()) for k, lab in PRF_LABELS.items()})
+    planted.update({lab: int((signal_mask & (net_in_brain == k)).sum()) for k, lab in NETWORK_LABELS.items()})
     return {
         "grid": list(shape), "affine": aff.tolist(), "n_brain_voxels": int(n_brain),
-        "n_nsdgeneral_voxels": int(len(anat["general_idx"])), "n_signal_voxels": int(signal_mask.sum()),
+        "n_nsdgeneral_voxels": len(anat["general_idx"]), "n_signal_voxels": int(signal_mask.sum()),
+        "n_signal_voxels_outside_nsdgeneral": len(extra_cols),
         "signal_voxels_per_roi": planted, "roi_voxel_counts": counts,
         "median_ncsnr_signal_voxels": float(np.median(snr_v[sig_cols])) if len(sig_cols) else 0.0,
-        "n_images_seen": int(len(uniq)),
+        "n_images_seen": len(uniq),
+        "network_atlas": {
+            "volume": atlas_vol.relative_to(root).as_posix(),
+            "labels": atlas_tsv.relative_to(root).as_posix(),
+            "voxel_counts": {lab: int((anat["networks"] == k).sum()) for k, lab in NETWORK_LABELS.items()},
+            "n_cortex_voxels": int(anat["shell"].sum()),
+        },
     }
+
+
+def _network_atlas_paths(root: Path, subject: int) -> tuple[Path, Path]:
+    """``<root>/simulation/atlases/subjXX_networks7.{nii.gz,tsv}`` (not part of the real NSD layout)."""
+    base = Path(root) / "simulation" / "atlases" / f"subj{subject:02d}_networks7"
+    return base.with_name(base.name + ".nii.gz"), base.with_name(base.name + ".tsv")
 
 
 def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     """Write a complete simulated NSD into ``root``; return the ground truth for the JSON."""
-    from ..io.nsd import (NSDLayout, write_coco_captions, write_expdesign, write_stim_info,
-                          write_stimuli_hdf5)
+    from ..io.nsd import NSDLayout, write_coco_captions, write_expdesign, write_stim_info, write_stimuli_hdf5
 
     seed = p["seed"]
 
@@ -738,7 +889,7 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         resp.to_csv(path, sep="\t", index=False, na_rep="NaN")
         subjects[str(subject)] = _simulate_subject(subject, root, p, design, low, sem, groups,
-                                                   rng_for(6, subject))
+                                                   rng_for(6, subject), rng_for(8, subject))
     shown_shared = design["sharedix"][: design["n_shared"]]
     return {
         "design": {
@@ -758,6 +909,15 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
             "rf_size": {k: list(v) for k, v in _RF_SIZE.items()}, "stream_tuning": STREAM_TUNING,
             "semantic_groups": proc.SEMANTIC_GROUPS, "noise_smoothing_sigma_vox": _NOISE_SIGMA_VOX,
             "beta_scale": 300.0, "signal_rois": p["signal_rois"],
+            "networks": {
+                "labels": {str(k): v for k, v in NETWORK_LABELS.items()}, "tuning": NETWORK_TUNING,
+                "anchors": {k: [list(a) for a in v] for k, v in _NETWORK_ANCHORS.items()},
+                "anchor_bias": _NETWORK_BIAS, "anchor_jitter": _NETWORK_JITTER,
+                "visual_streams": [STREAM_LABELS[k] for k in _VISUAL_STREAMS],
+                "notes": ("simulation/atlases/subjXX_networks7.nii.gz partitions the cortical shell "
+                          "(0 elsewhere); a network in signal_rois plants signal in all its voxels: "
+                          "nsdgeneral voxels keep their stream/pRF signal, the others get 'tuning'."),
+            },
         },
         "subjects": subjects,
     }

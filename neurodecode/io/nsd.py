@@ -150,6 +150,10 @@ class NSDLayout:
         """``nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR/ncsnr.nii.gz``."""
         return self.betas_dir(subject) / "ncsnr.nii.gz"
 
+    def mni_transform(self, subject: int) -> Path:
+        """``nsddata/ppdata/subjXX/transforms/MNI-to-func1pt8.nii.gz`` (MNI → func1pt8mm coordinates)."""
+        return self.subject_dir(subject) / "transforms" / "MNI-to-func1pt8.nii.gz"
+
     def responses(self, subject: int) -> Path:
         """``nsddata/ppdata/subjXX/behav/responses.tsv``."""
         return self.subject_dir(subject) / "behav" / "responses.tsv"

@@ -18,6 +18,8 @@ KNOWN_CONFIG = {
                                     "Preprocessed_data_250Hz/).",
     "NEURODECODE_THINGS_MEG_ROOT": "THINGS-MEG root (OpenNeuro ds004212, with derivatives/preprocessed/).",
     "NEURODECODE_MASC_ROOT": "MEG-MASC BIDS root (participants.tsv, sub-XX/, stimuli/audio/).",
+    "NEURODECODE_ATLAS_DIR": "nilearn data folder holding atlases fetched elsewhere (yeo_2011/, schaefer_2018/); "
+                             "fills ${NEURODECODE_ATLAS_DIR} in ablation recipes.",
     "NEURODECODE_SPEECH_WEIGHTS": "A local wav2vec2-style transformers model folder (or a repo id in the local "
                                   "HF cache) for speech targets; fills ${NEURODECODE_SPEECH_WEIGHTS}.",
 }

@@ -205,6 +205,14 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         metrics["time_windows"] = sweep
         timings["time_windows"] = time.perf_counter() - t
 
+    if config.ablation.atlas is not None:
+        from .ablate import ablate_run
+
+        t = time.perf_counter()
+        metrics["ablation"] = ablate_run(config, config.ablation, out, Path(root), train, test, targets,
+                                         out / "ablation")
+        timings["ablation"] = time.perf_counter() - t
+
     t = time.perf_counter()
     report = _build_report(config, trials, test, preds, results, target_test, sweep)
     report.save(out / "report.html")

@@ -73,7 +73,7 @@ def test_fdr_bh_against_hand_computation():
     np.testing.assert_array_equal(reject, [True, False, False, False])
     # shape kept, monotone, capped at 1
     p2 = np.random.default_rng(5).random((4, 5))
-    reject2, q2 = fdr_bh(p2)
+    _, q2 = fdr_bh(p2)
     assert q2.shape == p2.shape and np.all(q2 >= p2 - 1e-12) and np.all(q2 <= 1)
     order = np.argsort(p2.ravel())
     assert np.all(np.diff(q2.ravel()[order]) >= 0)
@@ -87,3 +87,28 @@ def test_fdr_bh_matches_scipy_when_available():
         pytest.skip("scipy too old")
     p = np.random.default_rng(6).random(50) ** 3
     np.testing.assert_allclose(fdr_bh(p)[1], stats.false_discovery_control(p, method="bh"))
+
+
+def test_noise_ceiling_hand_computed():
+    from neurodecode.analysis.stats import noise_ceiling
+
+    assert noise_ceiling(1.0) == pytest.approx(50.0)            # 100 * 1 / (1 + 1)
+    assert noise_ceiling(1.0, n_trials=3) == pytest.approx(75.0)  # 100 * 1 / (1 + 1/3)
+    assert noise_ceiling(0.0) == 0.0 and noise_ceiling(np.inf) == 100.0
+    assert isinstance(noise_ceiling(0.5), float)
+    nc = noise_ceiling(np.array([[0.0, 1.0], [np.nan, 2.0]]), n_trials=1)
+    assert nc.shape == (2, 2) and np.isnan(nc[1, 0])
+    np.testing.assert_allclose(nc[[0, 0, 1], [0, 1, 1]], [0.0, 50.0, 80.0])
+    snr = np.random.default_rng(7).random(20)
+    np.testing.assert_allclose(noise_ceiling(snr, 2), 100 * snr ** 2 / (snr ** 2 + 1 / 2))
+
+
+@pytest.mark.parametrize("kwargs, match", [({"n_trials": 0}, "n_trials"), ({"n_trials": 0.5}, "n_trials"),
+                                           ({"n_trials": np.nan}, "n_trials"),
+                                           ({"n_trials": True}, "n_trials"), ({"ncsnr": -1.0}, "ncsnr")])
+def test_noise_ceiling_bad_arguments(kwargs, match):
+    from neurodecode.analysis.stats import noise_ceiling
+
+    kw = {"ncsnr": 1.0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        noise_ceiling(**kw)

@@ -18,7 +18,7 @@ def test_defaults_are_the_demo_recipe():
 @pytest.mark.parametrize("recipe", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_validates_and_has_no_machine_paths(recipe, monkeypatch, tmp_path):
     text = recipe.read_text()
-    for name in ("NSD_ROOT", "THINGS_EEG2_ROOT", "THINGS_MEG_ROOT", "MASC_ROOT", "SPEECH_WEIGHTS"):
+    for name in ("NSD_ROOT", "THINGS_EEG2_ROOT", "THINGS_MEG_ROOT", "MASC_ROOT", "SPEECH_WEIGHTS", "ATLAS_DIR"):
         monkeypatch.setenv(f"NEURODECODE_{name}", str(tmp_path))
     monkeypatch.setenv("NEURODECODE_CLIP_WEIGHTS", str(tmp_path / "clip.safetensors"))
     load_config(recipe)

@@ -166,7 +166,7 @@ def test_events_design_mapping(mini):
 
 
 def test_sessions_subset_keeps_repetition(mini):
-    root, truth = mini
+    root, _truth = mini
     full = load_nsd(root, SUBJECT, zscore=None, verbose=False)
     sub = load_nsd(root, SUBJECT, sessions=[2, 3], zscore=None, verbose=False)
     ref = full.events[full.events.session.isin([2, 3])].reset_index(drop=True)
@@ -325,7 +325,7 @@ def _write_renorm(path, data):
 
 
 def test_mindeye2_renorm(mini, tmp_path):
-    root, truth = mini
+    root, _truth = mini
     root2 = _copy(root, tmp_path)
     ref = load_nsd(root2, SUBJECT, verbose=False)
     _write_renorm(NSDLayout(root2).mindeye2_betas(SUBJECT), ref.data.astype(np.float32))
@@ -481,3 +481,37 @@ def test_missing_betas_file_for_format(tmp_path):
         load_nsd(tmp_path, SUBJECT, betas_format="nii.gz", verbose=False)
     with pytest.raises(FileNotFoundError, match=r"betas_all_subj01_fp32_renorm\.hdf5"):
         load_nsd(tmp_path, SUBJECT, betas_format="mindeye2", verbose=False)
+
+
+# ---------------------------------------------------------------------------
+# ncsnr and the MNI transform in info
+# ---------------------------------------------------------------------------
+def test_ncsnr_from_the_simulator(tmp_path):
+    import nibabel as nib
+
+    from neurodecode.datasets import simulate
+
+    root = simulate("nsd", tmp_path / "sim", n_subjects=1, n_sessions=1, trials_per_session=30,
+                    image_size=16, grid=(12, 14, 12), seed=2, verbose="warning")
+    vol = np.asarray(nib.load(NSDLayout(root).ncsnr(1)).dataobj)
+    for roi in ("nsdgeneral", None):
+        tr = load_nsd(root, 1, roi=roi, verbose=False)
+        nc = tr.info["ncsnr"]
+        assert nc.dtype == np.float32 and nc.shape == (tr.data.shape[1],)
+        np.testing.assert_array_equal(nc, vol[tuple(tr.info["voxel_indices"].T)])
+        assert nc.max() > 0
+    assert "mni_transform" not in tr.info  # the simulator writes no transform
+
+
+def test_ncsnr_absent_mismatched_and_mni_transform(mini, tmp_path):
+    root, _ = mini
+    assert "ncsnr" not in load_nsd(root, SUBJECT, verbose=False).info
+    root2 = _copy(root, tmp_path)
+    lay = NSDLayout(root2)
+    write_volume(lay.ncsnr(SUBJECT), np.ones((6, 5, 3), dtype=np.float32))
+    lay.mni_transform(SUBJECT).parent.mkdir(parents=True)
+    write_volume(lay.mni_transform(SUBJECT), np.zeros((4, 4, 4), dtype=np.float32))
+    with pytest.warns(UserWarning, match=r"ncsnr\.nii\.gz has grid \(6, 5, 3\).*\(6, 5, 4\)"):
+        info = load_nsd(root2, SUBJECT, verbose=False).info
+    assert "ncsnr" not in info
+    assert info["mni_transform"] == str(root2 / "nsddata/ppdata/subj01/transforms/MNI-to-func1pt8.nii.gz")

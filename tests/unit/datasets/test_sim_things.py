@@ -262,3 +262,30 @@ def test_atm_signal_channels_outside_official_montage(tmp_path):
     assert resolve_things_eeg2(variant="atm", signal_channels="Cz")["signal_channels"] == ["Cz"]
     with pytest.raises(ValueError, match="official"):
         resolve_things_eeg2(variant="both", signal_channels="Cz")
+
+
+def test_signal_channels_accept_sensor_regions():
+    from neurodecode.datasets._sim_meeg import eeg_positions, helmet_positions, signal_channel_mask
+    from neurodecode.datasets._sim_things import _check_signal_channels, resolve_things_meg
+    from neurodecode.preprocessing.channels import sensor_regions
+
+    names = list(EEG2_ATM_CHANNELS)
+    pos = eeg_positions(names)
+    occ = sensor_regions({"ch_names": names, "ch_pos": pos})["occipital"]
+    assert occ == [c for c in names if c.startswith(("O", "PO"))]
+    picked = [c for c, m in zip(names, signal_channel_mask(names, pos, ["occipital"])) if m]
+    assert picked == occ
+    left = [c for c, m in zip(names, signal_channel_mask(names, pos, ["left_occipital"])) if m]
+    assert left == ["O1", "PO7", "PO3"]
+    assert _check_signal_channels(["occipital", "left_temporal", "occipital"], ("parietal",),
+                                  {"ATM": (names, pos)}) == ["occipital", "left_temporal"]
+    with pytest.raises(ValueError, match=r"'visual' is neither a channel nor a sensor region.*occipital"):
+        _check_signal_channels(["visual"], (), {"ATM": (names, pos)})
+    # MEG sensors are placed by position
+    hpos = helmet_positions(32)
+    meg = meg_ctf_names(hpos)
+    resolved = resolve_things_meg(n_channels=32, signal_channels=["occipital"])
+    assert resolved["signal_channels"] == ["occipital"]
+    planted = [c for c, m in zip(meg, signal_channel_mask(meg, hpos, ["occipital"])) if m]
+    assert planted == sensor_regions({"ch_names": meg, "ch_pos": hpos})["occipital"]
+    assert planted and all(c[2] == "O" for c in planted)

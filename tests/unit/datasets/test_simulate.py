@@ -14,12 +14,18 @@ import pytest
 from scipy.io import loadmat
 
 from neurodecode.datasets import simulate
-from neurodecode.datasets._procedural import (lowlevel_features, make_captions, render_images,
-                                              sample_latents, semantic_features)
+from neurodecode.datasets._procedural import (
+    lowlevel_features,
+    make_captions,
+    render_images,
+    sample_latents,
+    semantic_features,
+)
 from neurodecode.io.nsd import NSDLayout
 
-TINY = dict(n_subjects=2, n_sessions=2, trials_per_session=60, image_size=16,
-            grid=[(12, 14, 12), (13, 14, 13)], formats=("hdf5", "nii.gz"), seed=3, verbose="warning")
+TINY = {"n_subjects": 2, "n_sessions": 2, "trials_per_session": 60, "image_size": 16,
+        "grid": [(12, 14, 12), (13, 14, 13)], "formats": ("hdf5", "nii.gz"), "seed": 3,
+        "verbose": "warning"}
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +169,8 @@ def test_roi_volumes(sim):
 
 
 # --------------------------------------------------------------------------- determinism, cache
-SMALL = dict(n_subjects=1, n_sessions=1, trials_per_session=30, image_size=16, grid=(12, 12, 12),
-             verbose="warning")
+SMALL = {"n_subjects": 1, "n_sessions": 1, "trials_per_session": 30, "image_size": 16, "grid": (12, 12, 12),
+         "verbose": "warning"}
 
 
 def test_determinism(tmp_path):
@@ -213,18 +219,18 @@ def test_interrupted_simulation_leaves_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, err, match", [
-    (dict(name="things"), ValueError, "'nsd'"),
-    (dict(n_subjects=0), ValueError, "n_subjects"),
-    (dict(n_subjects=9), ValueError, "n_subjects"),
-    (dict(trials_per_session=1000), ValueError, "trials_per_session"),
-    (dict(n_sessions=2.5), TypeError, "n_sessions"),
-    (dict(formats=("mat",)), ValueError, "formats"),
-    (dict(signal_rois=("FFA",)), ValueError, "signal_rois"),
-    (dict(grid="fake"), ValueError, "grid"),
-    (dict(grid=(4, 4, 4)), ValueError, "grid"),
-    (dict(shared_fraction=1.5), ValueError, "shared_fraction"),
-    (dict(snr=-1), ValueError, "snr"),
-    (dict(n_voxels=3), TypeError, "unexpected parameter"),
+    ({"name": "things"}, ValueError, "'nsd'"),
+    ({"n_subjects": 0}, ValueError, "n_subjects"),
+    ({"n_subjects": 9}, ValueError, "n_subjects"),
+    ({"trials_per_session": 1000}, ValueError, "trials_per_session"),
+    ({"n_sessions": 2.5}, TypeError, "n_sessions"),
+    ({"formats": ("mat",)}, ValueError, "formats"),
+    ({"signal_rois": ("FFA",)}, ValueError, "signal_rois"),
+    ({"grid": "fake"}, ValueError, "grid"),
+    ({"grid": (4, 4, 4)}, ValueError, "grid"),
+    ({"shared_fraction": 1.5}, ValueError, "shared_fraction"),
+    ({"snr": -1}, ValueError, "snr"),
+    ({"n_voxels": 3}, TypeError, "unexpected parameter"),
 ])
 def test_invalid_parameters(tmp_path, kwargs, err, match):
     kw = dict(SMALL)
@@ -304,3 +310,84 @@ def test_load_nsd_reads_the_simulation(sim):
         shared = np.asarray(truth["shared_shown_73k_ids_1based"]) - 1
         test = trials.events["split"].to_numpy() == "test"
         np.testing.assert_array_equal(test, np.isin(ids, shared))
+
+
+# --------------------------------------------------------------------------- network atlas
+NETWORKS = ["Visual", "Somatomotor", "DorsalAttention", "VentralAttention", "Limbic", "Frontoparietal",
+            "Default"]
+
+
+@pytest.fixture(scope="module")
+def sim_default(tmp_path_factory) -> Path:
+    """Default grid, signal planted in the Default network only."""
+    return simulate("nsd", tmp_path_factory.mktemp("simnet") / "nsd", n_subjects=1, n_sessions=1,
+                    trials_per_session=150, image_size=16, snr=1.0, signal_rois=["Default"], seed=4,
+                    verbose="warning")
+
+
+def _networks(root: Path, subject: int = 1) -> np.ndarray:
+    return np.asarray(nib.load(root / f"simulation/atlases/subj{subject:02d}_networks7.nii.gz").dataobj)
+
+
+def test_network_atlas_files_and_partition(sim_default):
+    lay = NSDLayout(sim_default)
+    atlas = sim_default / "simulation/atlases/subj01_networks7.nii.gz"
+    tsv = sim_default / "simulation/atlases/subj01_networks7.tsv"
+    assert atlas.is_file() and tsv.is_file()
+    assert not list(lay.roi_dir(1).glob("*network*"))  # not in NSD's own roi folder
+    img = nib.load(atlas)
+    assert img.get_data_dtype() == np.int16
+    labels = pd.read_csv(tsv, sep="\t")
+    assert list(labels.columns) == ["index", "name"]
+    assert labels["index"].tolist() == list(range(1, 8)) and labels["name"].tolist() == NETWORKS
+    net = _networks(sim_default)
+    brain = np.asarray(nib.load(lay.brainmask(1)).dataobj) > 0
+    gen = np.asarray(nib.load(lay.roi_file(1, "nsdgeneral")).dataobj)
+    np.testing.assert_allclose(img.affine, nib.load(lay.brainmask(1)).affine)
+    shell = gen >= 0  # the ROI files mark the cortical shell with 0 / k (-1 elsewhere)
+    assert net.shape == brain.shape and set(np.unique(net)) == set(range(8))
+    assert np.all(net[shell] > 0) and np.all(net[~shell] == 0) and np.all(brain[net > 0])
+    shares = np.bincount(net[shell], minlength=8)[1:] / shell.sum()
+    assert shares.min() >= 0.05, dict(zip(NETWORKS, shares.round(3)))
+    streams = np.asarray(nib.load(lay.roi_file(1, "streams")).dataobj)
+    assert np.all(net[np.isin(streams, [1, 2, 3, 5])] == 1)  # early, midventral, midlateral, ventral
+    truth = json.loads((sim_default / "simulation.json").read_text())["ground_truth"]["subjects"]["1"]
+    assert truth["network_atlas"]["volume"] == "simulation/atlases/subj01_networks7.nii.gz"
+    assert truth["network_atlas"]["voxel_counts"] == {n: int((net == k).sum()) for k, n in
+                                                     enumerate(NETWORKS, 1)}
+
+
+def test_network_signal_rois_plant_the_whole_network(sim_default):
+    from neurodecode.datasets import load_nsd
+
+    lay = NSDLayout(sim_default)
+    net = _networks(sim_default)
+    ncsnr = np.asarray(nib.load(lay.ncsnr(1)).dataobj)
+    default = net == 7
+    assert np.all(ncsnr[default] > 0) and np.all(ncsnr[~default] == 0)
+    gen = np.asarray(nib.load(lay.roi_file(1, "nsdgeneral")).dataobj) > 0
+    truth = json.loads((sim_default / "simulation.json").read_text())["ground_truth"]["subjects"]["1"]
+    assert truth["n_signal_voxels"] == int(default.sum())
+    assert truth["n_signal_voxels_outside_nsdgeneral"] == int((default & ~gen).sum()) > 0
+    assert truth["signal_voxels_per_roi"]["Default"] == int(default.sum())
+    assert truth["signal_voxels_per_roi"]["Visual"] == 0 and truth["signal_voxels_per_roi"]["early"] == 0
+    # whole brain through the real loader: repeated presentations agree only in Default
+    tr = load_nsd(sim_default, 1, roi=None, verbose="warning")
+    ev = tr.events
+
+    def rep(k: int) -> np.ndarray:  # (n_images, n_voxels), rows sorted by image
+        rows = np.flatnonzero(ev["repetition"].to_numpy() == k)
+        return tr.data[rows[np.argsort(ev["stimulus_id"].to_numpy()[rows])]]
+
+    a, b = rep(0), rep(1)
+    assert len(a) == len(b) == 50
+    a, b = a - a.mean(0), b - b.mean(0)
+    r = (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    in_default = default[tuple(tr.info["voxel_indices"].T)]
+    assert np.median(r[in_default]) > 0.3
+    assert abs(np.median(r[~in_default])) < 0.1  # the shared global fluctuation makes it ±0.03
+
+
+def test_invalid_network_name_lists_allowed(tmp_path):
+    with pytest.raises(ValueError, match="signal_rois.*'DefaultMode'.*'Frontoparietal', 'Default'"):
+        simulate("nsd", tmp_path / "x", signal_rois=["DefaultMode"], **SMALL)
