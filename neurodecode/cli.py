@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--device", default="auto", help="torch device (default auto)")
     rc.add_argument("--size", type=int, default=None, help="output side in pixels (default: the backend's)")
     rc.add_argument("--output", "-o", help="output folder (default RUN/reconstructions-BACKEND, never overwritten)")
+    rc.add_argument("--captions", action="store_true",
+                    help="also decode captions by caption-bank retrieval (training captions in the run's CLIP "
+                         "space) and score them (BLEU, METEOR, ROUGE-L, CIDEr, SPICE, CLIP-S, RefCLIP-S)")
+    rc.add_argument("--metric-weights", action="append", default=[], metavar="NET=PATH",
+                    help="local weights of a feature network for MindEye2's metrics (alexnet, inception, clip, "
+                         "effnet, swav); repeatable")
     _add_verbosity(rc)
 
     ab = sub.add_parser(
@@ -209,6 +215,16 @@ def _run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_weights(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for text in pairs:
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--metric-weights takes NET=PATH (e.g. alexnet=~/weights/alexnet.pth), got {text!r}")
+        out[name.strip()] = path.strip()
+    return out
+
+
 def _run_reconstruct(args: argparse.Namespace) -> int:
     from .utils import use_log_level
     from .workflow.reconstruct import run_reconstruct
@@ -217,7 +233,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         result = run_reconstruct(args.run, args.generator, backend=args.backend, limit=args.limit or None,
                                  n_samples=args.n_samples, steps=args.steps, strength=args.strength,
                                  seed=args.seed, batch_size=args.batch_size, device=args.device,
-                                 size=args.size, output=args.output)
+                                 size=args.size, output=args.output, captions=args.captions,
+                                 metric_weights=_metric_weights(args.metric_weights))
     print(f"Gallery: {result.run_dir / 'gallery.html'}")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,8 @@ from ._run import FitResult, _fresh_dir
 def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str = "unclip",
                     limit: int | None = 16, n_samples: int = 1, steps: int | None = None,
                     strength: float = 0.75, seed: int = 0, batch_size: int = 4, device: str = "auto",
-                    size: int | None = None, output: str | Path | None = None,
+                    size: int | None = None, output: str | Path | None = None, captions: bool = False,
+                    metric_weights: Mapping[str, str | Path] | None = None,
                     verbose: Any = None) -> FitResult:
     """Reconstruct the test images of a fitted run with a diffusers backend.
 
@@ -45,6 +47,18 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
         Output side in pixels (None: the backend's default, e.g. 768 for unCLIP 2.1).
     output : str | Path | None
         Output folder; default ``<run_dir>/reconstructions-<backend>`` (never overwritten).
+    captions : bool
+        Also decode a caption per item by caption-bank retrieval: the captions of the run's
+        *training* stimuli (COCO captions for NSD) embedded with the run's CLIP text tower
+        (``targets.encoder`` / ``targets.weights``; test captions are never in the bank); the
+        nearest caption to the decoded embedding is scored against the item's true captions
+        (BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE where Java is present, CLIP-S, RefCLIP-S) and
+        shown in the gallery. Needs CLIP targets and captioned stimuli.
+    metric_weights : mapping | None
+        Local weights of MindEye2's feature networks (``alexnet``, ``inception``, ``clip``,
+        ``effnet``, ``swav``; see :func:`~neurodecode.tasks.metrics.evaluate_reconstructions`):
+        each adds its metrics (AlexNet-2/5, Inception, CLIP two-way; EffNet-B / SwAV distance)
+        to PixCorr and SSIM.
     verbose : bool | str | int | None
         Log level for this call.
 
@@ -69,6 +83,7 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive int or None, got {limit}")
     config = load_config(cfg_path)
+    networks, image_metrics = _feature_networks(metric_weights)  # checked before any work
     t0 = time.perf_counter()
     _, trials = load_data(config)
     trials = preprocess(config, trials)
@@ -112,18 +127,74 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     result.save(out / "reconstructions")
 
     seen = trials.stimuli.get_images(ids)
-    scores = evaluate_reconstructions(result.images, seen, metrics=("pixcorr", "ssim"),
+    scores = evaluate_reconstructions(result.images, seen, metrics=image_metrics, networks=networks or None,
                                       n_boot=config.evaluation.n_boot, ci=config.evaluation.ci,
-                                      random_state=config.seed)
-    captions = trials.stimuli.captions_ if "caption" in trials.stimuli.kinds else None
+                                      device=dev, random_state=config.seed)
+    true_captions = trials.stimuli.captions_ if "caption" in trials.stimuli.kinds else None
+    decoded_captions, caption_scores = None, None
+    if captions:
+        decoded_captions, caption_scores = _decode_captions(config, trials, test, ids, embeds, seen, dev)
     items = gallery_items(seen, result.images, ids=ids, lowlevel=result.lowlevel_images,
-                          true_captions=captions, subjects=test.events["subject"].tolist(),
+                          decoded_captions=decoded_captions,
+                          true_captions=true_captions, subjects=test.events["subject"].tolist(),
                           scores={m: np.asarray(v) for m, v in scores.per_image.items()})
     build_gallery(items, title=f"neurodecode reconstruct — {config.name} ({backend})",
                   metrics=scores.to_frame(), config=config.model_dump(mode="json")).save(out / "gallery.html")
     metrics = {"neurodecode_version": __version__, "run": str(run_dir), "backend": backend,
                "generator": str(generator), "n_items": len(ids), "n_samples": n_samples, "seed": seed,
                "metrics": scores.to_dict(), "time_s": round(time.perf_counter() - t0, 3)}
+    if caption_scores is not None:
+        metrics["captions"] = {"method": "caption-bank retrieval (training-stimulus captions, run's CLIP)",
+                               "decoded": dict(zip(map(str, ids), decoded_captions)),
+                               "scores": caption_scores.to_dict()}
     atomic_write_json(out / "metrics.json", metrics)
     logger.info("Reconstructed %d test images with %s: %s", len(ids), backend, out / "gallery.html")
     return FitResult(out, metrics, {"total": metrics["time_s"]})
+
+
+def _decode_captions(config: Any, trials: Any, test: Any, ids: list, embeds: np.ndarray, seen: np.ndarray,
+                     device: Any) -> tuple[list[str], Any]:
+    """Nearest training caption to each decoded embedding (CLIP text space of the run), and its scores."""
+    from ..embeddings import ClipEncoder
+    from ..tasks.caption_metrics import evaluate_captions
+    from ..tasks.captioning import CaptionBank
+
+    if config.targets.encoder in ("pixels", "melspec", "speech"):
+        raise ValueError(f"Decoded captions need a run fitted on CLIP targets (targets.encoder = an open_clip "
+                         f"model); this run's targets are {config.targets.encoder!r}, which have no text space")
+    if "caption" not in trials.stimuli.kinds:
+        raise ValueError(f"The {config.data.dataset} stimuli of this run have no captions (NSD: COCO captions from "
+                         "nsddata/experiments/nsd/ or nsd_stim_info with the COCO annotations)")
+    all_caps = trials.stimuli.captions_
+    test_ids = set(map(str, test.events["stimulus_id"]))
+    train_ids = [i for i in trials.events["stimulus_id"].drop_duplicates()
+                 if str(i) not in test_ids and all_caps.get(i)]
+    if not train_ids:
+        raise ValueError("No training stimulus has captions: the caption bank would be empty")
+    enc = ClipEncoder(config.targets.encoder, config.targets.weights, device=device)
+    bank = CaptionBank.from_encoder({i: list(all_caps[i]) for i in train_ids}, enc)
+    decoded = [c[0] for c in bank.retrieve(embeds, k=1)]
+    refs = [list(all_caps.get(i) or []) for i in ids]
+    keep = [k for k, r in enumerate(refs) if r]
+    if not keep:
+        raise ValueError("None of the reconstructed test items has true captions to score against")
+    scores = evaluate_captions([decoded[k] for k in keep], [refs[k] for k in keep], encoder=enc,
+                               images=seen[keep], n_boot=config.evaluation.n_boot, ci=config.evaluation.ci,
+                               random_state=config.seed)
+    logger.info("Decoded captions (bank of %d training captions): %s", len(bank), scores)
+    return decoded, scores
+
+
+def _feature_networks(metric_weights: Mapping[str, str | Path] | None) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Checked ``{network: weight file}`` and the image metrics they add to PixCorr and SSIM."""
+    networks = {str(k): str(Path(v).expanduser()) for k, v in (metric_weights or {}).items()}
+    unknown = sorted(set(networks) - {"alexnet", "inception", "clip", "effnet", "swav"})
+    if unknown:
+        raise ValueError(f"Unknown feature network(s) {unknown} in metric_weights; use alexnet, inception, clip, "
+                         "effnet, swav")
+    missing = [f"{k}={v}" for k, v in networks.items() if not Path(v).exists()]
+    if missing:
+        raise FileNotFoundError(f"Feature-network weights not found: {', '.join(missing)} (see "
+                                "docs/reconstruction_metrics.md for the files MindEye2's metrics use)")
+    extra = [m for net in networks for m in (("alexnet2", "alexnet5") if net == "alexnet" else (net,))]
+    return networks, ("pixcorr", "ssim", *extra)

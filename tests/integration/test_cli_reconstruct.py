@@ -109,3 +109,58 @@ def test_fit_lowlevel_vae_latents_then_reconstruct(tmp_path, monkeypatch):
     for s in FIT:
         argv += ["--set", s]
     assert main(argv) == 1
+
+
+def test_reconstruct_with_decoded_captions(tmp_path, monkeypatch, capsys):
+    """A run on (tiny, random) CLIP targets: caption-bank captions in the gallery and caption metrics."""
+    pytest.importorskip("open_clip")
+    import torch
+    from safetensors.torch import save_file
+
+    from neurodecode._compat import ensure_torchvision
+    from neurodecode.tasks.reconstruction import make_random_pipeline
+
+    ensure_torchvision()
+    import open_clip
+
+    name = "nd-recon-tiny-vit"
+    (tmp_path / f"{name}.json").write_text(json.dumps({
+        "embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
+    torch.manual_seed(0)
+    weights = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.create_model(name, pretrained=None).state_dict().items()},
+              str(weights))
+    monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
+    argv = ["fit", "-q"]
+    for s in [*FIT, f"targets.encoder={name}", f"targets.weights={weights}", f"output_dir={tmp_path / 'runs'}"]:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "demo"
+    generator = tmp_path / "kandinsky"
+    make_random_pipeline("kandinsky", embed_dim=32, seed=0).save_pretrained(generator)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert main(["reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky",
+                     "--limit", "3", "--steps", "2", "--device", "cpu", "--size", "32", "--captions", "-q"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = run / "reconstructions-kandinsky"
+    metrics = json.loads((out / "metrics.json").read_text())
+    cap = metrics["captions"]
+    assert len(cap["decoded"]) == 3
+    scores = cap["scores"]["metrics"] if "metrics" in cap["scores"] else cap["scores"]
+    assert {"bleu1", "cider", "clip_s"} <= set(scores)
+    html = (out / "gallery.html").read_text()
+    decoded = next(iter(cap["decoded"].values()))
+    import html as _html
+
+    assert _html.escape(decoded) in html or decoded in html
+    # missing feature-network weights: a clear error before any work, nothing written
+    capsys.readouterr()
+    assert main(["reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky", "--limit", "1",
+                 "--metric-weights", "alexnet=" + str(tmp_path / "missing.pth"), "-q"]) == 1
+    assert "missing.pth" in capsys.readouterr().err
+    assert not (run / "reconstructions-kandinsky-1").exists()
