@@ -19,28 +19,37 @@ FIT = [
 ]
 
 
-def test_reconstruct_run_with_a_local_generator(tmp_path, monkeypatch):
+def _fit(tmp_path, sets, out="runs"):
+    argv = ["fit", "-q"]
+    for s in [*FIT, *sets, f"output_dir={tmp_path / out}"]:
+        argv += ["--set", s]
+    return main(argv)
+
+
+def _reconstruct(run, generator, *extra):
+    """`neurodecode reconstruct` on a tiny Kandinsky folder, single-threaded (its conv kernels are small)."""
     import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        return main(["reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky",
+                     "--steps", "2", "--device", "cpu", "--size", "32", "-q", *extra])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_reconstruct_run_with_a_local_generator(tmp_path, monkeypatch):
 
     from neurodecode.tasks.reconstruction import make_random_pipeline
 
     monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    argv = ["fit", "-q"]
-    for s in [*FIT, "models.mlp.heads=[pooled,lowlevel]", "models.mlp.lowlevel_size=8",
-              f"output_dir={tmp_path / 'runs'}"]:
-        argv += ["--set", s]
-    assert main(argv) == 0
+    assert _fit(tmp_path, ["models.mlp.heads=[pooled,lowlevel]", "models.mlp.lowlevel_size=8"]) == 0
     run = tmp_path / "runs" / "demo"
     generator = tmp_path / "kandinsky"
     make_random_pipeline("kandinsky", embed_dim=4 * 4 * 3, seed=0).save_pretrained(generator)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert main(["reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky",
-                     "--limit", "3", "--steps", "2", "--device", "cpu", "--size", "32", "-q"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert _reconstruct(run, generator, "--limit", "3") == 0
     out = run / "reconstructions-kandinsky"
     manifest = json.loads((out / "reconstructions" / "manifest.json").read_text())
     assert len(manifest["ids"]) == 3
@@ -71,7 +80,6 @@ def _tiny_vae(folder: Path) -> None:
 def test_fit_lowlevel_vae_latents_then_reconstruct(tmp_path, monkeypatch):
     """MindEye2's two stages from the CLI: the decoder learns VAE latents; reconstruct decodes them first."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from neurodecode.models import BrainDecoder
@@ -81,11 +89,8 @@ def test_fit_lowlevel_vae_latents_then_reconstruct(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     vae = tmp_path / "vae"
     _tiny_vae(vae)
-    argv = ["fit", "-q"]
-    for s in [*FIT, "models.mlp.heads=[pooled,lowlevel]", f"models.mlp.lowlevel_vae={vae}",
-              "models.mlp.lowlevel_size=16", f"output_dir={tmp_path / 'runs'}"]:
-        argv += ["--set", s]
-    assert main(argv) == 0
+    assert _fit(tmp_path, ["models.mlp.heads=[pooled,lowlevel]", f"models.mlp.lowlevel_vae={vae}",
+                           "models.mlp.lowlevel_size=16"]) == 0
     run = tmp_path / "runs" / "demo"
     model = BrainDecoder.from_pretrained(run / "models" / "mlp")
     assert model.config["lowlevel_shape"] == [4, 8, 8]  # 16 px through a 2x-downscaling VAE
@@ -93,22 +98,13 @@ def test_fit_lowlevel_vae_latents_then_reconstruct(tmp_path, monkeypatch):
     assert all(h["train_lowlevel_loss"] is not None and h["val_lowlevel_loss"] is not None for h in history)
     generator = tmp_path / "kandinsky"
     make_random_pipeline("kandinsky", embed_dim=4 * 4 * 3, seed=0).save_pretrained(generator)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert main(["reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky",
-                     "--limit", "2", "--steps", "2", "--device", "cpu", "--size", "32", "-q"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert _reconstruct(run, generator, "--limit", "2") == 0
     low = sorted((run / "reconstructions-kandinsky" / "reconstructions").glob("*_lowlevel.png"))
     assert len(low) == 2
     assert np.asarray(Image.open(low[0])).shape[:2] == (16, 16)  # decoded by the run's VAE, not the movq
     # a missing VAE folder is a clear error at fit time
-    argv = ["fit", "-q", "--set", "models.mlp.heads=[pooled,lowlevel]", "--set",
-            f"models.mlp.lowlevel_vae={tmp_path / 'nope'}", "--set", f"output_dir={tmp_path / 'runs2'}"]
-    for s in FIT:
-        argv += ["--set", s]
-    assert main(argv) == 1
+    assert _fit(tmp_path, ["models.mlp.heads=[pooled,lowlevel]", f"models.mlp.lowlevel_vae={tmp_path / 'nope'}"],
+                out="runs2") == 1
 
 
 def test_reconstruct_with_decoded_captions(tmp_path, monkeypatch, capsys):
@@ -133,20 +129,11 @@ def test_reconstruct_with_decoded_captions(tmp_path, monkeypatch, capsys):
     save_file({k: v.contiguous() for k, v in open_clip.create_model(name, pretrained=None).state_dict().items()},
               str(weights))
     monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
-    argv = ["fit", "-q"]
-    for s in [*FIT, f"targets.encoder={name}", f"targets.weights={weights}", f"output_dir={tmp_path / 'runs'}"]:
-        argv += ["--set", s]
-    assert main(argv) == 0
+    assert _fit(tmp_path, [f"targets.encoder={name}", f"targets.weights={weights}"]) == 0
     run = tmp_path / "runs" / "demo"
     generator = tmp_path / "kandinsky"
     make_random_pipeline("kandinsky", embed_dim=32, seed=0).save_pretrained(generator)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert main(["reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky",
-                     "--limit", "3", "--steps", "2", "--device", "cpu", "--size", "32", "--captions", "-q"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert _reconstruct(run, generator, "--limit", "3", "--captions") == 0
     out = run / "reconstructions-kandinsky"
     metrics = json.loads((out / "metrics.json").read_text())
     cap = metrics["captions"]
