@@ -30,7 +30,7 @@ from ._sim_meeg import check_int as _check_int
 
 #: Bumped whenever the generated content changes, so stale caches are not reused.
 #: 2: NSD gets the 7-network whole-cortex atlas (``simulation/atlases/``) and network ``signal_rois``.
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3
 _JSON_NAME = "simulation.json"
 
 
@@ -616,14 +616,21 @@ def _absorb_islands(vol: np.ndarray) -> np.ndarray:
     return out
 
 
-def _signal_mask(anat: dict, signal_rois: Sequence[str]) -> np.ndarray:
-    """Boolean over brain voxels (ascending flat index): which carry stimulus signal."""
+def _signal_mask(anat: dict, signal_rois: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Booleans over brain voxels (ascending flat index): which carry stimulus signal, and which of
+    those carry the networks' semantic tuning.
+
+    Voxels planted through a network name other than ``Visual`` (and not also through an
+    nsdgeneral / stream / pRF name) are network-tuned even inside nsdgeneral, so a planted network
+    carries the same kind of information everywhere; the others keep their stream / pRF tuning.
+    """
     general = np.zeros(len(anat["general_idx"]), bool)
     names = {v: k for k, v in PRF_LABELS.items()}
     snames = {v: k for k, v in STREAM_LABELS.items()}
     nets = {v: k for k, v in NETWORK_LABELS.items()}
     brain_idx = np.flatnonzero(anat["brain"])
     mask = np.zeros(len(brain_idx), bool)
+    network_tuned = np.zeros(len(brain_idx), bool)
     for r in signal_rois:
         if r == "nsdgeneral":
             general[:] = True
@@ -632,12 +639,17 @@ def _signal_mask(anat: dict, signal_rois: Sequence[str]) -> np.ndarray:
         elif r in names:
             general |= anat["prf"] == names[r]
         elif r in nets:
-            mask |= anat["networks"].ravel()[brain_idx] == nets[r]
+            in_net = anat["networks"].ravel()[brain_idx] == nets[r]
+            mask |= in_net
+            if r != "Visual":
+                network_tuned |= in_net
         else:
             for sub in _AREA_ALIASES[r]:
                 general |= anat["prf"] == names[sub]
-    mask[np.searchsorted(brain_idx, anat["general_idx"][general])] = True
-    return mask
+    by_name = np.searchsorted(brain_idx, anat["general_idx"][general])
+    mask[by_name] = True
+    network_tuned[by_name] = False
+    return mask, network_tuned
 
 
 # ----------------------------------------------------------------------------
@@ -763,9 +775,9 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     n_trials, tps = design["n_trials"], p["trials_per_session"]
     ids73 = design["subjectim"][subject - 1, design["masterordering"][:n_trials] - 1] - 1
     uniq, trial_img = np.unique(ids73, return_inverse=True)
-    signal_mask = _signal_mask(anat, p["signal_rois"])  # over brain voxels
+    signal_mask, network_tuned = _signal_mask(anat, p["signal_rois"])  # over brain voxels
     signals = _voxel_signals(anat, low[uniq], sem[uniq], groups, rng)
-    planted_general = signal_mask[gen_in_brain]
+    planted_general = signal_mask[gen_in_brain] & ~network_tuned[gen_in_brain]
 
     # per-voxel noise level, SNR, amplitude, baseline (PSC units)
     shell_in_brain = anat["shell"].ravel()[brain_idx]
@@ -776,14 +788,15 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     amp = (snr_v * noise_sd).astype(np.float32)
     baseline = rng.normal(0.5, 0.6, n_brain)
     loading = rng.uniform(0.5, 1.5, n_brain)
-    # planted nsdgeneral voxels keep their stream / pRF signal; planted voxels elsewhere (networks) get
-    # semantic tuning, computed per block of trials
+    # planted nsdgeneral voxels keep their stream / pRF signal, except those planted only through a
+    # non-Visual network; those and planted voxels elsewhere get the networks' semantic tuning, computed
+    # per block of trials
     gen_cols = gen_in_brain[planted_general]
     sig_rows = signals[:, planted_general]
     del signals
     is_general = np.zeros(n_brain, bool)
     is_general[gen_in_brain] = True
-    extra_cols = np.flatnonzero(signal_mask & ~is_general)
+    extra_cols = np.flatnonzero(signal_mask & (~is_general | network_tuned))
     if len(extra_cols):
         sem_c, w_extra = _network_weights(sem[uniq], groups, len(extra_cols), net_rng)
     noise_norm = _smooth_noise_scale(_NOISE_SIGMA_VOX)
@@ -826,7 +839,8 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     return {
         "grid": list(shape), "affine": aff.tolist(), "n_brain_voxels": int(n_brain),
         "n_nsdgeneral_voxels": len(anat["general_idx"]), "n_signal_voxels": int(signal_mask.sum()),
-        "n_signal_voxels_outside_nsdgeneral": len(extra_cols),
+        "n_signal_voxels_outside_nsdgeneral": int((signal_mask & ~is_general).sum()),
+        "n_network_tuned_voxels": len(extra_cols),
         "signal_voxels_per_roi": planted, "roi_voxel_counts": counts,
         "median_ncsnr_signal_voxels": float(np.median(snr_v[sig_cols])) if len(sig_cols) else 0.0,
         "n_images_seen": len(uniq),
@@ -916,7 +930,8 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                 "visual_streams": [STREAM_LABELS[k] for k in _VISUAL_STREAMS],
                 "notes": ("simulation/atlases/subjXX_networks7.nii.gz partitions the cortical shell "
                           "(0 elsewhere); a network in signal_rois plants signal in all its voxels: "
-                          "nsdgeneral voxels keep their stream/pRF signal, the others get 'tuning'."),
+                          "Visual's nsdgeneral voxels (and voxels also planted by a stream / pRF name) keep their "
+                          "stream/pRF signal, the others get 'tuning'."),
             },
         },
         "subjects": subjects,

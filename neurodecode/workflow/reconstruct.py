@@ -42,7 +42,10 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     limit : int | None
         Reconstruct the first ``limit`` test items (None = all).
     n_samples, steps, strength, seed, batch_size, device
-        Passed to the :class:`~neurodecode.tasks.reconstruction.Reconstructor`.
+        Passed to the :class:`~neurodecode.tasks.reconstruction.Reconstructor`. With
+        ``n_samples > 1`` the best sample per item is the one whose CLIP image embedding
+        (the run's own CLIP, ``targets.encoder``) is closest to the decoded embedding
+        (MindEye1's best-of-N); runs on weight-free targets keep the first sample.
     size : int | None
         Output side in pixels (None: the backend's default, e.g. 768 for unCLIP 2.1).
     output : str | Path | None
@@ -114,9 +117,14 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
         logger.info("The run's decoder has no 'lowlevel' head: img2img starts from noise only (add 'lowlevel' to "
                     "models.mlp.heads for MindEye2's two-stage reconstruction)")
 
+    clip = _run_clip(config, dev) if (captions or n_samples > 1) else None
+    if n_samples > 1 and clip is None:
+        logger.warning("--n-samples %d: this run's targets (%s) have no CLIP image space to pick the best sample "
+                       "in; the first sample of each item is kept", n_samples, config.targets.encoder)
     rec = Reconstructor.from_pretrained(backend, generator, device=device, num_inference_steps=steps,
                                         strength=strength, n_samples=n_samples, batch_size=batch_size,
-                                        height=size, width=size, lowlevel_vae=lowlevel_vae)
+                                        height=size, width=size, lowlevel_vae=lowlevel_vae,
+                                        selector=clip if n_samples > 1 else None)
     if rec.embed_dim is not None and rec.embed_dim != embeds.shape[-1]:
         raise ValueError(f"The decoder of {run_dir} outputs {embeds.shape[-1]}-d embeddings ({config.targets.encoder} "
                          f"targets) but the {backend} generator at {generator} takes {rec.embed_dim}-d image "
@@ -133,7 +141,7 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     true_captions = trials.stimuli.captions_ if "caption" in trials.stimuli.kinds else None
     decoded_captions, caption_scores = None, None
     if captions:
-        decoded_captions, caption_scores = _decode_captions(config, trials, test, ids, embeds, seen, dev)
+        decoded_captions, caption_scores = _decode_captions(config, trials, test, ids, embeds, seen, clip)
     items = gallery_items(seen, result.images, ids=ids, lowlevel=result.lowlevel_images,
                           decoded_captions=decoded_captions,
                           true_captions=true_captions, subjects=test.events["subject"].tolist(),
@@ -152,14 +160,22 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     return FitResult(out, metrics, {"total": metrics["time_s"]})
 
 
-def _decode_captions(config: Any, trials: Any, test: Any, ids: list, embeds: np.ndarray, seen: np.ndarray,
-                     device: Any) -> tuple[list[str], Any]:
-    """Nearest training caption to each decoded embedding (CLIP text space of the run), and its scores."""
+def _run_clip(config: Any, device: Any) -> Any:
+    """The run's own CLIP encoder (its targets' space), or None for weight-free targets."""
     from ..embeddings import ClipEncoder
+
+    if config.targets.encoder in ("pixels", "melspec", "speech"):
+        return None
+    return ClipEncoder(config.targets.encoder, config.targets.weights, device=device)
+
+
+def _decode_captions(config: Any, trials: Any, test: Any, ids: list, embeds: np.ndarray, seen: np.ndarray,
+                     enc: Any) -> tuple[list[str], Any]:
+    """Nearest training caption to each decoded embedding (CLIP text space of the run), and its scores."""
     from ..tasks.caption_metrics import evaluate_captions
     from ..tasks.captioning import CaptionBank
 
-    if config.targets.encoder in ("pixels", "melspec", "speech"):
+    if enc is None:
         raise ValueError(f"Decoded captions need a run fitted on CLIP targets (targets.encoder = an open_clip "
                          f"model); this run's targets are {config.targets.encoder!r}, which have no text space")
     if "caption" not in trials.stimuli.kinds:
@@ -171,7 +187,6 @@ def _decode_captions(config: Any, trials: Any, test: Any, ids: list, embeds: np.
                  if str(i) not in test_ids and all_caps.get(i)]
     if not train_ids:
         raise ValueError("No training stimulus has captions: the caption bank would be empty")
-    enc = ClipEncoder(config.targets.encoder, config.targets.weights, device=device)
     bank = CaptionBank.from_encoder({i: list(all_caps[i]) for i in train_ids}, enc)
     decoded = [c[0] for c in bank.retrieve(embeds, k=1)]
     refs = [list(all_caps.get(i) or []) for i in ids]

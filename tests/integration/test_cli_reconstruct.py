@@ -133,9 +133,12 @@ def test_reconstruct_with_decoded_captions(tmp_path, monkeypatch, capsys):
     run = tmp_path / "runs" / "demo"
     generator = tmp_path / "kandinsky"
     make_random_pipeline("kandinsky", embed_dim=32, seed=0).save_pretrained(generator)
-    assert _reconstruct(run, generator, "--limit", "3", "--captions") == 0
+    assert _reconstruct(run, generator, "--limit", "3", "--captions", "--n-samples", "2") == 0
     out = run / "reconstructions-kandinsky"
     metrics = json.loads((out / "metrics.json").read_text())
+    manifest = json.loads((out / "reconstructions" / "manifest.json").read_text())
+    assert "ClipSelector" in str(manifest["config"]["selector"])  # best-of-2 by the run's CLIP
+    assert len(list((out / "reconstructions").glob("*_sample*.png"))) == 6
     cap = metrics["captions"]
     assert len(cap["decoded"]) == 3
     scores = cap["scores"]["metrics"] if "metrics" in cap["scores"] else cap["scores"]
