@@ -699,7 +699,9 @@ class VolumeAtlas(_VoxelAtlas):
             values = data[vox[:, 0], vox[:, 1], vox[:, 2]].astype(np.int64)
         else:
             mm = _data_mm(info, subject, atlas_space=self.space, transforms=self.transforms)
-            values = self._sample(mm, subject)
+            values = self._sample(mm, subject)  # also warns when voxels fall outside the atlas
+            if affine is not None and (self.space is None or _is_mni(info.get("space"))):
+                values = self._resampled(affine, shape)[vox[:, 0], vox[:, 1], vox[:, 2]]
         lab = np.full(len(vox), -1, dtype=np.int64)
         uniq, inv = np.unique(values, return_inverse=True)
         extra = []
@@ -718,6 +720,14 @@ class VolumeAtlas(_VoxelAtlas):
             logger.info("Atlas %s: label value(s) %s are not in the label table; named by their value",
                         self.name, extra[:20])
         return list(regions), lab
+
+    def _resampled(self, affine: np.ndarray, shape: tuple) -> np.ndarray:
+        """The atlas resampled onto the data grid by nilearn (nearest neighbour), as integers."""
+        from nilearn.image import resample_img
+
+        img = resample_img(self.img, target_affine=np.asarray(affine, dtype=float), target_shape=tuple(shape),
+                           interpolation="nearest", force_resample=True, copy_header=True)
+        return np.rint(np.asarray(img.dataobj)).astype(np.int64)
 
     def _sample(self, mm: np.ndarray, subject: Any) -> np.ndarray:
         """Atlas value at the nearest atlas voxel of each mm point (0 outside / NaN points)."""
