@@ -98,19 +98,12 @@ def main() -> None:
     print(f"\n{n} seeds, strategy {args.strategy}, 2-way, {args.n_null} null regions, "
           f"{time.perf_counter() - t0:.0f} s")
     print(f"{'measure':58s} {'neurodecode':>22s} {'baseline':>10s}")
-    lo, hi = wilson(hits, n)
-    print(f"{'planted network ranked first with p < .05':58s} {hits:3d}/{n} = {hits / n:.2f} "
-          f"[{lo:.2f}, {hi:.2f}] {1 / 7:10.2f}")
-    lo, hi = wilson(found_fdr, n)
-    print(f"{'planted network significant at FDR .05':58s} {found_fdr:3d}/{n} = {found_fdr / n:.2f} "
-          f"[{lo:.2f}, {hi:.2f}] {'-':>10s}")
-    lo, hi = wilson(fp_raw, n_un)
-    print(f"{'unplanted networks with raw p < .05':58s} {fp_raw:3d}/{n_un} = {fp_raw / n_un:.3f} "
-          f"[{lo:.3f}, {hi:.3f}] {0.05:10.3f}")
-    lo, hi = wilson(fp_fdr, n_un)
-    print(f"{'unplanted networks significant at FDR .05':58s} {fp_fdr:3d}/{n_un} = {fp_fdr / n_un:.3f} "
-          f"[{lo:.3f}, {hi:.3f}] {'-':>10s}")
-
+    for label, k, total, base in (("planted network ranked first with p < .05", hits, n, f"{1 / 7:.2f}"),
+                                  ("planted network significant at FDR .05", found_fdr, n, "-"),
+                                  ("unplanted networks with raw p < .05", fp_raw, n_un, "0.050"),
+                                  ("unplanted networks significant at FDR .05", fp_fdr, n_un, "-")):
+        lo, hi = wilson(k, total)
+        print(f"{label:58s} {k:3d}/{total} = {k / total:.3f} [{lo:.3f}, {hi:.3f}] {base:>10s}")
 
 if __name__ == "__main__":
     main()
