@@ -276,8 +276,7 @@ def _subject_arrays(test: Any, train: Any, targets: Any, strategies: Sequence[st
         if not np.isfinite(X).all():
             raise ValueError(f"The test trials of subject {s} contain NaN or inf")
         ids = t.events["stimulus_id"].to_numpy()
-        uniq, true = np.unique(ids.astype(str), return_inverse=True)
-        first = np.array([np.flatnonzero(ids.astype(str) == u)[0] for u in uniq])
+        uniq, first, true = np.unique(ids.astype(str), return_index=True, return_inverse=True)
         cand = np.asarray(targets.lookup(ids[first].tolist()), dtype=np.float64)
         cand /= np.maximum(np.linalg.norm(cand, axis=1, keepdims=True), np.finfo(np.float64).tiny)
         subsets = None

@@ -302,8 +302,6 @@ def _sensor_membership(atlas: Any, info: Mapping[str, Any]) -> dict[str, list[in
     members = None
     if callable(getattr(atlas, "region_channels", None)):
         members = atlas.region_channels(info)
-    elif callable(getattr(atlas, "_channel_sets", None)):  # neurodecode.analysis.atlases.SensorAtlas
-        members = atlas._channel_sets(info)
     elif isinstance(getattr(atlas, "regions", None), Mapping):
         members = atlas.regions
     if members is None:

@@ -72,15 +72,14 @@ def ablate_run(config: FitConfig, ac: AblationConfig, run_dir: Path, root: Path,
     add_ablation_section(report, res.to_frame(), atlas=atlas, info=info, alpha=ac.alpha,
                          title=f"Ablation of {atlas.name}")
     report.save(out / "report.html")
-    frame = res.to_frame()
-    top = {f"{s}/{m}": {"region": str(g.sort_values("rank").iloc[0]["region"]),
-                        "effect": float(g.sort_values("rank").iloc[0]["effect"]),
-                        "p_value": float(g.sort_values("rank").iloc[0]["p_value"]),
-                        "p_fdr": float(g.sort_values("rank").iloc[0]["p_fdr"])}
-           for (s, m), g in frame.groupby(["strategy", "metric"], sort=False)}
+    top, n_significant = {}, {}
+    for (s, m), g in res.to_frame().groupby(["strategy", "metric"], sort=False):
+        first = g.loc[g["rank"].idxmin()]
+        top[f"{s}/{m}"] = {"region": str(first["region"]), "effect": float(first["effect"]),
+                           "p_value": float(first["p_value"]), "p_fdr": float(first["p_fdr"])}
+        n_significant[f"{s}/{m}"] = int(g["significant"].sum())
     summary = {"atlas": spec, "model": ac.model, "folder": str(out), "baseline": res.baseline, "top": top,
-               "n_significant": {f"{s}/{m}": int(g["significant"].sum())
-                                 for (s, m), g in frame.groupby(["strategy", "metric"], sort=False)}}
+               "n_significant": n_significant}
     for key, t in top.items():
         logger.info("Ablation %s: %r first (effect %.3f, p = %.3g, FDR %.3g)", key, t["region"], t["effect"],
                     t["p_value"], t["p_fdr"])
