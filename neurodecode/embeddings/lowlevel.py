@@ -60,7 +60,18 @@ def load_vae(path: str | Path, *, device: Any = "cpu") -> Any:
 
 
 def vae_downscale(vae: Any) -> int:
-    """Spatial downsampling factor of an ``AutoencoderKL`` (8 for Stable Diffusion's)."""
+    """Spatial downsampling factor of an ``AutoencoderKL`` (8 for Stable Diffusion's).
+
+    Parameters
+    ----------
+    vae : diffusers.AutoencoderKL
+        The autoencoder (its ``config.block_out_channels`` sets the factor).
+
+    Returns
+    -------
+    factor : int
+        Image side / latent side.
+    """
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 

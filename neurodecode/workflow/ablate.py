@@ -43,7 +43,31 @@ def _estimator(run_dir: Path, model: str) -> Any:
 
 def ablate_run(config: FitConfig, ac: AblationConfig, run_dir: Path, root: Path, train: Any, test: Any,
                targets: Any, out: Path) -> dict[str, Any]:
-    """Ablate ``ac.atlas`` on the run's decoder; write table, figures and report into ``out``."""
+    """Ablate ``ac.atlas`` on the run's decoder; write table, figures and report into ``out``.
+
+    Parameters
+    ----------
+    config : FitConfig
+        The run's config (evaluation settings, seed).
+    ac : AblationConfig
+        Atlas, strategies, metrics, model and null sizes.
+    run_dir : Path
+        The run folder (its ``models/<ac.model>`` is ablated).
+    root : Path
+        The data root (fills ``{root}`` in ``ac.atlas`` / ``ac.transforms``).
+    train, test : BrainTrials
+        The run's training and (averaged) test trials.
+    targets : StimulusEmbeddings
+        Embeddings of every stimulus.
+    out : Path
+        Output folder (``ablation.csv``, ``ablation.json``, ``report.html``).
+
+    Returns
+    -------
+    summary : dict
+        Atlas, model, folder, intact baseline, the top region per strategy × metric (effect, p,
+        FDR) and the number of significant regions.
+    """
     from ..analysis.ablation import ablate
     from ..analysis.atlases import parse_atlas
     from ..reports import Report
