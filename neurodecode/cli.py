@@ -47,6 +47,21 @@ def _add_verbosity(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
 
 
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: the cores this process may use — OMP_NUM_THREADS, "
+                        "else the CPU affinity and cgroup quota — never more)")
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    from .utils import logger, set_torch_threads
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    n = set_torch_threads(args.threads)
+    logger.info("Using %d CPU thread%s", n, "" if n == 1 else "s")
+
+
 def _level(args: argparse.Namespace) -> str:
     return "debug" if args.verbose else "warning" if args.quiet else "info"
 
@@ -78,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run folder from its last training checkpoint "
                           "(uses RUN_DIR/config.yaml)")
     fit.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
+    _add_threads(fit)
     _add_verbosity(fit)
 
     ad = sub.add_parser(
@@ -101,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--freeze-epochs", type=int, default=5,
                     help="first epochs that train only the new adapter (default 5)")
     ad.add_argument("--output", "-o", help="output folder (default RUN/adapted/subjNN, never overwritten)")
+    _add_threads(ad)
     _add_verbosity(ad)
 
     rc = sub.add_parser(
@@ -155,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--n-null-retrain", type=int, help="random regions per region for refits (default 20)")
     ab.add_argument("--transforms", help="MNI → data transform per subject ({subject:02d}, {root} filled)")
     ab.add_argument("--output", "-o", help="output folder (default RUN/ablation-ATLAS, never overwritten)")
+    _add_threads(ab)
     _add_verbosity(ab)
 
     sim = sub.add_parser("simulate", help="write a simulated dataset in a real on-disk layout",
@@ -210,6 +228,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     resume = getattr(args, "resume", None)
     config = load_config(args.recipe, overrides) if (resume is None or args.recipe or overrides) else None
     with use_log_level(_level(args)):
+        _set_threads(args)
         result = run_fit(config, run_dir=args.output, resume=resume)
     print(f"Report: {result.report_path}")
     return 0
@@ -244,6 +263,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
     from .workflow import run_ablate
 
     with use_log_level(_level(args)):
+        _set_threads(args)
         result = run_ablate(args.run, args.atlas, strategies=args.strategies, metrics=args.metrics,
                             model=args.model, n_null=args.n_null, n_null_retrain=args.n_null_retrain,
                             transforms=args.transforms, output=args.output)
@@ -259,6 +279,7 @@ def _run_adapt(args: argparse.Namespace) -> int:
     from .workflow import run_adapt
 
     with use_log_level(_level(args)):
+        _set_threads(args)
         result = run_adapt(args.run, args.subject, data_root=args.data, fraction=args.fraction,
                            max_epochs=args.epochs, freeze_epochs=args.freeze_epochs, output=args.output)
     print(f"Adapted model and report: {result.run_dir}")

@@ -6,7 +6,11 @@ Two families, told apart by ``input_kind``:
   adapter's latent, shape ``(batch, dim)``, and return ``(batch, dim)``.
 - ``"sequence"`` backbones (:class:`DilatedConvNet`,
   :class:`ChannelAttentionEncoder`) take M/EEG-like input, shape
-  ``(batch, n_chans, n_times)``, and return ``(batch, out_dim)``.
+  ``(batch, n_chans, n_times)``, and return ``(batch, out_dim)`` after pooling
+  over time, or — built with ``pool=None`` — a sequence ``(batch, out_dim,
+  out_times)`` for time-resolved targets (:class:`~neurodecode.models.heads.SequenceHead`
+  maps it onto the target's frames; :class:`~neurodecode.models.BrainDecoder`
+  chooses this from the target's shape).
 
 Every module can be built on the ``meta`` device and initialised afterwards
 with :func:`init_parameters_` from a ``torch.Generator`` (no global RNG);
@@ -266,7 +270,7 @@ class _TemporalPool(nn.Module):
         super().__init__()
         if mode not in ("mean", "linear"):
             raise ValueError(f"Invalid value for the 'pool' parameter. Allowed values are 'mean', 'linear', "
-                             f"but got {mode!r} instead.")
+                             f"None (no pooling: a time-resolved output), but got {mode!r} instead.")
         if mode == "linear" and n_times is None:
             raise ValueError("pool='linear' needs n_times (the number of time samples)")
         self.mode = mode
@@ -314,7 +318,9 @@ class DilatedConvNet(nn.Module):
     ``2 ** (k % dilation_period)``, BatchNorm, GELU; every ``glu``-th block is
     followed by a GLU convolution with context ``glu_context``) → two 1×1
     convs with a GELU (``hidden → 2·hidden → out_channels``) → pooling over
-    time → ``(batch, out_channels)``.
+    time → ``(batch, out_channels)``. With ``pool=None`` the time axis is kept,
+    as in brainmagick, whose SimpleConv outputs one feature vector per MEG
+    sample: ``(batch, out_channels, n_times)``.
 
     Parameters
     ----------
@@ -338,19 +344,26 @@ class DilatedConvNet(nn.Module):
         Dropout after each residual conv, in [0, 1).
     n_times : int | None
         Time samples; checked when given, required for ``pool="linear"``.
-    pool : {"mean", "linear"}
+    pool : {"mean", "linear"} | None
         Temporal aggregation to one vector: the mean, or a learned affine map
-        over time (as in Benchetrit et al.'s temporal aggregation).
+        over time (as in Benchetrit et al.'s temporal aggregation); ``None``
+        keeps the time axis (time-resolved targets, brainmagick's setting).
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
+
+    Attributes
+    ----------
+    out_times : int | None
+        Time steps of the output when ``pool=None`` (``n_times``; same-length
+        convolutions), else None.
     """
 
     input_kind = "sequence"
 
     def __init__(self, n_chans: int, out_channels: int, hidden: int = 320, depth: int = 4, *,
                  kernel_size: int = 3, dilation_period: int = 5, glu: int = 2, glu_context: int = 1,
-                 dropout: float = 0.0, n_times: int | None = None, pool: Literal["mean", "linear"] = "mean",
-                 device: Any = None) -> None:
+                 dropout: float = 0.0, n_times: int | None = None,
+                 pool: Literal["mean", "linear"] | None = "mean", device: Any = None) -> None:
         super().__init__()
         self.n_chans = _check_int("n_chans", n_chans)
         self.out_dim = _check_int("out_channels", out_channels)
@@ -369,7 +382,10 @@ class DilatedConvNet(nn.Module):
             for k in range(_check_int("depth", depth, 0))])
         self.proj_out1 = nn.Conv1d(hidden, 2 * hidden, 1, device=device)
         self.proj_out2 = nn.Conv1d(2 * hidden, self.out_dim, 1, device=device)
-        self.pool = _TemporalPool(pool, self.n_times, device)
+        if pool is None and self.n_times is None:
+            raise ValueError("pool=None (time-resolved output) needs n_times")
+        self.pool = None if pool is None else _TemporalPool(pool, self.n_times, device)
+        self.out_times = self.n_times if pool is None else None
         _maybe_init(self, device)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -378,7 +394,7 @@ class DilatedConvNet(nn.Module):
         for block in self.blocks:
             h = block(h, generator)
         h = self.proj_out2(F.gelu(self.proj_out1(h)))
-        return self.pool(h)
+        return h if self.pool is None else self.pool(h)
 
 
 # -- ChannelAttentionEncoder (ATM) -----------------------------------------------------------
@@ -418,6 +434,15 @@ class ChannelAttentionEncoder(nn.Module):
     3. Flatten → ``Linear`` to ``out_dim`` → residual ``GELU → Linear → dropout`` →
        LayerNorm.
 
+    With ``pool=None`` (time-resolved targets) step 3 keeps the conv stage's
+    ``n_pooled`` positions instead of flattening them: the same projection
+    (``Linear(n_filters → out_dim)``, residual, LayerNorm) is applied at each
+    position and the output is ``(batch, out_dim, n_pooled)``. These positions
+    run along the channel tokens' ``d_model`` axis, a learned mixture of the
+    input's time samples (ATM embeds each channel's time course with
+    ``Linear(n_times → d_model)``), not clock time; the head that follows maps
+    them onto the target's frames.
+
     Parameters
     ----------
     n_chans : int
@@ -438,25 +463,41 @@ class ChannelAttentionEncoder(nn.Module):
         Feed-forward width (ATM: 256).
     dropout : float
         Transformer dropout (ATM: 0.25).
-    n_filters, conv_kernel, pool, pool_stride : int
+    n_filters, conv_kernel, pool_size, pool_stride : int
         ShallowNet sizes (ATM: 40, 25, 51, 5; 40 × 36 = 1440 flattened features).
+        An int given as ``pool`` is taken as ``pool_size`` (its name in
+        earlier versions).
     proj_dropout : float
         Dropout in the conv and projection stages (ATM: 0.5).
+    pool : {"flatten"} | None
+        ``"flatten"``: ATM's flattened projection to one vector; ``None``: a
+        sequence output (see above).
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
 
+    Attributes
+    ----------
+    out_times : int | None
+        ``n_pooled`` with ``pool=None``, else None.
+
     Notes
     -----
-    Input ``(batch, n_chans, n_times)``, output ``(batch, out_dim)``.
+    Input ``(batch, n_chans, n_times)``, output ``(batch, out_dim)`` or
+    ``(batch, out_dim, n_pooled)``.
     """
 
     input_kind = "sequence"
 
     def __init__(self, n_chans: int, n_times: int, out_dim: int, *, d_model: int = 250, n_layers: int = 1,
                  n_heads: int = 5, d_ff: int = 256, dropout: float = 0.25, n_filters: int = 40,
-                 conv_kernel: int = 25, pool: int = 51, pool_stride: int = 5, proj_dropout: float = 0.5,
-                 device: Any = None) -> None:
+                 conv_kernel: int = 25, pool_size: int = 51, pool_stride: int = 5, proj_dropout: float = 0.5,
+                 pool: Literal["flatten"] | None = "flatten", device: Any = None) -> None:
         super().__init__()
+        if isinstance(pool, (int, np.integer)) and not isinstance(pool, bool):
+            pool_size, pool = int(pool), "flatten"  # ``pool`` was the ShallowNet pooling size before 0.1
+        if pool not in ("flatten", None):
+            raise ValueError(f"Invalid value for the 'pool' parameter. Allowed values are 'flatten', None, "
+                             f"but got {pool!r} instead.")
         self.n_chans = _check_int("n_chans", n_chans)
         self.n_times = _check_int("n_times", n_times)
         self.out_dim = _check_int("out_dim", out_dim)
@@ -464,26 +505,29 @@ class ChannelAttentionEncoder(nn.Module):
         n_heads = _check_int("n_heads", n_heads)
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        conv_kernel, pool, pool_stride = (_check_int(n, v) for n, v in
-                                          (("conv_kernel", conv_kernel), ("pool", pool),
-                                           ("pool_stride", pool_stride)))
+        conv_kernel, pool_size, pool_stride = (_check_int(n, v) for n, v in
+                                               (("conv_kernel", conv_kernel), ("pool_size", pool_size),
+                                                ("pool_stride", pool_stride)))
         width = d_model - conv_kernel + 1
-        if width < pool:
-            raise ValueError(f"d_model={d_model} is too small for conv_kernel={conv_kernel} and pool={pool}: "
-                             f"need d_model >= conv_kernel + pool - 1 = {conv_kernel + pool - 1}")
-        n_pooled = (width - pool) // pool_stride + 1
+        if width < pool_size:
+            raise ValueError(f"d_model={d_model} is too small for conv_kernel={conv_kernel} and "
+                             f"pool_size={pool_size}: need d_model >= conv_kernel + pool_size - 1 = "
+                             f"{conv_kernel + pool_size - 1}")
+        n_pooled = (width - pool_size) // pool_stride + 1
         p, p_proj = _check_p("dropout", dropout), _check_p("proj_dropout", proj_dropout)
         self.embed = nn.Linear(self.n_times, d_model, device=device)
         self.layers = nn.ModuleList([_TransformerLayer(d_model, n_heads, _check_int("d_ff", d_ff), p, device)
                                      for _ in range(_check_int("n_layers", n_layers, 0))])
         n_filters = _check_int("n_filters", n_filters)
         self.temporal = nn.Conv2d(1, n_filters, (1, conv_kernel), device=device)
-        self.avgpool = nn.AvgPool2d((1, pool), (1, pool_stride))
+        self.avgpool = nn.AvgPool2d((1, pool_size), (1, pool_stride))
         self.bn1 = nn.BatchNorm2d(n_filters, device=device)
         self.spatial = nn.Conv2d(n_filters, n_filters, (self.n_chans, 1), device=device)
         self.bn2 = nn.BatchNorm2d(n_filters, device=device)
         self.proj_conv = nn.Conv2d(n_filters, n_filters, 1, device=device)
-        self.flat_dim = n_filters * n_pooled
+        self.sequence_output = pool is None
+        self.out_times = n_pooled if self.sequence_output else None
+        self.flat_dim = n_filters if self.sequence_output else n_filters * n_pooled
         self.proj = nn.Linear(self.flat_dim, self.out_dim, device=device)
         self.proj_res = nn.Linear(self.out_dim, self.out_dim, device=device)
         self.norm = nn.LayerNorm(self.out_dim, device=device)
@@ -498,7 +542,9 @@ class ChannelAttentionEncoder(nn.Module):
         h = self.avgpool(self.temporal(h.unsqueeze(1)))     # (batch, n_filters, n_chans, n_pooled)
         h = F.elu(self.bn1(h))
         h = F.elu(self.bn2(self.spatial(h)))                # (batch, n_filters, 1, n_pooled)
-        h = self.proj_conv(_dropout(h, self.p_proj, self.training, generator)).flatten(1)
+        h = self.proj_conv(_dropout(h, self.p_proj, self.training, generator))
+        # one vector (ATM), or one vector per conv position (time-resolved targets)
+        h = h.squeeze(2).transpose(1, 2) if self.sequence_output else h.flatten(1)
         h = self.proj(h)
-        h = h + _dropout(self.proj_res(F.gelu(h)), self.p_proj, self.training, generator)
-        return self.norm(h)
+        h = self.norm(h + _dropout(self.proj_res(F.gelu(h)), self.p_proj, self.training, generator))
+        return h.transpose(1, 2) if self.sequence_output else h

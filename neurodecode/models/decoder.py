@@ -16,7 +16,7 @@ from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, read_pretrained, write_pretr
 from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectLayer
 from .backbones import (_dropout, _ResidualBlock, ChannelAttentionEncoder,  # noqa: F401 (old names)
                         DilatedConvNet, init_parameters_, MLPMixer, ResidualMLP)
-from .heads import LowLevelHead, PooledHead, TokenHead
+from .heads import LowLevelHead, PooledHead, SequenceHead, TokenHead
 
 BACKBONES = ("mlp", "mixer", "dilated_conv", "atm")
 ADAPTERS = ("linear", "pooled", "subject_layer", "spatial_attention")
@@ -33,7 +33,8 @@ class DecoderOutput:
     Attributes
     ----------
     embedding : Tensor, shape (batch, embed_dim)
-        The decoded (pooled) stimulus embedding.
+        The decoded (pooled) stimulus embedding; for a time-resolved model the
+        flattened ``(n_frames, dim)`` sequence (``embed_dim = n_frames · dim``).
     latent : Tensor, shape (batch, hidden_dim) | (batch, n_virtual, n_times)
         The shared latent after the subject adapter (before the backbone);
         M/EEG adapters give a (batch, channels, time) latent.
@@ -103,7 +104,8 @@ class BrainDecoder(nn.Module):
         :meth:`predict` work unchanged). Subjects are keyed by
         ``str(subject)``, so ``1`` and ``"1"`` name the same subject.
     embed_dim : int
-        Dimension of the target (pooled) embeddings.
+        Dimension of the target (pooled) embeddings (flattened length for
+        time-resolved targets).
     hidden_dim : int
         Width of the shared latent and backbone output.
     n_blocks : int
@@ -134,6 +136,17 @@ class BrainDecoder(nn.Module):
     n_times : int | None
         Time samples per trial, required by the M/EEG adapters: subject ``s``
         then has ``n_inputs[s] // n_times`` channels.
+    embed_shape : tuple of int | None
+        Shape of one target embedding. ``(n_frames, dim)`` — a time-resolved
+        target such as speech features, whose rows are the flattened frames
+        (:class:`~neurodecode.embeddings.StimulusEmbeddings` ``token_shape``) —
+        makes an M/EEG model time-resolved: the sequence backbone keeps its
+        time axis (``pool=None``) and a
+        :class:`~neurodecode.models.heads.SequenceHead` maps it onto the
+        target's frames, so the contrastive loss scores the whole (time × dim)
+        map instead of a time-pooled vector. ``None`` or ``(embed_dim,)``:
+        pooled targets (the backbone pools over time). fMRI (vector) backbones
+        predict the flattened rows either way.
     adapter_kwargs, backbone_kwargs, head_kwargs : dict | None
         Extra arguments for the adapter, the backbone, and per head name
         (``{"tokens": {"mode": "linear"}}``). ``SpatialAttention`` needs
@@ -159,6 +172,7 @@ class BrainDecoder(nn.Module):
                  seed: int | None = None, *, adapter: str | None = None,
                  heads: Sequence[str] = ("pooled",), token_shape: Sequence[int] | None = None,
                  lowlevel_shape: Sequence[int] | None = None, n_times: int | None = None,
+                 embed_shape: Sequence[int] | None = None,
                  adapter_kwargs: Mapping[str, Any] | None = None,
                  backbone_kwargs: Mapping[str, Any] | None = None,
                  head_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
@@ -212,12 +226,18 @@ class BrainDecoder(nn.Module):
             if bad:
                 raise ValueError(f"n_inputs must be n_chans · n_times for M/EEG; {bad} is not divisible by "
                                  f"n_times={n_times}")
+        embed_shape = self._check_embed_shape(embed_shape, int(embed_dim))
+        time_resolved = sequence and embed_shape is not None and len(embed_shape) == 2
+        if time_resolved and set(heads) != {"pooled"}:
+            raise ValueError(f"heads {list(heads)}: a time-resolved model (embed_shape={embed_shape}) has only "
+                             "the 'pooled' head (the flattened frames × dim output)")
         self.config = {"n_inputs": n_in, "embed_dim": int(embed_dim), "hidden_dim": int(hidden_dim),
                        "n_blocks": int(n_blocks), "dropout": float(dropout), "backbone": backbone,
                        "seed": seed, "adapter": adapter, "heads": list(heads),
                        "token_shape": None if token_shape is None else [int(v) for v in token_shape],
                        "lowlevel_shape": None if lowlevel_shape is None else [int(v) for v in lowlevel_shape],
                        "n_times": None if n_times is None else int(n_times),
+                       "embed_shape": None if embed_shape is None else list(embed_shape),
                        "adapter_kwargs": _jsonable(dict(adapter_kwargs or {})),
                        "backbone_kwargs": _jsonable(dict(backbone_kwargs or {})),
                        "head_kwargs": _jsonable(dict(head_kwargs or {}))}
@@ -249,18 +269,29 @@ class BrainDecoder(nn.Module):
             self.backbone = ResidualMLP(hidden_dim, n_blocks, float(dropout), device=meta, **b_kw)
         elif backbone == "mixer":
             self.backbone = MLPMixer(hidden_dim, n_blocks, float(dropout), device=meta, **b_kw)
-        elif backbone == "dilated_conv":
-            n_out = self.adapter.n_outputs if adapter == "subject_layer" else self.adapter.n_virtual
-            b_kw.setdefault("dropout", float(dropout))
-            self.backbone = DilatedConvNet(n_out, hidden_dim, depth=n_blocks, n_times=int(n_times),
-                                           device=meta, **b_kw)
         else:
             n_out = self.adapter.n_outputs if adapter == "subject_layer" else self.adapter.n_virtual
             b_kw.setdefault("dropout", float(dropout))
-            self.backbone = ChannelAttentionEncoder(n_out, int(n_times), hidden_dim, n_layers=n_blocks,
-                                                    device=meta, **b_kw)
+            if backbone == "atm" and isinstance(b_kw.get("pool"), (int, np.integer)) \
+                    and not isinstance(b_kw["pool"], bool):
+                b_kw["pool_size"] = int(b_kw.pop("pool"))  # ATM's ShallowNet pooling size, its old name
+            if time_resolved:
+                if "pool" in b_kw and b_kw["pool"] is not None:
+                    raise ValueError(f"backbone_kwargs pool={b_kw['pool']!r}: the targets are time-resolved "
+                                     f"(embed_shape={embed_shape}), so the backbone keeps its time axis")
+                b_kw["pool"] = None
+            if backbone == "dilated_conv":
+                self.backbone = DilatedConvNet(n_out, hidden_dim, depth=n_blocks, n_times=int(n_times),
+                                               device=meta, **b_kw)
+            else:
+                self.backbone = ChannelAttentionEncoder(n_out, int(n_times), hidden_dim, n_layers=n_blocks,
+                                                        device=meta, **b_kw)
         self.heads = nn.ModuleDict()
-        self.heads["pooled"] = PooledHead(hidden_dim, embed_dim, device=meta, **h_kw.get("pooled", {}))
+        if time_resolved:
+            self.heads["pooled"] = SequenceHead(hidden_dim, tuple(embed_shape), device=meta,
+                                                **h_kw.get("pooled", {}))
+        else:
+            self.heads["pooled"] = PooledHead(hidden_dim, embed_dim, device=meta, **h_kw.get("pooled", {}))
         if "tokens" in heads:
             self.heads["tokens"] = TokenHead(hidden_dim, tuple(token_shape), device=meta,
                                              **h_kw.get("tokens", {}))
@@ -306,6 +337,24 @@ class BrainDecoder(nn.Module):
     def blocks(self) -> nn.ModuleList:
         """The backbone's blocks (residual, mixer or dilated-conv blocks; transformer layers for ATM)."""
         return self.backbone.blocks if hasattr(self.backbone, "blocks") else self.backbone.layers
+
+    @staticmethod
+    def _check_embed_shape(embed_shape: Sequence[int] | None, embed_dim: int) -> tuple[int, ...] | None:
+        if embed_shape is None:
+            return None
+        try:
+            shape = tuple(int(v) for v in embed_shape)
+        except (TypeError, ValueError):
+            shape = ()
+        if len(shape) not in (1, 2) or min(shape, default=0) < 1 or int(np.prod(shape)) != embed_dim:
+            raise ValueError(f"embed_shape must be (embed_dim,) or (n_frames, dim) with n_frames · dim == "
+                             f"embed_dim ({embed_dim}), got {embed_shape!r}")
+        return shape
+
+    @property
+    def is_time_resolved(self) -> bool:
+        """Whether the model outputs a flattened (n_frames, dim) sequence from an unpooled backbone."""
+        return isinstance(self.heads["pooled"], SequenceHead)
 
     @property
     def is_sequence(self) -> bool:

@@ -4,6 +4,9 @@
 head                   output                                  used for
 =====================  ======================================  ===============================
 :class:`PooledHead`    ``(batch, embed_dim)``                  retrieval (pooled CLIP embedding)
+:class:`SequenceHead`  ``(batch, n_frames · dim)``             time-resolved targets (speech
+                       from a ``(batch, in_dim, time)``         features, frames × dim), scored
+                       backbone sequence                        over the whole (time × dim) map
 :class:`TokenHead`     ``(batch, n_tokens, token_dim)``        diffusion prior / unCLIP tokens
 :class:`LowLevelHead`  ``(batch, channels, height, width)``    VAE latents (blurry reconstruction)
 =====================  ======================================  ===============================
@@ -19,7 +22,7 @@ from torch import nn
 
 from .backbones import _check_int, _check_p, _dropout, _maybe_init
 
-__all__ = ["LowLevelHead", "PooledHead", "TokenHead"]
+__all__ = ["LowLevelHead", "PooledHead", "SequenceHead", "TokenHead"]
 
 
 def _check_shape(name: str, shape: Any, n: int) -> tuple[int, ...]:
@@ -54,6 +57,62 @@ class PooledHead(nn.Module):
 
     def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.proj(self.norm(h))
+
+
+def resample_time(h: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """``(batch, channels, time) → (batch, channels, n_frames)``.
+
+    Averages over equal bins of time when shortening (``adaptive_avg_pool1d``:
+    frame ``j`` is the mean of samples ``[j·T/n, (j+1)·T/n)``, an anti-aliased
+    decimation that matches targets computed over the same bins, such as
+    log-mel frames), and interpolates linearly when lengthening.
+    """
+    if h.shape[-1] == n_frames:
+        return h
+    if h.shape[-1] > n_frames:
+        return F.adaptive_avg_pool1d(h, n_frames)
+    return F.interpolate(h, size=n_frames, mode="linear", align_corners=False)
+
+
+class SequenceHead(nn.Module):
+    """Backbone sequence → a time-resolved embedding, flattened (frames × dim).
+
+    ``(batch, in_dim, time)`` → :func:`resample_time` to ``n_frames`` →
+    per frame ``LayerNorm → Linear(in_dim → dim)`` → ``(batch, n_frames, dim)``,
+    returned flattened as ``(batch, n_frames · dim)`` in the same (frame-major)
+    order as the target rows of
+    :class:`~neurodecode.embeddings.StimulusEmbeddings` with ``token_shape =
+    (n_frames, dim)``. A contrastive loss on these rows (L2-normalised) then
+    scores each candidate over the whole (dim × time) map, as brainmagick's
+    ``ClipLoss`` does on its ``(channels, time)`` estimates; pooling over time
+    before the head would lose exactly the temporal information such targets
+    carry.
+
+    Parameters
+    ----------
+    in_dim : int
+        Channels of the backbone's output sequence.
+    embed_shape : tuple of int
+        ``(n_frames, dim)`` of one target.
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    def __init__(self, in_dim: int, embed_shape: tuple[int, int], *, device: Any = None) -> None:
+        super().__init__()
+        in_dim = _check_int("in_dim", in_dim)
+        self.n_frames, self.dim = _check_shape("embed_shape", embed_shape, 2)
+        self.norm = nn.LayerNorm(in_dim, device=device)
+        self.proj = nn.Linear(in_dim, self.dim, device=device)
+        self.out_shape = (self.n_frames * self.dim,)
+        _maybe_init(self, device)
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if h.ndim != 3:
+            raise ValueError(f"SequenceHead expects a (batch, channels, time) sequence, got {tuple(h.shape)}; "
+                             "build the backbone with pool=None")
+        h = resample_time(h, self.n_frames).transpose(1, 2)        # (batch, n_frames, in_dim)
+        return self.proj(self.norm(h)).reshape(len(h), -1)
 
 
 class TokenHead(nn.Module):

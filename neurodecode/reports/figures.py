@@ -15,7 +15,8 @@ import numpy as np
 from ..tasks.retrieval import RetrievalScores, _metric_label
 from ..utils import _check_option, verbose
 
-__all__ = ["fig_to_png", "plot_retrieval_bars", "plot_time_windows", "plot_topk_curve"]
+__all__ = ["fig_to_png", "plot_retrieval_bars", "plot_time_windows", "plot_topk_curve",
+           "plot_training_curves"]
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
@@ -241,6 +242,65 @@ def plot_time_windows(scores: Any, *, metric: str = "nway_top1_forward",
     ax.grid(True, alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def plot_training_curves(histories: Mapping[str, Any], *, figsize: tuple[float, float] | None = None,
+                         verbose: bool | str | int | None = None):
+    """Training curves of trained decoders: losses and validation retrieval per epoch.
+
+    Parameters
+    ----------
+    histories : dict
+        Model name → ``Trainer.history_`` (a list of per-epoch dicts with
+        ``epoch``, ``train_loss`` and, when validation ran, ``val_loss``,
+        ``val_top1`` and ``val_chance``).
+    figsize : tuple of float | None
+        Figure size in inches.
+    verbose : bool | str | int | None
+        Log level for this call.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        Left: train (solid) and validation (dashed) loss; right: validation
+        top-1 among the validation stimuli, with its chance level (dotted).
+    """
+    if not isinstance(histories, Mapping) or not histories:
+        raise ValueError("histories must be a non-empty dict: model name -> list of per-epoch records")
+    for name, hist in histories.items():
+        if not hist or any("epoch" not in r or "train_loss" not in r for r in hist):
+            raise ValueError(f"histories[{name!r}] must be a non-empty list of records with 'epoch' and "
+                             "'train_loss' (Trainer.history_)")
+    fig = _new_figure(figsize or (8.0, 3.0))
+    ax_loss, ax_top = fig.subplots(1, 2)
+
+    def column(hist: Any, key: str) -> np.ndarray:
+        return np.array([np.nan if r.get(key) is None else float(r[key]) for r in hist])
+
+    has_val = False
+    for i, (name, hist) in enumerate(histories.items()):
+        c = _COLORS[i % len(_COLORS)]
+        epochs = column(hist, "epoch")
+        ax_loss.plot(epochs, column(hist, "train_loss"), color=c, lw=1.5, label=f"{name} train")
+        val = column(hist, "val_loss")
+        if np.isfinite(val).any():
+            has_val = True
+            ax_loss.plot(epochs, val, color=c, lw=1.5, ls="--", label=f"{name} validation")
+            ax_top.plot(epochs, column(hist, "val_top1"), color=c, lw=1.5, marker="o", ms=2.5, label=name)
+            ax_top.plot(epochs, column(hist, "val_chance"), color=c, lw=1, ls=":", label=f"{name} chance")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_top.set_xlabel("epoch")
+    ax_top.set_ylabel("validation top-1")
+    if not has_val:
+        ax_top.text(0.5, 0.5, "no validation split\n(val_fraction = 0)", ha="center", va="center",
+                    transform=ax_top.transAxes, color="0.4")
+    for ax in (ax_loss, ax_top):
+        ax.grid(True, alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False)
     return fig
 
 

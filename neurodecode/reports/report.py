@@ -470,6 +470,43 @@ class Report:
 
 
 # --------------------------------------------------------------------------- standard report
+def best_model_table(models: Mapping[str, Any]) -> str:
+    """HTML table naming the best model on each metric and whether its CI separates it from the next.
+
+    Parameters
+    ----------
+    models : dict
+        Model name → :class:`RetrievalScores` (or anything :meth:`Report.add_metrics_table` takes).
+
+    Returns
+    -------
+    html : str
+    """
+    scored = _as_models(models)
+    names = list(dict.fromkeys(n for sc in scored.values() for n in sc.metrics))
+    first = next(iter(scored.values()))
+    rows = []
+    for name in names:
+        have = {m: sc.metrics[name] for m, sc in scored.items() if name in sc.metrics}
+        if len(have) < 2:
+            continue
+        order = sorted(have, key=lambda m: -float(have[m]["value"]))
+        best, second = have[order[0]], have[order[1]]
+        if float(best["value"]) == float(second["value"]):
+            verdict = "tie"
+        elif float(best["ci_low"]) > float(second["ci_high"]):
+            verdict = "clearly"
+        else:
+            verdict = "within CI"
+        label = first.label(name) if name in first.metrics else name
+        rows.append(f"<tr><td>{_html.escape(label)}</td><td><b>{_html.escape(order[0])}</b></td>"
+                    f"<td>{_fmt_ci(best)}</td><td>{_html.escape(order[1])}</td><td>{_fmt_ci(second)}</td>"
+                    f"<td>{verdict}</td></tr>")
+    return ('<table class="nd-table"><thead><tr><th>metric</th><th>best</th><th>value [CI]</th>'
+            "<th>runner-up</th><th>value [CI]</th><th>difference</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
 @verbose
 def build_retrieval_report(results: Mapping[str, RetrievalScores] | RetrievalScores, *,
                            query_images: Any = None, retrieved_images: Any = None,
@@ -531,6 +568,11 @@ def build_retrieval_report(results: Mapping[str, RetrievalScores] | RetrievalSco
     report.add_metrics_table(models, title="All metrics", section="Summary",
                              caption=f"Each cell: point estimate [{p.get('ci', 0.95):.0%} bootstrap CI]; "
                                      "forward = brain→image, backward = image→brain.")
+    if len(models) > 1:
+        report.add_html(best_model_table(models), title="Best model per metric", section="Summary",
+                        caption="Highest point estimate per metric (subjects pooled). 'Clearly' means its "
+                                f"{p.get('ci', 0.95):.0%} CI does not overlap the runner-up's; otherwise the "
+                                "difference is within the bootstrap uncertainty.")
 
     for metric in ("nway_top1_forward", "nway_top1_backward", "2way_forward"):
         if not all(metric in s.metrics for s in models.values()):

@@ -83,7 +83,9 @@ def predict_mlp(config: FitConfig, train: Any, test: Any, targets: Any, run_dir:
                          n_blocks=mc.n_blocks, dropout=mc.dropout, backbone=mc.backbone, seed=config.seed,
                          adapter=mc.adapter, heads=tuple(mc.heads), token_shape=token_shape,
                          lowlevel_shape=None if low_targets is None else low_targets.token_shape,
-                         backbone_kwargs=mc.backbone_kwargs, **extra)
+                         backbone_kwargs=mc.backbone_kwargs,
+                         # (n_frames, dim) speech targets make an M/EEG decoder time-resolved
+                         embed_shape=getattr(targets, "token_shape", None), **extra)
     trainer = Trainer(model, loss="infonce", lr=mc.lr, weight_decay=mc.weight_decay,
                       batch_size=mc.batch_size, max_epochs=mc.max_epochs, seed=config.seed,
                       device=device, val_fraction=mc.val_fraction, patience=mc.patience,

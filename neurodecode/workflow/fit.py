@@ -214,7 +214,7 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         timings["ablation"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report = _build_report(config, trials, test, preds, results, target_test, sweep)
+    report = _build_report(config, trials, test, preds, results, target_test, sweep, out / "models")
     report.save(out / "report.html")
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -231,34 +231,70 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     return FitResult(out, metrics, timings)
 
 
+def _histories(models_dir: Path) -> dict[str, list[dict]]:
+    """Per-epoch training histories of the deep decoders of a run (``models/**/history.json``)."""
+    import json
+
+    out = {}
+    for path in sorted(models_dir.rglob("history.json")):
+        name = path.parent.relative_to(models_dir).as_posix()
+        try:
+            hist = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            logger.warning("Skipping the training curves of %s: %s", path, err)
+            continue
+        if hist:
+            out[name] = hist
+    return out
+
+
 def _build_report(config: FitConfig, trials: Any, test: Any, preds: dict[str, np.ndarray],
-                  results: dict[str, dict[Any, Any]], target_test: np.ndarray, sweep: dict | None) -> Any:
+                  results: dict[str, dict[Any, Any]], target_test: np.ndarray, sweep: dict | None,
+                  models_dir: Path | None = None) -> Any:
     from ..reports import build_retrieval_report
     from ..tasks import retrieve
 
     subjects = test.events["subject"].to_numpy()
-    best = max(results, key=lambda m: np.mean([sc.metrics["nway_top1_forward"]["value"]
-                                               for sc in results[m].values()]))
+    order = sorted(results, key=lambda m: -np.mean([sc.metrics["nway_top1_forward"]["value"]
+                                                    for sc in results[m].values()]))
+    best = order[0]
     s0 = test.subjects[0]
     rows = np.flatnonzero(subjects == s0)
     n_ex = min(config.report.n_examples, len(rows))
     query_ids = test.events["stimulus_id"].to_numpy()[rows]
-    query_images = retrieved = correct = None
+    examples: dict[str, tuple[Any, np.ndarray, np.ndarray]] = {}
+    query_images = None
     has_images = trials.stimuli is not None and "image" in trials.stimuli.kinds
     if n_ex and has_images:
         k = min(config.report.n_retrieved, len(rows))
-        top = retrieve(preds[best][rows][:n_ex], target_test[rows], k=k)
         query_images = trials.stimuli.get_images(query_ids[:n_ex])
-        retrieved = np.stack([trials.stimuli.get_images(query_ids[top[i]]) for i in range(n_ex)])
-        correct = top == np.arange(n_ex)[:, None]
+        for name in order:  # every model's retrievals of the same trials, best model first
+            top = retrieve(preds[name][rows][:n_ex], target_test[rows], k=k)
+            examples[name] = (np.stack([trials.stimuli.get_images(query_ids[top[i]]) for i in range(n_ex)]),
+                              top == np.arange(n_ex)[:, None])
     scheme = " (leave-one-subject-out)" if config.evaluation.scheme == "loso" else ""
+    caption = ("Subject {s}, decoder '{m}': seen image, then the {k} test images whose embeddings are closest "
+               "to the decoded one (green = correct).")
     report = build_retrieval_report(
-        results, query_images=query_images, retrieved_images=retrieved, correct=correct,
-        config=config.model_dump(mode="json"),
+        results, query_images=query_images, retrieved_images=examples.get(best, (None,))[0],
+        correct=examples.get(best, (None, None))[1], config=config.model_dump(mode="json"),
         title=f"neurodecode fit — {config.name} ({'simulated ' if config.data.root is None else ''}"
               f"{config.data.dataset.upper()}){scheme}",
-        example_caption=f"Subject {s0}, decoder '{best}': seen image, then the {config.report.n_retrieved} "
-                        "test images whose embeddings are closest to the decoded one (green = correct).")
+        example_caption=caption.format(s=s0, m=best, k=config.report.n_retrieved))
+    for name in order[1:]:
+        if name in examples:
+            report.add_image_rows(query_images, examples[name][0], correct=examples[name][1],
+                                  title=f"Retrieved images — {name}", section="Retrieval examples",
+                                  caption=caption.format(s=s0, m=name, k=config.report.n_retrieved))
+    histories = _histories(models_dir) if models_dir is not None and models_dir.is_dir() else {}
+    if histories:
+        from ..reports.figures import plot_training_curves
+
+        report.add_figure(plot_training_curves(histories), title="Training curves", section="Training",
+                          caption="Per epoch: training loss (solid) and validation loss (dashed) of each "
+                                  "trained decoder; right: top-1 retrieval among the validation stimuli "
+                                  "(held out of training by the Trainer) with its chance level (dotted). "
+                                  "The weights kept are those of the lowest validation loss.")
     if sweep is not None:
         import pandas as pd
 

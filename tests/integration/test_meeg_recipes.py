@@ -101,8 +101,8 @@ def test_things_meg_recipe_leave_one_subject_out(data_dir):
 def test_masc_speech_recipe_segment_identification(data_dir):
     run, metrics = _fit("masc_speech.yaml", [
         "targets.encoder=melspec", "targets.n_mels=10", "targets.frame_rate=5.0", MASC_SIM, "simulate.snr=2.0",
-        "data.options={window_s: 2.0, sfreq: 50.0, test_ratio: 0.3}",
-        "models.mlp.adapter_kwargs={n_virtual: 16, pos_dim: 32, dropout: 0.1}",
+        "data.options={window_s: 2.0, sfreq: 50.0, test_ratio: 0.3}", "models.mlp.max_epochs=8",
+        "models.mlp.lr=1e-3", "models.mlp.adapter_kwargs={n_virtual: 16, pos_dim: 32, dropout: 0.1}",
         "models.mlp.backbone_kwargs={hidden: 16}"], data_dir / "runs")
     assert metrics["dataset"] == "masc" and metrics["targets"].startswith("melspec 10x10")
     for s in (1, 2):
@@ -111,8 +111,13 @@ def test_masc_speech_recipe_segment_identification(data_dir):
         n = metrics["n_test_items"][str(s)]
         assert n >= 10
         assert ridge["nway_top1_forward"]["ci_low"] > 1 / n, ridge["nway_top1_forward"]  # above chance
+        # the deep decoder is time-resolved (speech targets are frames × mels) and decodes the segments
+        deep = _value(metrics, "mlp", s)
+        assert deep["value"] >= 8 * deep["chance"] and deep["ci_low"] > 4 * deep["chance"], deep
+    cfg = json.loads((run / "models" / "mlp" / "config.json").read_text())["config"]
+    assert cfg["embed_shape"] == [10, 10]  # 2 s at 5 frames/s × 10 mels, chosen from the targets' shape
     html = (run / "report.html").read_text()
-    assert "MASC" in html
+    assert "MASC" in html and "Training curves" in html and "Best model per metric" in html
 
 
 def test_cli_simulate_any_dataset_with_params(tmp_path, capsys):

@@ -212,3 +212,35 @@ def test_time_window_figure():
     assert "data:image/png;base64," in html
     with pytest.raises(ValueError, match="no column"):
         plot_time_windows(frame.drop(columns="stop"))
+
+
+def _scores(values, ci=0.05):
+    from neurodecode.tasks.retrieval import RetrievalScores
+
+    metrics = {"nway_top1_forward": {"value": values[0], "ci_low": values[0] - ci, "ci_high": values[0] + ci,
+                                     "chance": 0.1},
+               "2way_forward": {"value": values[1], "ci_low": values[1] - ci, "ci_high": values[1] + ci,
+                                "chance": 0.5}}
+    return RetrievalScores.from_dict({"metrics": metrics, "n_items": 10, "protocol": {"ci": 0.95}})
+
+
+def test_best_model_table_names_winner_and_overlap():
+    from neurodecode.reports.report import best_model_table
+
+    html = best_model_table({"ridge": _scores((0.30, 0.80)), "mlp": _scores((0.60, 0.83))})
+    rows = re.findall(r"<tr><td>(.*?)</td><td><b>(.*?)</b>.*?<td>(clearly|within CI|tie)</td></tr>", html)
+    assert [(b, v) for _, b, v in rows] == [("mlp", "clearly"), ("mlp", "within CI")]
+
+
+def test_training_curves_figure():
+    from neurodecode.reports.figures import plot_training_curves
+
+    hist = [{"epoch": e, "train_loss": 3.0 / e, "val_loss": 3.5 / e, "val_top1": 0.1 * e, "val_chance": 0.05}
+            for e in range(1, 5)]
+    fig = plot_training_curves({"mlp": hist, "no-val": [{"epoch": 1, "train_loss": 1.0, "val_loss": None}]})
+    loss_ax, top_ax = fig.axes
+    labels = [line.get_label() for line in loss_ax.lines]
+    assert labels == ["mlp train", "mlp validation", "no-val train"]
+    np.testing.assert_allclose(top_ax.lines[0].get_ydata(), [0.1, 0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="train_loss"):
+        plot_training_curves({"mlp": [{"epoch": 1}]})
