@@ -7,6 +7,7 @@ config is the embedded demo (simulated NSD, fitted through the real loader).
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -186,10 +187,41 @@ class MLPConfig(_Section):
     n_blocks: int = Field(2, ge=0, le=16, description="Residual MLP blocks.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout rate.")
     max_epochs: int = Field(30, ge=1, description="Training epochs.")
-    batch_size: int = Field(128, ge=2, description="Batch size (one subject per batch).")
+    batch_size: int = Field(
+        128, ge=2, description="Trials per training step: one subject per batch (batch_composition="
+        "per_subject), or batch_size // n_subjects trials of every subject (all_subjects).")
     lr: float = Field(3e-4, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     val_fraction: float = Field(0.1, ge=0, lt=0.5, description="Training images held out for validation.")
+    # loss and batches (Trainer)
+    loss: Literal["infonce", "soft_clip", "mindeye2", "clip_mse", "mse"] = Field(
+        "infonce", description="Training loss of the pooled embedding: 'infonce' (symmetric CLIP loss), "
+        "'soft_clip' (MindEye's SoftCLIP), 'mindeye2' (BiMixCo on mixed inputs for the first mixco_fraction "
+        "of the epochs, then SoftCLIP with a cosine-scheduled temperature), 'clip_mse' (ATM: clip_weight × "
+        "CLIP + (1 - clip_weight) × MSE) or 'mse'. See docs/training.md.")
+    temperature: float | None = Field(
+        None, description="Temperature of the contrastive loss (> 0; >= 0.01 when learnable, i.e. an inverse "
+        "temperature <= 100). null = the loss's default: infonce 0.07, soft_clip 0.125, mindeye2 0.006 "
+        "(its BiMixCo and validation temperature), clip_mse 1/ln(1/0.07) ≈ 0.376 (ATM).")
+    temperature_mode: Literal["fixed", "learnable", "schedule"] | None = Field(
+        None, description="'fixed' (used exactly), 'learnable' (optimised, inverse temperature clamped at "
+        "100) or 'schedule' (per-epoch cosine from temperature_schedule[0] to [1]; mindeye2: over its "
+        "SoftCLIP epochs). null = the loss's default: infonce learnable, soft_clip fixed, mindeye2 "
+        "schedule, clip_mse learnable. soft_clip and mindeye2 allow fixed and schedule only.")
+    temperature_schedule: list[float] = Field(
+        [0.004, 0.0075], description="[start, end] of the cosine temperature schedule (MindEye2's SoftCLIP "
+        "temperatures: 0.004 → 0.0075).")
+    mixco_fraction: float = Field(
+        0.33, ge=0, le=1, description="loss=mindeye2: fraction of the epochs trained with BiMixCo "
+        "(int(mixco_fraction × max_epochs) epochs; MindEye2's mixup_pct = 0.33).")
+    clip_weight: float = Field(
+        0.1, ge=0, le=1, description="loss=clip_mse: weight λ of the CLIP term; the MSE gets 1 - λ (ATM: "
+        "0.1, i.e. its alpha = 0.9 on the MSE).")
+    batch_composition: Literal["per_subject", "all_subjects"] = Field(
+        "per_subject", description="'per_subject': each batch holds one subject's trials. 'all_subjects' "
+        "(MindEye2): each step concatenates batch_size // n_subjects trials of every subject, each through "
+        "its adapter, with one loss over the concatenation and no stimulus twice in a step (single "
+        "process only).")
     # architecture (BrainDecoder)
     adapter: Literal["linear", "pooled", "subject_layer", "spatial_attention"] = Field(
         "linear", description="Per-subject adapter. fMRI: 'linear' (voxels → hidden, MindEye2) or 'pooled' "
@@ -259,6 +291,47 @@ class MLPConfig(_Section):
         if v is not None and (len(v) != 2 or min(v) < 1):
             raise ValueError(f"token_shape must be [n_tokens, token_dim] (positive ints), got {v}")
         return v
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError("temperature must be a finite number > 0 (allowed range: (0, inf))")
+        return v
+
+    @field_validator("temperature_schedule")
+    @classmethod
+    def _temperature_schedule(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not all(math.isfinite(t) and t > 0 for t in v):
+            raise ValueError("temperature_schedule must be [start, end], two finite numbers > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _loss_settings(self) -> MLPConfig:
+        # mirrors neurodecode.models.losses.resolve_temperature (kept torch-free: configs load without torch)
+        allowed = {"infonce": ("fixed", "learnable", "schedule"), "soft_clip": ("fixed", "schedule"),
+                   "mindeye2": ("fixed", "schedule"), "clip_mse": ("fixed", "learnable", "schedule")}
+        if self.loss not in allowed:  # mse
+            given = [k for k in ("temperature", "temperature_mode") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"models.mlp.{given[0]} does not apply to models.mlp.loss={self.loss!r} (it "
+                                 "has no temperature); set it to null")
+            return self
+        default_mode = {"infonce": "learnable", "soft_clip": "fixed", "mindeye2": "schedule",
+                        "clip_mse": "learnable"}[self.loss]
+        mode = self.temperature_mode or default_mode
+        if mode not in allowed[self.loss]:
+            raise ValueError(f"models.mlp.temperature_mode={mode!r} is not available for models.mlp.loss="
+                             f"{self.loss!r}; allowed: {list(allowed[self.loss])}")
+        default_t = {"infonce": 0.07, "soft_clip": 0.125, "mindeye2": 0.006,
+                     "clip_mse": 1.0 / math.log(1.0 / 0.07)}[self.loss]
+        t = default_t if self.temperature is None else self.temperature
+        if mode == "learnable" and 1.0 / t > 100.0:
+            raise ValueError(f"models.mlp.temperature={t!r} is an inverse temperature of {1.0 / t:.4g}, above "
+                             "the cap of 100 on a learnable temperature (CLIP's clamp): the allowed range for a "
+                             "learnable temperature is [0.01, inf). Use temperature_mode=fixed (or schedule) "
+                             "for smaller values, e.g. MindEye2's 0.006.")
+        return self
 
 
 class ModelsConfig(_Section):

@@ -1,13 +1,45 @@
-"""Losses: contrastive (InfoNCE, SoftCLIP, BiMixCo), regression, MindBridge's cycle loss, weighted sums."""
+"""Losses: contrastive (InfoNCE, SoftCLIP, BiMixCo), regression, MindBridge's cycle loss, weighted sums.
+
+:class:`TrainingLoss` is the :class:`~neurodecode.training.Trainer`'s loss for a
+named recipe (``infonce``, ``soft_clip``, ``mindeye2``, ``clip_mse``): it owns
+the temperature (fixed, learnable or cosine-scheduled per epoch) and, for
+``mindeye2``, the switch from BiMixCo to SoftCLIP. The numbers of the original
+recipes are the module constants below (see ``docs/training.md``).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Temperature modes of :class:`TrainingLoss`.
+TEMPERATURE_MODES = ("fixed", "learnable", "schedule")
+#: Cap on a *learnable* inverse temperature (CLIP clamps its logit scale at 100); a learnable
+#: temperature must therefore start at >= 1 / 100 = 0.01. Fixed and scheduled temperatures are not capped.
+MAX_LEARNABLE_INVERSE_TEMPERATURE = 100.0
+#: MindEye2 (``src/Train.ipynb``): BiMixCo temperature, and SoftCLIP's temperature at validation.
+MINDEYE2_TEMPERATURE = 0.006
+#: MindEye2: SoftCLIP temperatures ``cosine_anneal(0.004, 0.0075, n_softclip_epochs)``.
+MINDEYE2_SCHEDULE = (0.004, 0.0075)
+#: MindEye2's ``--mixup_pct`` default: BiMixCo while ``epoch < int(0.33 * num_epochs)``.
+MINDEYE2_MIXCO_FRACTION = 0.33
+#: ATM (``encoder_utils.py``, generation mode, ``alpha=0.90`` on the MSE): weight of the CLIP term.
+ATM_CLIP_WEIGHT = 0.1
+#: ATM's ``logit_scale = log(1 / 0.07)`` is used as the logit multiplier itself (no ``exp``), i.e. an
+#: inverse temperature of 2.659: temperature ``1 / log(1 / 0.07)`` ≈ 0.376.
+ATM_TEMPERATURE = 1.0 / math.log(1.0 / 0.07)
+#: Named losses with a temperature → (default temperature, default mode, allowed modes).
+TEMPERATURE_DEFAULTS: dict[str, tuple[float, str, tuple[str, ...]]] = {
+    "infonce": (0.07, "learnable", ("fixed", "learnable", "schedule")),
+    "soft_clip": (0.125, "fixed", ("fixed", "schedule")),
+    "mindeye2": (MINDEYE2_TEMPERATURE, "schedule", ("fixed", "schedule")),
+    "clip_mse": (ATM_TEMPERATURE, "learnable", ("fixed", "learnable", "schedule")),
+}
 
 
 def _soft_labels(n: int, ids: torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -91,28 +123,39 @@ def soft_clip(pred: torch.Tensor, target: torch.Tensor, temperature: float | tor
 
 
 class ClipLoss(nn.Module):
-    """Symmetric InfoNCE with a (learnable) temperature, as in CLIP.
+    """Symmetric InfoNCE with a fixed or learnable temperature, as in CLIP.
 
-    The temperature is kept as a log inverse temperature (``logit_scale``) and
-    clamped so the inverse temperature stays ≤ 100 (CLIP's rule).
+    A learnable temperature is kept as a log inverse temperature
+    (``logit_scale``) and clamped so that the inverse temperature stays
+    ≤ :data:`MAX_LEARNABLE_INVERSE_TEMPERATURE` (100, CLIP's rule); a
+    learnable ``init_temperature`` below 0.01 is therefore refused rather than
+    silently clamped. A fixed temperature is used exactly as given (logits are
+    the cosine similarities divided by it), with no cap.
 
     Parameters
     ----------
     init_temperature : float
-        Starting temperature (> 0).
+        Starting (or fixed) temperature: > 0, and >= 0.01 when learnable.
     learnable : bool
         If True, the temperature is a parameter optimised with the model.
+
+    Raises
+    ------
+    ValueError
+        If ``init_temperature`` is not a finite number > 0, or is < 0.01 with
+        ``learnable=True``.
 
     Examples
     --------
     >>> loss_fn = ClipLoss(init_temperature=0.07)
     >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+    >>> ClipLoss(0.006, learnable=False).temperature   # MindEye2's BiMixCo temperature
+    0.006
     """
 
     def __init__(self, init_temperature: float = 0.07, learnable: bool = True) -> None:
         super().__init__()
-        if not init_temperature > 0:
-            raise ValueError(f"init_temperature must be > 0, got {init_temperature!r}")
+        _check_temperature(init_temperature, "learnable" if learnable else "fixed", "init_temperature")
         self.init_temperature = float(init_temperature)
         self.learnable = bool(learnable)
         scale = torch.tensor(math.log(1.0 / init_temperature), dtype=torch.float32)
@@ -124,16 +167,110 @@ class ClipLoss(nn.Module):
     @property
     def temperature(self) -> float:
         """Current temperature."""
-        return float(torch.exp(-self.logit_scale.detach().clamp(max=math.log(100.0))))
+        if not self.learnable:
+            return self.init_temperature
+        return float(torch.exp(-self.logit_scale.detach().clamp(max=_LOG_CAP)))
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor,
                 ids: torch.Tensor | None = None) -> torch.Tensor:
         """Loss for one batch (see :func:`info_nce`)."""
-        inv_t = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        if not self.learnable:
+            return info_nce(pred, target, self.init_temperature, ids=ids)
+        inv_t = self.logit_scale.clamp(max=_LOG_CAP).exp()
         return info_nce(pred, target, 1.0 / inv_t, ids=ids)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature:.4g}, learnable={self.learnable}"
+
+
+_LOG_CAP = math.log(MAX_LEARNABLE_INVERSE_TEMPERATURE)
+
+
+def _check_temperature(value: float, mode: str, name: str = "temperature") -> None:
+    """Raise a ValueError naming ``value`` and the allowed range unless it is a valid temperature."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+            or not math.isfinite(float(value)) or not float(value) > 0:
+        raise ValueError(f"{name} must be a finite number > 0 (allowed range: (0, inf)), got {value!r}")
+    if mode == "learnable" and 1.0 / float(value) > MAX_LEARNABLE_INVERSE_TEMPERATURE:
+        lo = 1.0 / MAX_LEARNABLE_INVERSE_TEMPERATURE
+        raise ValueError(
+            f"{name}={value!r} is an inverse temperature of {1.0 / float(value):.4g}, above the cap of "
+            f"{MAX_LEARNABLE_INVERSE_TEMPERATURE:g} on a learnable temperature (CLIP's clamp): the allowed "
+            f"range for a learnable temperature is [{lo:g}, inf). Use a fixed temperature (or a schedule) "
+            "for smaller values, e.g. MindEye2's 0.006.")
+
+
+def resolve_temperature(loss: str, temperature: float | None = None, mode: str | None = None,
+                        schedule: Sequence[float] = MINDEYE2_SCHEDULE) -> tuple[float, str]:
+    """Fill in a named loss's default temperature / mode and check them.
+
+    Parameters
+    ----------
+    loss : str
+        A key of :data:`TEMPERATURE_DEFAULTS` (``"infonce"``, ``"soft_clip"``,
+        ``"mindeye2"``, ``"clip_mse"``).
+    temperature : float | None
+        None = the loss's default (0.07, 0.125, 0.006, ≈0.376).
+    mode : {"fixed", "learnable", "schedule"} | None
+        None = the loss's default (learnable, fixed, schedule, learnable).
+    schedule : (float, float)
+        ``(start, end)`` of the cosine schedule (checked in schedule mode).
+
+    Returns
+    -------
+    temperature : float
+    mode : str
+
+    Raises
+    ------
+    ValueError
+        For an unknown loss or mode, a mode the loss does not support, or a
+        temperature outside its allowed range (> 0; >= 0.01 when learnable).
+    """
+    if loss not in TEMPERATURE_DEFAULTS:
+        raise ValueError(f"loss {loss!r} has no temperature; losses with one: {sorted(TEMPERATURE_DEFAULTS)}")
+    default_t, default_mode, allowed = TEMPERATURE_DEFAULTS[loss]
+    mode = default_mode if mode is None else mode
+    if mode not in TEMPERATURE_MODES:
+        raise ValueError(f"temperature_mode must be one of {TEMPERATURE_MODES}, got {mode!r}")
+    if mode not in allowed:
+        raise ValueError(f"loss {loss!r} supports temperature_mode {allowed}, got {mode!r}")
+    temperature = default_t if temperature is None else temperature
+    _check_temperature(temperature, mode)
+    if mode == "schedule":
+        if isinstance(schedule, (str, bytes)) or len(schedule) != 2:
+            raise ValueError(f"temperature_schedule must be [start, end], got {schedule!r}")
+        for name, v in zip(("start", "end"), schedule):
+            _check_temperature(v, "schedule", f"temperature_schedule {name}")
+    return float(temperature), mode
+
+
+def cosine_anneal(start: float, end: float, steps: int) -> np.ndarray:
+    """MindEye2's ``utils.cosine_anneal``: ``steps`` values from ``start`` to ``end`` on a half cosine.
+
+    ``v[i] = end + (start − end) / 2 · (1 + cos(π i / (steps − 1)))``, so
+    ``v[0] = start`` and ``v[-1] = end``. MindEye2 anneals SoftCLIP's
+    temperature with ``cosine_anneal(0.004, 0.0075, n_softclip_epochs)``.
+    For ``steps == 1`` the result is ``[start]`` (MindEye2's formula divides
+    0 by 0 there).
+
+    Parameters
+    ----------
+    start, end : float
+    steps : int
+        Number of values (>= 0).
+
+    Returns
+    -------
+    values : ndarray of float64, shape (steps,)
+    """
+    steps = int(steps)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if steps == 1:
+        return np.array([float(start)])
+    i = np.arange(steps, dtype=np.float64)
+    return end + (start - end) / 2 * (1 + np.cos(np.pi * i / max(steps - 1, 1)))
 
 
 # -- regression losses -----------------------------------------------------------------------------
@@ -226,13 +363,16 @@ def mixco(x: torch.Tensor, *, beta: float = 0.15, select_prob: float = 0.5,
 
 
 def bimixco(pred: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, lambdas: torch.Tensor,
-            temperature: float | torch.Tensor = 0.006) -> torch.Tensor:
+            temperature: float | torch.Tensor = 0.006, *, ids: torch.Tensor | None = None) -> torch.Tensor:
     """MindEye's bidirectional MixCo loss on predictions of mixed inputs (see :func:`mixco`).
 
     The soft label of row ``i`` puts ``λᵢ`` on its own target and ``1 − λᵢ``
     on target ``perm[i]``; cross-entropies of the cosine-similarity logits
     (brain → image, and image → brain with the transposed labels) are averaged.
-    With ``λ = 1`` everywhere it equals :func:`info_nce`.
+    With ``λ = 1`` everywhere it equals :func:`info_nce`. A row mixed with
+    itself (``perm[i] == i``) keeps label 1 on its own target (MindEye2's
+    ``mixco_nce`` assigns instead of adding, which leaves such an unmixed row
+    with label ``1 − λᵢ = 0``).
 
     Parameters
     ----------
@@ -244,6 +384,10 @@ def bimixco(pred: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, lambda
     lambdas : Tensor, shape (batch,)
     temperature : float | Tensor
         MindEye2 uses 0.006 for BiMixCo (its first third of training).
+    ids : Tensor of int, shape (batch,) | None
+        Stimulus codes: each one-hot part of a label is spread uniformly over
+        the rows sharing that stimulus (as :func:`info_nce` does), so repeats
+        of an image in a batch are not negatives of each other.
 
     Returns
     -------
@@ -253,16 +397,198 @@ def bimixco(pred: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, lambda
         raise ValueError(f"pred and target must both have shape (batch, dim); got {tuple(pred.shape)} "
                          f"and {tuple(target.shape)}")
     n = len(pred)
-    perm = torch.as_tensor(perm, device=pred.device).reshape(-1)
+    perm = torch.as_tensor(perm, device=pred.device).reshape(-1).long()
     lambdas = torch.as_tensor(lambdas, device=pred.device, dtype=pred.dtype).reshape(-1)
     if perm.numel() != n or lambdas.numel() != n:
         raise ValueError(f"perm and lambdas need {n} entries, got {perm.numel()} and {lambdas.numel()}")
     logits = F.normalize(pred, dim=1) @ F.normalize(target, dim=1).T / temperature
-    labels = torch.diag(lambdas)
-    labels = labels.index_put((torch.arange(n, device=pred.device), perm), 1 - lambdas, accumulate=True)
+    own = _soft_labels(n, ids, pred.device).to(pred.dtype)
+    labels = lambdas[:, None] * own + (1 - lambdas)[:, None] * own[perm]
     loss1 = -(labels * logits.log_softmax(1)).sum(1).mean()
     loss2 = -(labels.T * logits.T.log_softmax(1)).sum(1).mean()
     return (loss1 + loss2) / 2
+
+
+# -- the Trainer's named losses ---------------------------------------------------------------------
+class TrainingLoss(nn.Module):
+    """A named training recipe's loss, with its temperature and (``mindeye2``) BiMixCo phase.
+
+    ``"infonce"``
+        Symmetric CLIP loss (:func:`info_nce`).
+    ``"soft_clip"``
+        MindEye's SoftCLIP (:func:`soft_clip`).
+    ``"mindeye2"``
+        MindEye2: BiMixCo (:func:`bimixco`, on inputs mixed by :func:`mixco`)
+        at ``temperature`` during the first ``int(mixco_fraction × n_epochs)``
+        epochs, then SoftCLIP; in schedule mode SoftCLIP's temperature follows
+        ``cosine_anneal(*temperature_schedule, n_epochs − n_mixco_epochs)``
+        indexed by epoch.
+    ``"clip_mse"``
+        ATM: ``clip_weight × CLIP + (1 − clip_weight) × MSE`` — the CLIP term on
+        L2-normalised rows, the MSE between the raw prediction and the target.
+
+    Temperature modes: ``"fixed"`` (used exactly), ``"learnable"`` (a log
+    inverse temperature optimised with the model, clamped to an inverse
+    temperature ≤ 100; needs ``temperature >= 0.01``) and ``"schedule"``
+    (per epoch: a cosine from ``temperature_schedule[0]`` to
+    ``temperature_schedule[1]`` over the training epochs — over the SoftCLIP
+    epochs for ``mindeye2``, whose BiMixCo epochs use ``temperature``).
+
+    The validation loss (:meth:`validation_loss`) never mixes inputs and uses
+    one temperature for every epoch, so that epochs are comparable for
+    best-epoch selection: ``temperature`` in fixed and schedule modes (for
+    ``mindeye2`` that is SoftCLIP at 0.006, MindEye2's test loss), the current
+    learned value in learnable mode.
+
+    Parameters
+    ----------
+    name : {"infonce", "soft_clip", "mindeye2", "clip_mse"}
+    temperature : float | None
+        None = the loss's default (:data:`TEMPERATURE_DEFAULTS`).
+    temperature_mode : {"fixed", "learnable", "schedule"} | None
+        None = the loss's default.
+    temperature_schedule : (float, float)
+        ``(start, end)`` of the cosine schedule (MindEye2: 0.004 → 0.0075).
+    n_epochs : int
+        Training epochs (for the schedule and the BiMixCo phase).
+    mixco_fraction : float
+        ``mindeye2``: fraction of the epochs trained with BiMixCo, in [0, 1]
+        (MindEye2: 0.33).
+    clip_weight : float
+        ``clip_mse``: weight λ of the CLIP term, in [0, 1] (ATM: 0.1).
+
+    Attributes
+    ----------
+    epoch : int
+        The current (1-based) epoch, set by :meth:`set_epoch`.
+    n_mixco_epochs : int
+        Number of BiMixCo epochs (0 unless ``mindeye2``).
+
+    Examples
+    --------
+    >>> loss_fn = TrainingLoss("mindeye2", n_epochs=150)
+    >>> loss_fn.n_mixco_epochs, loss_fn.set_epoch(50) or loss_fn.phase
+    (49, 'soft_clip')
+    """
+
+    def __init__(self, name: str = "infonce", *, temperature: float | None = None,
+                 temperature_mode: str | None = None,
+                 temperature_schedule: Sequence[float] = MINDEYE2_SCHEDULE, n_epochs: int = 1,
+                 mixco_fraction: float = MINDEYE2_MIXCO_FRACTION,
+                 clip_weight: float = ATM_CLIP_WEIGHT) -> None:
+        super().__init__()
+        self.name = name
+        self.base_temperature, self.temperature_mode = resolve_temperature(
+            name, temperature, temperature_mode, temperature_schedule)
+        if isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
+            raise ValueError(f"n_epochs must be an int >= 1, got {n_epochs!r}")
+        for key, v in (("mixco_fraction", mixco_fraction), ("clip_weight", clip_weight)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) \
+                    or not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"{key} must be a number in [0, 1], got {v!r}")
+        self.temperature_schedule = tuple(float(v) for v in temperature_schedule)
+        self.n_epochs = int(n_epochs)
+        self.mixco_fraction = float(mixco_fraction)
+        self.clip_weight = float(clip_weight)
+        # MindEye2: BiMixCo while (0-based) epoch < int(mixup_pct * num_epochs)
+        self.n_mixco_epochs = int(self.mixco_fraction * self.n_epochs) if name == "mindeye2" else 0
+        if self.temperature_mode == "learnable":
+            self.logit_scale = nn.Parameter(
+                torch.tensor(math.log(1.0 / self.base_temperature), dtype=torch.float32))
+        n_sched = self.n_epochs - self.n_mixco_epochs
+        self._schedule = cosine_anneal(*self.temperature_schedule, n_sched) \
+            if self.temperature_mode == "schedule" else None
+        self.epoch = 1
+
+    # -- epoch-dependent state -------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Select the (1-based) training epoch; the Trainer calls this at the start of every epoch."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) \
+                or not 1 <= epoch <= self.n_epochs:
+            raise ValueError(f"epoch must be an int in [1, {self.n_epochs}], got {epoch!r}")
+        self.epoch = int(epoch)
+
+    @property
+    def phase(self) -> str:
+        """``"bimixco"`` during MindEye2's first epochs, otherwise the objective's name."""
+        if self.name == "mindeye2":
+            return "bimixco" if self.epoch <= self.n_mixco_epochs else "soft_clip"
+        return self.name
+
+    @property
+    def mixes_inputs(self) -> bool:
+        """Whether this epoch's loss needs inputs mixed by :func:`mixco` (BiMixCo)."""
+        return self.phase == "bimixco"
+
+    def epoch_temperature(self, epoch: int) -> float:
+        """Training temperature of a (1-based) epoch; the current learned value in learnable mode."""
+        if self.temperature_mode == "learnable":
+            return float(torch.exp(-self.logit_scale.detach().clamp(max=_LOG_CAP)))
+        if self.temperature_mode == "fixed" or epoch <= self.n_mixco_epochs:
+            return self.base_temperature
+        return float(self._schedule[epoch - self.n_mixco_epochs - 1])
+
+    def epoch_temperatures(self) -> list[float]:
+        """The training temperature of every epoch ``1..n_epochs`` (learnable: the current value)."""
+        return [self.epoch_temperature(e) for e in range(1, self.n_epochs + 1)]
+
+    @property
+    def temperature(self) -> float:
+        """The current epoch's training temperature (logged in ``Trainer.history_``)."""
+        return self.epoch_temperature(self.epoch)
+
+    def _temperature(self, validation: bool) -> float | torch.Tensor:
+        if self.temperature_mode == "learnable":
+            return 1.0 / self.logit_scale.clamp(max=_LOG_CAP).exp()
+        return self.base_temperature if validation else self.temperature
+
+    # -- losses ----------------------------------------------------------------------------------
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None = None, *,
+                perm: torch.Tensor | None = None, lambdas: torch.Tensor | None = None) -> torch.Tensor:
+        """Training loss of one batch at the current epoch.
+
+        Parameters
+        ----------
+        pred, target : Tensor, shape (batch, dim)
+        ids : Tensor of int, shape (batch,) | None
+            Stimulus codes (repeats of a stimulus are positives, not negatives).
+        perm, lambdas : Tensor | None
+            From :func:`mixco` on the inputs that produced ``pred``; required
+            exactly when :attr:`mixes_inputs`.
+        """
+        if self.mixes_inputs:
+            if perm is None or lambdas is None:
+                raise ValueError(f"epoch {self.epoch} of 'mindeye2' is a BiMixCo epoch: pass the perm and "
+                                 "lambdas of mixco() applied to the inputs")
+            return bimixco(pred, target, perm, lambdas, self._temperature(False), ids=ids)
+        if perm is not None or lambdas is not None:
+            raise ValueError(f"perm / lambdas were given but epoch {self.epoch} of {self.name!r} does not "
+                             "mix inputs")
+        return self._loss(pred, target, ids, self._temperature(False))
+
+    def validation_loss(self, pred: torch.Tensor, target: torch.Tensor,
+                        ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of unmixed rows at the validation temperature (the same for every epoch)."""
+        return self._loss(pred, target, ids, self._temperature(True))
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
+              temperature: float | torch.Tensor) -> torch.Tensor:
+        if self.name == "infonce":
+            return info_nce(pred, target, temperature, ids=ids)
+        if self.name in ("soft_clip", "mindeye2"):
+            return soft_clip(pred, target, temperature)
+        clip = info_nce(pred, target, temperature, ids=ids)
+        return self.clip_weight * clip + (1.0 - self.clip_weight) * F.mse_loss(pred, target)
+
+    def extra_repr(self) -> str:
+        out = f"{self.name!r}, temperature={self.temperature:.4g}, mode={self.temperature_mode!r}"
+        if self.temperature_mode == "schedule":
+            out += f", schedule={self.temperature_schedule}"
+        if self.name == "mindeye2":
+            out += f", n_mixco_epochs={self.n_mixco_epochs}"
+        if self.name == "clip_mse":
+            out += f", clip_weight={self.clip_weight:g}"
+        return out
 
 
 # -- MindBridge cycle loss -------------------------------------------------------------------------

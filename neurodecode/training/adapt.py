@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..datasets import check_no_leakage
-from ..models.losses import ClipLoss
+from ..models.losses import TrainingLoss
 from ..utils import _check_option, logger, verbose
-from .trainer import LOSSES, Trainer, _MSELoss, _SoftClipLoss
+from .trainer import LOSSES, Trainer, _MSELoss
 
 __all__ = ["AdaptResult", "adapt_subject"]
 
@@ -92,11 +92,12 @@ def _scaled_updates(params: list[nn.Parameter], scale: float) -> Iterator[None]:
         saved.clear()
 
 
-def _make_loss(loss: str | Callable) -> Any:
+def _make_loss(loss: str | Callable, n_epochs: int) -> Any:
+    """One loss module for both phases (a learnable temperature carries over; schedules span all epochs)."""
     if not isinstance(loss, str):
         return loss
     _check_option("loss", loss, LOSSES)
-    return {"infonce": ClipLoss, "soft_clip": _SoftClipLoss, "mse": _MSELoss}[loss]()
+    return _MSELoss() if loss == "mse" else TrainingLoss(loss, n_epochs=max(int(n_epochs), 1))
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -152,7 +153,7 @@ def adapt_subject(model: Any, trials: Any, targets: Any, *, reset: bool = True, 
         As for :class:`~neurodecode.training.Trainer` (the same for both phases).
     seed : int
         Seeds the new adapter's weights and both Trainer runs.
-    loss : {"infonce", "soft_clip", "mse"} | callable
+    loss : {"infonce", "soft_clip", "mindeye2", "clip_mse", "mse"} | callable
         The training loss (a string builds a fresh loss, e.g. a new temperature).
     positions : array-like, shape (n_chans, 2) | None
         Sensor positions of a new subject, for the ``"spatial_attention"`` adapter.
@@ -224,7 +225,7 @@ def adapt_subject(model: Any, trials: Any, targets: Any, *, reset: bool = True, 
     named = dict(model.named_parameters())
     was_trainable = {n: p.requires_grad for n, p in named.items()}
     shared = [p for n, p in named.items() if n not in own and n not in others]
-    loss_fn = _make_loss(loss)
+    loss_fn = _make_loss(loss, max_epochs)
     history: list[dict] = []
     best_epochs: dict[int, int | None] = {}
     ckpt = None if checkpoint_dir is None else Path(checkpoint_dir)

@@ -24,12 +24,14 @@ from torch import nn
 
 from ..datasets import check_no_leakage
 from ..datasets._trials import _take_rows
-from ..models.losses import ClipLoss, cosine_loss, l1_loss, mse_loss, soft_clip
+from ..models.losses import (MINDEYE2_MIXCO_FRACTION, MINDEYE2_SCHEDULE, ATM_CLIP_WEIGHT, TEMPERATURE_MODES,
+                             TrainingLoss, cosine_loss, l1_loss, mixco, mse_loss, soft_clip)
 from ..utils import ProgressBar, _check_option, logger, resolve_device, use_log_level, verbose
 from . import _data
 from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 
-LOSSES = ("infonce", "soft_clip", "mse")
+LOSSES = ("infonce", "soft_clip", "mindeye2", "clip_mse", "mse")
+BATCH_COMPOSITIONS = ("per_subject", "all_subjects")
 SCHEDULES = ("onecycle", "cosine")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 TOKEN_LOSSES = ("mse", "cosine")
@@ -37,7 +39,8 @@ LOWLEVEL_LOSSES = ("l1", "mse")
 
 #: Trainer settings that must match for a run to be resumed from a checkpoint.
 _RESUME_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "seed", "val_fraction",
-                "gradient_accumulation_steps", "lr_schedule", "ema_decay", "max_grad_norm")
+                "gradient_accumulation_steps", "lr_schedule", "ema_decay", "max_grad_norm",
+                "batch_composition")
 
 
 class _SoftClipLoss(nn.Module):
@@ -101,6 +104,23 @@ def _noop(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+def _legacy_setting(saved: dict, key: str) -> Any:
+    """The value implied for a setting that checkpoints written before it existed do not record."""
+    loss = saved.get("loss")
+    implied = {"batch_composition": "per_subject"}
+    if loss == "infonce":
+        implied |= {"temperature": 0.07, "temperature_mode": "learnable"}
+    elif loss == "soft_clip":
+        implied |= {"temperature": 0.125, "temperature_mode": "fixed"}
+    return implied.get(key)
+
+
+def _mix_generator(seed: int, epoch: int, batch: int, rank: int) -> torch.Generator:
+    """BiMixCo generator of one batch: a function of (seed, epoch, batch, rank) only, so resuming is exact."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(batch), int(rank), 0x6D6978]).generate_state(2)
+    return torch.Generator().manual_seed((int(state[0]) << 32) | int(state[1]))
+
+
 class _HeadTargets:
     """Targets of an auxiliary head (tokens, low-level latents), read by stimulus code batch by batch.
 
@@ -132,8 +152,12 @@ class _HeadTargets:
 class Trainer:
     """Train a :class:`~neurodecode.models.BrainDecoder` on BrainTrials → stimulus embeddings.
 
-    Each batch holds trials of a single subject; batches of all subjects are
-    interleaved in a random order every epoch (as MindEye2 does). A validation
+    With ``batch_composition="per_subject"`` (default) each batch holds
+    trials of a single subject and batches of all subjects are interleaved in
+    a random order every epoch; with ``"all_subjects"`` every step holds
+    ``batch_size // n_subjects`` trials of every subject, each run through its
+    own adapter, and one loss is computed over the concatenation (MindEye2's
+    multi-subject training). A validation
     set is carved out of the training trials *by stimulus* (validation images
     are never trained on); the weights of the epoch with the lowest validation
     loss are restored at the end.
@@ -150,18 +174,55 @@ class Trainer:
     ----------
     model : BrainDecoder
         The model to train (updated in place).
-    loss : {"infonce", "soft_clip", "mse"} | callable
-        ``"infonce"``: symmetric CLIP loss with a learnable temperature
-        (:class:`~neurodecode.models.ClipLoss`); ``"soft_clip"``: MindEye's
-        SoftCLIP; ``"mse"``: mean squared error to the normalised targets. A
-        callable ``loss(pred, target, ids)`` (or an ``nn.Module``, whose
-        parameters are optimised too) is used as is.
+    loss : {"infonce", "soft_clip", "mindeye2", "clip_mse", "mse"} | callable
+        ``"infonce"``: symmetric CLIP loss (learnable temperature by default);
+        ``"soft_clip"``: MindEye's SoftCLIP; ``"mindeye2"``: MindEye2's
+        BiMixCo (inputs mixed per subject by
+        :func:`~neurodecode.models.losses.mixco`) for the first
+        ``int(mixco_fraction × max_epochs)`` epochs, then SoftCLIP with a
+        cosine-scheduled temperature; ``"clip_mse"``: ATM's
+        ``clip_weight × CLIP + (1 − clip_weight) × MSE``; ``"mse"``: mean
+        squared error of the normalised prediction to the target. Named
+        losses (but ``"mse"``) are a
+        :class:`~neurodecode.models.losses.TrainingLoss`. A callable
+        ``loss(pred, target, ids)`` (or an ``nn.Module``, whose parameters are
+        optimised too) is used as is; if it has ``set_epoch(epoch)`` or
+        ``validation_loss(pred, target, ids)`` they are used too.
+    temperature : float | None
+        Temperature of a named contrastive loss; None = the loss's default
+        (infonce 0.07, soft_clip 0.125, mindeye2 0.006, clip_mse
+        1 / log(1/0.07) ≈ 0.376). Must be > 0, and >= 0.01 when learnable
+        (an inverse temperature ≤ 100, CLIP's cap); never silently clamped.
+    temperature_mode : {"fixed", "learnable", "schedule"} | None
+        ``"fixed"``: used exactly (logits = cosine / temperature);
+        ``"learnable"``: optimised with the model from ``temperature``,
+        inverse temperature clamped at 100; ``"schedule"``: per-epoch cosine
+        from ``temperature_schedule[0]`` to ``[1]`` (for ``mindeye2`` over its
+        SoftCLIP epochs; its BiMixCo epochs and every validation use
+        ``temperature``). None = the loss's default (infonce learnable,
+        soft_clip fixed, mindeye2 schedule, clip_mse learnable). soft_clip and
+        mindeye2 allow fixed and schedule only.
+    temperature_schedule : (float, float)
+        ``(start, end)`` of the schedule (MindEye2: 0.004 → 0.0075).
+    mixco_fraction : float
+        ``mindeye2``: fraction of the epochs trained with BiMixCo, in [0, 1]
+        (MindEye2's ``mixup_pct``: 0.33).
+    clip_weight : float
+        ``clip_mse``: weight λ of the CLIP term, in [0, 1] (ATM: 0.1).
+    batch_composition : {"per_subject", "all_subjects"}
+        ``"per_subject"``: one subject per batch. ``"all_subjects"``: every
+        step concatenates ``batch_size // n_subjects`` trials of every subject
+        with no stimulus twice (see
+        :func:`~neurodecode.training._data.all_subject_steps`); an epoch is
+        one pass over the smallest subject's training trials. Single process
+        only (multi-process raises ``NotImplementedError``).
     lr : float
         Peak learning rate (AdamW).
     weight_decay : float
         AdamW weight decay (not applied to biases, LayerNorm and temperature).
     batch_size : int
-        Trials per batch *per process* (>= 2 for a contrastive loss).
+        Trials per batch *per process* (>= 2 for a contrastive loss); with
+        ``"all_subjects"``, ``batch_size // n_subjects`` per subject.
     max_epochs : int
         Number of passes over the training trials.
     seed : int
@@ -220,7 +281,10 @@ class Trainer:
     ----------
     history_ : list of dict
         Per epoch: ``epoch``, ``step``, ``train_loss``, ``val_loss``,
-        ``val_top1``, ``val_chance``, ``lr``, ``temperature``, ``time_s``. With
+        ``val_top1``, ``val_chance``, ``lr``, ``temperature`` (the epoch's
+        training temperature; NaN for a loss without one), ``time_s``, and
+        for a named contrastive loss ``loss_phase`` (``"bimixco"`` /
+        ``"soft_clip"`` for mindeye2, else the loss name). With
         ``token_targets``, ``train_loss``/``val_loss`` are the total losses and
         ``train_contrastive_loss``, ``train_token_loss``,
         ``val_contrastive_loss``, ``val_token_loss`` (unweighted) are added;
@@ -249,7 +313,11 @@ class Trainer:
     >>> trainer.fit(train, targets, checkpoint_dir="runs/x/checkpoints", resume=True)  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, *, loss: str | Callable = "infonce", lr: float = 3e-4,
+    def __init__(self, model: nn.Module, *, loss: str | Callable = "infonce",
+                 temperature: float | None = None, temperature_mode: str | None = None,
+                 temperature_schedule: tuple[float, float] = MINDEYE2_SCHEDULE,
+                 mixco_fraction: float = MINDEYE2_MIXCO_FRACTION, clip_weight: float = ATM_CLIP_WEIGHT,
+                 batch_composition: str = "per_subject", lr: float = 3e-4,
                  weight_decay: float = 0.01, batch_size: int = 128, max_epochs: int = 30, seed: int = 0,
                  device: str | torch.device = "cpu", val_fraction: float = 0.1,
                  patience: int | None = None, mixed_precision: str = "no",
@@ -261,6 +329,12 @@ class Trainer:
                  verbose: bool | str | int | None = None) -> None:
         self.model = model
         self.loss = loss
+        self.temperature = temperature
+        self.temperature_mode = temperature_mode
+        self.temperature_schedule = temperature_schedule
+        self.mixco_fraction = mixco_fraction
+        self.clip_weight = clip_weight
+        self.batch_composition = batch_composition
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -289,6 +363,9 @@ class Trainer:
             _check_option("loss", self.loss, LOSSES)
         elif not callable(self.loss):
             raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(self.loss).__name__}")
+        _check_option("batch_composition", self.batch_composition, BATCH_COMPOSITIONS)
+        if self.temperature_mode is not None:
+            _check_option("temperature_mode", self.temperature_mode, TEMPERATURE_MODES)
         _check_option("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         _check_option("lr_schedule", self.lr_schedule, SCHEDULES)
         _check_option("token_loss", self.token_loss, TOKEN_LOSSES)
@@ -323,6 +400,14 @@ class Trainer:
             raise ValueError(f"ema_decay must be None or in (0, 1), got {self.ema_decay!r}")
         if self.max_grad_norm is not None and not float(self.max_grad_norm) > 0:
             raise ValueError(f"max_grad_norm must be None or > 0, got {self.max_grad_norm!r}")
+        if not isinstance(self.loss, str) or self.loss == "mse":
+            given = [k for k in ("temperature", "temperature_mode") if getattr(self, k) is not None]
+            if given:
+                what = "a callable loss" if not isinstance(self.loss, str) else "loss='mse'"
+                raise ValueError(f"{', '.join(given)} only apply to the named contrastive losses; {what} has "
+                                 "no temperature to set")
+        else:
+            self._make_loss()  # checks the temperature settings (ValueError naming value and range)
         for attr in ("n_inputs", "embed_dim", "_check_subject"):
             if not hasattr(self.model, attr):
                 raise TypeError(f"model must be a BrainDecoder-like module (missing {attr!r}), "
@@ -331,12 +416,25 @@ class Trainer:
     def _make_loss(self) -> Any:
         if not isinstance(self.loss, str):
             return self.loss
-        return {"infonce": ClipLoss, "soft_clip": _SoftClipLoss, "mse": _MSELoss}[self.loss]()
+        if self.loss == "mse":
+            return _MSELoss()
+        return TrainingLoss(self.loss, temperature=self.temperature, temperature_mode=self.temperature_mode,
+                            temperature_schedule=self.temperature_schedule, n_epochs=int(self.max_epochs),
+                            mixco_fraction=self.mixco_fraction, clip_weight=self.clip_weight)
 
-    def _settings(self) -> dict:
-        return {k: (v.item() if isinstance(v, np.generic) else v)
-                for k, v in ((k, getattr(self, k)) for k in _RESUME_KEYS)} | {
+    def _settings(self, loss_fn: Any = None) -> dict:
+        out = {k: (v.item() if isinstance(v, np.generic) else v)
+               for k, v in ((k, getattr(self, k)) for k in _RESUME_KEYS)} | {
             "loss": self.loss if isinstance(self.loss, str) else type(self.loss).__name__}
+        if isinstance(loss_fn, TrainingLoss):
+            out |= {"temperature": loss_fn.base_temperature, "temperature_mode": loss_fn.temperature_mode}
+            if loss_fn.temperature_mode == "schedule":
+                out["temperature_schedule"] = list(loss_fn.temperature_schedule)
+            if loss_fn.name == "mindeye2":
+                out["mixco_fraction"] = loss_fn.mixco_fraction
+            if loss_fn.name == "clip_mse":
+                out["clip_weight"] = loss_fn.clip_weight
+        return out
 
     def _make_accelerator(self) -> Any:
         from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -511,7 +609,20 @@ class Trainer:
         # batching: global batches of batch_size × world trials, one slice per process
         global_bs = int(self.batch_size) * world
         min_size = max(2, world)
-        n_batches = _data.n_epoch_batches(data, global_bs, min_size)
+        all_subjects = self.batch_composition == "all_subjects"
+        if all_subjects:
+            if world > 1:
+                raise NotImplementedError("batch_composition='all_subjects' runs in a single process; use "
+                                          "'per_subject' for multi-process training")
+            b = _data.sub_batch_size(len(data), global_bs)
+            if b < 1:
+                raise ValueError(f"batch_composition='all_subjects' needs batch_size >= the number of "
+                                 f"subjects ({len(data)}), got batch_size={self.batch_size}")
+            n_batches = _data.n_all_subject_steps(data, global_bs, min_size)
+            log("all_subjects batches: %d trials of each of %d subjects per step (%d of batch_size %d used)",
+                b, len(data), b * len(data), global_bs)
+        else:
+            n_batches = _data.n_epoch_batches(data, global_bs, min_size)
         if n_batches == 0:
             raise ValueError(f"No training batch of >= {min_size} trials can be formed from {n_train} "
                              "training trials; lower val_fraction or add trials")
@@ -557,7 +668,7 @@ class Trainer:
         best_val, best_state, since_best = np.inf, None, 0
         start_epoch, start_batch, global_step, finished = 1, 0, 0, False
         resume_epoch_state, resume_totals = None, (0.0, 0)
-        settings = {**self._settings(), "world_size": world, "n_train_trials": n_train,
+        settings = {**self._settings(loss_fn), "world_size": world, "n_train_trials": n_train,
                     "n_batches_per_epoch": n_batches, "val_stimuli": [str(s) for s in self.val_stimuli_]}
         for a in aux:
             if a.head == "tokens":
@@ -574,7 +685,7 @@ class Trainer:
         if last is not None:
             weights, tstate, meta = load_checkpoint(last, map_location="cpu")
             diff = {k: (meta["settings"].get(k), v) for k, v in settings.items()
-                    if meta["settings"].get(k) != v}
+                    if meta["settings"].get(k, _legacy_setting(meta["settings"], k)) != v}
             if diff:
                 raise ValueError(f"Cannot resume from {last}: it was written with other settings or data "
                                  f"(checkpoint vs now: {diff}). Use the same settings or another "
@@ -663,37 +774,69 @@ class Trainer:
                 first, total, count = 0, 0.0, 0
                 head_sums = {a.key: [0.0, 0] for a in aux}
             epoch_state = gen.get_state()
-            batches = _data.epoch_batches(data, global_bs, gen, min_size)
+            if hasattr(loss_fn, "set_epoch"):
+                loss_fn.set_epoch(epoch)
+            mixing = bool(getattr(loss_fn, "mixes_inputs", False))
+            if all_subjects:
+                batches = _data.all_subject_steps(data, global_bs, gen, min_size)
+            else:
+                batches = [[part] for part in _data.epoch_batches(data, global_bs, gen, min_size)]
             model_p.train()
             for bi in range(first, len(batches)):
-                subject, gidx = batches[bi]
-                d = data[subject]
-                idx = _data.shard(gidx, rank, world)
+                parts = batches[bi]  # [(subject, global batch rows)]: one part per subject in the step
                 group_start = (bi // accum) * accum
                 group_size = min(accum, len(batches) - group_start)
                 boundary = bi + 1 == group_start + group_size
                 sync = nullcontext() if (boundary or world == 1) else accelerator.no_sync(model_p)
                 with sync:
-                    x = d.features(idx, device)
-                    idx_t = torch.from_numpy(idx).to(device)
-                    out = model_p(x, subject, generator=dropout_gen)
-                    pred = out.embedding.float()
-                    y, c = d.Y.index_select(0, idx_t), d.codes.index_select(0, idx_t)
-                    # per-sample losses on this process's rows (DDP averages grads)
-                    head_losses = {a.key: a.loss(out, c, device) for a in aux}
+                    mix_gen = _mix_generator(self.seed, epoch, bi, rank) if mixing else None
+                    preds, ys, cs, perms, lams, head_parts = [], [], [], [], [], []
+                    offset = 0  # row of this part's first trial in the (gathered) loss batch
+                    for subject, gidx in parts:
+                        d = data[subject]
+                        idx = _data.shard(gidx, rank, world)
+                        x = d.features(idx, device)
+                        if mixing:  # BiMixCo: mix within this subject's rows (MindEye2 mixes per subject)
+                            x, perm, lam = mixco(x, generator=mix_gen)
+                            start = offset if world == 1 else \
+                                sum(len(a) for a in np.array_split(gidx, world)[:rank])
+                            perms.append(perm + start)
+                            lams.append(lam.float())
+                        idx_t = torch.from_numpy(idx).to(device)
+                        out = model_p(x, subject, generator=dropout_gen)
+                        preds.append(out.embedding.float())
+                        ys.append(d.Y.index_select(0, idx_t))
+                        cs.append(d.codes.index_select(0, idx_t))
+                        # per-sample losses on this process's rows (DDP averages grads)
+                        head_parts.append(({a.key: a.loss(out, cs[-1], device) for a in aux}, len(idx)))
+                        offset += len(idx)
+                    n_local = offset
+                    if len(parts) == 1:
+                        pred, y, c = preds[0], ys[0], cs[0]
+                        head_losses = head_parts[0][0]
+                    else:  # one loss over the concatenated subjects; head losses: means over every row
+                        pred, y, c = torch.cat(preds), torch.cat(ys), torch.cat(cs)
+                        head_losses = {a.key: sum(h[a.key] * n for h, n in head_parts) / n_local for a in aux}
+                    mix_kw = {}
+                    if mixing:
+                        perm, lam = torch.cat(perms), torch.cat(lams)
+                        if world > 1:
+                            perm, lam = _all_gather_rows(perm)[0], _all_gather_rows(lam)[0]
+                        mix_kw = {"perm": perm, "lambdas": lam}
                     if world > 1:
                         pred = _GatherWithGrad.apply(pred)
                         y, c = _all_gather_rows(y)[0], _all_gather_rows(c)[0]
-                    loss = loss_fn(pred, y, c)
+                    loss = loss_fn(pred, y, c, **mix_kw)
                     full = loss
                     for a in aux:
                         full = full + a.weight * head_losses[a.key]
                     accelerator.backward(full / group_size if group_size > 1 else full)
-                total += float(loss.detach()) * len(gidx)
-                count += len(gidx)
+                n_rows = sum(len(gidx) for _, gidx in parts)
+                total += float(loss.detach()) * n_rows
+                count += n_rows
                 for k, v in head_losses.items():
-                    head_sums[k][0] += float(v.detach()) * len(idx)
-                    head_sums[k][1] += len(idx)
+                    head_sums[k][0] += float(v.detach()) * n_local
+                    head_sums[k][1] += n_local
                 if not boundary:
                     continue
                 if self.max_grad_norm is not None:
@@ -718,6 +861,8 @@ class Trainer:
                       "val_loss": None, "val_top1": None, "val_chance": None,
                       "lr": float(optimizer.param_groups[0]["lr"]),
                       "temperature": float(getattr(loss_fn, "temperature", float("nan")))}
+            if isinstance(getattr(loss_fn, "phase", None), str):
+                record["loss_phase"] = loss_fn.phase
             if aux:
                 record |= {"train_contrastive_loss": record["train_loss"], "val_contrastive_loss": None}
             for a in aux:
@@ -739,6 +884,8 @@ class Trainer:
             record["time_s"] = time.perf_counter() - t0
             self.history_.append(record)
             msg = f"epoch {epoch:3d}: train loss {record['train_loss']:.4f}"
+            if "loss_phase" in record:
+                msg += f" ({record['loss_phase']}, temperature {record['temperature']:.4g})"
             if record["val_loss"] is not None:
                 msg += (f", val loss {record['val_loss']:.4f}, val top-1 {record['val_top1']:.3f} "
                         f"(chance {record['val_chance']:.3f})")
@@ -781,6 +928,7 @@ class Trainer:
         """
         model.eval()
         aux = aux or []
+        val_loss = getattr(loss_fn, "validation_loss", loss_fn)
         total, count, correct, chance = 0.0, 0, 0, 0.0
         head_sums = {a.key: 0.0 for a in aux}
         head_count = 0
@@ -806,7 +954,7 @@ class Trainer:
                         head_count += n
                     pred = torch.cat(parts)
                 for a, b in _data.chunks(len(idx), batch_size):
-                    total += float(loss_fn(pred[a:b], Yv[a:b], cv[a:b])) * (b - a)
+                    total += float(val_loss(pred[a:b], Yv[a:b], cv[a:b])) * (b - a)
                     count += b - a
                 cand_codes, first = np.unique(cv.cpu().numpy(), return_index=True)
                 cand = Yv[torch.from_numpy(first).to(Yv.device)]

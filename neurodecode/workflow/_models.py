@@ -86,7 +86,10 @@ def predict_mlp(config: FitConfig, train: Any, test: Any, targets: Any, run_dir:
                          backbone_kwargs=mc.backbone_kwargs,
                          # (n_frames, dim) speech targets make an M/EEG decoder time-resolved
                          embed_shape=getattr(targets, "token_shape", None), **extra)
-    trainer = Trainer(model, loss="infonce", lr=mc.lr, weight_decay=mc.weight_decay,
+    trainer = Trainer(model, loss=mc.loss, temperature=mc.temperature, temperature_mode=mc.temperature_mode,
+                      temperature_schedule=tuple(mc.temperature_schedule), mixco_fraction=mc.mixco_fraction,
+                      clip_weight=mc.clip_weight, batch_composition=mc.batch_composition,
+                      lr=mc.lr, weight_decay=mc.weight_decay,
                       batch_size=mc.batch_size, max_epochs=mc.max_epochs, seed=config.seed,
                       device=device, val_fraction=mc.val_fraction, patience=mc.patience,
                       mixed_precision=mc.mixed_precision, lr_schedule=mc.lr_schedule,
