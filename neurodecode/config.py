@@ -567,7 +567,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() != "" else ""
     except yaml.YAMLError:
         value = raw
+    _check_flow_keys(value, text)
     return key.split("."), value
+
+
+def _check_flow_keys(value: Any, text: str) -> None:
+    """Refuse ``{hidden:64}``: YAML reads it as the key ``'hidden:64'`` with no value, not ``hidden: 64``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and v is None and re.fullmatch(r"[A-Za-z_][\w.]*:\S.*", k):
+                name, rest = k.split(":", 1)
+                raise ConfigError(f"--set {text!r}: YAML reads {{{k}}} as a key named {k!r}; put a space "
+                                  f"after the colon: {{{name}: {rest}}}")
+            _check_flow_keys(v, text)
+    elif isinstance(value, list):
+        for v in value:
+            _check_flow_keys(v, text)
 
 
 def _apply(tree: dict, path: list[str], value: Any) -> None:

@@ -24,8 +24,18 @@ from torch import nn
 
 from ..datasets import check_no_leakage
 from ..datasets._trials import _take_rows
-from ..models.losses import (MINDEYE2_MIXCO_FRACTION, MINDEYE2_SCHEDULE, ATM_CLIP_WEIGHT, TEMPERATURE_MODES,
-                             TrainingLoss, cosine_loss, l1_loss, mixco, mse_loss, soft_clip)
+from ..models.losses import (
+    ATM_CLIP_WEIGHT,
+    MINDEYE2_MIXCO_FRACTION,
+    MINDEYE2_SCHEDULE,
+    TEMPERATURE_MODES,
+    TrainingLoss,
+    cosine_loss,
+    l1_loss,
+    mixco,
+    mse_loss,
+    soft_clip,
+)
 from ..utils import ProgressBar, _check_option, logger, resolve_device, use_log_level, verbose
 from . import _data
 from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
