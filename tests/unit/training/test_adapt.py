@@ -171,3 +171,12 @@ def test_scaled_updates_equal_a_smaller_lr():
         ob.step()
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["mindeye2", "clip_mse", "soft_clip"])
+def test_every_named_loss_adapts(pretrained, loss):
+    base, new, targets = pretrained
+    model = copy.deepcopy(base)
+    res = adapt_subject(model, new, targets, freeze_epochs=1, max_epochs=3, lr=3e-3, batch_size=32, seed=0,
+                        loss=loss, verbose="warning")
+    assert len(res.history) == 3 and all(np.isfinite(r["train_loss"]) for r in res.history)
