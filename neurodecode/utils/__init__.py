@@ -8,8 +8,24 @@ from ._progress import ProgressBar
 from ._threads import available_cpus, set_torch_threads
 
 __all__ = [
-    "KNOWN_CONFIG", "ProgressBar", "atomic_path", "atomic_write_bytes", "atomic_write_json",
-    "atomic_write_text", "available_cpus", "check_random_state", "get_config", "get_data_dir", "logger",
-    "resolve_device", "set_log_level", "set_torch_threads", "use_log_level", "verbose", "warn", "_check_option", "_check_path",
+    "KNOWN_CONFIG",
+    "ProgressBar",
+    "_check_option",
+    "_check_path",
     "_ensure_finite",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "available_cpus",
+    "check_random_state",
+    "get_config",
+    "get_data_dir",
+    "logger",
+    "resolve_device",
+    "set_log_level",
+    "set_torch_threads",
+    "use_log_level",
+    "verbose",
+    "warn",
 ]
