@@ -94,9 +94,31 @@ class SimulateConfig(_Section):
                             "used by 'masc').")
     snr: float = Field(0.4, gt=0, description="Signal amplitude relative to the noise where it is planted.")
     seed: int = Field(0, description="Seed of the simulation.")
+    response: Literal["linear", "nonlinear"] = Field(
+        "linear", description="Generative model of the simulated responses (every dataset): 'linear' "
+        "(responses linear in the stimulus features) or 'nonlinear' (early visual contrast energy with "
+        "compressive spatial summation and tuning curves in higher areas for NSD; rectified, saturating "
+        "sources and trial-to-trial latency jitter for M/EEG). Same as simulate.params.response; see "
+        "docs/simulator.md.")
     params: dict[str, Any] = Field(
         {}, description="Other parameters of simulate(data.dataset, ...) (e.g. things_eeg2: n_train_concepts, "
         "signal_channels, signal_window; masc: story_duration_s, n_channels; see docs/simulator.md).")
+
+    @model_validator(mode="after")
+    def _response(self) -> SimulateConfig:
+        # simulate.response and simulate.params.response are one setting; the simulator receives it through
+        # params, and only when it is not "linear" (so linear runs keep their cached simulations)
+        given = self.params.get("response")
+        if given is not None and given not in ("linear", "nonlinear"):
+            raise ValueError(f"simulate.params.response must be 'linear' or 'nonlinear', got {given!r}")
+        if given is not None and "response" in self.model_fields_set and given != self.response:
+            raise ValueError(f"simulate.response is {self.response!r} but simulate.params.response is "
+                             f"{given!r}; set one of them")
+        if given is not None and given != self.response:
+            self.response = given  # re-validates; consistent from then on
+        elif given is None and self.response != "linear":
+            self.params = {**self.params, "response": self.response}
+        return self
 
 
 class TargetsConfig(_Section):
@@ -258,6 +280,9 @@ class MLPConfig(_Section):
     lowlevel_weight: float = Field(0.5, ge=0, description="Weight of the low-level loss in the total loss.")
     adapter_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the adapter module.")
     backbone_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the backbone module.")
+    head_kwargs: dict[str, dict[str, Any]] = Field(
+        {}, description="Extra arguments per head name, e.g. {pooled: {projector: true}}: MindEye2's three-layer "
+        "projector on the pooled output before the contrastive loss (see docs/recipes.md).")
     # training engine (Trainer)
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         "no", description="Autocast precision of the forward pass (GPU; weights stay float32).")

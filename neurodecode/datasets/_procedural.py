@@ -418,3 +418,127 @@ def lowlevel_features(images: np.ndarray, resolution: int = 16) -> np.ndarray:
         out[s:s + k, 2] = block(rg).reshape(k, -1)
         out[s:s + k, 3] = block(by).reshape(k, -1)
     return out
+
+
+# ------------------------------------------------------ nonlinear-response features
+def contrast_energy(images: np.ndarray, resolution: int = 16) -> np.ndarray:
+    """Local contrast energy and signed contrast of luminance, red-green and blue-yellow.
+
+    For channel ``c`` (luminance, red-green, blue-yellow; the opponent signals of
+    :func:`lowlevel_features`) and block ``x`` of a ``resolution`` x ``resolution`` grid,
+    ``d_c(x) = mean_x(c) - mean_image(c)`` is the block's signed contrast relative to the image mean
+    and ``E_c(x) = sqrt(var_x(c) + d_c(x)**2)`` its root-mean-square contrast energy (the
+    polarity-invariant quantity that complex cells and BOLD in early visual cortex follow).
+    Always ``E_c >= |d_c|``.
+
+    Parameters
+    ----------
+    images : array of uint8, shape (n, H, W, 3)
+        RGB images.
+    resolution : int
+        Side of the output maps.
+
+    Returns
+    -------
+    features : array of float32, shape (n, 6, resolution * resolution)
+        ``E_lum, E_rg, E_by, d_lum, d_rg, d_by``.
+    """
+    n, h, w, _ = images.shape
+    iy, ix = _bin_index(h, resolution), _bin_index(w, resolution)
+    counts = np.outer(np.diff(np.append(iy, h)), np.diff(np.append(ix, w))).astype(np.float32)
+    out = np.empty((n, 6, resolution * resolution), dtype=np.float32)
+    step = 256
+    for s in range(0, n, step):
+        x = images[s:s + step].astype(np.float32) / 255.0
+        k = len(x)
+        chans = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32), x[..., 0] - x[..., 1],
+                 x[..., 2] - 0.5 * (x[..., 0] + x[..., 1]))
+
+        def block(a: np.ndarray) -> np.ndarray:
+            return np.add.reduceat(np.add.reduceat(a, iy, axis=1), ix, axis=2) / counts
+
+        for c, a in enumerate(chans):
+            m = block(a)
+            var = np.maximum(block(a * a) - m * m, 0.0)
+            d = m - a.mean(axis=(1, 2), keepdims=True)
+            out[s:s + k, c] = np.sqrt(var + d * d).reshape(k, -1)
+            out[s:s + k, 3 + c] = d.reshape(k, -1)
+    return out
+
+
+def _shape_descriptors() -> np.ndarray:
+    """(n_categories, 3) descriptors of the rendered category shapes: fill, compactness, hollowness.
+
+    Computed from :func:`_shape_mask` on a fine grid: ``fill`` = area / area of the unit disc,
+    ``compactness`` = 4 pi area / perimeter**2 (1 for a disc, small for spiky or striped shapes),
+    ``hollowness`` = fraction of the central disc (radius 0.5) that is empty. Similar shapes get
+    similar descriptors, which makes them a small "shape space" for tuning curves.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    g = (np.arange(160) + 0.5) / 160 * 2.4 - 1.2
+    v, u = np.meshgrid(g, g, indexing="ij")
+    cell = (2.4 / 160) ** 2
+    centre = np.hypot(u, v) <= 0.5
+    out = []
+    for name in CATEGORY_NAMES:
+        m = _shape_mask(name, u, v, 0.0)
+        area = m.sum() * cell
+        gy, gx = np.gradient(gaussian_filter(m.astype(np.float64), 1.0))
+        perim = np.hypot(gx, gy).sum() * (2.4 / 160)  # total variation of the smoothed mask = boundary length
+        out.append([area / np.pi, 4 * np.pi * area / max(perim, 1e-9) ** 2, 1.0 - m[centre].mean()])
+    return np.asarray(out, dtype=np.float64)
+
+
+def _opponent(rgb: np.ndarray) -> np.ndarray:
+    """Luminance, red-green and blue-yellow coordinates of RGB colours in 0..255."""
+    x = np.asarray(rgb, dtype=np.float64) / 255.0
+    return np.stack([x @ np.array([0.299, 0.587, 0.114]), x[..., 0] - x[..., 1],
+                     x[..., 2] - 0.5 * (x[..., 0] + x[..., 1])], axis=-1)
+
+
+#: Groups of :func:`tuning_coordinates` (the same names as :data:`SEMANTIC_GROUPS`) and their dimensions.
+TUNING_GROUPS: dict[str, int] = {"category": 3, "colour": 3, "count": 1, "size": 1, "position": 2,
+                                 "background": 3, "texture": 1}
+
+
+def tuning_coordinates(latents: Latents) -> tuple[np.ndarray, dict[str, slice]]:
+    """Continuous stimulus coordinates in which simulated higher-level voxels have tuning curves.
+
+    Unlike :func:`semantic_features` (one-hot codes, in which every category is equally far from
+    every other one), similar stimuli are close here: category = the 3 shape descriptors of its
+    shape (fill, compactness, hollowness), colour and background = the opponent coordinates
+    (luminance, red-green, blue-yellow) of the palette colour, count = number of objects, size =
+    object radius, position = mean object centre (x, y), texture = grating contrast. Every column
+    is standardised over the images (mean 0, std 1).
+
+    Parameters
+    ----------
+    latents : Latents
+        Latent parameters of ``n`` images.
+
+    Returns
+    -------
+    coords : array of float32, shape (n, 14)
+        Standardised coordinates.
+    groups : dict of str -> slice
+        Columns of each group (:data:`TUNING_GROUPS`).
+    """
+    blocks = {
+        "category": _shape_descriptors()[latents.category],
+        "colour": _opponent(_RGB[latents.colour]),
+        "count": latents.n_objects[:, None].astype(np.float64),
+        "size": latents.radius[:, None],
+        "position": np.stack([np.nanmean(latents.pos[..., 0], 1), np.nanmean(latents.pos[..., 1], 1)], 1),
+        "background": _opponent(_RGB[latents.background]),
+        "texture": latents.grating_contrast[:, None],
+    }
+    cols, groups, start = [], {}, 0
+    for name in TUNING_GROUPS:
+        block = np.asarray(blocks[name], dtype=np.float64).reshape(len(latents), -1)
+        cols.append(block)
+        groups[name] = slice(start, start + block.shape[1])
+        start += block.shape[1]
+    feats = np.concatenate(cols, axis=1)
+    feats = (feats - feats.mean(0)) / np.maximum(feats.std(0), 1e-6)
+    return feats.astype(np.float32), groups

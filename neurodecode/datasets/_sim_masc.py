@@ -65,6 +65,12 @@ _LEAD_S, _TAIL_S = 0.3, 0.3  # silence at the start / end of each wav
 _NOISE_FLOOR = 5e-4  # rms of the background noise of the audio (full scale = 1)
 _MEL_FMIN = 50.0
 _GAIN_T = 1e-13  # sensor noise level (Tesla)
+# response="nonlinear" (docs/simulator.md, "Nonlinear responses"): auditory sources with tonotopic tuning,
+# sustained + onset (half-wave rectified derivative) drives, a Naka-Rushton nonlinearity, a slowly drifting
+# response latency, and a linear mixing into the sensors
+_N_SOURCES = 16
+_ONSET_SIGMA_S = 0.01  # s: derivative-of-Gaussian scale of the onset (acoustic edge) drive
+_JITTER_TIMESCALE_S = 0.3  # s: correlation time of the latency drift (about one word)
 
 # vowel letter -> (ARPAbet-like phoneme label, formants F1..F3 in Hz)
 _VOWELS: dict[str, tuple[str, tuple[float, float, float]]] = {
@@ -99,7 +105,7 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
                  audio_sfreq: int = 16000, snr: float = 1.0,
                  signal_channels: Sequence[str] = DEFAULT_SIGNAL_CHANNELS,
                  signal_window: Sequence[float] = (0.05, 0.25), n_mels: int = 20,
-                 subject_similarity: float = 0.5) -> dict[str, Any]:
+                 subject_similarity: float = 0.5, response: str = "linear") -> dict[str, Any]:
     """Validate the MEG-MASC simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -135,6 +141,13 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
     subject_similarity : float
         In [0, 1]: the part of each subject's mel → sensor weights shared by all subjects
         (``sqrt(s)·shared + sqrt(1 - s)·own``); 0 = unrelated subjects, 1 = identical weights.
+    response : ``"linear"`` | ``"nonlinear"``
+        Generative model of the speech response. ``"linear"``: a linear temporal response function
+        of the mel spectrogram. ``"nonlinear"``: tonotopically tuned auditory sources driven by the
+        band envelope and its half-wave rectified derivative (onsets), through a Naka-Rushton
+        nonlinearity, with a slowly drifting response latency (std 20 ms, at most 40 ms), mixed
+        linearly into the sensors. Recorded in the parameters only when not ``"linear"``. See
+        ``docs/simulator.md``.
 
     Returns
     -------
@@ -175,12 +188,16 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
     if not stop > start:
         raise ValueError(f"signal_window must be (start, stop) with stop > start, got {tuple(signal_window)}")
     _lag_kernel((start, stop), sfreq)
-    return {
+    response = meeg.check_response(response)
+    out = {
         "simulator_version": _VERSION, "n_subjects": n_subjects, "seed": int(seed), "n_sessions": n_sessions,
         "n_stories": n_stories, "story_duration_s": story_duration_s, "n_channels": n_channels,
         "sfreq": sfreq, "audio_sfreq": audio_sfreq, "snr": snr, "signal_channels": signal_channels,
         "signal_window": [start, stop], "n_mels": n_mels, "subject_similarity": subject_similarity,
     }
+    if response != "linear":  # linear simulations keep the parameters (and caches) they always had
+        out["response"] = response
+    return out
 
 
 # ============================================================================
@@ -384,9 +401,52 @@ def _recording_layout(story: dict[str, Any], vocab: list[dict[str, Any]], sfreq:
             "description": desc, "sound_onsets_s": [i0 / sr for i0 in onsets_audio]}
 
 
+def _source_model(n_ch: int, n_mels: int, planted: np.ndarray, similarity: float, own: np.random.Generator,
+                  shared: np.random.Generator) -> dict[str, np.ndarray]:
+    """Auditory sources of one subject (response="nonlinear").
+
+    Source ``k`` has a Gaussian tonotopic tuning over the mel bands (preferred band uniform, width
+    1-3 bands per 20 bands), an onset weight ``beta_k`` in [0, 1] and a topography over the planted
+    channels (``sqrt(s)·shared + sqrt(1 - s)·own``); the tuning is drawn from ``shared`` (tonotopy is
+    common to all listeners) and jittered per subject.
+    """
+    band = np.arange(n_mels)[None, :]
+    centre = shared.uniform(0, n_mels - 1, _N_SOURCES) + own.normal(0, 0.5, _N_SOURCES)
+    width = shared.uniform(1.0, 3.0, _N_SOURCES) * max(n_mels / 20.0, 0.5)
+    tuning = np.exp(-0.5 * ((band - centre[:, None]) / width[:, None]) ** 2)
+    tuning /= tuning.sum(1, keepdims=True)
+    beta = shared.uniform(0.0, 1.0, _N_SOURCES)
+    topo = (np.sqrt(similarity) * shared.standard_normal((n_ch, _N_SOURCES))
+            + np.sqrt(1 - similarity) * own.standard_normal((n_ch, _N_SOURCES))) * planted[:, None]
+    return {"tuning": tuning, "beta": beta, "topo": topo}
+
+
+def _zscore(a: np.ndarray) -> np.ndarray:
+    sd = a.std(axis=0)
+    return (a - a.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
+def _latency_drift(rng: np.random.Generator, n_times: int, sfreq: float) -> np.ndarray:
+    """A slowly varying response latency (s): smoothed Gaussian noise, std LATENCY_SD, clipped."""
+    from scipy.ndimage import gaussian_filter1d
+
+    tau = gaussian_filter1d(rng.standard_normal(n_times), _JITTER_TIMESCALE_S * sfreq, mode="wrap")
+    tau *= meeg.LATENCY_SD / max(float(tau.std()), 1e-12)
+    return np.clip(tau, -meeg.LATENCY_MAX, meeg.LATENCY_MAX)
+
+
 def _planted_signal(played: np.ndarray, n_times: int, W: np.ndarray, planted: np.ndarray, kernel: np.ndarray,
-                    p: dict[str, Any]) -> np.ndarray:
-    """(n_channels, n_times) speech response, unit std in every planted channel, 0 elsewhere."""
+                    p: dict[str, Any], sources: dict[str, np.ndarray] | None = None,
+                    jitter_rng: np.random.Generator | None = None) -> np.ndarray:
+    """(n_channels, n_times) speech response, unit std in every planted channel, 0 elsewhere.
+
+    Linear: ``W @ (h * mel)``. With ``sources`` (response="nonlinear", :func:`_source_model`): source
+    ``k`` is driven by ``u_k = h * ((1 - beta_k) z(e_k) + beta_k z([de_k/dt]+))`` with
+    ``e_k = tuning_k @ mel``,
+    responds ``naka_rushton(z(u_k))``, delayed by a slowly varying latency drawn from ``jitter_rng``,
+    and the sensors see ``topo @ a``.
+    """
+    from scipy.ndimage import gaussian_filter1d
     from scipy.signal import fftconvolve
 
     from ..preprocessing.audio import melspectrogram
@@ -398,8 +458,21 @@ def _planted_signal(played: np.ndarray, n_times: int, W: np.ndarray, planted: np
     mel = mel[:n_times]
     std = mel.std(axis=0)
     mel = (mel - mel.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    drive = fftconvolve(mel, kernel[:, None], axes=0)[:n_times]  # causal: lag l uses mel[t - l]
-    sig = W @ drive.T
+    if sources is None:
+        drive = fftconvolve(mel, kernel[:, None], axes=0)[:n_times]  # causal: lag l uses mel[t - l]
+        sig = W @ drive.T
+    else:
+        env = mel @ sources["tuning"].T  # (n_times, n_sources): band-limited log-envelope
+        onset = np.maximum(gaussian_filter1d(env, _ONSET_SIGMA_S * p["sfreq"], axis=0, order=1), 0.0)
+        beta = sources["beta"][None, :]
+        u = (1 - beta) * _zscore(env) + beta * _zscore(onset)
+        u = fftconvolve(u, kernel[:, None], axes=0)[:n_times]
+        act = meeg.naka_rushton(_zscore(u))
+        if jitter_rng is not None:  # response at t is the one due at t - tau(t)
+            t = np.arange(n_times, dtype=float)
+            src = t - _latency_drift(jitter_rng, n_times, p["sfreq"]) * p["sfreq"]
+            act = np.stack([np.interp(src, t, a) for a in act.T], axis=1)
+        sig = sources["topo"] @ act.T
     sig -= sig.mean(axis=1, keepdims=True)
     sd = sig[planted].std(axis=1, keepdims=True)
     sig[planted] /= np.where(sd > 0, sd, 1.0)
@@ -466,6 +539,8 @@ def write_masc(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     subjects: dict[str, Any] = {}
     recordings: dict[str, Any] = {}
     weights: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    nonlinear = p.get("response", "linear") == "nonlinear"
+    sources: dict[int, dict[str, np.ndarray]] = {}
     for sub, ses, t in ProgressBar(jobs, total=len(jobs), desc="Simulating MEG-MASC", unit="recording"):
         if sub not in weights:
             wrng = rng_for(4, sub)
@@ -475,13 +550,17 @@ def write_masc(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                 * planted[:, None]
             gain = _GAIN_T * wrng.lognormal(0.0, 0.15, n_ch)
             weights[sub] = (W, gain)
+            if nonlinear:
+                sources[sub] = _source_model(n_ch, p["n_mels"], planted, sim, rng_for(10, sub),
+                                             rng_for(10, 0))
             subjects[f"{sub:02d}"] = {"n_channels": n_ch, "signal_channels": [c for c, m in zip(names, planted)
                                                                              if m]}
         W, gain = weights[sub]
         story = stories[t]
         lay = _recording_layout(story, vocab, sfreq, sr, rng_for(5, sub, ses, t))
         n_times = lay["n_times"]
-        sig = _planted_signal(lay["played"], n_times, W, planted, kernel, p)
+        sig = _planted_signal(lay["played"], n_times, W, planted, kernel, p, sources.get(sub),
+                              rng_for(11, sub, ses, t) if nonlinear else None)
         nrng = rng_for(6, sub, ses, t)
         noise = meeg.sensor_noise(nrng, 1, pos, n_times, sfreq)[0].astype(np.float64)
         tt = np.arange(n_times) / sfreq
@@ -529,7 +608,14 @@ def write_masc(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                   "signal": "snr * (W @ (h * mel)) / std, W ~ N(0, 1) on the planted channels (per subject)",
                   "noise": "unit-variance spatially/temporally correlated sensor noise",
                   "drift": "DC ~ N(0, 20), linear trend ~ N(0, 5), 0.002-0.02 Hz sinusoid ~ N(0, 3) (noise units)",
-                  "gain_tesla": _GAIN_T, "audio_noise_floor_rms": _NOISE_FLOOR},
+                  "gain_tesla": _GAIN_T, "audio_noise_floor_rms": _NOISE_FLOOR,
+                  **({"response": "nonlinear", "nonlinear": {
+                      "n_sources": _N_SOURCES, "naka_rushton_c50": meeg.NR_C50,
+                      "onset_sigma_s": _ONSET_SIGMA_S, "latency_sd_s": meeg.LATENCY_SD,
+                      "latency_max_s": meeg.LATENCY_MAX, "latency_timescale_s": _JITTER_TIMESCALE_S,
+                      "signal": ("snr * (topo @ a(t - tau(t))) / std, a_k = naka_rushton(z(h * ((1-beta_k) "
+                                 "z(e_k) + beta_k z([de_k/dt]+)))), e_k = tonotopic tuning_k @ mel"),
+                  }} if nonlinear else {})},
     }
 
 

@@ -13,16 +13,57 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "LATENCY_MAX",
+    "LATENCY_SD",
+    "NR_C50",
+    "RESPONSE_MODES",
     "check_float",
     "check_int",
+    "check_response",
     "eeg_positions",
     "helmet_positions",
+    "latency_jitter",
     "meg_channel_names",
+    "naka_rushton",
     "sensor_noise",
     "signal_channel_mask",
     "spatial_mixing",
     "window_profile",
 ]
+
+
+#: Values of every simulator's ``response`` parameter: ``"linear"`` (responses linear in the stimulus
+#: features) or ``"nonlinear"`` (rectified, compressive, tuned responses; M/EEG also latency jitter).
+#: See docs/simulator.md.
+RESPONSE_MODES: tuple[str, ...] = ("linear", "nonlinear")
+#: response="nonlinear": semi-saturation of the Naka-Rushton nonlinearity (drive in std units)
+NR_C50 = 1.0
+#: response="nonlinear": response latency jitter (s), Gaussian with this std, clipped at +-LATENCY_MAX
+LATENCY_SD = 0.02
+LATENCY_MAX = 0.04
+
+
+def naka_rushton(u: np.ndarray, c50: float = NR_C50) -> np.ndarray:
+    """Rectified, saturating response ``[u]+**2 / ([u]+**2 + c50**2)``: 0 for u <= 0, -> 1 for large u.
+
+    The contrast-response / firing-rate nonlinearity of Naka & Rushton (1966) and Albrecht &
+    Hamilton (1982) with exponent 2, applied to a drive in units of its std.
+    """
+    r = np.maximum(u, 0.0) ** 2
+    return r / (r + c50 * c50)
+
+
+def latency_jitter(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` response latency shifts (s): N(0, LATENCY_SD) clipped at +-LATENCY_MAX."""
+    return np.clip(rng.normal(0.0, LATENCY_SD, n), -LATENCY_MAX, LATENCY_MAX)
+
+
+def check_response(value: Any) -> str:
+    """``value`` as one of :data:`RESPONSE_MODES` (ValueError naming the allowed values otherwise)."""
+    if not isinstance(value, str) or value not in RESPONSE_MODES:
+        raise ValueError(f"Invalid value for the 'response' parameter. Allowed values are "
+                         f"{', '.join(repr(v) for v in RESPONSE_MODES)}, but got {value!r} instead.")
+    return value
 
 
 def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:

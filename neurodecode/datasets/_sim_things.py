@@ -34,16 +34,22 @@ import pandas as pd
 from ..io.things_eeg import write_things_eeg2 as _write_eeg2_file
 from ..utils import ProgressBar, logger
 from . import _procedural as proc
-from ._sim_meeg import check_float as _check_float
-from ._sim_meeg import check_int as _check_int
 from ._sim_meeg import (
+    LATENCY_MAX,
+    LATENCY_SD,
+    NR_C50,
     eeg_positions,
     helmet_positions,
+    latency_jitter,
+    naka_rushton,
     sensor_noise,
     signal_channel_mask,
     spatial_mixing,
     window_profile,
 )
+from ._sim_meeg import check_float as _check_float
+from ._sim_meeg import check_int as _check_int
+from ._sim_meeg import check_response as _check_response
 
 __all__ = ["EEG2_ATM_CHANNELS", "EEG2_OFFICIAL_CHANNELS", "meg_ctf_names", "resolve_things_eeg2",
            "resolve_things_meg", "write_things_eeg2", "write_things_meg"]
@@ -87,6 +93,10 @@ _COMPONENTS: tuple[dict[str, Any], ...] = (
 _EVOKED: tuple[tuple[float, float, float], ...] = ((0.10, 0.02, 1.0), (0.17, 0.03, -1.4), (0.30, 0.06, 0.8))
 _EVOKED_JITTER = 0.2  # per-trial relative amplitude jitter of the evoked response
 _PATTERN_SCALE = 0.05  # metres: spatial smoothness of the planted patterns
+# response="nonlinear" (docs/simulator.md, "Nonlinear responses"): latent neural sources with rectified,
+# saturating (Naka-Rushton) responses to the features, mixed linearly into the sensors, and a per-trial
+# latency jitter of the whole response
+_N_SOURCES = 32  # latent sources per component
 _CHUNK = 256  # trials simulated at once
 
 
@@ -276,13 +286,36 @@ def _component_windows(window: Sequence[float]) -> list[tuple[float, float]]:
             for c in _COMPONENTS]
 
 
+def _nonlinear_patterns(feats: np.ndarray, gain: np.ndarray, mix: np.ndarray, rng: np.random.Generator,
+                        shared_rng: np.random.Generator | None, similarity: float) -> np.ndarray:
+    """Planted patterns (n_img, n_planted) of one component with response="nonlinear".
+
+    ``_N_SOURCES`` latent sources respond to the features through a Naka-Rushton nonlinearity,
+    ``a_k = naka_rushton(f @ w_k)`` with ``f @ w_k`` scaled to unit std; the sensors see a linear
+    mixture of them (each source has a spatially smooth topography over the planted channels, the
+    forward model being linear), as in the linear mode standardised per channel over the images.
+    """
+    n_feat = feats.shape[1]
+    w = rng.standard_normal((n_feat, _N_SOURCES))
+    topo = rng.standard_normal((_N_SOURCES, mix.shape[0]))
+    if shared_rng is not None and similarity > 0:
+        w = np.sqrt(similarity) * shared_rng.standard_normal(w.shape) + np.sqrt(1 - similarity) * w
+        topo = np.sqrt(similarity) * shared_rng.standard_normal(topo.shape) + np.sqrt(1 - similarity) * topo
+    drive = _standardise(feats @ (w * gain[:, None]))
+    return _standardise(naka_rushton(drive) @ (topo @ mix.T))
+
+
 def _subject_model(feats: np.ndarray, finfo: dict[str, Any], positions: np.ndarray, planted: np.ndarray,
                    window: Sequence[float], snr: float, rng: np.random.Generator, *,
-                   shared_rng: np.random.Generator | None = None, similarity: float = 0.0) -> dict[str, Any]:
+                   shared_rng: np.random.Generator | None = None, similarity: float = 0.0,
+                   nl_rng: np.random.Generator | None = None,
+                   nl_shared_rng: np.random.Generator | None = None) -> dict[str, Any]:
     """Patterns, gains and evoked topography of one subject on a montage (``positions``).
 
     ``shared_rng`` (the same seed for every subject) draws the part of the feature → sensor
-    mapping all subjects share, weighted by ``similarity``.
+    mapping all subjects share, weighted by ``similarity``. With ``nl_rng`` (response="nonlinear";
+    ``nl_shared_rng`` for the shared part) the patterns come from :func:`_nonlinear_patterns`; the
+    linear draws are made all the same, so both modes share the evoked topography.
     """
     n_img, n_feat = feats.shape
     lo, hi = finfo["lowlevel_columns"]
@@ -298,7 +331,10 @@ def _subject_model(feats: np.ndarray, finfo: dict[str, Any], positions: np.ndarr
         if shared_rng is not None and similarity > 0:
             w = np.sqrt(similarity) * shared_rng.standard_normal(w.shape) + np.sqrt(1 - similarity) * w
         w = w * gain[:, None]
-        patterns.append(_standardise((feats @ w) @ mix.T))  # spatially smooth, unit std per channel
+        if nl_rng is not None:
+            patterns.append(_nonlinear_patterns(feats, gain, mix, nl_rng, nl_shared_rng, similarity))
+        else:
+            patterns.append(_standardise((feats @ w) @ mix.T))  # spatially smooth, unit std per channel
     patterns = np.stack(patterns)  # (n_comp, n_img, n_planted)
     # amplitude: std over images and window samples (fine grid) of the planted signal = snr x noise std
     fine = np.linspace(window[0], window[1], 1001)
@@ -313,12 +349,25 @@ def _subject_model(feats: np.ndarray, finfo: dict[str, Any], positions: np.ndarr
             "gains": gains, "evoked_topo": topo.astype(np.float32)}
 
 
+def _shifted_profiles(times: np.ndarray, windows: Sequence[tuple[float, float]],
+                      shift: np.ndarray) -> np.ndarray:
+    """Hann bumps of ``windows`` delayed by ``shift`` (s) per trial: (n_trials, n_windows, n_times)."""
+    t = np.asarray(times, dtype=float)[None, :] - np.asarray(shift, dtype=float)[:, None]
+    out = np.zeros((len(shift), len(windows), t.shape[1]), np.float32)
+    for k, (a, b) in enumerate(windows):
+        phase = (t - a) / (b - a)
+        out[:, k] = np.where((phase >= 0) & (phase <= 1), np.sin(np.pi * phase) ** 2, 0.0)
+    return out
+
+
 def _simulate_trials(out: np.ndarray, trial_images: np.ndarray, model: dict[str, Any], ch_idx: np.ndarray,
                      positions: np.ndarray, times: np.ndarray, sfreq: float, window: Sequence[float],
-                     rng: np.random.Generator, desc: str) -> None:
+                     rng: np.random.Generator, desc: str, jitter: np.ndarray | None = None) -> None:
     """Fill ``out`` (n_trials, n_channels, n_times) with evoked + planted signal + sensor noise.
 
     ``ch_idx`` maps the written channels onto the model's montage; ``times`` are those of ``out``.
+    ``jitter`` (response="nonlinear"): per-trial latency (s) by which the whole response (evoked
+    and stimulus-specific) is delayed; the noise draws are the same as without it.
     """
     n_trials, n_t = len(trial_images), len(times)
     pos_of = {int(m): k for k, m in enumerate(model["planted_idx"])}
@@ -332,15 +381,25 @@ def _simulate_trials(out: np.ndarray, trial_images: np.ndarray, model: dict[str,
             profs[k] = window_profile(t, w)
     evoked = (model["evoked_topo"][ch_idx, None] * _evoked_waveform(t)[None, :]).astype(np.float32)
     patterns = model["patterns"][:, :, cols] if len(cols) else None
+    windows = _component_windows(window)
     starts = range(0, n_trials, _CHUNK)
     for s in ProgressBar(starts, total=len(starts), desc=desc, unit="chunk"):
         k = min(_CHUNK, n_trials - s)
         block = sensor_noise(rng, k, positions, n_t, sfreq)
-        jitter = (1.0 + _EVOKED_JITTER * rng.standard_normal(k)).astype(np.float32)
-        block += jitter[:, None, None] * evoked[None]
+        amp = (1.0 + _EVOKED_JITTER * rng.standard_normal(k)).astype(np.float32)
+        if jitter is None:
+            block += amp[:, None, None] * evoked[None]
+        else:
+            lag = jitter[s:s + k]
+            wave = np.stack([_evoked_waveform(t - d) for d in lag]).astype(np.float32)  # (k, n_t)
+            block += (amp[:, None] * wave)[:, None, :] * model["evoked_topo"][ch_idx][None, :, None]
         if patterns is not None:
             imgs = trial_images[s:s + k]
-            block[:, rows] += np.einsum("kic,kt->ict", patterns[:, imgs], profs)
+            if jitter is None:
+                block[:, rows] += np.einsum("kic,kt->ict", patterns[:, imgs], profs)
+            else:
+                prof_i = _shifted_profiles(t, windows, jitter[s:s + k])  # (k_trials, n_comp, n_t)
+                block[:, rows] += np.einsum("kic,ikt->ict", patterns[:, imgs], prof_i)
         out[s:s + k] = block
 
 
@@ -352,7 +411,7 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
                         n_test_reps: int = 40, variant: str = "official", image_size: int = 64,
                         snr: float = 0.5, signal_channels: str | Sequence[str] | None = None,
                         signal_window: Sequence[float] = (0.1, 0.25),
-                        subject_similarity: float = 0.5) -> dict[str, Any]:
+                        subject_similarity: float = 0.5, response: str = "linear") -> dict[str, Any]:
     """Validate the THINGS-EEG2 simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -389,6 +448,12 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
         (the mapping is ``sqrt(s)·shared + sqrt(1 - s)·own``). 0 makes subjects unrelated (cross-subject
         decoding at chance), 1 identical; the default 0.5 leaves leave-one-subject-out decoding
         possible but well below within-subject decoding, as in real M/EEG.
+    response : ``"linear"`` | ``"nonlinear"``
+        Generative model of the stimulus responses. ``"linear"``: sensor patterns linear in the
+        features. ``"nonlinear"``: latent sources with rectified, saturating (Naka-Rushton) responses
+        to the features, mixed linearly into the sensors, and a per-trial latency jitter of the whole
+        response (N(0, 20 ms), clipped at +-40 ms). Recorded in the parameters only when not
+        ``"linear"``. See ``docs/simulator.md``.
 
     Returns
     -------
@@ -415,13 +480,21 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
     if "atm" in variants:
         montages["ATM (63-channel)"] = (EEG2_ATM_CHANNELS, eeg_positions(EEG2_ATM_CHANNELS))
     chosen = _check_signal_channels(signal_channels, ("occipital", "parietal"), montages)
-    return {
+    return _with_response({
         "things_simulator_version": THINGS_SIMULATOR_VERSION, "n_subjects": n_subjects, "seed": seed,
         "n_train_concepts": n_train, "images_per_concept": ipc, "n_test_concepts": n_test,
         "n_train_reps": n_train_reps, "n_test_reps": n_test_reps, "variant": variant, "variants": variants,
         "image_size": image_size, "snr": snr, "subject_similarity": subject_similarity,
         "signal_channels": chosen, "signal_window": window,
-    }
+    }, response)
+
+
+def _with_response(params: dict[str, Any], response: Any) -> dict[str, Any]:
+    """Add ``response`` to resolved parameters when it is not "linear" (keeps linear caches valid)."""
+    response = _check_response(response)
+    if response != "linear":
+        params["response"] = response
+    return params
 
 
 def _eeg2_image_paths(stim: dict[str, Any], ipc: int) -> tuple[list[str], list[str], list[str], dict]:
@@ -496,9 +569,11 @@ def write_things_eeg2(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     subjects: dict[str, Any] = {}
     for subject in ProgressBar(range(1, p["n_subjects"] + 1), total=p["n_subjects"], desc="Subjects",
                                unit="subject"):
+        nonlinear = p.get("response", "linear") == "nonlinear"
         model = _subject_model(feats, finfo, pos63, planted63, p["signal_window"], p["snr"],
                                rng_for(2, subject), shared_rng=rng_for(2, 0),
-                               similarity=p["subject_similarity"])
+                               similarity=p["subject_similarity"],
+                               nl_rng=rng_for(4, subject) if nonlinear else None, nl_shared_rng=rng_for(4, 0))
         sub = f"sub-{subject:02d}"
         info: dict[str, Any] = {"planted_channels": {}, "files": []}
         for vi, v in enumerate(("official", "atm")):
@@ -512,9 +587,10 @@ def write_things_eeg2(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                     ("preprocessed_eeg_training.npy", train_imgs, p["n_train_reps"]),
                     ("preprocessed_eeg_test.npy", test_imgs, p["n_test_reps"]))):
                 data = np.empty((len(imgs), n_rep, len(names), len(sp["data_times"])), dtype=sp["dtype"])
+                lags = latency_jitter(rng_for(5, subject, vi, si), len(imgs) * n_rep) if nonlinear else None
                 _simulate_trials(data.reshape(-1, len(names), len(sp["data_times"])), np.repeat(imgs, n_rep),
                                  model, sp["ch_idx"], pos, sp["data_times"], sp["sfreq"], p["signal_window"],
-                                 rng_for(3, subject, vi, si), f"{sub} {v} {fname[17:-4]}")
+                                 rng_for(3, subject, vi, si), f"{sub} {v} {fname[17:-4]}", jitter=lags)
                 path = root / sp["dir"] / sub / fname
                 _write_eeg2_file(path, data, names, sp["times"], variant=v)
                 info["files"].append(path.relative_to(root).as_posix())
@@ -554,6 +630,12 @@ def _model_truth(p: dict[str, Any], finfo: dict[str, Any]) -> dict[str, Any]:
         "evoked": [{"latency": a, "width": b, "amplitude": c} for a, b, c in _EVOKED],
         "evoked_trial_jitter": _EVOKED_JITTER, "pattern_smoothness_m": _PATTERN_SCALE,
         "noise": "sensor_noise: unit variance, 4 cm spatial / 20 ms temporal Gaussian correlation",
+        **({"response": "nonlinear", "nonlinear": {
+            "n_sources_per_component": _N_SOURCES, "naka_rushton_c50": NR_C50,
+            "latency_jitter_sd_s": LATENCY_SD, "latency_jitter_max_s": LATENCY_MAX,
+            "notes": ("pattern = standardise(naka_rushton(standardise(f @ w)) @ topographies); every trial's "
+                      "response (evoked and stimulus-specific) is delayed by its latency jitter"),
+        }} if p.get("response", "linear") == "nonlinear" else {}),
     }
 
 
@@ -597,7 +679,7 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
                        catch_fraction: float = 0.05, image_size: int = 64, snr: float = 0.5,
                        signal_channels: str | Sequence[str] | None = None,
                        signal_window: Sequence[float] = (0.1, 0.25),
-                       subject_similarity: float = 0.5) -> dict[str, Any]:
+                       subject_similarity: float = 0.5, response: str = "linear") -> dict[str, Any]:
     """Validate the THINGS-MEG simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -638,6 +720,12 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
         (the mapping is ``sqrt(s)·shared + sqrt(1 - s)·own``). 0 makes subjects unrelated (cross-subject
         decoding at chance), 1 identical; the default 0.5 leaves leave-one-subject-out decoding
         possible but well below within-subject decoding, as in real M/EEG.
+    response : ``"linear"`` | ``"nonlinear"``
+        Generative model of the stimulus responses. ``"linear"``: sensor patterns linear in the
+        features. ``"nonlinear"``: latent sources with rectified, saturating (Naka-Rushton) responses
+        to the features, mixed linearly into the sensors, and a per-trial latency jitter of the whole
+        response (N(0, 20 ms), clipped at +-40 ms). Recorded in the parameters only when not
+        ``"linear"``. See ``docs/simulator.md``.
 
     Returns
     -------
@@ -661,13 +749,13 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
     pos = helmet_positions(n_channels)
     chosen = _check_signal_channels(signal_channels, ("occipital",),
                                     {f"{n_channels}-sensor MEG": (meg_ctf_names(pos), pos)})
-    return {
+    return _with_response({
         "things_simulator_version": THINGS_SIMULATOR_VERSION, "n_subjects": n_subjects, "seed": seed,
         "n_train_concepts": n_train, "images_per_concept": ipc, "n_test_concepts": n_test,
         "n_test_reps": n_test_reps, "n_channels": n_channels, "sfreq": sfreq, "n_sessions": n_sessions,
         "catch_fraction": catch_fraction, "image_size": image_size, "snr": snr,
         "subject_similarity": subject_similarity, "signal_channels": chosen, "signal_window": window,
-    }
+    }, response)
 
 
 #: Columns of the simulated sample_attributes table (the real column order, minus key_id / key_time).
@@ -802,11 +890,14 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                                unit="participant"):
         imgs, sess, runs = _meg_design(p, n_catch, n_catch_images, rng_for(2, subject))
         meta, samples = _meg_metadata(p, imgs, sess, runs, rel, rng_for(3, subject))
+        nonlinear = p.get("response", "linear") == "nonlinear"
         model = _subject_model(feats, finfo, pos, planted, p["signal_window"], p["snr"], rng_for(4, subject),
-                               shared_rng=rng_for(4, 0), similarity=p["subject_similarity"])
+                               shared_rng=rng_for(4, 0), similarity=p["subject_similarity"],
+                               nl_rng=rng_for(6, subject) if nonlinear else None, nl_shared_rng=rng_for(6, 0))
         data = np.empty((len(imgs), len(names), len(times)), dtype=np.float32)
+        lags = latency_jitter(rng_for(7, subject), len(imgs)) if nonlinear else None
         _simulate_trials(data, imgs, model, ch_idx, pos, times, p["sfreq"], p["signal_window"],
-                         rng_for(5, subject), f"P{subject} epochs")
+                         rng_for(5, subject), f"P{subject} epochs", jitter=lags)
         info = mne.create_info(names, p["sfreq"], "mag")
         for ch, xyz in zip(info["chs"], pos):
             ez = (xyz - np.array([0.0, 0.0, 0.04])) / np.linalg.norm(xyz - np.array([0.0, 0.0, 0.04]))

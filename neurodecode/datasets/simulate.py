@@ -27,6 +27,7 @@ from ..utils import ProgressBar, atomic_write_json, atomic_write_text, get_data_
 from . import _procedural as proc
 from . import _sim_masc, _sim_things
 from ._sim_meeg import check_int as _check_int
+from ._sim_meeg import check_response
 
 #: Bumped whenever the generated content changes, so stale caches are not reused.
 #: 2: NSD gets the 7-network whole-cortex atlas (``simulation/atlases/``) and network ``signal_rois``.
@@ -116,6 +117,16 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
           its cortical voxels, also outside nsdgeneral (semantic tuning
           :data:`NETWORK_TUNING` there). Default: early, midventral, ventral,
           lateral (the parietal and midlateral streams carry noise only).
+        - ``response`` (``"linear"`` | ``"nonlinear"``, default ``"linear"``; every
+          simulator takes it): the generative model of the responses. ``"linear"``
+          is the model above. ``"nonlinear"``: early areas respond to local
+          contrast energy with compressive spatial summation ``(pRF · energy) ** n``
+          (n < 1; :data:`CSS_EXPONENT`), hV4 adds retinotopic hue tuning, higher
+          streams and planted networks have Gaussian tuning curves in a continuous
+          feature space; M/EEG simulators use rectified, saturating sources and
+          trial-to-trial latency jitter. The anatomy, planted ROIs / sensors, SNR
+          and noise are the same as in the linear mode. Recorded in
+          ``simulation.json`` only when not ``"linear"``.
 
     Returns
     -------
@@ -273,6 +284,14 @@ _NETWORK_JITTER = 0.03  # per-subject std of the anchor directions
 _VISUAL_STREAMS = (1, 2, 3, 5)  # early, midventral, midlateral, ventral: always in the Visual network
 _MIN_PATCH = 5  # smaller patches of a network join the surrounding network
 _LOWRES = 16  # side of the low-resolution feature maps seen by the pRFs
+# response="nonlinear" (docs/simulator.md, "Nonlinear responses"):
+#: compressive spatial summation exponent n of the early areas (Kay et al. 2013: n < 1, falling up the
+#: hierarchy); the response is (pRF-weighted contrast energy) ** n
+CSS_EXPONENT = {"V1": 0.5, "V2": 0.4, "V3": 0.35, "hV4": 0.3}
+_POLARITY_MAX = 0.15  # |gamma| <= this: weight of the signed (polarity) contrast relative to the energy
+_TUNING_SIGMA = 0.8  # median width of the Gaussian tuning curves (std units of the tuning coordinates)
+_TUNING_JITTER = 0.3  # std of the preferred points around the stimuli they are drawn from
+_COLOUR_SIGMA = 0.8  # median width of hV4's hue tuning (std units of the local colour coordinates)
 _NOISE_SIGMA_VOX = 1.0
 _NOISE_BLOCK = 125  # trials of noise generated at once
 
@@ -285,8 +304,13 @@ def _signal_roi_names() -> list[str]:
 def _resolve_nsd(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 4,
                  trials_per_session: int = _TRIALS_REAL, shared_fraction: float = 0.1,
                  image_size: int = 64, grid: Any = None, formats: Sequence[str] = ("hdf5",),
-                 snr: float = 0.4, signal_rois: Sequence[str] = DEFAULT_SIGNAL_ROIS) -> dict[str, Any]:
-    """Validate the NSD simulation parameters and return them resolved (JSON-able)."""
+                 snr: float = 0.4, signal_rois: Sequence[str] = DEFAULT_SIGNAL_ROIS,
+                 response: str = "linear") -> dict[str, Any]:
+    """Validate the NSD simulation parameters and return them resolved (JSON-able).
+
+    ``response`` is recorded only when it is not ``"linear"``, so the resolved parameters (and
+    therefore cached linear simulations) are the same as before the parameter existed.
+    """
     n_subjects = _check_int("n_subjects", n_subjects, 1, 8)
     seed = _check_int("seed", seed, 0)
     n_sessions = _check_int("n_sessions", n_sessions, 1, _MAX_SESSIONS)
@@ -318,13 +342,17 @@ def _resolve_nsd(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 4,
     if bad:
         raise ValueError(f"Invalid value for the 'signal_rois' parameter: {bad!r} not allowed. Allowed "
                          f"names are {', '.join(repr(a) for a in allowed)}.")
+    response = check_response(response)
     grids = _resolve_grids(grid, n_subjects, seed)
-    return {
+    out = {
         "simulator_version": SIMULATOR_VERSION, "n_subjects": n_subjects, "seed": seed,
         "n_sessions": n_sessions, "trials_per_session": trials_per_session,
         "shared_fraction": float(shared_fraction), "image_size": image_size, "grid": grids,
         "formats": formats, "snr": float(snr), "signal_rois": list(dict.fromkeys(signal_rois)),
     }
+    if response != "linear":
+        out["response"] = response
+    return out
 
 
 def _resolve_grids(grid: Any, n_subjects: int, seed: int) -> list[list[int]]:
@@ -722,6 +750,130 @@ def _network_weights(sem: np.ndarray, groups: dict[str, slice], n: int,
     return sem_c, w
 
 
+class _TuningCurves:
+    """Gaussian tuning curves of ``n`` voxels in the continuous tuning space (response="nonlinear").
+
+    Voxel ``v`` responds ``exp(-D_v(s) / (2 sigma_v**2))`` to a stimulus with tuning coordinates
+    ``s`` (:func:`~neurodecode.datasets._procedural.tuning_coordinates`), with the gain-weighted
+    squared distance ``D_v(s) = sum_g a_g * mean_{dims of g} (s - c_v)**2`` over the feature groups
+    ``g`` of ``gains`` (``a_g = gain_g**2 / sum gain**2``) around the voxel's preferred point ``c_v``
+    (the coordinates of a random stimulus, jittered). The responses are then standardised over the
+    images (``mean``/``std``, computed in blocks so memory stays O(n_images x block)).
+    """
+
+    def __init__(self, coords: np.ndarray, groups: dict[str, slice], gains: dict[str, float], n: int,
+                 rng: np.random.Generator) -> None:
+        dim_w = np.zeros(coords.shape[1])
+        total = sum(g * g for g in gains.values())
+        for g, gain in gains.items():
+            sl = groups[g]
+            dim_w[sl] = gain * gain / total / (sl.stop - sl.start)
+        keep = np.flatnonzero(dim_w > 0)
+        self.dim_w = dim_w[keep].astype(np.float32)
+        self.coords = coords[:, keep].astype(np.float32)
+        pick = rng.integers(0, len(coords), n)
+        self.centres = (self.coords[pick] + rng.normal(0, _TUNING_JITTER, (n, len(keep)))).astype(np.float32)
+        self.sigma = (_TUNING_SIGMA * rng.lognormal(0, 0.25, n)).astype(np.float32)
+        self.mean = np.zeros(n, np.float32)
+        self.std = np.ones(n, np.float32)
+        acc, acc2 = np.zeros(n), np.zeros(n)
+        for i0 in range(0, len(coords), 256):
+            r = self._raw(np.arange(i0, min(i0 + 256, len(coords)))).astype(np.float64)
+            acc += r.sum(0)
+            acc2 += (r * r).sum(0)
+        m = acc / max(len(coords), 1)
+        self.mean = m.astype(np.float32)
+        self.std = np.sqrt(np.maximum(acc2 / max(len(coords), 1) - m * m, 1e-16)).astype(np.float32)
+
+    def _raw(self, images: np.ndarray) -> np.ndarray:
+        x = self.coords[images] * np.sqrt(self.dim_w)[None, :]
+        c = self.centres * np.sqrt(self.dim_w)[None, :]
+        d2 = (x * x).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T)
+        return np.exp(-np.maximum(d2, 0.0) / (2.0 * self.sigma[None, :] ** 2))
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Standardised responses (len(images), n) to the stimuli ``images`` (indices into ``coords``)."""
+        return ((self._raw(np.asarray(images)) - self.mean) / np.maximum(self.std, 1e-8)).astype(np.float32)
+
+
+def _colour_tuning(low: np.ndarray, w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """pRF-weighted Gaussian hue tuning of local surface colour: (n_img, n_vox), before the exponent.
+
+    ``low`` (n_img, 4, n_blocks) holds the block luminance, contrast, red-green and blue-yellow
+    (:func:`~neurodecode.datasets._procedural.lowlevel_features`); the colour of block ``x`` is
+    ``c(x) = (lum, rg, by)`` (each standardised over all blocks and images) and voxel ``v`` responds
+    ``sum_x w_v(x) exp(-||c(x) - h_v||^2 / (2 sigma_v^2))`` around its preferred colour ``h_v`` (the colour
+    of a random block of a random image, jittered).
+    """
+    col = low[:, [0, 2, 3], :].astype(np.float32)  # (n_img, 3, n_blocks)
+    mu = col.mean(axis=(0, 2), keepdims=True)
+    sd = np.maximum(col.std(axis=(0, 2), keepdims=True), 1e-6)
+    col = np.transpose((col - mu) / sd, (0, 2, 1))  # (n_img, n_blocks, 3)
+    n_img, n_blocks, _ = col.shape
+    n = w.shape[0]
+    pref = col[rng.integers(0, n_img, n), rng.integers(0, n_blocks, n)]
+    pref = pref + rng.normal(0, _TUNING_JITTER, (n, 3))
+    sigma = (_COLOUR_SIGMA * rng.lognormal(0, 0.25, n)).astype(np.float32)
+    pref = pref.astype(np.float32)
+    out = np.empty((n_img, n), np.float32)
+    step = max(1, int(4e6 // max(n_blocks * n, 1)))  # images per block: ~16 MB of tuned responses
+    for i0 in range(0, n_img, step):
+        c = col[i0:i0 + step]  # (k, n_blocks, 3)
+        d2 = (c * c).sum(-1)[..., None] + (pref * pref).sum(-1)[None, None, :] - 2.0 * (c @ pref.T)
+        tuned = np.exp(-np.maximum(d2, 0.0) / (2.0 * sigma ** 2))  # (k, n_blocks, n)
+        out[i0:i0 + step] = np.einsum("kbv,vb->kv", tuned, w)
+    return out
+
+
+def _voxel_signals_nonlinear(anat: dict, energy: np.ndarray, low: np.ndarray, coords: np.ndarray,
+                             cgroups: dict[str, slice], rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance nonlinear stimulus signal of every nsdgeneral voxel (response="nonlinear").
+
+    Early areas (V1-V3, hV4): compressive spatial summation (CSS) of local contrast energy,
+    ``r = (sum_x w(x) sum_c alpha_c (E_c(x) + gamma_c d_c(x))) ** n`` (``energy`` from
+    :func:`~neurodecode.datasets._procedural.contrast_energy`). hV4 adds, with equal weight, the
+    pRF-weighted hue tuning of the local surface colour (:func:`_colour_tuning`) raised to the same
+    exponent. Mid/high streams: Gaussian tuning curves (:class:`_TuningCurves`) with the stream's
+    feature-group gains (:data:`STREAM_TUNING`; its ``hV4`` entry is the linear model's).
+    """
+    n_img = energy.shape[0]
+    n = len(anat["general_idx"])
+    area, streams = anat["area"], anat["streams"]
+    out = np.zeros((n_img, n), np.float32)
+    rf = area != ""
+    if rf.any():
+        centres = (np.arange(_LOWRES) + 0.5) / _LOWRES * 2 - 1
+        py, px = np.meshgrid(centres, centres, indexing="ij")
+        du = px.ravel()[None, :] - anat["rf_u"][rf, None]
+        dv = py.ravel()[None, :] - anat["rf_v"][rf, None]
+        w = np.exp(-(du ** 2 + dv ** 2) / (2 * anat["rf_sigma"][rf, None] ** 2))
+        w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+        n_rf = int(rf.sum())
+        is_v4 = area[rf] == "hV4"
+        # channel gains (luminance, red-green, blue-yellow energy; colour stronger in hV4), polarity weights
+        alpha = np.stack([rng.lognormal(0, 0.25, n_rf),
+                          np.where(is_v4, 1.0, 0.5) * rng.lognormal(0, 0.4, n_rf),
+                          np.where(is_v4, 1.0, 0.5) * rng.lognormal(0, 0.4, n_rf)], 1)
+        gamma = rng.uniform(-_POLARITY_MAX, _POLARITY_MAX, (n_rf, 3))
+        drive = np.zeros((n_img, n_rf), np.float64)
+        for c in range(3):
+            drive += (energy[:, c, :] @ w.T) * alpha[None, :, c]
+            drive += (energy[:, 3 + c, :] @ w.T) * (alpha[:, c] * gamma[:, c])[None, :]
+        expo = np.array([CSS_EXPONENT[a] for a in area[rf]]) * rng.lognormal(0, 0.1, n_rf)
+        out[:, rf] = _standardise(np.maximum(drive, 0.0) ** expo[None, :])
+        if is_v4.any():
+            tuned = _colour_tuning(low, w[is_v4], rng) ** expo[is_v4][None, :]
+            cols = np.flatnonzero(rf)[is_v4]
+            out[:, cols] = np.sqrt(0.5) * (out[:, cols] + _standardise(tuned))
+    for key, tuning in STREAM_TUNING.items():
+        if key == "hV4":  # retinotopic colour tuning above
+            continue
+        m = (streams == {v: k for k, v in STREAM_LABELS.items()}[key]) & ~rf
+        if m.any():
+            out[:, m] = _TuningCurves(coords, cgroups, tuning, int(m.sum()), rng)(np.arange(n_img))
+    return out
+
+
 def _standardise(a: np.ndarray) -> np.ndarray:
     a = a - a.mean(0, keepdims=True)
     return (a / np.maximum(a.std(0, keepdims=True), 1e-8)).astype(np.float32)
@@ -738,12 +890,15 @@ def _smooth_noise_scale(sigma: float) -> float:
 
 def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.ndarray, sem: np.ndarray,
                       groups: dict[str, slice], rng: np.random.Generator,
-                      net_rng: np.random.Generator) -> dict[str, Any]:
+                      net_rng: np.random.Generator, nonlinear: dict[str, Any] | None = None,
+                      nl_rng: np.random.Generator | None = None) -> dict[str, Any]:
     """Write ROIs, network atlas, brainmask, ncsnr and betas of one subject; return its ground truth.
 
     ``rng`` draws everything of the original model; ``net_rng`` only the network atlas and the tuning
     of planted voxels outside nsdgeneral, so simulations without network ``signal_rois`` keep the
-    same arrays.
+    same arrays. With ``response="nonlinear"``, ``nonlinear`` holds the contrast energy maps and tuning
+    coordinates of every image and ``nl_rng`` draws the nonlinear model; ``rng`` makes exactly the same
+    draws as in the linear mode, so both modes share the anatomy, the noise and the nuisance terms.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -777,6 +932,9 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     uniq, trial_img = np.unique(ids73, return_inverse=True)
     signal_mask, network_tuned = _signal_mask(anat, p["signal_rois"])  # over brain voxels
     signals = _voxel_signals(anat, low[uniq], sem[uniq], groups, rng)
+    if nonlinear is not None:  # the linear draws above keep rng in step; the signal itself is replaced
+        signals = _voxel_signals_nonlinear(anat, nonlinear["energy"][uniq], low[uniq],
+                                           nonlinear["coords"][uniq], nonlinear["groups"], nl_rng)
     planted_general = signal_mask[gen_in_brain] & ~network_tuned[gen_in_brain]
 
     # per-voxel noise level, SNR, amplitude, baseline (PSC units)
@@ -797,7 +955,10 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     is_general = np.zeros(n_brain, bool)
     is_general[gen_in_brain] = True
     extra_cols = np.flatnonzero(signal_mask & (~is_general | network_tuned))
-    if len(extra_cols):
+    if len(extra_cols) and nonlinear is not None:
+        net_tuning = _TuningCurves(nonlinear["coords"][uniq], nonlinear["groups"], NETWORK_TUNING,
+                                   len(extra_cols), nl_rng)
+    elif len(extra_cols):
         sem_c, w_extra = _network_weights(sem[uniq], groups, len(extra_cols), net_rng)
     noise_norm = _smooth_noise_scale(_NOISE_SIGMA_VOX)
 
@@ -820,7 +981,9 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
             vals = noise.reshape(t1 - t0, -1)[:, brain_idx] * (noise_sd / noise_norm).astype(np.float32)
             del noise
             vals[:, gen_cols] += sig_rows[imgs[t0:t1]] * amp[gen_cols]
-            if len(extra_cols):
+            if len(extra_cols) and nonlinear is not None:
+                vals[:, extra_cols] += net_tuning(imgs[t0:t1]) * amp[extra_cols]
+            elif len(extra_cols):
                 vals[:, extra_cols] += (sem_c[imgs[t0:t1]] @ w_extra) * amp[extra_cols]
             vals *= scale.astype(np.float32)
             vals += (baseline + offset).astype(np.float32)
@@ -880,6 +1043,10 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     images = proc.render_images(latents, p["image_size"])
     write_stimuli_hdf5(layout.stimuli_hdf5, images)
     low = proc.lowlevel_features(images, _LOWRES)
+    nonlinear = None
+    if p.get("response", "linear") == "nonlinear":
+        coords, cgroups = proc.tuning_coordinates(latents)
+        nonlinear = {"energy": proc.contrast_energy(images, _LOWRES), "coords": coords, "groups": cgroups}
     del images
     sem, groups = proc.semantic_features(latents)
     captions = proc.make_captions(latents, rng_for(3))
@@ -903,8 +1070,20 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         resp.to_csv(path, sep="\t", index=False, na_rep="NaN")
         subjects[str(subject)] = _simulate_subject(subject, root, p, design, low, sem, groups,
-                                                   rng_for(6, subject), rng_for(8, subject))
+                                                   rng_for(6, subject), rng_for(8, subject), nonlinear,
+                                                   rng_for(9, subject))
     shown_shared = design["sharedix"][: design["n_shared"]]
+    model_extra = {}
+    if nonlinear is not None:
+        model_extra["nonlinear"] = {
+            "response": "nonlinear", "css_exponent": CSS_EXPONENT, "polarity_max": _POLARITY_MAX,
+            "tuning_sigma": _TUNING_SIGMA, "tuning_jitter": _TUNING_JITTER, "colour_sigma": _COLOUR_SIGMA,
+            "tuning_groups": proc.TUNING_GROUPS,
+            "notes": ("early areas: (sum_x w(x) sum_c alpha_c (E_c(x) + gamma_c d_c(x))) ** n on local "
+                      "contrast energy; hV4 adds (sum_x w(x) exp(-|c(x) - h|^2 / 2 sigma_c^2)) ** n, the "
+                      "hue tuning of the local colour; higher streams and planted networks: Gaussian "
+                      "tuning curves exp(-D / 2 sigma^2) in the tuning coordinates; see docs/simulator.md"),
+        }
     return {
         "design": {
             "n_images_per_subject": design["n_images_per_subject"], "n_shared_shown": design["n_shared"],
@@ -922,7 +1101,7 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                                                                    "blue-yellow"],
             "rf_size": {k: list(v) for k, v in _RF_SIZE.items()}, "stream_tuning": STREAM_TUNING,
             "semantic_groups": proc.SEMANTIC_GROUPS, "noise_smoothing_sigma_vox": _NOISE_SIGMA_VOX,
-            "beta_scale": 300.0, "signal_rois": p["signal_rois"],
+            "beta_scale": 300.0, "signal_rois": p["signal_rois"], **model_extra,
             "networks": {
                 "labels": {str(k): v for k, v in NETWORK_LABELS.items()}, "tuning": NETWORK_TUNING,
                 "anchors": {k: [list(a) for a in v] for k, v in _NETWORK_ANCHORS.items()},

@@ -3,7 +3,9 @@
 =====================  ======================================  ===============================
 head                   output                                  used for
 =====================  ======================================  ===============================
-:class:`PooledHead`    ``(batch, embed_dim)``                  retrieval (pooled CLIP embedding)
+:class:`PooledHead`    ``(batch, embed_dim)``                  retrieval (pooled CLIP embedding);
+                                                               optionally through MindEye2's
+                                                               :class:`Projector`
 :class:`SequenceHead`  ``(batch, n_frames · dim)``             time-resolved targets (speech
                        from a ``(batch, in_dim, time)``         features, frames × dim), scored
                        backbone sequence                        over the whole (time × dim) map
@@ -22,7 +24,7 @@ from torch import nn
 
 from .backbones import _check_int, _check_p, _dropout, _maybe_init
 
-__all__ = ["LowLevelHead", "PooledHead", "SequenceHead", "TokenHead"]
+__all__ = ["LowLevelHead", "PooledHead", "Projector", "SequenceHead", "TokenHead"]
 
 
 def _check_shape(name: str, shape: Any, n: int) -> tuple[int, ...]:
@@ -35,8 +37,59 @@ def _check_shape(name: str, shape: Any, n: int) -> tuple[int, ...]:
     return out
 
 
+class Projector(nn.Sequential):
+    """MindEye2's contrastive projector: three ``LayerNorm → GELU → Linear`` stages on the last axis.
+
+    ``LayerNorm(dim) → GELU → Linear(dim → hidden) → LayerNorm(hidden) → GELU →
+    Linear(hidden → hidden) → LayerNorm(hidden) → GELU → Linear(hidden → dim)``,
+    the ``clip_proj`` of MindEye2's ``BrainNetwork`` (``src/models.py``,
+    ``projector(clip_size, clip_size, h=clip_size)``: ``hidden = dim = 1664``
+    for OpenCLIP ViT-bigG/14 tokens). It acts on the last axis, so a
+    ``(batch, n_tokens, dim)`` input is projected token by token, as MindEye2
+    projects its ``(batch, 256, 1664)`` token sequence before flattening it for
+    the contrastive loss. The module indices (``0`` … ``8``) are those of
+    MindEye2's ``nn.Sequential``, so its ``backbone.clip_proj.*`` weights load
+    under ``projector.*``.
+
+    ``2·dim·hidden + hidden² + 3·dim + 6·hidden`` parameters (8,321,664 at
+    MindEye2's 1664 / 1664).
+
+    Parameters
+    ----------
+    dim : int
+        Input and output width.
+    hidden : int | None
+        Width of the two inner layers; None = ``dim`` (MindEye2).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    def __init__(self, dim: int, hidden: int | None = None, *, device: Any = None) -> None:
+        dim = _check_int("dim", dim)
+        hidden = dim if hidden is None else _check_int("hidden", hidden)
+        super().__init__(
+            nn.LayerNorm(dim, device=device), nn.GELU(), nn.Linear(dim, hidden, device=device),
+            nn.LayerNorm(hidden, device=device), nn.GELU(), nn.Linear(hidden, hidden, device=device),
+            nn.LayerNorm(hidden, device=device), nn.GELU(), nn.Linear(hidden, dim, device=device))
+        self.dim, self.hidden = dim, hidden
+        _maybe_init(self, device)
+
+    @staticmethod
+    def n_parameters(dim: int, hidden: int | None = None) -> int:
+        """Parameter count of ``Projector(dim, hidden)`` (without building it)."""
+        h = dim if hidden is None else hidden
+        return 2 * dim * h + h * h + 3 * dim + 6 * h
+
+
 class PooledHead(nn.Module):
-    """``LayerNorm → Linear``: the pooled stimulus embedding (e.g. CLIP's image embedding).
+    """``LayerNorm → Linear`` (→ optional :class:`Projector`): the pooled stimulus embedding.
+
+    With ``projector``, the linear output goes through MindEye2's three-stage
+    projector before the contrastive loss, as MindEye2's ``clip_proj`` follows
+    its ``backbone_linear``. ``projector_tokens = n`` views the ``embed_dim``
+    output as ``n`` tokens of ``embed_dim / n`` features and projects each token
+    (MindEye2: 256 tokens of 1664, flattened again for the loss); the default,
+    1, projects the whole vector (a pooled CLIP embedding).
 
     Parameters
     ----------
@@ -44,19 +97,44 @@ class PooledHead(nn.Module):
         Backbone width.
     embed_dim : int
         Target embedding size (CLIP ViT-L/14: 768; ViT-bigG/14 pooled: 1280).
+    projector : int | bool | None
+        None or False (default): no projector, the original ``LayerNorm →
+        Linear`` head. True: a projector whose inner width equals the width it
+        projects (MindEye2's ``h = clip_size``). An int: that inner width.
+    projector_tokens : int
+        Tokens the output is split into for the projector; must divide
+        ``embed_dim``.
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
 
-    def __init__(self, in_dim: int, embed_dim: int, *, device: Any = None) -> None:
+    def __init__(self, in_dim: int, embed_dim: int, *, projector: int | bool | None = None,
+                 projector_tokens: int = 1, device: Any = None) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(_check_int("in_dim", in_dim), device=device)
         self.proj = nn.Linear(in_dim, _check_int("embed_dim", embed_dim), device=device)
         self.out_shape = (int(embed_dim),)
+        self.projector_tokens = _check_int("projector_tokens", projector_tokens)
+        if embed_dim % self.projector_tokens:
+            raise ValueError(f"projector_tokens ({projector_tokens}) must divide embed_dim ({embed_dim})")
+        token_dim = embed_dim // self.projector_tokens
+        if projector is None or projector is False:
+            if self.projector_tokens != 1:
+                raise ValueError("projector_tokens is only used with a projector (projector=True or an int)")
+            self.projector = None
+        elif projector is True:
+            self.projector = Projector(token_dim, device=device)
+        else:
+            self.projector = Projector(token_dim, _check_int("projector", projector), device=device)
         _maybe_init(self, device)
 
     def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.proj(self.norm(h))
+        out = self.proj(self.norm(h))
+        if self.projector is None:
+            return out
+        if self.projector_tokens == 1:
+            return self.projector(out)
+        return self.projector(out.reshape(len(out), self.projector_tokens, -1)).reshape(len(out), -1)
 
 
 def resample_time(h: torch.Tensor, n_frames: int) -> torch.Tensor:
