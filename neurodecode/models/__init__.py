@@ -3,13 +3,14 @@
 from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectBuilder, SubjectLayer
 from .backbones import ChannelAttentionEncoder, DilatedConvNet, MLPMixer, ResidualMLP, init_parameters_
 from .decoder import BrainDecoder, DecoderOutput
-from .heads import LowLevelHead, PooledHead, TokenHead
+from .heads import LowLevelHead, PooledHead, Projector, SequenceHead, TokenHead
 from .losses import (ClipLoss, WeightedLoss, bimixco, cosine_loss, cycle_loss, info_nce, l1_loss, mixco,
                      mse_loss, soft_clip)
 from .ridge import RidgeDecoder
 
 __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput", "DilatedConvNet",
-           "LinearAdapter", "LowLevelHead", "MLPMixer", "PooledAdapter", "PooledHead", "ResidualMLP",
-           "RidgeDecoder", "SpatialAttention", "SubjectBuilder", "SubjectLayer", "TokenHead", "WeightedLoss",
+           "LinearAdapter", "LowLevelHead", "MLPMixer", "PooledAdapter", "PooledHead", "Projector", "ResidualMLP",
+           "RidgeDecoder", "SequenceHead", "SpatialAttention", "SubjectBuilder", "SubjectLayer", "TokenHead",
+           "WeightedLoss",
            "bimixco", "cosine_loss", "cycle_loss", "info_nce", "init_parameters_", "l1_loss", "mixco",
            "mse_loss", "soft_clip"]

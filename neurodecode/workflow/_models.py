@@ -83,7 +83,7 @@ def predict_mlp(config: FitConfig, train: Any, test: Any, targets: Any, run_dir:
                          n_blocks=mc.n_blocks, dropout=mc.dropout, backbone=mc.backbone, seed=config.seed,
                          adapter=mc.adapter, heads=tuple(mc.heads), token_shape=token_shape,
                          lowlevel_shape=None if low_targets is None else low_targets.token_shape,
-                         backbone_kwargs=mc.backbone_kwargs,
+                         backbone_kwargs=mc.backbone_kwargs, head_kwargs=mc.head_kwargs,
                          # (n_frames, dim) speech targets make an M/EEG decoder time-resolved
                          embed_shape=getattr(targets, "token_shape", None), **extra)
     trainer = Trainer(model, loss=mc.loss, temperature=mc.temperature, temperature_mode=mc.temperature_mode,
