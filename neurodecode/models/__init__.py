@@ -4,8 +4,18 @@ from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectBui
 from .backbones import ChannelAttentionEncoder, DilatedConvNet, MLPMixer, ResidualMLP, init_parameters_
 from .decoder import BrainDecoder, DecoderOutput
 from .heads import LowLevelHead, PooledHead, Projector, SequenceHead, TokenHead
-from .losses import (ClipLoss, WeightedLoss, bimixco, cosine_loss, cycle_loss, info_nce, l1_loss, mixco,
-                     mse_loss, soft_clip)
+from .losses import (
+                     ClipLoss,
+                     WeightedLoss,
+                     bimixco,
+                     cosine_loss,
+                     cycle_loss,
+                     info_nce,
+                     l1_loss,
+                     mixco,
+                     mse_loss,
+                     soft_clip,
+)
 from .ridge import RidgeDecoder
 
 __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput", "DilatedConvNet",
