@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
 import yaml
@@ -476,6 +476,18 @@ class FitConfig(_Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     ablation: AblationConfig = Field(default_factory=AblationConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # the run folder is <output_dir>/<name>: a name must not climb out of output_dir or point elsewhere
+        if (v.strip() in ("", ".", "..") or any(c in v for c in "/\\\0") or Path(v).is_absolute()
+                or PureWindowsPath(v).drive):
+            raise ValueError(
+                "the run name must be one folder name inside output_dir (no '/', '\\' or drive, not '.' or "
+                "'..'): set output_dir to choose where runs go and name to a plain folder name, e.g. "
+                "--set output_dir=results/eeg --set name=my-run")
+        return v
+
     @model_validator(mode="after")
     def _dataset_options(self) -> FitConfig:
         ds = self.data.dataset
@@ -649,6 +661,33 @@ def _resolve_placeholders(tree: Any, source: str, path: str = "") -> None:
             tree[key] = resolved
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping gives one key twice (plain YAML silently keeps the last value)."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (``<<`` merges may still override)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # unhashable key: the base class raises its own clear error
+                    continue
+                if first is not key_node.start_mark:
+                    raise _DuplicateKeyError(key, first, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> FitConfig:
     """Build a :class:`FitConfig` from a YAML file and ``key=value`` overrides.
 
@@ -662,8 +701,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Raises
     ------
     ConfigError
-        For a missing or malformed file, an unknown key (the message lists the
-        valid keys) or an invalid value.
+        For a missing or malformed file, a key given twice in one mapping (the
+        message names the key and both lines), an unknown key (the message
+        lists the valid keys) or an invalid value.
     """
     tree: dict[str, Any] = {}
     source = "defaults"
@@ -672,7 +712,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"Config file not found: {p}. Recipes live in the repository's pipelines/ folder.")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        except _DuplicateKeyError as err:
+            raise ConfigError(
+                f"Config file {p}: key {err.key!r} is given twice (line {err.first.line + 1}, "
+                f"then line {err.again.line + 1}); YAML would silently keep the last value. Keep one of them."
+            ) from None
         except yaml.YAMLError as err:
             raise ConfigError(f"Config file {p} is not valid YAML: {err}") from err
         if loaded is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -65,7 +65,7 @@ def _ch_pos(ch_names: list[str]) -> np.ndarray | None:
         with warnings.catch_warnings():  # MNE >= 1.12 renames it colin27_1005 (same positions)
             warnings.simplefilter("ignore", FutureWarning)
             pos = mne.channels.make_standard_montage("standard_1005").get_positions()["ch_pos"]
-    except Exception:  # pragma: no cover - broken mne install
+    except Exception:  # noqa: BLE001  # pragma: no cover - broken mne install
         return None
     lower = {k.lower(): v for k, v in pos.items()}
     return np.array([lower.get(c.lower(), np.full(3, np.nan)) for c in ch_names], dtype=float)
@@ -129,8 +129,9 @@ def load_things_eeg2(
     Index conventions (FORMATS.md 2): training condition ``i`` is concept
     ``i // 10``, image ``i % 10`` in sorted folder / file order of
     ``image_set/training_images``; test row ``i`` is test concept ``i``. The
-    files are pickled dicts and are read with ``allow_pickle=True`` (see
-    :func:`neurodecode.io.things_eeg.read_things_eeg2`).
+    files are pickled dicts, read with a restricted unpickler that admits only
+    arrays, dicts, lists, strings and numbers (a crafted file is refused, never
+    run; see :func:`neurodecode.io.things_eeg.read_things_eeg2`).
 
     Examples
     --------

@@ -4,19 +4,22 @@ The layout and shapes follow ``FORMATS.md`` section 2. Two on-disk variants of
 ``preprocessed_eeg_{training,test}.npy`` exist and both are read here:
 
 - **official** (OSF ``3jk45``, ``eeg_dataset/preprocessed_data/sub-XX/``):
-  written with ``np.save`` of a dict, so ``np.load(p, allow_pickle=True)``
-  returns a 0-d object array whose ``.item()`` is the dict. 17 occipital /
+  written with ``np.save`` of a dict: a ``.npy`` header, then a pickled 0-d
+  object array whose ``.item()`` is the dict. 17 occipital /
   parietal channels, 100 Hz, ``times`` (100,) from -0.2 s, data of shape
   (16540, 4, 17, 100) for training and (200, 80, 17, 100) for test.
 - **atm** (ATM / NICE ``Preprocessed_data_250Hz/sub-XX/``): written with
-  ``pickle.dump``, so ``np.load(p, allow_pickle=True)`` returns the dict
-  itself. 63 channels, 250 Hz; the data are cropped to the last 250 samples
+  ``pickle.dump`` of the dict itself (no ``.npy`` header). 63 channels,
+  250 Hz; the data are cropped to the last 250 samples
   (0..~1 s) while ``times`` keeps the full -0.2..1.0 s axis (ATM does
   ``times[50:]``); :func:`read_things_eeg2` returns the matching tail of
   ``times``.
 
 Both dicts hold ``preprocessed_eeg_data`` (n_conditions, n_repetitions,
-n_channels, n_times), ``ch_names`` and ``times``.
+n_channels, n_times), ``ch_names`` and ``times``. Both are read with a
+restricted unpickler (:mod:`neurodecode.io._safe_pickle`) that admits only
+numpy arrays, dicts, lists, tuples, strings and numbers, so a crafted file
+cannot run code.
 
 Only :mod:`neurodecode.utils` is imported here (io is the lowest layer).
 """
@@ -31,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from ..utils import atomic_path
+from ._safe_pickle import UnsafePickleError, safe_load_pickled
 
-__all__ = ["LazyImageFiles", "read_things_eeg2", "write_things_eeg2", "THINGS_EEG2_KEYS"]
+__all__ = ["THINGS_EEG2_KEYS", "LazyImageFiles", "read_things_eeg2", "write_things_eeg2"]
 
 #: Keys every preprocessed THINGS-EEG2 dict must hold.
 THINGS_EEG2_KEYS = ("preprocessed_eeg_data", "ch_names", "times")
@@ -60,18 +64,22 @@ def read_things_eeg2(path: str | Path) -> dict[str, Any]:
     Notes
     -----
     These files are object arrays / pickles by construction (the dataset
-    authors saved Python dicts), so they can only be read with
-    ``allow_pickle=True``. Unpickling runs code from the file: this is done
-    **only** for these THINGS-EEG2 files, which should come from the official
-    OSF project or a trusted re-preprocessing; nothing else in neurodecode
-    loads pickles.
+    authors saved Python dicts). They are read by
+    :func:`neurodecode.io._safe_pickle.safe_load_pickled`, whose unpickler
+    resolves only numpy arrays, dtypes and scalars and the builtin containers,
+    strings and numbers: a file that names any other global (which plain
+    unpickling would call, running code) is refused with an error naming the
+    file and the global, before anything from it is called. Nothing else in
+    neurodecode unpickles data files.
     """
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"THINGS-EEG2 preprocessed file not found: {p}")
     try:
-        # allow_pickle: both variants are pickled dicts (see Notes); only used here.
-        obj = np.load(p, allow_pickle=True)
+        # both variants are pickled dicts (see Notes): restricted unpickler, never np.load(allow_pickle=True)
+        obj = safe_load_pickled(p)
+    except UnsafePickleError:
+        raise  # names the file and the forbidden global already
     except Exception as exc:  # truncated / not a npy or pickle
         raise ValueError(f"Could not read THINGS-EEG2 file {p} ({type(exc).__name__}: {exc}); "
                          f"{_REDOWNLOAD}.") from exc
@@ -81,8 +89,9 @@ def read_things_eeg2(path: str | Path) -> dict[str, Any]:
         fmt = "npy"
     if not isinstance(obj, dict):
         kind = f"array of shape {obj.shape}" if isinstance(obj, np.ndarray) else type(obj).__name__
-        raise ValueError(f"THINGS-EEG2 file {p} should hold a dict with keys {list(THINGS_EEG2_KEYS)} "
-                         f"but holds a {kind}; {_REDOWNLOAD}.")
+        raise ValueError(  # noqa: TRY004 - a damaged file, not a caller's wrong type
+            f"THINGS-EEG2 file {p} should hold a dict with keys {list(THINGS_EEG2_KEYS)} but holds a {kind}; "
+            f"{_REDOWNLOAD}.")
     missing = [k for k in THINGS_EEG2_KEYS if k not in obj]
     if missing:
         raise ValueError(f"THINGS-EEG2 file {p} is missing key(s) {missing} (has {sorted(map(str, obj))}); "

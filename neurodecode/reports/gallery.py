@@ -16,9 +16,7 @@ code even if it were not escaped (it is).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import io
 import math
 import re
@@ -30,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..utils import atomic_write_text, logger, verbose
-from .report import _config_to_text, _fmt, _image_to_uint8, _png_data_uri, _slug
+from .report import _config_to_text, _content_security_policy, _fmt, _image_to_uint8, _png_data_uri, _slug
 
 __all__ = ["Gallery", "GalleryItem", "build_gallery", "gallery_items"]
 
@@ -559,9 +557,7 @@ class Gallery:
         summary += f", {n_images} images"
         if self.thumbnail_size is not None:
             summary += f" (downscaled to fit {self.thumbnail_size[0]}×{self.thumbnail_size[1]} px)"
-        digest = base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
-        csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-               f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'")
+        csp = _content_security_policy(_SCRIPT)
         display_px = (max(self.thumbnail_size) if self.thumbnail_size is not None
                       else _DEFAULT_DISPLAY_PX)
         from importlib.resources import files

@@ -3,13 +3,17 @@
 A :class:`Report` collects items in named sections and renders them with the jinja2
 template ``templates/retrieval_report.html.jinja``. Everything is embedded in the one
 HTML file (CSS inline, images as base64 PNG data URIs, no scripts, no external URLs),
-so the file can be mailed, archived next to ``metrics.json`` or opened offline.
+so the file can be mailed, archived next to ``metrics.json`` or opened offline. A
+Content-Security-Policy (:func:`_content_security_policy`, shared with the gallery) lets the
+page load only inline CSS and data-URI images and run no script, so HTML passed to
+:meth:`Report.add_html` can never fetch anything or run code.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import html as _html
 import io
 import json
@@ -28,6 +32,29 @@ __all__ = ["Report", "build_retrieval_report"]
 
 _TEMPLATE = "retrieval_report.html.jinja"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: Content-Security-Policy of every HTML page neurodecode writes (report and gallery): inline CSS and
+#: data-URI images only, no network, no forms, no <base>; no script unless allowed by its hash.
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+def _content_security_policy(script: str | None = None) -> str:
+    """The page's Content-Security-Policy: :data:`_CSP`, plus ``script`` allowed by its sha256 hash.
+
+    Parameters
+    ----------
+    script : str | None
+        The one inline script the page carries, byte for byte; ``None`` = no script may run.
+
+    Returns
+    -------
+    csp : str
+        The value of ``<meta http-equiv="Content-Security-Policy" content="...">``.
+    """
+    if script is None:
+        return f"{_CSP}; script-src 'none'"
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return f"{_CSP}; script-src 'sha256-{digest}'"
 
 
 # --------------------------------------------------------------------------- encoding
@@ -162,7 +189,7 @@ def _config_to_text(config: Any) -> str:
         import yaml
 
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    except Exception:  # pragma: no cover - pyyaml is a dependency
+    except Exception:  # noqa: BLE001  # pragma: no cover - pyyaml is a dependency
         return json.dumps(data, indent=2)
 
 
@@ -435,7 +462,8 @@ class Report:
         for sec in sections:
             for item in sec["items"]:
                 item["html"] = Markup(item["html"])
-        return template.render(title=self.title, sections=sections, version=__version__)
+        return template.render(title=self.title, sections=sections, version=__version__,
+                               csp=_content_security_policy())
 
     @verbose
     def save(self, path: str | Path, *, verbose: bool | str | int | None = None) -> Path:

@@ -29,7 +29,7 @@ def scores_and_images():
     groups = np.repeat(["1", "2"], n // 2)
     pred_a = target + 1.5 * rng.standard_normal((n, dim))
     pred_b = target + 3.0 * rng.standard_normal((n, dim))
-    kw = dict(groups=groups, n_candidates=50, n_repeats=5, n_boot=200)
+    kw = {"groups": groups, "n_candidates": 50, "n_repeats": 5, "n_boot": 200}
     results = {"neurodecode": evaluate_retrieval(pred_a, target, **kw),
                "ridge": evaluate_retrieval(pred_b, target, **kw)}
     images = rng.integers(0, 256, size=(n, 24, 24, 3), dtype=np.uint8)
@@ -46,7 +46,7 @@ def _check_self_contained(html):
     assert "<script" not in html.lower() and "<link" not in html.lower()
     refs = _src_and_href(html)
     for ref in refs:
-        assert ref.startswith("data:image/png;base64,") or ref.startswith("#"), ref[:60]
+        assert ref.startswith(("data:image/png;base64,", "#")), ref[:60]
     pngs = [base64.b64decode(r.split(",", 1)[1], validate=True) for r in refs
             if r.startswith("data:")]
     assert pngs and all(p.startswith(PNG_MAGIC) for p in pngs)
@@ -74,6 +74,27 @@ def test_build_retrieval_report_is_self_contained(tmp_path, scores_and_images):
     assert report._repr_html_() == html
     assert not list(tmp_path.glob("sub/.*.tmp"))
 
+
+
+def test_report_has_the_gallery_content_security_policy(tmp_path, scores_and_images):
+    import html as html_lib
+
+    from neurodecode.reports.report import _CSP, _content_security_policy
+
+    results, query, retrieved, correct = scores_and_images
+    report = build_retrieval_report(results, query_images=query, retrieved_images=retrieved, correct=correct)
+    report.add_html("<script>alert(1)</script>", title="user html")
+    html = report.save(tmp_path / "report.html").read_text(encoding="utf-8")
+    metas = re.findall(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
+    assert len(metas) == 1 and html.index(metas[0]) < html.index("</head>")  # a <meta> CSP only works in <head>
+    csp = html_lib.unescape(metas[0])
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["default-src"] == "'none'" and directives["img-src"] == "data:"
+    assert directives["script-src"] == "'none'"  # the report runs no script, not even one a user adds
+    assert directives["base-uri"] == "'none'" and directives["form-action"] == "'none'"
+    # one policy for the report and the gallery: the gallery's is the same plus its script's hash
+    assert csp == _content_security_policy() and csp.startswith(_CSP)
+    assert _content_security_policy("x").startswith(_CSP + "; script-src 'sha256-")
 
 def test_metrics_table_accepts_dicts_and_shows_cis(scores_and_images):
     results = scores_and_images[0]
