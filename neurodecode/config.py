@@ -28,7 +28,7 @@ class _Section(BaseModel):
 DATASETS: dict[str, str] = {"nsd": "fmri", "things_eeg2": "eeg", "things_meg": "meg", "masc": "meg"}
 #: Datasets whose stimuli are sounds (speech targets) rather than images.
 AUDIO_DATASETS = ("masc",)
-_NSD_DATA_KEYS = ("roi", "sessions", "zscore", "betas_format")
+_NSD_DATA_KEYS = ("roi", "sessions", "zscore", "betas_format", "nonfinite")
 
 
 class DataConfig(_Section):
@@ -52,6 +52,9 @@ class DataConfig(_Section):
         "only.")
     betas_format: Literal["auto", "hdf5", "nii.gz", "mindeye2"] = Field(
         "auto", description="NSD only. Which beta files to read ('auto' prefers .hdf5).")
+    nonfinite: Literal["error", "drop"] = Field(
+        "error", description="NSD only. NaN / infinite betas: 'error' names the file, session and counts; "
+        "'drop' drops those trials with a warning (M/EEG loaders: data.options.nonfinite).")
     options: dict[str, Any] = Field(
         {}, description="Extra keyword arguments of the M/EEG loader (things_eeg2: variant; masc: "
         "window_s, tmin, sfreq, sessions, tasks, test_ratio, ...; see the load_* docstrings).")
@@ -74,7 +77,7 @@ class DataConfig(_Section):
                                  "Remove it (loader options of this dataset go in data.options).")
         elif self.options:
             raise ValueError("data.options is for the M/EEG loaders; NSD is configured by data.roi, "
-                             "data.sessions, data.zscore and data.betas_format")
+                             "data.sessions, data.zscore, data.betas_format and data.nonfinite")
         return self
 
 

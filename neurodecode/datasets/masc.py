@@ -6,16 +6,18 @@ Layout and event format: ``FORMATS.md`` section 4.1 and :mod:`neurodecode.io.mas
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from ..io._checks import check_nonfinite_option, mne_damage
 from ..io.masc import (
     MASC_ROOT_HINT,
     MASC_STORIES,
@@ -44,7 +46,8 @@ _EVENT_COLUMNS = ["subject", "session", "task", "story", "stimulus_id", "word", 
 # -- argument helpers -----------------------------------------------------------------------------
 def _subject_number(subject: Any) -> int:
     if isinstance(subject, bool):
-        raise ValueError(f"subject must be a participant number like 1 or 'sub-01', got {subject!r}")
+        raise ValueError(  # noqa: TRY004 - a bool is a wrong value here, as the other checks say
+            f"subject must be a participant number like 1 or 'sub-01', got {subject!r}")
     if isinstance(subject, (int, np.integer)):
         return int(subject)
     m = re.fullmatch(r"(?:sub-)?(\d+)", str(subject).strip())
@@ -62,7 +65,7 @@ def _labels(value: Any, name: str) -> list[int | str] | None:
     out: list[int | str] = []
     for v in values:
         if isinstance(v, bool):
-            raise ValueError(f"{name} must hold ints like 0 or labels like '0', got {v!r}")
+            raise ValueError(f"{name} must hold ints like 0 or labels like '0', got {v!r}")  # noqa: TRY004
         s = str(int(v)) if isinstance(v, (int, np.integer)) else str(v).strip()
         s = s.split("-", 1)[1] if s.startswith(("ses-", "task-")) else s
         out.append(int(s) if s.isdigit() else s)
@@ -140,20 +143,33 @@ def _word_keys(words: pd.DataFrame) -> list[str]:
 
 # -- MEG -------------------------------------------------------------------------------------------
 def _read_meg(rec: Any, root: Path, *, picks: Any, l_freq: float | None, h_freq: float | None,
-              sfreq: float | None) -> dict:
-    """Read one recording with MNE-BIDS, pick, filter and resample it (by channel chunks)."""
+              sfreq: float | None, nonfinite: str = "error") -> dict:
+    """Read one recording with MNE-BIDS, pick, filter and resample it (by channel chunks).
+
+    Damage is never silent: MNE's warnings about a truncated file become a
+    WARNING naming it, a data read that fails raises an ``OSError`` naming it,
+    and NaN / infinite samples raise (``nonfinite="error"``) or are set to 0
+    before filtering and returned as ``bad`` (samples at the recorded rate) so
+    the segments that overlap them can be dropped (``"drop"``).
+    """
     mne_bids = import_optional("mne_bids", extra="meg", what="load_masc")
     import mne
 
     bids_path = mne_bids.BIDSPath(subject=rec.subject_label, session=rec.session_label, task=rec.task_label,
                                   run=rec.run_label, root=root, datatype="meg")
     try:
-        with warnings.catch_warnings():  # MNE-BIDS warns about benign sidecar details
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with warnings.catch_warnings(record=True) as caught:  # MNE-BIDS warns about benign sidecar details
+            warnings.simplefilter("always")
             raw = mne_bids.read_raw_bids(bids_path, verbose=False)
     except Exception as err:
         raise OSError(f"Could not read the MASC recording {rec.path} with mne_bids.read_raw_bids "
-                      f"({type(err).__name__}: {err}).") from err
+                      f"({type(err).__name__}: {err}). The file is truncated, corrupt or not a MEG recording: "
+                      "re-download it.") from err
+    damage = mne_damage(caught)
+    if damage:
+        logger.warning("MASC recording %s looks truncated or damaged (MNE: %s); it is read up to the damage "
+                       "(%.1f s), words after that get no segment. Re-download it.", rec.path, damage[0],
+                       raw.n_times / raw.info["sfreq"])
     try:
         raw.pick(picks, verbose=False)
     except ValueError as err:
@@ -163,19 +179,41 @@ def _read_meg(rec: Any, root: Path, *, picks: Any, l_freq: float | None, h_freq:
     target = o_sfreq if sfreq is None else float(sfreq)
     n_ch = len(raw.ch_names)
     chunks = []
+    bad = np.zeros(raw.n_times, dtype=bool)
+    n_nan = n_inf = n_bad_ch = 0
     for c0 in range(0, n_ch, _CHUNK_CHANNELS):
-        x = raw.get_data(picks=np.arange(c0, min(c0 + _CHUNK_CHANNELS, n_ch)))
+        try:
+            x = raw.get_data(picks=np.arange(c0, min(c0 + _CHUNK_CHANNELS, n_ch)))
+        except Exception as err:  # MNE: "buffer size must be a multiple...", "cannot reshape array..."
+            raise OSError(f"Could not read the data of the MASC recording {rec.path}: the file is truncated or "
+                          f"corrupt ({type(err).__name__}: {err}). Re-download it.") from err
+        fin = np.isfinite(x)
+        if not fin.all():
+            n_nan += int(np.isnan(x).sum())
+            n_inf += int(np.isinf(x).sum())
+            n_bad_ch += int((~fin.all(axis=1)).sum())
+            bad |= ~fin.all(axis=0)
+            x[~fin] = 0.0  # so filtering and resampling do not spread them
+        del fin
         if l_freq is not None or h_freq is not None:
             x = mne.filter.filter_data(x, o_sfreq, l_freq, h_freq, verbose=False)
         if target != o_sfreq:
             x = mne.filter.resample(x, up=target, down=o_sfreq, npad="auto", verbose=False)
         chunks.append(x.astype(np.float32))
         del x
+    if n_nan or n_inf:
+        where = (f"{rec.path} (session {rec.session_label}, task {rec.task_label}) holds {n_nan} NaN and {n_inf} "
+                 f"infinite sample(s) in {n_bad_ch} channel(s), over {int(bad.sum())} of {len(bad)} time points")
+        if nonfinite == "error":
+            raise ValueError(f"{where}. The recording is damaged: re-download it, or pass nonfinite='drop' to "
+                             "drop the segments that overlap them (with a warning).")
+        logger.warning("%s: the segments that overlap them are dropped (nonfinite='drop').", where)
     data = np.concatenate(chunks, axis=0) if len(chunks) > 1 else chunks[0]
     pos = np.array([ch["loc"][:3] for ch in raw.info["chs"]], dtype=float).reshape(n_ch, 3)
     pos[~np.isfinite(pos).all(axis=1) | (pos == 0).all(axis=1)] = np.nan
     out = {"data": data, "sfreq": target, "ch_names": list(raw.ch_names),
-           "ch_types": list(raw.get_channel_types()), "ch_pos": pos}
+           "ch_types": list(raw.get_channel_types()), "ch_pos": pos,
+           "bad": bad if bad.any() else None, "o_sfreq": o_sfreq}
     del raw
     return out
 
@@ -237,6 +275,7 @@ def load_masc(
     split_seed: int = 0,
     min_block_s: float = 6.0,
     audio_sfreq: float = 16000,
+    nonfinite: Literal["error", "drop"] = "error",
     verbose: bool | str | int | None = None,
 ) -> BrainTrials:
     """Load one MEG-MASC participant as word-locked MEG segments with their audio.
@@ -285,6 +324,12 @@ def load_masc(
     audio_sfreq : float
         Rate (Hz) of the returned audio segments; wav files at another rate
         are resampled with :func:`scipy.signal.resample_poly`.
+    nonfinite : ``"error"`` | ``"drop"``
+        What to do with NaN or infinite MEG samples: ``"error"`` (default)
+        raises a ``ValueError`` naming the recording, its session and task and
+        the counts; ``"drop"`` sets them to 0 before filtering and drops the
+        segments whose window overlaps one, with a WARNING giving the counts.
+        In a run config: ``data.options.nonfinite``.
     verbose : bool | str | int | None
         Log level for this call.
 
@@ -343,7 +388,11 @@ def load_masc(
     recording.
 
     Segments whose window runs outside the recording or outside the wav are
-    dropped; the counts are logged.
+    dropped; the counts are logged. Damage is a WARNING with counts (see
+    ``docs/reliability.md``): a wav or recording shorter than its header or
+    than the events say (words after its end), words without a sound event,
+    and segments dropped for non-finite samples. A recording whose data
+    cannot be read raises an ``OSError`` naming it.
 
     Examples
     --------
@@ -372,6 +421,7 @@ def load_masc(
         raise ValueError(f"test_ratio + val_ratio must be at most 1, got {test_ratio} + {val_ratio}")
     if not (np.isfinite(min_block_s) and min_block_s >= 0):
         raise ValueError(f"min_block_s must be a non-negative number of seconds, got {min_block_s!r}")
+    check_nonfinite_option(nonfinite)
 
     recs = _select_recordings(root, n, ses_req, task_req)
     sub_label = str(recs["subject_label"].iloc[0])
@@ -383,7 +433,8 @@ def load_masc(
     ev_parts: list[pd.DataFrame] = []
     stim_rows: list[dict] = []
     files: list[str] = []
-    totals = dict.fromkeys(("words", "no_sound", "recording", "wav", "split"), 0)
+    totals = dict.fromkeys(("words", "no_sound", "recording", "wav", "split", "after_recording", "after_wav",
+                            "nonfinite"), 0)
 
     for rec in ProgressBar(list(recs.itertuples(index=False)), desc=f"MEG-MASC sub-{sub_label}",
                            unit="recording"):
@@ -392,7 +443,9 @@ def load_masc(
             raise FileNotFoundError(f"MASC events file not found: {expected} (next to {rec.path}). "
                                     f"{MASC_ROOT_HINT}.")
         ev = read_masc_events(rec.events)
-        meg = _read_meg(rec, root, picks=picks, l_freq=l_freq, h_freq=h_freq, sfreq=sfreq)
+        meg = _read_meg(rec, root, picks=picks, l_freq=l_freq, h_freq=h_freq, sfreq=sfreq, nonfinite=nonfinite)
+        bad, o_sf = meg.pop("bad"), meg.pop("o_sfreq")
+        bad_cum = None if bad is None else np.r_[0, np.cumsum(bad)]
         if ref is None:
             ref = {k: meg[k] for k in ("sfreq", "ch_names", "ch_types", "ch_pos")}
             ref["path"] = rec.path
@@ -418,17 +471,34 @@ def load_masc(
         n_bad = int((~valid).sum())
         totals["no_sound"] += n_bad
         if n_bad:
-            logger.info("%s: %d word(s) without a preceding sound event (or sound key) dropped",
-                        rec.events.name, n_bad)
+            logger.warning("%s: %d of %d word(s) have no preceding sound event (or sound key), so their time in "
+                           "the audio is unknown: dropped. The events file may be damaged; re-download it.",
+                           rec.events, n_bad, len(words))
         words = words[valid]
+        rec_s = data.shape[1] / sf
+        after = int((words["onset"].to_numpy(dtype=float) >= rec_s).sum())
+        if after:
+            logger.warning("MASC recording %s is %.2f s long but %d of %d word(s) of %s lie after its end (last "
+                           "at %.2f s): it is shorter than its events say (truncated?), their segments are "
+                           "dropped. Re-download it.", rec.path, rec_s, after, len(words), rec.events.name,
+                           float(words["onset"].max()))
         story_default = MASC_STORIES.get(rec.task, f"task-{rec.task}") if isinstance(rec.task, int) \
             else f"task-{rec.task}"
         seg_rows: list[dict] = []
-        counts = dict.fromkeys(("recording", "wav", "split"), 0)
+        counts = dict.fromkeys(("recording", "wav", "split", "after_recording", "after_wav", "nonfinite"), 0)
+        counts["after_recording"] = after
         for sound, w in words.groupby("sound", sort=False):
             path = audio.path(sound)
             wi = audio.wave(path)
             wave_len = len(audio.waves[wi])
+            wave_s = wave_len / audio.sfreq
+            late = int((w["sound_time"].to_numpy(dtype=float) >= wave_s).sum())
+            if late:
+                counts["after_wav"] += late
+                logger.warning("Wav file %s is %.2f s long but %d of %d word(s) of %s lie after its end (last at "
+                               "%.2f s): it is shorter than the events say (truncated?), their segments are "
+                               "dropped. Re-download it.", path, wave_s, late, len(w), rec.events.name,
+                               float(w["sound_time"].max()))
             w = w.sort_values("sound_time", kind="stable")
             wav_key = path.name.split(".", 1)[0]
             stories = w["story"].dropna()
@@ -448,6 +518,12 @@ def load_masc(
                 if start < 0 or start + n_times > data.shape[1]:
                     counts["recording"] += 1
                     continue
+                if bad_cum is not None:
+                    o0 = min(max(int(np.floor(start * o_sf / sf)), 0), len(bad))
+                    o1 = min(max(int(np.ceil((start + n_times) * o_sf / sf)), o0), len(bad))
+                    if bad_cum[o1] > bad_cum[o0]:
+                        counts["nonfinite"] += 1
+                        continue
                 w0 = row.sound_time + tmin
                 a0 = int(np.rint(w0 * audio.sfreq))
                 if a0 < 0 or a0 + n_audio > wave_len:
@@ -482,10 +558,14 @@ def load_masc(
         ev_parts.append(pd.DataFrame(seg_rows, columns=[c for c in _EVENT_COLUMNS if c != "repetition"]))
         for key, value in counts.items():
             totals[key] += value
-        logger.info("MASC sub-%s ses-%s task-%s: %d words, %d segments (%d past the recording, %d past the "
-                    "wav, %d straddling splits dropped)", rec.subject_label, rec.session_label,
-                    rec.task_label, len(words), len(seg_rows), counts["recording"], counts["wav"],
-                    counts["split"])
+        damaged = n_bad + counts["after_recording"] + counts["after_wav"] + counts["nonfinite"]
+        logger.log(logging.WARNING if damaged else logging.INFO,
+                   "MASC sub-%s ses-%s task-%s: %d words, %d segments (dropped: %d windows past the recording, %d "
+                   "past the wav, %d straddling splits%s)", rec.subject_label, rec.session_label, rec.task_label,
+                   len(words) + n_bad, len(seg_rows), counts["recording"], counts["wav"], counts["split"],
+                   f"; because of damage: {n_bad} words without a sound event, {counts['after_recording']} "
+                   f"words after the end of the recording, {counts['after_wav']} after the end of their wav, "
+                   f"{counts['nonfinite']} windows with non-finite samples" if damaged else "")
 
     if ref is None:  # pragma: no cover - _select_recordings never returns an empty table
         raise FileNotFoundError(f"No MASC recording selected under {root}.")
@@ -494,7 +574,9 @@ def load_masc(
         raise ValueError(
             f"load_masc found no segment for sub-{sub_label}: {totals['words']} word events, "
             f"{totals['no_sound']} without a sound event, {totals['recording']} windows past the recording, "
-            f"{totals['wav']} past the wav, {totals['split']} straddling blocks of different splits "
+            f"{totals['wav']} past the wav ({totals['after_recording']} words after the end of the recording, "
+            f"{totals['after_wav']} after the end of their wav), {totals['nonfinite']} with non-finite samples, "
+            f"{totals['split']} straddling blocks of different splits "
             f"(window_s={window_s}, tmin={tmin}). Check the events.tsv files, use a shorter window_s or a "
             "larger min_block_s.")
     sf = ref["sfreq"]

@@ -188,7 +188,7 @@ def _from_mne(epochs: Any, *, stimulus_id: Any = None, subject: Any = 1, session
     elif any(t == "eeg" for t in ch_types):
         modality = "eeg"
     else:
-        modality = sorted(set(ch_types))[0] if ch_types else None
+        modality = min(ch_types) if ch_types else None
 
     # data, read in chunks so only float32 is held for non-preloaded epochs
     n_times = len(epochs.times)
@@ -196,7 +196,12 @@ def _from_mne(epochs: Any, *, stimulus_id: Any = None, subject: Any = 1, session
     starts = range(0, len(rows), _CHUNK)
     for s in ProgressBar(starts, total=len(starts), desc="Reading epochs", unit="chunk"):
         part = rows[s:s + _CHUNK]
-        data[s:s + len(part)] = epochs.get_data(picks=pick_idx, item=part, verbose="error")
+        try:
+            data[s:s + len(part)] = epochs.get_data(picks=pick_idx, item=part, verbose="error")
+        except (ValueError, OSError, EOFError) as err:  # "buffer size must be a multiple...": cut file
+            raise OSError(f"Could not read the data of epochs {int(part[0])}..{int(part[-1])}{where}: the file "
+                          f"is truncated or corrupt ({type(err).__name__}: {err}). Re-download it (or re-save "
+                          "it with mne).") from err
     logger.info("Read %d epochs × %d channels × %d times%s", len(rows), len(pick_idx), n_times, where)
 
     info = {

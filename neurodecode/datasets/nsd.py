@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..io._checks import check_affine, check_finite, check_nonfinite_option
 from ..io.nsd import (
     NSD_BETA_SCALE,
     LazyHDF5Rows,
@@ -36,6 +37,7 @@ __all__ = ["load_nsd"]
 _ROOT_HINT = ("root should be the NSD bucket root (natural-scenes-dataset/), the folder containing "
               "nsddata/, nsddata_betas/ and nsddata_stimuli/")
 _RUN_SIZES = np.array([63, 62] * 6)  # 12 runs, 750 trials
+_REDOWNLOAD = "re-download this file"
 
 
 @verbose
@@ -50,6 +52,7 @@ def load_nsd(
     captions: bool = True,
     extra_rois: Literal["all"] | Sequence[str] | None = "all",
     dtype: Any = np.float32,
+    nonfinite: Literal["error", "drop"] = "error",
     verbose: bool | str | int | None = None,
 ) -> BrainTrials:
     """Load one NSD subject's single-trial betas from the real NSD layout.
@@ -86,6 +89,13 @@ def load_nsd(
         ``info["roi_labels"]``.
     dtype : numpy dtype
         Floating dtype of the returned data.
+    nonfinite : ``"error"`` | ``"drop"``
+        What to do with NaN or infinite betas (possible only in float files,
+        e.g. a damaged or re-written session): ``"error"`` (default) raises a
+        ``ValueError`` naming the file, the session and the number of NaN and
+        infinite values; ``"drop"`` drops the trials holding any, logging a
+        WARNING with the file and the counts (before z-scoring, so the
+        session statistics stay finite). In a run config: ``data.nonfinite``.
     verbose : bool | str | int | None
         Log level for this call (see :func:`neurodecode.utils.set_log_level`).
 
@@ -103,6 +113,16 @@ def load_nsd(
         when those files exist; ``stimuli`` reading ``nsd_stimuli.hdf5``
         lazily.
 
+    Notes
+    -----
+    Damaged files raise errors that name them (see ``docs/reliability.md``):
+    every ``.nii.gz`` is read to the end of its gzip stream, so its CRC-32
+    and length are checked before its values are used; each betas file must
+    hold as many trials as ``behav/responses.tsv`` lists for its session
+    (or, without that file, no more than the other sessions); ROI masks must
+    match the betas' grid and affine (the affine of a ``.nii.gz`` betas file,
+    else of ``brainmask.nii.gz``).
+
     Examples
     --------
     >>> trials = load_nsd("/data/natural-scenes-dataset", subject=1)   # doctest: +SKIP
@@ -110,6 +130,7 @@ def load_nsd(
     """
     _check_option("zscore", zscore, ("session", None))
     _check_option("betas_format", betas_format, ("auto", "hdf5", "nii.gz", "mindeye2"))
+    check_nonfinite_option(nonfinite)
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise ValueError(f"dtype must be a floating dtype (e.g. np.float32), got {dtype}")
@@ -117,7 +138,7 @@ def load_nsd(
     subject = _check_subject(layout, subject, betas_format)
     if betas_format == "mindeye2":
         return _load_mindeye2(layout, subject, roi=roi, sessions=sessions, captions=captions,
-                              extra_rois=extra_rois, dtype=dtype)
+                              extra_rois=extra_rois, dtype=dtype, nonfinite=nonfinite)
 
     files = _session_files(layout, subject, sessions, betas_format)
     shapes = {s: read_betas_shape(p) for s, p in files.items()}
@@ -128,8 +149,9 @@ def load_nsd(
             raise ValueError(f"Betas files disagree on the voxel grid: {first} has {tuple(grid)} but "
                              f"{files[s]} has {tuple(g)}; please re-download the wrong one.")
     affine = next((a for _, _, a in shapes.values() if a is not None), None)
+    ref = _reference_affine(layout, subject, files, affine)
 
-    mask, mask_file, mask_affine = _roi_mask(layout, subject, roi, grid, first)
+    mask, mask_file, mask_affine = _roi_mask(layout, subject, roi, grid, first, ref)
     if affine is None:
         affine = mask_affine
     voxel_indices = np.argwhere(mask)  # C-order == np.nonzero order
@@ -139,7 +161,7 @@ def load_nsd(
 
     # -- design → events ---------------------------------------------------------------
     n_t = {s: shapes[s][1] for s in files}
-    offsets = _global_offsets(layout, subject, n_t)
+    offsets = _global_offsets(layout, subject, n_t, files)
     design = read_expdesign(_require_design(layout))
     ids_all, tenk_all, shared = _design_ids(design, subject, layout.expdesign)
     stim_info = read_stim_info(layout.stim_info) if layout.stim_info.is_file() else None
@@ -151,9 +173,15 @@ def load_nsd(
     logger.info("Loading NSD subject %d: %d session(s), %d trials x %d voxels (%s)", subject,
                 len(files), len(events), n_vox, _roi_repr(roi))
     row = 0
+    bad = np.zeros(len(events), dtype=bool)
     for s in ProgressBar(list(files), desc=f"NSD subj{subject:02d}", unit="session"):
-        read_betas_masked(files[s], mask, out=out[row:row + n_t[s]], scale=NSD_BETA_SCALE)
+        block = out[row:row + n_t[s]]
+        read_betas_masked(files[s], mask, out=block, scale=NSD_BETA_SCALE)
+        bad[row:row + n_t[s]] = check_finite(block, file=files[s], session=s, nonfinite=nonfinite,
+                                             fix=f"please {_REDOWNLOAD}")
         row += n_t[s]
+    if bad.any():
+        out, events = _drop_rows(out, events, bad, files)
     if zscore == "session":
         zscore_sessions(out, events["session"].to_numpy(), (events["split"] == "train").to_numpy())
 
@@ -161,10 +189,10 @@ def load_nsd(
         "modality": "fmri", "subject": subject, "volume_shape": tuple(int(v) for v in grid),
         "affine": np.asarray(affine, dtype=float) if affine is not None else None,
         "voxel_indices": voxel_indices.astype(np.int64), "roi": roi, "roi_file": mask_file,
-        "roi_labels": _roi_labels(layout, subject, voxel_indices, grid, extra_rois),
+        "roi_labels": _roi_labels(layout, subject, voxel_indices, grid, extra_rois, ref),
         "betas_files": [str(p) for p in files.values()], "scale": 1.0 / NSD_BETA_SCALE,
         "zscore": zscore, "tr": None, "betas_format": betas_format,
-        **_voxel_maps(layout, subject, voxel_indices, grid),
+        **_voxel_maps(layout, subject, voxel_indices, grid, ref),
     }
     stimuli = _load_stimuli(layout, events, stim_info, captions)
     return BrainTrials(out, events, info, stimuli)
@@ -249,27 +277,133 @@ def _require_design(layout: NSDLayout) -> Path:
     return layout.expdesign
 
 
-def _global_offsets(layout: NSDLayout, subject: int, n_t: dict[int, int]) -> dict[int, int]:
+def _global_offsets(layout: NSDLayout, subject: int, n_t: dict[int, int],
+                    files: dict[int, Path] | None = None) -> dict[int, int]:
     """First global trial of each session: the trial counts of all earlier sessions summed.
 
     Counts come from the files (headers only for sessions not loaded); a session
-    with no file counts as the most common loaded session length.
+    with no file counts as the most common loaded session length. Every count
+    used is checked against ``responses.tsv`` (or the other sessions) first,
+    so a session with a wrong number of trials is named instead of shifting
+    the trials of the sessions after it.
     """
     typical = int(pd.Series(list(n_t.values())).mode().iloc[0])
     found = set(layout.sessions_found(subject))
     cache = dict(n_t)
+    paths = dict(files or {})
 
     def count(k: int) -> int:
         if k not in cache:
             cache[k] = typical
             if k in found:
                 try:
-                    cache[k] = int(read_betas_shape(_any_file(layout, subject, k))[1])
+                    paths[k] = _any_file(layout, subject, k)
+                    cache[k] = int(read_betas_shape(paths[k])[1])
                 except (OSError, ValueError):
                     pass
         return cache[k]
 
-    return {s: sum(count(k) for k in range(1, s)) for s in n_t}
+    offsets = {s: sum(count(k) for k in range(1, s)) for s in n_t}
+    _check_session_counts(layout, subject, {k: v for k, v in cache.items() if k in paths}, paths)
+    return offsets
+
+
+def _responses_counts(layout: NSDLayout, subject: int) -> dict[int, int] | None:
+    """Trials per session listed in ``behav/responses.tsv`` (None when the file is absent)."""
+    resp = layout.responses(subject)
+    if not resp.is_file():
+        return None
+    try:
+        tab = pd.read_csv(resp, sep="\t", usecols=["SESSION"])
+        sessions = pd.to_numeric(tab["SESSION"], errors="raise").astype(np.int64)
+    except (ValueError, KeyError, OSError, pd.errors.ParserError) as err:
+        warn(f"Could not read the trial counts of {resp} ({type(err).__name__}: {err}); the number of trials "
+             "in each betas file is only compared between sessions. Re-download responses.tsv.")
+        return None
+    return {int(k): int(v) for k, v in sessions.value_counts().items()}
+
+
+def _check_session_counts(layout: NSDLayout, subject: int, counts: dict[int, int],
+                          paths: dict[int, Path]) -> None:
+    """Each betas file must hold the trials ``responses.tsv`` lists for its session (else: as many as the others)."""
+    if not counts:
+        return
+    listed = _responses_counts(layout, subject)
+    if listed:
+        for s in sorted(counts):
+            if s in listed and counts[s] != listed[s]:
+                raise ValueError(
+                    f"The NSD betas file {paths[s]} holds {counts[s]} trials but "
+                    f"{layout.responses(subject)} lists {listed[s]} trials for session {s}. The betas file is "
+                    f"damaged or belongs to another session or subject (and would shift the trials of every "
+                    f"later session); please {_REDOWNLOAD}.")
+        return
+    others = {s: c for s, c in counts.items()}
+    for k in layout.sessions_found(subject):
+        if k not in others:
+            try:
+                others[k] = int(read_betas_shape(_any_file(layout, subject, k))[1])
+            except (OSError, ValueError):
+                continue
+    if len(others) < 2:
+        return
+    typical = int(pd.Series(list(others.values())).mode().min())
+    for s in sorted(counts):
+        if counts[s] > typical:
+            raise ValueError(
+                f"The NSD betas file {paths[s]} holds {counts[s]} trials but the other sessions of subject "
+                f"{subject} hold {typical} (NSD sessions have 750). The file is damaged or belongs to another "
+                f"session or subject (and would shift the trials of every later session); please "
+                f"{_REDOWNLOAD}.")
+        if counts[s] < typical:
+            logger.warning("The NSD betas file %s holds %d trials but the other sessions of subject %d hold %d: "
+                           "it looks incomplete, and the trials of every later session are matched to the "
+                           "design from this count; please %s.", paths[s], counts[s], subject, typical,
+                           _REDOWNLOAD)
+
+
+def _drop_rows(out: np.ndarray, events: pd.DataFrame, bad: np.ndarray, files: dict[int, Path]
+               ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Remove the rows flagged ``bad`` (non-finite trials, ``nonfinite="drop"``)."""
+    keep = ~bad
+    if not keep.any():
+        raise ValueError(f"Every trial of {[str(p) for p in files.values()]} holds a NaN or infinite value, so "
+                         "nonfinite='drop' leaves nothing; re-download these files.")
+    return out[keep], events.loc[keep].reset_index(drop=True)
+
+
+def _reference_affine(layout: NSDLayout, subject: int, files: dict[int, Path], affine: np.ndarray | None
+                      ) -> tuple[np.ndarray, Path] | None:
+    """The data's affine and the file it comes from, to check masks against.
+
+    A ``.nii.gz`` betas file being loaded, else any ``.nii.gz`` betas file of
+    the subject (header only), else ``brainmask.nii.gz``; None when there is
+    none (``.hdf5`` betas carry no affine).
+    """
+    if affine is not None:
+        src = next(p for p in files.values() if not p.name.endswith((".hdf5", ".h5")))
+        return np.asarray(affine, dtype=float), src
+    for s in layout.sessions_found(subject):
+        nii = layout.betas_file(subject, s, "nii.gz")
+        if nii.is_file():
+            try:
+                aff = read_betas_shape(nii)[2]
+            except (OSError, ValueError):
+                continue
+            if aff is not None:
+                return np.asarray(aff, dtype=float), nii
+    bm = layout.brainmask(subject)
+    if bm.is_file():
+        return read_volume(bm, what="brain mask")[1], bm
+    return None
+
+
+def _check_mask_affine(aff: np.ndarray, path: Path, ref: tuple[np.ndarray, Path] | None,
+                       what: str = "ROI mask") -> None:
+    if ref is None or Path(ref[1]) == Path(path):
+        return
+    check_affine(aff, ref[0], file=path, ref_file=ref[1], what=what,
+                 fix="use the func1pt8mm file of the same subject")
 
 
 def _any_file(layout: NSDLayout, subject: int, s: int) -> Path:
@@ -354,14 +488,15 @@ def _ctab_for(layout: NSDLayout, subject: int, name: str) -> dict[int, str] | No
     return None
 
 
-def _roi_mask(layout: NSDLayout, subject: int, roi: Any, grid: tuple, betas_file: Path
-              ) -> tuple[np.ndarray, str, np.ndarray | None]:
+def _roi_mask(layout: NSDLayout, subject: int, roi: Any, grid: tuple, betas_file: Path,
+              ref: tuple[np.ndarray, Path] | None = None) -> tuple[np.ndarray, str, np.ndarray | None]:
     name, labels = _parse_roi(roi)
     if name is None:
         bm = layout.brainmask(subject)
         if bm.is_file():
             vol, aff = read_volume(bm, what="brain mask")
             _check_grid(vol.shape, grid, bm, betas_file)
+            _check_mask_affine(aff, bm, ref, "brain mask")
             return vol > 0, str(bm), aff
         logger.info("No %s; using the nonzero voxels of %s as the mask", bm.name, betas_file.name)
         return read_betas_nonzero_mask(betas_file), str(betas_file), None
@@ -373,6 +508,7 @@ def _roi_mask(layout: NSDLayout, subject: int, roi: Any, grid: tuple, betas_file
                                 f"{avail or 'none'}; use one of them or roi=None for the brain mask.")
     vol, aff = read_volume(path, what="ROI volume")
     _check_grid(vol.shape, grid, path, betas_file)
+    _check_mask_affine(aff, path, ref)
     vol = np.rint(vol).astype(np.int64)
     if labels is None:
         return vol > 0, str(path), aff
@@ -407,7 +543,7 @@ def _check_grid(shape: tuple, grid: tuple, mask_file: Path, betas_file: Path) ->
 
 
 def _roi_labels(layout: NSDLayout, subject: int, voxel_indices: np.ndarray, grid: tuple,
-                extra_rois: Any) -> dict[str, np.ndarray]:
+                extra_rois: Any, ref: tuple[np.ndarray, Path] | None = None) -> dict[str, np.ndarray]:
     if extra_rois is None:
         return {}
     rdir = layout.roi_dir(subject)
@@ -426,12 +562,19 @@ def _roi_labels(layout: NSDLayout, subject: int, voxel_indices: np.ndarray, grid
             if explicit:
                 raise FileNotFoundError(f"ROI file not found: {path} (asked for in extra_rois).")
             continue
-        vol, _ = read_volume(path, what="ROI volume")
+        vol, aff = read_volume(path, what="ROI volume")
         if tuple(vol.shape) != tuple(grid):
             msg = f"ROI {path} has grid {tuple(vol.shape)}, not the betas grid {tuple(grid)}; skipped."
             if explicit:
                 raise ValueError(msg.replace("skipped.", "remove it from extra_rois."))
             warn(msg)
+            continue
+        try:
+            _check_mask_affine(aff, path, ref)
+        except ValueError as err:
+            if explicit:
+                raise ValueError(f"{err} (asked for in extra_rois: remove it from extra_rois)") from None
+            warn(f"{err} Its labels are not stored in info['roi_labels'].")
             continue
         vals = np.rint(vol[idx]).astype(np.int64)
         ctab = _ctab_for(layout, subject, name) or {}
@@ -441,16 +584,23 @@ def _roi_labels(layout: NSDLayout, subject: int, voxel_indices: np.ndarray, grid
     return out
 
 
-def _voxel_maps(layout: NSDLayout, subject: int, voxel_indices: np.ndarray, grid: tuple) -> dict[str, Any]:
+def _voxel_maps(layout: NSDLayout, subject: int, voxel_indices: np.ndarray, grid: tuple,
+                ref: tuple[np.ndarray, Path] | None = None) -> dict[str, Any]:
     """``ncsnr`` at the loaded voxels and the ``mni_transform`` path, for the files that exist."""
     out: dict[str, Any] = {}
     path = layout.ncsnr(subject)
     if path.is_file():
-        vol, _ = read_volume(path, what="ncsnr volume")
+        vol, aff = read_volume(path, what="ncsnr volume")
+        try:
+            _check_mask_affine(aff, path, ref, "ncsnr volume")
+            affine_ok = True
+        except ValueError as err:
+            warn(f"{err} info['ncsnr'] is not set.")
+            affine_ok = False
         if tuple(vol.shape) != tuple(grid):
             warn(f"{path} has grid {tuple(vol.shape)}, not the betas grid {tuple(grid)}; info['ncsnr'] is "
                  "not set (use the func1pt8mm ncsnr.nii.gz of the same subject).")
-        else:
+        elif affine_ok:
             out["ncsnr"] = np.asarray(vol[tuple(voxel_indices.T)], dtype=np.float32)
     mni = layout.mni_transform(subject)
     if mni.is_file():
@@ -534,7 +684,7 @@ def _session_length(layout: NSDLayout, subject: int) -> int:
 
 
 def _load_mindeye2(layout: NSDLayout, subject: int, *, roi: Any, sessions: Any, captions: bool,
-                   extra_rois: Any, dtype: np.dtype) -> BrainTrials:
+                   extra_rois: Any, dtype: np.dtype, nonfinite: str = "error") -> BrainTrials:
     path = layout.mindeye2_betas(subject)
     if roi not in ("nsdgeneral", None):
         raise ValueError(f"{path.name} holds nsdgeneral voxels only, so roi must be 'nsdgeneral' with "
@@ -564,18 +714,17 @@ def _load_mindeye2(layout: NSDLayout, subject: int, *, roi: Any, sessions: Any, 
                                layout.expdesign if layout.expdesign.is_file() else
                                layout.mindeye2_subj_indices())
         out = np.empty((len(events), n_vox), dtype=dtype)
-        row, n_nan = 0, 0
+        row = 0
         try:
             for s in ProgressBar(wanted, desc=f"MindEye2 subj{subject:02d}", unit="session"):
-                block = out[row:row + n_t[s]]
-                block[...] = dset[offsets[s]:offsets[s] + n_t[s]]
-                n_nan += int(np.isnan(block).sum())
+                out[row:row + n_t[s]] = dset[offsets[s]:offsets[s] + n_t[s]]
                 row += n_t[s]
         except OSError as err:
             raise _corrupt(path, err, "MindEye2 betas file") from err
-    if n_nan:
-        raise ValueError(f"{path} contains {n_nan} NaN value(s) in the loaded sessions; the file is "
-                         "damaged or was written wrongly, please re-download this file.")
+    bad = check_finite(out, file=path, sessions=events["session"].to_numpy(), nonfinite=nonfinite,
+                       fix=f"please {_REDOWNLOAD}")
+    if bad.any():
+        out, events = _drop_rows(out, events, bad, {0: path})
     info: dict[str, Any] = {
         "modality": "fmri", "subject": subject, "roi": "nsdgeneral", "betas_files": [str(path)],
         "scale": 1.0, "zscore": "mindeye2", "tr": None, "betas_format": "mindeye2",
@@ -588,8 +737,8 @@ def _load_mindeye2(layout: NSDLayout, subject: int, *, roi: Any, sessions: Any, 
         if len(vox) == n_vox:
             info.update(volume_shape=tuple(int(v) for v in vol.shape), affine=aff,
                         voxel_indices=vox.astype(np.int64), roi_file=str(roi_path),
-                        roi_labels=_roi_labels(layout, subject, vox, vol.shape, extra_rois),
-                        **_voxel_maps(layout, subject, vox, vol.shape))
+                        roi_labels=_roi_labels(layout, subject, vox, vol.shape, extra_rois, (aff, roi_path)),
+                        **_voxel_maps(layout, subject, vox, vol.shape, (aff, roi_path)))
         else:
             warn(f"{roi_path} has {len(vox)} nsdgeneral voxels but {path.name} has {n_vox} columns; "
                  "voxel positions are not attached.")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from ..io._checks import check_finite, check_nonfinite_option
 from ..io.mne import read_epochs
 from ..io.things_eeg import LazyImageFiles
 from ..utils import _check_path, logger, verbose
@@ -38,6 +40,7 @@ def load_things_meg(
     drop_catch: bool = True,
     images_root: str | Path | None = None,
     image_size: int | None = None,
+    nonfinite: Literal["error", "drop"] = "error",
     verbose: bool | str | int | None = None,
 ) -> BrainTrials:
     """Load one THINGS-MEG participant's preprocessed epochs.
@@ -63,6 +66,11 @@ def load_things_meg(
         the ids only (image targets then cannot be computed).
     image_size : int | None
         Side of the square images returned; ``None`` keeps each file's size.
+    nonfinite : ``"error"`` | ``"drop"``
+        What to do with epochs holding NaN or infinite values: ``"error"``
+        (default) raises a ``ValueError`` naming the file, the sessions and
+        the counts; ``"drop"`` drops those epochs with a WARNING giving the
+        counts. In a run config: ``data.options.nonfinite``.
     verbose : bool | str | int | None
         Log level for this call.
 
@@ -84,6 +92,7 @@ def load_things_meg(
     >>> trials = load_things_meg("/data/ds004212", subject=1)   # doctest: +SKIP
     """
     root = _check_path(root, what="THINGS-MEG root", hint=_ROOT_HINT, kind="dir")
+    check_nonfinite_option(nonfinite)
     try:
         n = int(subject)
     except (TypeError, ValueError):
@@ -127,6 +136,13 @@ def load_things_meg(
                        split="_split", rows=rows, metadata=meta, source=str(path))
     trials.events = trials.events.drop(columns="_split")
     trials.info["dataset"] = "things-meg"
+    bad = check_finite(trials.data, file=path, sessions=trials.events["session"].to_numpy(), nonfinite=nonfinite,
+                       what="epoch", fix="re-download it")
+    if bad.any():
+        if bad.all():
+            raise ValueError(f"Every epoch of {path} holds a NaN or infinite value, so nonfinite='drop' leaves "
+                             "nothing; re-download it.")
+        trials = trials[np.flatnonzero(~bad)]
     stim = trials.events.drop_duplicates("stimulus_id")
     folder = Path(images_root).expanduser() if images_root is not None else root / "images"
     images = None

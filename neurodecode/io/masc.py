@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,8 +104,8 @@ def parse_trial_type(text: Any, *, where: str = "") -> dict:
                          f"({type(err).__name__}: {err}). Only literals are accepted "
                          "(it is parsed with ast.literal_eval, never eval).") from None
     if not isinstance(value, dict):
-        raise ValueError(f"Malformed trial_type{loc}: {short!r} is a {type(value).__name__}, "
-                         "not a dict literal.")
+        raise ValueError(  # noqa: TRY004 - a malformed file, not a caller's wrong type
+            f"Malformed trial_type{loc}: {short!r} is a {type(value).__name__}, not a dict literal.")
     return value
 
 
@@ -216,6 +217,32 @@ def _add_sound_time(events: pd.DataFrame) -> None:
     events["sound_time"] = onsets - sound_onset
 
 
+def _wav_declared_frames(path: Path) -> int | None:
+    """Sample frames the ``data`` chunk of a RIFF/WAVE header declares (None if not found)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                elif cid == b"data":
+                    return size // block_align if block_align else None
+                else:
+                    f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+
+
 def read_wav(path: str | Path) -> tuple[np.ndarray, float]:
     """Read a wav file as a mono float32 waveform in [-1, 1].
 
@@ -231,6 +258,12 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, float]:
         for int16); several channels are averaged.
     sfreq : float
         Sampling rate in Hz.
+
+    Notes
+    -----
+    A file shorter than its header declares (a truncated download) is read up
+    to its end with a WARNING that names it and gives both lengths; NaN or
+    infinite samples in a float wav raise a ``ValueError`` naming the file.
     """
     from scipy.io import wavfile
 
@@ -238,13 +271,23 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, float]:
     if not p.is_file():
         raise FileNotFoundError(f"Wav file not found: {p}")
     try:
-        with warnings.catch_warnings():  # WavFileWarning for unknown chunks (e.g. LIST)
-            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+        with warnings.catch_warnings(record=True) as caught:  # WavFileWarning: unknown chunks (LIST), EOF
+            warnings.simplefilter("always", wavfile.WavFileWarning)
             rate, data = wavfile.read(p, mmap=False)
     except Exception as err:
         raise ValueError(f"Could not read wav file {p} ({type(err).__name__}: {err}); "
                          "re-download it or convert it to PCM wav.") from err
     data = np.asarray(data)
+    declared = _wav_declared_frames(p)
+    eof = any("EOF" in str(w.message) for w in caught)
+    if rate > 0 and (eof or (declared is not None and len(data) < declared)):
+        total = f"{declared} samples ({declared / rate:.2f} s)" if declared is not None else "more samples"
+        logger.warning("Wav file %s is truncated: its header declares %s but it holds %d (%.2f s). Words "
+                       "past its end get no segment; re-download it.", p, total, len(data), len(data) / rate)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+        raise ValueError(f"Wav file {p} holds {n_nan} NaN and {n_inf} infinite sample(s); it is damaged, "
+                         "re-download it.")
     if data.dtype == np.uint8:
         wave = (data.astype(np.float32) - 128.0) / 128.0
     elif data.dtype.kind == "i":

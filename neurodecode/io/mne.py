@@ -12,6 +12,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..utils import logger
+from ._checks import mne_damage, verify_gzip
+
 __all__ = ["import_mne", "read_epochs", "read_raw"]
 
 _EPOCHS_SUFFIXES = ("-epo.fif", "_epo.fif", "-epo.fif.gz", "_epo.fif.gz")
@@ -45,7 +48,7 @@ def _exists(path: str | Path, what: str) -> Path:
 def _corrupt(path: Path, err: BaseException, what: str) -> OSError:
     return OSError(
         f"Could not read the {what} {path}: the file is truncated, corrupt or not an MNE file "
-        f"({type(err).__name__}: {err}). Re-download or re-save it with mne."
+        f"({type(err).__name__}: {err or 'no message'}). Re-download or re-save it with mne."
     )
 
 
@@ -62,6 +65,14 @@ def read_epochs(path: str | Path, *, preload: bool = True) -> Any:
     Returns
     -------
     epochs : mne.Epochs
+
+    Notes
+    -----
+    With ``preload=False`` MNE reads only the header, so a file cut inside
+    its data would fail later with a message naming neither the file nor the
+    cause; the last epoch is therefore read at once, and any failure raises
+    an ``OSError`` that names the file. ``.gz`` files are verified whole
+    (gzip CRC-32 and length) first.
     """
     p = _exists(path, "Epochs file")
     name = p.name.lower()
@@ -73,13 +84,25 @@ def read_epochs(path: str | Path, *, preload: bool = True) -> Any:
     if p.is_dir():
         raise IsADirectoryError(f"Epochs file must be a file, got a folder: {p}")
     mne = import_mne()
+    if name.endswith(".gz"):
+        verify_gzip(p, what="epochs file", fix="re-download it (or re-save it with mne)")
     try:
-        with warnings.catch_warnings():  # pandas deprecations raised inside mne's metadata code
-            warnings.filterwarnings("ignore", category=FutureWarning, module="mne")
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="mne")
-            return mne.read_epochs(p, preload=preload, verbose="error")
+        with warnings.catch_warnings(record=True) as caught:  # also silences pandas deprecations in mne
+            warnings.simplefilter("always")
+            epochs = mne.read_epochs(p, preload=preload, verbose="warning")
+            if not preload and len(epochs.events):
+                epochs.get_data(item=[len(epochs.events) - 1], verbose="error")  # its data end the file
     except Exception as err:  # MNE raises ValueError/OSError/KeyError... on bad files
         raise _corrupt(p, err, "epochs file") from err
+    _report_damage(p, caught, "epochs file")
+    return epochs
+
+
+def _report_damage(path: Path, caught: Any, what: str) -> None:
+    damage = mne_damage(caught)
+    if damage:
+        logger.warning("The %s %s is damaged at its end (MNE: %s); the data it holds were read, but re-download "
+                       "it (or re-save it with mne).", what, path, damage[0])
 
 
 def read_raw(path: str | Path, *, preload: bool = True) -> Any:
@@ -100,10 +123,14 @@ def read_raw(path: str | Path, *, preload: bool = True) -> Any:
         )
     mne = import_mne()
     reader = getattr(mne.io, _RAW_READERS[ext])
-    kwargs: dict = {"verbose": "error"}
+    kwargs: dict = {"verbose": "warning"}
     if ext != ".ds":
         kwargs["preload"] = preload
     try:
-        return reader(p, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            raw = reader(p, **kwargs)
     except Exception as err:
         raise _corrupt(p, err, "recording") from err
+    _report_damage(p, caught, "recording")
+    return raw

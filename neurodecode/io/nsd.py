@@ -29,26 +29,27 @@ import numpy as np
 import pandas as pd
 
 from ..utils import atomic_path, logger
+from ._checks import gzip_error, is_gzip_verified, mark_gzip_verified, verify_gzip
 
 __all__ = [
-    "NSDLayout",
+    "NSD_BETA_SCALE",
     "LazyHDF5Rows",
+    "NSDLayout",
+    "read_betas_masked",
+    "read_betas_nonzero_mask",
+    "read_betas_shape",
+    "read_coco_captions",
+    "read_ctab",
+    "read_expdesign",
+    "read_stim_info",
+    "read_volume",
+    "write_betas",
+    "write_coco_captions",
+    "write_ctab",
     "write_expdesign",
     "write_stim_info",
     "write_stimuli_hdf5",
-    "write_betas",
     "write_volume",
-    "write_ctab",
-    "write_coco_captions",
-    "read_expdesign",
-    "read_stim_info",
-    "read_ctab",
-    "read_volume",
-    "read_betas_shape",
-    "read_betas_masked",
-    "read_betas_nonzero_mask",
-    "read_coco_captions",
-    "NSD_BETA_SCALE",
 ]
 
 #: Stored beta value = percent signal change × 300 (NSD Data Manual).
@@ -234,10 +235,9 @@ def write_expdesign(path: str | Path, masterordering: np.ndarray, subjectim: np.
         if arr.size and np.nanmin(arr) < 1:
             raise ValueError(f"{name} must hold 1-based indices (>= 1), got a minimum of {np.nanmin(arr)}")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fid:
-            savemat(fid, {"masterordering": mo, "subjectim": si.astype(np.float64), "sharedix": sh},
-                    format="5", do_compression=False, oned_as="row")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fid:
+        savemat(fid, {"masterordering": mo, "subjectim": si.astype(np.float64), "sharedix": sh},
+                format="5", do_compression=False, oned_as="row")
     return path
 
 
@@ -288,9 +288,8 @@ def write_stimuli_hdf5(path: str | Path, images: np.ndarray) -> Path:
     if images.dtype != np.uint8:
         raise ValueError(f"images must be uint8 (0..255 RGB), got {images.dtype}")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("imgBrick", data=images, chunks=(1, *images.shape[1:]))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("imgBrick", data=images, chunks=(1, *images.shape[1:]))
     return path
 
 
@@ -319,16 +318,15 @@ def write_betas(path: str | Path, betas: np.ndarray, affine: np.ndarray | None =
         raise ValueError(f"betas must be int16 (PSC x 300, as in NSD), got {betas.dtype}")
     path = Path(path)
     name = path.name
-    if name.endswith(".nii.gz") or name.endswith(".nii"):
+    if name.endswith((".nii.gz", ".nii")):
         _write_nifti(path, betas, affine)
-    elif name.endswith(".hdf5") or name.endswith(".h5"):
+    elif name.endswith((".hdf5", ".h5")):
         import h5py
 
         data = np.ascontiguousarray(betas.transpose(3, 2, 1, 0))  # (T, Z, Y, X)
         n_t = data.shape[0]
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("betas", data=data, chunks=(n_t, 1, 1, 1))
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("betas", data=data, chunks=(n_t, 1, 1, 1))
     else:
         raise ValueError(f"Cannot tell the betas format from {path}: use a '.nii.gz' or '.hdf5' suffix")
     return path
@@ -444,6 +442,10 @@ def write_coco_captions(path: str | Path, captions: Mapping[int, Sequence[str]])
 # ---------------------------------------------------------------------------
 # Readers
 # ---------------------------------------------------------------------------
+_KIND_NAMES = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "text",
+               "O": "a cell array or struct", "V": "a struct", "M": "dates", "m": "time spans"}
+
+
 def _corrupt(path: Path, err: BaseException, what: str) -> OSError:
     return OSError(
         f"Could not read the {what} {path}: the file is truncated, corrupt or not in the expected "
@@ -491,9 +493,19 @@ def read_expdesign(path: str | Path) -> dict[str, np.ndarray]:
                 f"nsd_expdesign.mat; please {_REDOWNLOAD}."
             )
         arr = np.asarray(mat[key])
+        if arr.dtype.kind not in "iuf":
+            raise ValueError(
+                f"{key!r} in the NSD design file {path} has dtype {arr.dtype} "
+                f"({_KIND_NAMES.get(arr.dtype.kind, 'not a number')}), but nsd_expdesign.mat stores 1-based "
+                f"indices as numbers (double). The file is damaged or was written wrongly; please "
+                f"{_REDOWNLOAD}.")
         arr = arr.ravel() if ndim == 1 else np.atleast_2d(arr)
         if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 1):
             raise ValueError(f"{key!r} in {path} must hold 1-based indices (>= 1); please {_REDOWNLOAD}.")
+        if arr.dtype.kind == "f" and arr.size and not np.array_equal(arr, np.rint(arr)):
+            n_frac = int(np.count_nonzero(arr != np.rint(arr)))
+            raise ValueError(f"{key!r} in the NSD design file {path} holds {n_frac} non-integer value(s); "
+                             f"indices must be whole numbers. Please {_REDOWNLOAD}.")
         out[key] = arr.astype(np.int64)
     return out
 
@@ -542,6 +554,7 @@ def read_volume(path: str | Path, *, what: str = "volume") -> tuple[np.ndarray, 
     import nibabel as nib
 
     path = _require(Path(path), what)
+    _verify_if_gzip(path, what)
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
@@ -552,6 +565,12 @@ def read_volume(path: str | Path, *, what: str = "volume") -> tuple[np.ndarray, 
     if data.ndim != 3:
         raise ValueError(f"The {what} {path} must be a 3-D volume, got shape {data.shape}")
     return np.asarray(data), np.asarray(img.affine, dtype=float)
+
+
+def _verify_if_gzip(path: Path, what: str) -> None:
+    """Verify the whole gzip stream of a ``.gz`` file (CRC-32 and length) before its values are used."""
+    if path.name.endswith(".gz"):
+        verify_gzip(path, what=what, fix=f"please {_REDOWNLOAD}")
 
 
 def read_betas_shape(path: str | Path) -> tuple[tuple[int, int, int], int, np.ndarray | None]:
@@ -716,8 +735,12 @@ def _read_hdf5_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: floa
 
 def _read_nifti_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: float,
                        block: int = 64) -> None:
+    if path.name.endswith(".gz") and not is_gzip_verified(path):
+        _read_nifti_gz_stream(path, mask, out, scale, block)
+        return
     import nibabel as nib
 
+    img = None
     try:
         img = nib.Nifti1Image.from_filename(str(path), keep_file_open=True)
         proxy = img.dataobj
@@ -732,8 +755,70 @@ def _read_nifti_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: flo
     finally:
         try:
             img.dataobj._opener.close_if_mine()  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - best effort; nibabel closes it on gc anyway
-            pass
+        except Exception as err:  # noqa: BLE001 - best effort; nibabel closes it on gc anyway
+            logger.debug("could not close %s early: %s", path.name, err)
+
+
+def _read_nifti_gz_stream(path: Path, mask: np.ndarray, out: np.ndarray, scale: float, block: int) -> None:
+    """Read the masked voxels of a ``.nii.gz`` in one sequential pass that also verifies the gzip stream.
+
+    The volumes are decompressed in order, ``block`` at a time, and the stream
+    is then read to its end, so the gzip CRC-32 and length of every member are
+    checked (a flipped byte or a truncation raises, naming the file) at the
+    cost of a single decompression. Values go through nibabel's scaling
+    (``scl_slope`` / ``scl_inter``), exactly as a nibabel read would.
+    """
+    import gzip
+
+    import nibabel as nib
+    from nibabel.volumeutils import apply_read_scaling
+
+    try:
+        img = nib.Nifti1Image.from_filename(str(path))
+        proxy = img.dataobj  # where and how nibabel itself would read the data
+        shape = tuple(int(v) for v in img.shape)
+        dtype = np.dtype(proxy.dtype)
+        offset = int(proxy.offset)
+        slope, inter = proxy.slope, proxy.inter
+        if getattr(proxy, "order", "F") != "F":
+            raise ValueError(f"unexpected on-disk order {proxy.order!r}")
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise _corrupt(path, err, "NSD betas file") from err
+    x, y, z, n_t = shape[:4]
+    n_vol = x * y * z
+    xs, ys, zs = np.nonzero(mask)  # C-order of the (X, Y, Z) mask, as vol[mask]
+    flat = xs + x * (ys + y * zs)  # the same voxels in the file's Fortran order
+    vol_bytes = n_vol * dtype.itemsize
+    try:
+        with gzip.open(path, "rb") as f:
+            _read_exact(f, offset)
+            for t0 in range(0, n_t, block):
+                t1 = min(t0 + block, n_t)
+                buf = _read_exact(f, (t1 - t0) * vol_bytes)
+                raw = np.frombuffer(buf, dtype=dtype).reshape(t1 - t0, n_vol)[:, flat]
+                del buf
+                vals = apply_read_scaling(raw, slope, inter)
+                _scale_into(vals, out[t0:t1], scale)
+            while f.read(1 << 20):  # to the end: gzip checks CRC-32 and length of each member here
+                pass
+    except _ShortData as err:
+        raise OSError(f"The NSD betas file {path} is damaged: its header declares {n_t} volumes of "
+                      f"{shape[:3]} but the data end early ({err}). Nothing from it was used; please "
+                      f"{_REDOWNLOAD} from the NSD bucket.") from err
+    except (OSError, EOFError, zlib.error) as err:
+        raise gzip_error(path, err, "NSD betas file", f"please {_REDOWNLOAD} from the NSD bucket") from err
+    mark_gzip_verified(path)
+
+
+class _ShortData(EOFError):
+    """A complete gzip stream holding fewer bytes than the NIfTI header declares."""
+
+
+def _read_exact(f: Any, n: int) -> bytes:
+    buf = f.read(n)
+    if len(buf) != n:
+        raise _ShortData(f"needed {n} bytes, got {len(buf)}")
+    return buf
 
 
 def read_betas_nonzero_mask(path: str | Path, *, block: int = 64) -> np.ndarray:
@@ -760,6 +845,7 @@ def read_betas_nonzero_mask(path: str | Path, *, block: int = 64) -> np.ndarray:
         return mask
     import nibabel as nib
 
+    _verify_if_gzip(path, "NSD betas file")
     try:
         img = nib.Nifti1Image.from_filename(str(path), keep_file_open=True)
         for t0 in range(0, n_t, block):

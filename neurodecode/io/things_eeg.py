@@ -184,8 +184,15 @@ class LazyImageFiles:
                 return (0, 0)
             from PIL import Image
 
-            with Image.open(self.paths[0]) as im:
-                self._size = tuple(im.size)
+            p = self.paths[0]
+            try:
+                with Image.open(p) as im:
+                    self._size = tuple(im.size)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"THINGS image not found: {p}") from None
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL: truncated / unidentified / bad header
+                raise ValueError(f"Could not read image {p} ({type(exc).__name__}: {exc}); the file is "
+                                 "truncated or corrupt, re-download it.") from exc
         return self._size
 
     @property
@@ -208,8 +215,9 @@ class LazyImageFiles:
                 return np.asarray(im, dtype=np.uint8)
         except FileNotFoundError:
             raise FileNotFoundError(f"THINGS image not found: {p}") from None
-        except OSError as exc:
-            raise ValueError(f"Could not read image {p} ({exc}); re-download it.") from exc
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL: truncated / unidentified / bad header
+            raise ValueError(f"Could not read image {p} ({type(exc).__name__}: {exc}); the file is truncated "
+                             "or corrupt, re-download it.") from exc
 
     def __getitem__(self, idx: Any) -> np.ndarray:
         if isinstance(idx, (int, np.integer)):

@@ -75,7 +75,7 @@ def load_subject(config: FitConfig, root: str | Path, subject: int) -> Any:
     dc = config.data
     if dc.dataset == "nsd":
         return datasets.load_nsd(root, subject, roi=dc.roi, sessions=dc.sessions, zscore=dc.zscore,
-                                 betas_format=dc.betas_format)
+                                 betas_format=dc.betas_format, nonfinite=dc.nonfinite)
     loader = getattr(datasets, LOADERS[dc.dataset])
     return loader(root, subject, **dc.options)
 

@@ -356,7 +356,8 @@ def test_mindeye2_nan_error(mini, tmp_path):
     data = np.zeros((N_SES * N_T, 10), dtype=np.float32)
     data[3, 2] = data[20, 5] = np.nan
     _write_renorm(NSDLayout(root2).mindeye2_betas(SUBJECT), data)
-    with pytest.raises(ValueError, match=r"betas_all_subj01_fp32_renorm\.hdf5 contains 2 NaN"):
+    with pytest.raises(ValueError, match=r"betas_all_subj01_fp32_renorm\.hdf5 \(sessions 1: 1 trial\(s\), "
+                                         r"2: 1 trial\(s\)\) holds 2 NaN and 0 infinite"):
         load_nsd(root2, SUBJECT, betas_format="mindeye2", verbose=False)
 
 
