@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--trials-per-session", type=int, default=None,
                      help="NSD: trials per session (default 750)")
     sim.add_argument("--image-size", type=int, default=None, help="image side in pixels (default 64)")
+    sim.add_argument("--response", choices=("nonlinear", "linear"), default=None,
+                     help="generative model of the responses: nonlinear (default; where a deep decoder "
+                          "can beat ridge) or linear (ridge is near-optimal); see docs/simulator.md")
     sim.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=VALUE",
                      help="any other parameter of the simulator (value read as YAML), e.g. "
                           "--param signal_window=[0.1,0.2] --param variant=atm (see docs/simulator.md)")
@@ -294,7 +297,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     params: dict = {}
     if args.name == "nsd":  # the command line's NSD defaults are the demo's
         params = {"n_sessions": 6, "shared_fraction": 0.2, "trials_per_session": 750, "image_size": 64}
-    for key in ("n_sessions", "shared_fraction", "trials_per_session", "image_size"):
+    for key in ("n_sessions", "shared_fraction", "trials_per_session", "image_size", "response"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     for text in args.params:

@@ -98,11 +98,11 @@ class SimulateConfig(_Section):
     snr: float = Field(0.4, gt=0, description="Signal amplitude relative to the noise where it is planted.")
     seed: int = Field(0, description="Seed of the simulation.")
     response: Literal["linear", "nonlinear"] = Field(
-        "linear", description="Generative model of the simulated responses (every dataset): 'linear' "
-        "(responses linear in the stimulus features) or 'nonlinear' (early visual contrast energy with "
+        "nonlinear", description="Generative model of the simulated responses (every dataset): 'nonlinear' "
+        "(the default; early visual contrast energy with "
         "compressive spatial summation and tuning curves in higher areas for NSD; rectified, saturating "
-        "sources and trial-to-trial latency jitter for M/EEG). Same as simulate.params.response; see "
-        "docs/simulator.md.")
+        "sources and trial-to-trial latency jitter for M/EEG) or 'linear' (responses linear in the stimulus "
+        "features; ridge is near-optimal there). Same as simulate.params.response; see docs/simulator.md.")
     params: dict[str, Any] = Field(
         {}, description="Other parameters of simulate(data.dataset, ...) (e.g. things_eeg2: n_train_concepts, "
         "signal_channels, signal_window; masc: story_duration_s, n_channels; see docs/simulator.md).")
@@ -110,7 +110,8 @@ class SimulateConfig(_Section):
     @model_validator(mode="after")
     def _response(self) -> SimulateConfig:
         # simulate.response and simulate.params.response are one setting; the simulator receives it through
-        # params, and only when it is not "linear" (so linear runs keep their cached simulations)
+        # params, always explicitly (the simulators record it in simulation.json only when it is not "linear",
+        # so linear simulations keep the parameters and caches they always had)
         given = self.params.get("response")
         if given is not None and given not in ("linear", "nonlinear"):
             raise ValueError(f"simulate.params.response must be 'linear' or 'nonlinear', got {given!r}")
@@ -119,7 +120,7 @@ class SimulateConfig(_Section):
                              f"{given!r}; set one of them")
         if given is not None and given != self.response:
             self.response = given  # re-validates; consistent from then on
-        elif given is None and self.response != "linear":
+        elif given is None:
             self.params = {**self.params, "response": self.response}
         return self
 

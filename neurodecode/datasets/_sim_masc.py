@@ -105,7 +105,7 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
                  audio_sfreq: int = 16000, snr: float = 1.0,
                  signal_channels: Sequence[str] = DEFAULT_SIGNAL_CHANNELS,
                  signal_window: Sequence[float] = (0.05, 0.25), n_mels: int = 20,
-                 subject_similarity: float = 0.5, response: str = "linear") -> dict[str, Any]:
+                 subject_similarity: float = 0.5, response: str = "nonlinear") -> dict[str, Any]:
     """Validate the MEG-MASC simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -141,7 +141,7 @@ def resolve_masc(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 2, n_s
     subject_similarity : float
         In [0, 1]: the part of each subject's mel → sensor weights shared by all subjects
         (``sqrt(s)·shared + sqrt(1 - s)·own``); 0 = unrelated subjects, 1 = identical weights.
-    response : ``"linear"`` | ``"nonlinear"``
+    response : ``"nonlinear"`` (default) | ``"linear"``
         Generative model of the speech response. ``"linear"``: a linear temporal response function
         of the mel spectrogram. ``"nonlinear"``: tonotopically tuned auditory sources driven by the
         band envelope and its half-wave rectified derivative (onsets), through a Naka-Rushton

@@ -411,7 +411,7 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
                         n_test_reps: int = 40, variant: str = "official", image_size: int = 64,
                         snr: float = 0.5, signal_channels: str | Sequence[str] | None = None,
                         signal_window: Sequence[float] = (0.1, 0.25),
-                        subject_similarity: float = 0.5, response: str = "linear") -> dict[str, Any]:
+                        subject_similarity: float = 0.5, response: str = "nonlinear") -> dict[str, Any]:
     """Validate the THINGS-EEG2 simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -448,7 +448,7 @@ def resolve_things_eeg2(*, n_subjects: int = 2, seed: int = 0, n_train_concepts:
         (the mapping is ``sqrt(s)·shared + sqrt(1 - s)·own``). 0 makes subjects unrelated (cross-subject
         decoding at chance), 1 identical; the default 0.5 leaves leave-one-subject-out decoding
         possible but well below within-subject decoding, as in real M/EEG.
-    response : ``"linear"`` | ``"nonlinear"``
+    response : ``"nonlinear"`` (default) | ``"linear"``
         Generative model of the stimulus responses. ``"linear"``: sensor patterns linear in the
         features. ``"nonlinear"``: latent sources with rectified, saturating (Naka-Rushton) responses
         to the features, mixed linearly into the sensors, and a per-trial latency jitter of the whole
@@ -679,7 +679,7 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
                        catch_fraction: float = 0.05, image_size: int = 64, snr: float = 0.5,
                        signal_channels: str | Sequence[str] | None = None,
                        signal_window: Sequence[float] = (0.1, 0.25),
-                       subject_similarity: float = 0.5, response: str = "linear") -> dict[str, Any]:
+                       subject_similarity: float = 0.5, response: str = "nonlinear") -> dict[str, Any]:
     """Validate the THINGS-MEG simulation parameters and return them resolved (JSON-able).
 
     Parameters
@@ -720,7 +720,7 @@ def resolve_things_meg(*, n_subjects: int = 2, seed: int = 0, n_train_concepts: 
         (the mapping is ``sqrt(s)·shared + sqrt(1 - s)·own``). 0 makes subjects unrelated (cross-subject
         decoding at chance), 1 identical; the default 0.5 leaves leave-one-subject-out decoding
         possible but well below within-subject decoding, as in real M/EEG.
-    response : ``"linear"`` | ``"nonlinear"``
+    response : ``"nonlinear"`` (default) | ``"linear"``
         Generative model of the stimulus responses. ``"linear"``: sensor patterns linear in the
         features. ``"nonlinear"``: latent sources with rectified, saturating (Naka-Rushton) responses
         to the features, mixed linearly into the sensors, and a per-trial latency jitter of the whole

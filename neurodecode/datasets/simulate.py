@@ -117,9 +117,10 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
           its cortical voxels, also outside nsdgeneral (semantic tuning
           :data:`NETWORK_TUNING` there). Default: early, midventral, ventral,
           lateral (the parietal and midlateral streams carry noise only).
-        - ``response`` (``"linear"`` | ``"nonlinear"``, default ``"linear"``; every
-          simulator takes it): the generative model of the responses. ``"linear"``
-          is the model above. ``"nonlinear"``: early areas respond to local
+        - ``response`` (``"nonlinear"`` | ``"linear"``, default ``"nonlinear"``;
+          every simulator takes it): the generative model of the responses.
+          ``"linear"`` is the model above (ridge is near-optimal on it).
+          ``"nonlinear"``, the default: early areas respond to local
           contrast energy with compressive spatial summation ``(pRF · energy) ** n``
           (n < 1; :data:`CSS_EXPONENT`), hV4 adds retinotopic hue tuning, higher
           streams and planted networks have Gaussian tuning curves in a continuous

@@ -36,6 +36,8 @@ def simulated_root(config: FitConfig) -> Path:
     ds = config.data.dataset
     key = {"dataset": ds, "n_subjects": config.simulate.n_subjects, "seed": config.simulate.seed,
            **simulate_params(config)}
+    if key.get("response") == "linear":  # linear simulations keep the cache folders they had before the mode
+        del key["response"]
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return get_data_dir() / "simulated" / f"{ds}-{digest}"
 

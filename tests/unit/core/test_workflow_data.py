@@ -27,7 +27,8 @@ def test_simulation_cache_key_follows_dataset_and_params(tmp_path, monkeypatch):
     assert simulated_root(nsd).name.startswith("nsd-")
     assert simulated_root(eeg).name.startswith("things_eeg2-")
     assert simulated_root(eeg) != simulated_root(eeg2)
-    assert simulate_params(eeg2) == {"snr": 0.4, "image_size": 64, "n_train_concepts": 12}
+    assert simulate_params(eeg2) == {"snr": 0.4, "image_size": 64, "n_train_concepts": 12,
+                                    "response": "nonlinear"}
     assert "n_sessions" in simulate_params(nsd)
     masc = load_config(None, ["data.dataset=masc", *MEEG, "targets.encoder=melspec"])
     assert "image_size" not in simulate_params(masc)

@@ -44,20 +44,23 @@ def _ncsnr(root: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- NSD
-def test_nsd_linear_is_the_default_and_unchanged(tmp_path):
+def test_nsd_nonlinear_is_the_default_and_linear_keeps_its_parameters(tmp_path):
     default = simulate("nsd", tmp_path / "default", **NSD)
+    nonlinear = simulate("nsd", tmp_path / "nonlinear", response="nonlinear", **NSD)
     linear = simulate("nsd", tmp_path / "linear", response="linear", **NSD)
-    assert "response" not in _params(default)  # cached linear simulations stay valid
-    assert _params(linear) == _params(default)
-    np.testing.assert_array_equal(_nsd_betas(linear), _nsd_betas(default))
+    assert _params(default) == _params(nonlinear) and _params(default)["response"] == "nonlinear"
+    np.testing.assert_array_equal(_nsd_betas(nonlinear), _nsd_betas(default))
+    # linear simulations record no "response", as before the mode existed: their caches stay valid
+    assert "response" not in _params(linear)
+    assert {k: v for k, v in _params(default).items() if k != "response"} == _params(linear)
     # an existing linear simulation is reused for response="linear" (same resolved parameters)
-    assert simulate("nsd", tmp_path / "default", response="linear", **NSD) == tmp_path / "default"
+    assert simulate("nsd", tmp_path / "linear", response="linear", **NSD) == tmp_path / "linear"
 
 
 def test_nsd_nonlinear_is_deterministic_and_recorded(tmp_path):
     a = simulate("nsd", tmp_path / "a", response="nonlinear", **NSD)
     b = simulate("nsd", tmp_path / "b", response="nonlinear", **NSD)
-    lin = simulate("nsd", tmp_path / "lin", **NSD)
+    lin = simulate("nsd", tmp_path / "lin", response="linear", **NSD)
     assert _params(a)["response"] == "nonlinear"
     truth = json.loads((a / "simulation.json").read_text())["ground_truth"]
     assert truth["model"]["nonlinear"]["css_exponent"]["V1"] < 1
@@ -200,11 +203,11 @@ def test_meeg_linear_unchanged_and_nonlinear_deterministic(tmp_path, name):
     linear = simulate(name, tmp_path / "linear", response="linear", **kw)
     nl_a = simulate(name, tmp_path / "nl_a", response="nonlinear", **kw)
     nl_b = simulate(name, tmp_path / "nl_b", response="nonlinear", **kw)
-    assert "response" not in _params(default) and _params(linear) == _params(default)
+    assert "response" not in _params(linear) and _params(nl_a) == _params(default)
     assert _params(nl_a)["response"] == "nonlinear"
-    np.testing.assert_array_equal(read(linear), read(default))
+    np.testing.assert_array_equal(read(nl_a), read(default))
     np.testing.assert_array_equal(read(nl_a), read(nl_b))
-    assert not np.array_equal(read(nl_a), read(default))
+    assert not np.array_equal(read(nl_a), read(linear))
 
 
 def test_things_meg_nonlinear_latency_jitter(tmp_path):
@@ -272,13 +275,15 @@ def test_config_simulate_response():
     from neurodecode.workflow._data import simulate_params, simulated_root
 
     default = load_config(None)
-    assert default.simulate.response == "linear" and "response" not in simulate_params(default)
+    assert default.simulate.response == "nonlinear" and simulate_params(default)["response"] == "nonlinear"
     typed = load_config(None, ["simulate.response=nonlinear"])
     via_params = load_config(None, ["simulate.params={response: nonlinear}"])
     assert typed.simulate.response == via_params.simulate.response == "nonlinear"
     assert simulate_params(typed)["response"] == simulate_params(via_params)["response"] == "nonlinear"
-    assert simulated_root(typed) == simulated_root(via_params) != simulated_root(default)
-    assert simulated_root(load_config(None, ["simulate.response=linear"])) == simulated_root(default)
+    assert simulated_root(typed) == simulated_root(via_params) == simulated_root(default)
+    linear = load_config(None, ["simulate.response=linear"])
+    assert simulate_params(linear)["response"] == "linear"
+    assert simulated_root(linear) != simulated_root(default)
     masc = load_config(None, ["data.dataset=masc", "targets.encoder=melspec",
                               "models.mlp.adapter=subject_layer", "models.mlp.backbone=dilated_conv",
                               "simulate.response=nonlinear"])
