@@ -74,15 +74,25 @@ DEFAULT_METRICS = tuple(METRICS)
 
 # --------------------------------------------------------------------------- pixel metrics
 def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r between row i of ``a`` and row i of ``b`` (float64); NaN for a constant row."""
+    """Pearson r between row i of ``a`` and row i of ``b`` (float64); NaN for a constant row.
+
+    A row is constant when its range is below ``1e-6`` of its largest magnitude (at least 1e-6): resizing
+    a constant image leaves ~1e-8 of rounding whose correlation would be noise, and how much depends on
+    the number of threads the resize ran on.
+    """
     a = a.astype(np.float64, copy=False)
     b = b.astype(np.float64, copy=False)
+    flat = np.zeros(len(a), dtype=bool)
+    for x in (a, b):
+        if x.shape[1]:
+            flat |= np.ptp(x, axis=1) <= 1e-6 * np.maximum(np.abs(x).max(axis=1), 1.0)
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
     num = np.einsum("ij,ij->i", a, b)
     den = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = num / den
+    r[flat] = np.nan
     return np.clip(r, -1.0, 1.0)  # as np.corrcoef
 
 
