@@ -341,8 +341,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, TypeError, OSError, KeyError) as err:
         print(f"neurodecode {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("neurodecode: interrupted; earlier outputs are intact.", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        command = getattr(err, "resume_command", None)  # workflow.RunInterrupted
+        if command is not None:
+            if getattr(args, "threads", None) is not None:
+                command += f" --threads {args.threads}"
+            print(f"neurodecode {args.command}: interrupted; the run folder {err.run_dir} is intact. "  # type: ignore[attr-defined]
+                  f"Continue it with:\n  {command}", file=sys.stderr)
+        else:
+            print("neurodecode: interrupted; earlier outputs are intact.", file=sys.stderr)
         return 130
 
 

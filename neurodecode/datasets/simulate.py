@@ -9,6 +9,7 @@ See ``docs/simulator.md`` for the generative model.
 
 from __future__ import annotations
 
+import glob
 import inspect
 import json
 import math
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..utils import ProgressBar, atomic_write_json, atomic_write_text, get_data_dir, logger, verbose
+from ..utils._locks import hold_lock
 from . import _procedural as proc
 from . import _sim_masc, _sim_things
 from ._sim_meeg import check_int as _check_int
@@ -80,7 +82,12 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
         Replace an existing dataset in ``out_dir`` whose parameters differ (or
         which is incomplete or not a simulation). Without it such a folder raises
         ``FileExistsError``. An existing simulation with identical parameters is
-        always reused (nothing is written).
+        always reused (nothing is written). One process writes a folder at a
+        time (a lock file ``.<out_dir name>.lock`` beside it while it
+        writes): a second call into the same ``out_dir`` waits for the first,
+        then reuses its dataset or is refused as above. Temporary folders of
+        a killed simulation (``.<name>.simulating-*``) are removed by the next
+        call into the same ``out_dir``.
     verbose : bool | str | int | None
         Log level for this call (``None`` keeps the current level).
     **params
@@ -165,30 +172,51 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
     params = json.loads(json.dumps(params))  # tuples -> lists, as read back from JSON
     out = Path(get_data_dir() / "simulated" / name if out_dir is None else out_dir).expanduser()
 
-    if out.exists():
-        if not out.is_dir():
-            raise FileExistsError(f"out_dir {out} exists and is a file; pass a folder path.")
-        existing = _read_existing(out)
-        if existing is not None and existing.get("name") == name and existing.get("parameters") == params:
-            logger.info("Simulated %s dataset with these parameters already in %s: reusing it", name, out)
-            return out
-        if any(out.iterdir()) and not overwrite:
-            raise FileExistsError(_mismatch_message(out, name, params, existing))
-
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out_dir {out} exists and is a file; pass a folder path.")
+    if _same_simulation(out, name, params):  # complete (simulation.json is written last): no lock needed
+        logger.info("Simulated %s dataset with these parameters already in %s: reusing it", name, out)
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.simulating-", dir=out.parent))
-    try:
-        logger.info("Simulating the %s dataset (%d subject(s), seed %d) into %s", name, n_subjects, seed, out)
-        truth = spec.write(tmp, params)
-        record = {"name": name, "parameters": params, "ground_truth": truth,
-                  "written_by": "neurodecode.datasets.simulate"}
-        atomic_write_json(tmp / _JSON_NAME, record)  # written last: marks the folder complete
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # One simulator per folder: a second process waits here, then reuses the dataset the first wrote
+    # (same parameters) or is refused (other parameters, without overwrite).
+    with hold_lock(out.parent / f".{out.name}.lock", what=f"simulating into {out}"):
+        _remove_stale_siblings(out)
+        if out.exists():
+            if _same_simulation(out, name, params):  # written by the process we waited for
+                logger.info("Simulated %s dataset with these parameters already in %s: reusing it", name, out)
+                return out
+            if any(out.iterdir()) and not overwrite:
+                raise FileExistsError(_mismatch_message(out, name, params, _read_existing(out)))
+
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.simulating-", dir=out.parent))
+        try:
+            logger.info("Simulating the %s dataset (%d subject(s), seed %d) into %s", name, n_subjects, seed,
+                        out)
+            truth = spec.write(tmp, params)
+            record = {"name": name, "parameters": params, "ground_truth": truth,
+                      "written_by": "neurodecode.datasets.simulate"}
+            atomic_write_json(tmp / _JSON_NAME, record)  # written last: marks the folder complete
+            _swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     logger.info("Simulated %s dataset written to %s", name, out)
     return out
+
+
+def _remove_stale_siblings(out: Path) -> None:
+    """Remove ``.<out>.simulating-*`` / ``.<out>.old-*`` folders of killed simulations (the caller holds the lock)."""
+    for prefix in (f".{out.name}.simulating-", f".{out.name}.old-"):
+        for path in out.parent.glob(f"{glob.escape(prefix)}*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                logger.info("Removed %s, left by a simulation that was killed", path)
+
+
+def _same_simulation(out: Path, name: str, params: dict) -> bool:
+    existing = _read_existing(out) if out.is_dir() else None
+    return existing is not None and existing.get("name") == name and existing.get("parameters") == params
 
 
 def _read_existing(out: Path) -> dict | None:
@@ -306,7 +334,7 @@ def _resolve_nsd(*, n_subjects: int = 2, seed: int = 0, n_sessions: int = 4,
                  trials_per_session: int = _TRIALS_REAL, shared_fraction: float = 0.1,
                  image_size: int = 64, grid: Any = None, formats: Sequence[str] = ("hdf5",),
                  snr: float = 0.4, signal_rois: Sequence[str] = DEFAULT_SIGNAL_ROIS,
-                 response: str = "linear") -> dict[str, Any]:
+                 response: str = "nonlinear") -> dict[str, Any]:
     """Validate the NSD simulation parameters and return them resolved (JSON-able).
 
     ``response`` is recorded only when it is not ``"linear"``, so the resolved parameters (and

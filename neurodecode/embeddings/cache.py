@@ -12,7 +12,14 @@ then ``index.json`` is replaced atomically. An interrupted computation (an
 exception, Ctrl-C, a killed job) therefore leaves the previous cache readable and
 intact; rows of chunks already committed are kept and reused. A different weights
 hash is a different folder, so changing the weights invalidates the cache by
-construction. One writer per key at a time is assumed.
+construction.
+
+One process fills a key at a time: it holds the key folder's lock file
+(``.neurodecode.lock``, a :class:`filelock.FileLock`) while it reads the index,
+computes the missing rows and commits them; a second process waits, then
+computes only what is still missing. The holder removes value and temporary
+files that no index references (left by a killed writer: the lock proves it is
+dead). Reading ids that are all cached in one file takes no lock.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..utils import atomic_path, atomic_write_json, get_data_dir, logger, verbose, warn
+from ..utils._locks import LOCK_NAME, hold_lock
 
 _FORMAT = "neurodecode.EmbeddingCache"
 _FORMAT_VERSION = 1
@@ -224,6 +232,23 @@ class EmbeddingCache:
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
         folder = self.key_dir(encoder_key, weights_hash, kind=kind, dataset=dataset)
+        index = self._read_index(folder)
+        if index is not None and len(index["shards"]) == 1 and set(ids) <= set(index["shards"][0]["ids"]):
+            try:  # all cached in one file: read without the lock (a read-only cache works)
+                values = self._gather(folder, index, ids)
+                logger.info("Embedding cache %s: all %d ids cached", folder, len(ids))
+                return values
+            except FileNotFoundError:  # consolidated by another process meanwhile: take the lock
+                pass
+        folder.mkdir(parents=True, exist_ok=True)
+        # one writer per entry: another process filling it is waited for, and its rows are then reused
+        with hold_lock(folder / LOCK_NAME, what=f"filling the embedding cache {folder}", remove=False):
+            self._remove_stale(folder)
+            return self._fill(folder, encoder_key, weights_hash, kind, dataset, ids, compute_fn, chunk_size)
+
+    def _fill(self, folder: Path, encoder_key: str, weights_hash: str, kind: str, dataset: str, ids: list[Any],
+              compute_fn: Callable[[list[Any]], Any], chunk_size: int | None) -> np.ndarray:
+        """Compute and commit the missing rows, then gather ``ids`` (the caller holds the entry's lock)."""
         index = self._read_index(folder) or {
             "format": _FORMAT, "format_version": _FORMAT_VERSION, "encoder": str(encoder_key),
             "weights_hash": str(weights_hash), "kind": str(kind), "dataset": str(dataset), "shards": []}
@@ -247,6 +272,20 @@ class EmbeddingCache:
         return self._gather(folder, index, ids)
 
     # -- internals ----------------------------------------------------------------
+    def _remove_stale(self, folder: Path) -> None:
+        """Temporary files and unreferenced value files of killed writers (the caller holds the lock)."""
+        index = self._read_index(folder)
+        keep = set() if index is None else {s["file"] for s in index["shards"]}
+        stale = [f for f in folder.glob(".*.tmp") if f.is_file()]
+        stale += [f for f in folder.glob("values-*.npy") if f.name not in keep]
+        for f in stale:
+            try:
+                f.unlink()
+            except OSError as err:  # e.g. still memory-mapped on Windows
+                logger.debug("Could not remove stale cache file %s: %s", f, err)
+        if stale:
+            logger.info("Embedding cache %s: removed %d file(s) left by an interrupted writer", folder, len(stale))
+
     @staticmethod
     def _check_row_shape(index: dict, values: np.ndarray, folder: Path) -> None:
         row_shape = list(values.shape[1:])
@@ -262,11 +301,10 @@ class EmbeddingCache:
     @staticmethod
     def _write_values(folder: Path, values: np.ndarray) -> str:
         name = f"values-{uuid.uuid4().hex[:12]}.npy"
-        with atomic_path(folder / name) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, values)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with atomic_path(folder / name) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, values)
+            fh.flush()
+            os.fsync(fh.fileno())
         return name
 
     def _commit_shard(self, folder: Path, index: dict, ids: list[Any], values: np.ndarray) -> dict:

@@ -1,8 +1,15 @@
 """Training loops for the deep decoders (on Hugging Face accelerate), checkpoints and resume."""
 
 from .adapt import AdaptResult, adapt_subject
-from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from .trainer import Trainer
 
-__all__ = ["AdaptResult", "Trainer", "adapt_subject", "latest_checkpoint", "list_checkpoints",
-           "load_checkpoint", "save_checkpoint"]
+__all__ = ["AdaptResult", "CheckpointError", "Trainer", "adapt_subject", "latest_checkpoint", "list_checkpoints",
+           "load_checkpoint", "load_latest_checkpoint", "save_checkpoint"]

@@ -76,8 +76,12 @@ def is_in_memory(data: Any) -> bool:
 
 
 def check_features(X: np.ndarray | None, source: Any, rows: np.ndarray, *, subject: Any,
-                   n_expected: int) -> None:
-    """Size, finiteness and variance checks; lazy data is scanned in chunks of :data:`READ_CHUNK` rows."""
+                   n_expected: int, digest: Any = None) -> None:
+    """Size, finiteness and variance checks; lazy data is scanned in chunks of :data:`READ_CHUNK` rows.
+
+    ``digest`` (a hashlib object), if given, is updated with the float32 features in trial
+    order (the resume fingerprint; the data are read once for both).
+    """
     lo = hi = None
     n_features = None
     chunks = [X] if X is not None else (
@@ -91,6 +95,8 @@ def check_features(X: np.ndarray | None, source: Any, rows: np.ndarray, *, subje
                                  f"adapter expects {n_expected}; build the model with n_inputs from "
                                  "the data")
         _ensure_finite(block, what=f"The data of subject {subject!r}")
+        if digest is not None:
+            digest.update(memoryview(np.ascontiguousarray(block, dtype=np.float32)).cast("B"))
         bmin, bmax = block.min(0), block.max(0)
         lo = bmin if lo is None else np.minimum(lo, bmin)
         hi = bmax if hi is None else np.maximum(hi, bmax)

@@ -16,7 +16,12 @@ A checkpoint is a folder ``<checkpoint_dir>/step-<global step, 9 digits>/``::
 The folder is written under a temporary name in the same directory and
 renamed into place with :func:`os.replace`, so a process killed at any moment
 leaves either the previous checkpoints or a complete new one, never a partial
-one; only the newest ``keep_last`` are kept.
+one; only the newest ``keep_last`` are kept. An old checkpoint is renamed to a
+temporary name before it is deleted, so a half-deleted folder is never taken
+for a checkpoint. A checkpoint that cannot be read (a truncated file, or a
+``training_state.pt`` refused by the safe loader) raises
+:class:`CheckpointError`; :func:`load_latest_checkpoint` then falls back to the
+previous complete one with a warning.
 
 .. versionadded:: 0.1
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -37,6 +43,19 @@ from ..utils import logger
 STATE_NAME = "trainer_state.json"
 TRAINING_STATE_NAME = "training_state.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+#: What a checkpoint must hold to be resumed from (besides ``model.safetensors``).
+_TRAINER_KEYS = ("epoch", "batch_in_epoch", "global_step", "finished", "history", "best_epoch", "best_val",
+                 "since_best", "epoch_loss_total", "epoch_loss_count", "settings")
+_TRAINING_KEYS = ("optimizer", "scheduler", "epoch_generator", "dropout_generators")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: damaged, unsafe, or written for other data or settings."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
 
 
 def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
@@ -131,7 +150,14 @@ def save_checkpoint(checkpoint_dir: str | Path, step: int, *, weights: dict[str,
         raise
     if keep_last is not None:
         for path in list_checkpoints(checkpoint_dir)[:-int(keep_last)]:
-            shutil.rmtree(path, ignore_errors=True)
+            # renamed first: a process killed while deleting leaves a stale .old-* folder, not a
+            # half-deleted step-* folder that would look like a checkpoint
+            trash = checkpoint_dir / f".old-{path.name}-{os.getpid()}"
+            try:
+                os.replace(path, trash)
+            except OSError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
     logger.debug("Wrote checkpoint %s", final)
     return final
 
@@ -163,17 +189,108 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not state_file.is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_NAME}); "
                                 "use latest_checkpoint(checkpoint_dir) to find one")
-    trainer_state = json.loads(state_file.read_text())
-    weights = {f.name[:-len(".safetensors")]: load_file(str(f), device=str(map_location))
-               for f in sorted(path.glob("*.safetensors"))}
-    training_state = torch.load(path / TRAINING_STATE_NAME, map_location=map_location, weights_only=True)
+    try:
+        trainer_state = json.loads(state_file.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"The checkpoint {path} is damaged: {STATE_NAME} cannot be read "
+                              f"({_first_line(err)})") from None
+    weights = {}
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            weights[f.name[:-len(".safetensors")]] = load_file(str(f), device=str(map_location))
+        except Exception as err:  # noqa: BLE001 (safetensors raises its own types on truncated files)
+            raise CheckpointError(f"The checkpoint {path} is damaged: {f.name} cannot be read (truncated or "
+                                  f"corrupt: {_first_line(err)})") from None
+    state_path = path / TRAINING_STATE_NAME
+    try:
+        training_state = torch.load(state_path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, i.e. running whatever the file holds: never
+        raise CheckpointError(f"The checkpoint {path} is unusable: {TRAINING_STATE_NAME} was refused by the "
+                              "safe loader (it is damaged, or it holds objects other than tensors and plain "
+                              "Python values, which neurodecode never unpickles)") from None
+    except Exception as err:  # noqa: BLE001 (a damaged zip raises RuntimeError, EOFError, OSError, ...)
+        raise CheckpointError(f"The checkpoint {path} is damaged: {TRAINING_STATE_NAME} cannot be read "
+                              f"(truncated or corrupt: {_first_line(err)})") from None
     return weights, training_state, trainer_state
 
 
+def load_latest_checkpoint(checkpoint_dir: str | Path, *, map_location: str | torch.device = "cpu"
+                           ) -> tuple[Path | None, Any]:
+    """The newest checkpoint of ``checkpoint_dir`` that can be resumed from, loaded.
+
+    A damaged checkpoint (a truncated file, a ``training_state.pt`` the safe
+    loader refuses, missing entries) is skipped with a warning naming it, and
+    the previous complete one is used.
+
+    Parameters
+    ----------
+    checkpoint_dir : str | Path
+        A folder written by :func:`save_checkpoint`.
+    map_location : str | torch.device
+        Where to load the tensors.
+
+    Returns
+    -------
+    path : Path | None
+        The checkpoint used (None: the folder holds no checkpoint).
+    loaded : tuple | None
+        ``(weights, training_state, trainer_state)`` as :func:`load_checkpoint` returns.
+
+    Raises
+    ------
+    CheckpointError
+        Every checkpoint in the folder is damaged.
+    """
+    found = list_checkpoints(checkpoint_dir)
+    problems: list[str] = []
+    for path in reversed(found):
+        try:
+            loaded = load_checkpoint(path, map_location=map_location)
+            _check_complete(path, *loaded)
+        except CheckpointError as err:
+            problems.append(str(err))
+            logger.warning("%s; falling back to the previous checkpoint.", err)
+            continue
+        if problems:
+            logger.warning("Resuming from %s, the newest complete checkpoint.", path)
+        return path, loaded
+    if problems:
+        raise CheckpointError(f"No usable checkpoint in {checkpoint_dir}: {'; '.join(problems)}. Remove "
+                              f"{checkpoint_dir} to train from the start.")
+    return None, None
+
+
+def _check_complete(path: Path, weights: dict, training_state: Any, trainer_state: Any) -> None:
+    missing = [] if "model" in weights else ["model.safetensors"]
+    if not isinstance(trainer_state, dict):
+        missing.append(STATE_NAME)
+    else:
+        missing += [f"{STATE_NAME}:{k}" for k in _TRAINER_KEYS if k not in trainer_state]
+    if not isinstance(training_state, dict):
+        missing.append(TRAINING_STATE_NAME)
+    else:
+        missing += [f"{TRAINING_STATE_NAME}:{k}" for k in _TRAINING_KEYS if k not in training_state]
+    if missing:
+        raise CheckpointError(f"The checkpoint {path} is damaged: it lacks {', '.join(missing)}")
+
+
 def remove_stale_temporaries(checkpoint_dir: str | Path) -> None:
-    """Delete ``.tmp-*`` / ``.old-*`` folders left by a process killed while writing."""
+    """Delete what a process killed while writing or pruning checkpoints left behind.
+
+    ``.tmp-*`` / ``.old-*`` folders and ``step-*`` folders without
+    ``trainer_state.json`` (half-written or half-deleted). Call it only while
+    no other process writes ``checkpoint_dir`` (the :class:`~neurodecode.training.Trainer`
+    holds the folder's lock when it does).
+    """
     checkpoint_dir = Path(checkpoint_dir)
-    if checkpoint_dir.is_dir():
-        for path in checkpoint_dir.iterdir():
-            if path.is_dir() and path.name.startswith((".tmp-step-", ".old-step-")):
-                shutil.rmtree(path, ignore_errors=True)
+    if not checkpoint_dir.is_dir():
+        return
+    for path in checkpoint_dir.iterdir():
+        if not path.is_dir() or path.is_symlink():
+            continue
+        stale = path.name.startswith((".tmp-step-", ".old-step-")) or (
+            _STEP_DIR.match(path.name) is not None and not (path / STATE_NAME).is_file())
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("Removed %s, left by a process killed while writing checkpoints", path)

@@ -9,10 +9,12 @@ never called: it reseeds the global RNGs).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ from ..models.losses import (
 )
 from ..utils import ProgressBar, _check_option, logger, resolve_device, use_log_level, verbose
 from . import _data
-from .checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checkpoint import CheckpointError, load_latest_checkpoint, remove_stale_temporaries, save_checkpoint
 
 LOSSES = ("infonce", "soft_clip", "mindeye2", "clip_mse", "mse")
 BATCH_COMPOSITIONS = ("per_subject", "all_subjects")
@@ -123,6 +125,30 @@ def _legacy_setting(saved: dict, key: str) -> Any:
     elif loss == "soft_clip":
         implied |= {"temperature": 0.125, "temperature_mode": "fixed"}
     return implied.get(key)
+
+
+#: Stimuli of an auxiliary (token / low-level) target table hashed into the resume fingerprint.
+_AUX_FINGERPRINT_ROWS = 64
+
+
+def _targets_digest(Y: np.ndarray, stimulus_ids: Any, aux: list) -> str:
+    """sha256 of the (normalised) targets in trial order, the stimulus ids, and a sample of each head's targets."""
+    h = hashlib.sha256()
+    h.update(memoryview(np.ascontiguousarray(Y, dtype=np.float32)).cast("B"))
+    h.update("\n".join(map(str, stimulus_ids)).encode())
+    for a in aux:  # token / latent tables can be tens of GB: a fixed sample of stimuli
+        rows = np.unique(a.rows)
+        pick = rows[np.linspace(0, len(rows) - 1, min(_AUX_FINGERPRINT_ROWS, len(rows))).astype(int)]
+        h.update(f"{a.head}:{list(a.shape)}".encode())
+        h.update(memoryview(np.ascontiguousarray(np.asarray(a.values[pick], dtype=np.float32))).cast("B"))
+    return h.hexdigest()
+
+
+def _model_digest(model: nn.Module) -> str:
+    """sha256 of the model's architecture: its config (but its init seed) and every weight's shape."""
+    config = {k: v for k, v in (getattr(model, "config", None) or {}).items() if k != "seed"}
+    shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    return hashlib.sha256(json.dumps([config, shapes], sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _mix_generator(seed: int, epoch: int, batch: int, rank: int) -> torch.Generator:
@@ -462,9 +488,12 @@ class Trainer:
         return Accelerator(cpu=cpu, mixed_precision=self.mixed_precision,
                            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
-    def _subject_data(self, trials: Any, Y: np.ndarray, codes: np.ndarray,
-                      device: torch.device) -> dict[Any, _data.SubjectData]:
-        """Per subject: checked features (in memory, or a lazy source), targets and codes."""
+    def _subject_data(self, trials: Any, Y: np.ndarray, codes: np.ndarray, device: torch.device,
+                      digest: Any = None) -> dict[Any, _data.SubjectData]:
+        """Per subject: checked features (in memory, or a lazy source), targets and codes.
+
+        ``digest`` (a hashlib object), if given, is updated with every subject's features.
+        """
         subj_col = trials.events["subject"].to_numpy()
         in_memory = _data.is_in_memory(trials.data) if self.stream is None else not self.stream
         out = {}
@@ -474,8 +503,10 @@ class Trainer:
             X = None
             if in_memory:
                 X = np.asarray(_take_rows(trials.data, rows), dtype=np.float32).reshape(len(rows), -1)
+            if digest is not None:
+                digest.update(f"subject {subject}: {len(rows)} trials;".encode())
             _data.check_features(X, trials.data, rows, subject=subject,
-                                 n_expected=self.model.n_inputs[str(subject)])
+                                 n_expected=self.model.n_inputs[str(subject)], digest=digest)
             out[subject] = _data.SubjectData(
                 subject=subject, rows=rows, Y=torch.from_numpy(Y[rows]).to(device),
                 codes=torch.from_numpy(codes[rows].astype(np.int64)).to(device),
@@ -512,11 +543,14 @@ class Trainer:
             ``lowlevel_weight × lowlevel_loss`` added to the total loss.
         checkpoint_dir : str | Path | None
             Folder for checkpoints (every ``checkpoint_every`` steps and at the
-            end; see :mod:`neurodecode.training.checkpoint`).
+            end; see :mod:`neurodecode.training.checkpoint`). The main process
+            holds its lock file while it trains (one writer per folder).
         resume : bool
             Continue from the newest checkpoint in ``checkpoint_dir`` if there
             is one (the result is the same as an uninterrupted run); start
-            afresh otherwise.
+            afresh otherwise. A damaged newest checkpoint is skipped with a
+            warning (the previous one is used); a checkpoint whose training
+            data, targets or model architecture differ (fingerprints) is refused.
         verbose : bool | str | int | None
             Log level for this call (default: the Trainer's ``verbose``).
 
@@ -530,7 +564,12 @@ class Trainer:
             If ``trials`` holds test trials.
         ValueError
             On NaN/inf or zero-variance data, unknown subjects or size
-            mismatches, or a checkpoint written with other settings.
+            mismatches.
+        CheckpointError
+            (a ``ValueError``) On resume: a checkpoint written with other
+            settings, data, targets or model, or no usable checkpoint.
+        FileExistsError
+            Another process is training into ``checkpoint_dir``.
         """
         with use_log_level(self.verbose if verbose is None else None):
             return self._fit(trials, targets, checkpoint_dir, resume, token_targets, lowlevel_targets)
@@ -569,6 +608,33 @@ class Trainer:
 
     def _fit(self, trials: Any, targets: Any, checkpoint_dir: str | Path | None, resume: bool,
              token_targets: Any = None, lowlevel_targets: Any = None) -> Trainer:
+        with ExitStack() as held:  # the checkpoint folder's lock, while training
+            return self._fit_locked(held, trials, targets, checkpoint_dir, resume, token_targets,
+                                    lowlevel_targets)
+
+    def _lock_checkpoints(self, held: ExitStack, ckpt_dir: Path, is_main: bool, world: int) -> None:
+        """One writer per checkpoint folder: the main process holds its lock (other processes learn the outcome)."""
+        from ..utils._locks import LOCK_NAME, FolderInUseError, hold_lock
+
+        problem = None
+        if is_main:
+            try:
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                held.enter_context(hold_lock(ckpt_dir / LOCK_NAME, wait=False,
+                                             what=f"training with the checkpoint folder {ckpt_dir}"))
+            except FolderInUseError as err:
+                problem = str(err)
+        if world > 1:
+            import torch.distributed as dist
+
+            box = [problem]
+            dist.broadcast_object_list(box, src=0)
+            problem = box[0]
+        if problem is not None:
+            raise FolderInUseError(problem)
+
+    def _fit_locked(self, held: ExitStack, trials: Any, targets: Any, checkpoint_dir: str | Path | None,
+                    resume: bool, token_targets: Any = None, lowlevel_targets: Any = None) -> Trainer:
         self._validate()
         for table, head in ((token_targets, "tokens"), (lowlevel_targets, "lowlevel")):
             if table is not None:
@@ -594,13 +660,19 @@ class Trainer:
             raise ValueError("some target embeddings have zero norm; they cannot be L2-normalised")
         Y /= norms
         codes, uniques = pd.factorize(trials.events["stimulus_id"], sort=False)
-        data = self._subject_data(trials, Y, codes, device)
+        data_digest = None if checkpoint_dir is None else hashlib.sha256()
+        data = self._subject_data(trials, Y, codes, device, digest=data_digest)
         aux = self._head_targets(token_targets, lowlevel_targets, uniques)
+        fingerprint = None
+        if checkpoint_dir is not None:  # what a checkpoint may be resumed with (data, targets, model)
+            fingerprint = {"data": data_digest.hexdigest(),
+                           "targets": _targets_digest(Y, trials.events["stimulus_id"], aux),
+                           "model": _model_digest(model)}
 
         # validation split by stimulus
         gen = torch.Generator().manual_seed(int(self.seed))
         n_stim = len(uniques)
-        n_val = int(round(float(self.val_fraction) * n_stim))
+        n_val = round(float(self.val_fraction) * n_stim)
         if self.val_fraction > 0 and n_val == 0 and n_stim >= 2:
             n_val = 1
         if n_val >= n_stim:
@@ -689,29 +761,33 @@ class Trainer:
         # this process's auxiliary-loss sums over trials, and their trial counts
         aux_totals = {a.key: (0.0, 0) for a in aux}
         ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        if ckpt_dir is not None and is_main:
-            remove_stale_temporaries(ckpt_dir)
-        last = latest_checkpoint(ckpt_dir) if (resume and ckpt_dir is not None) else None
+        if ckpt_dir is not None:
+            self._lock_checkpoints(held, ckpt_dir, is_main, world)
+            if is_main:  # we hold the folder: whatever a killed writer left is stale
+                remove_stale_temporaries(ckpt_dir)
+            accelerator.wait_for_everyone()
+        last, loaded = load_latest_checkpoint(ckpt_dir) if (resume and ckpt_dir is not None) else (None, None)
         if last is not None:
-            weights, tstate, meta = load_checkpoint(last, map_location="cpu")
+            weights, tstate, meta = loaded
             diff = {k: (meta["settings"].get(k), v) for k, v in settings.items()
                     if meta["settings"].get(k, _legacy_setting(meta["settings"], k)) != v}
             if diff:
-                raise ValueError(f"Cannot resume from {last}: it was written with other settings or data "
-                                 f"(checkpoint vs now: {diff}). Use the same settings or another "
-                                 "checkpoint_dir.")
-            raw_model.load_state_dict(weights["model"])
-            if "loss" in weights and isinstance(loss_fn, nn.Module):
-                loss_fn.load_state_dict(weights["loss"])
+                raise CheckpointError(f"Cannot resume from {last}: it was written with other settings or data "
+                                      f"(checkpoint vs now: {diff}). Use the same settings or another "
+                                      "checkpoint_dir.")
+            self._check_fingerprint(last, meta.get("fingerprint"), fingerprint,
+                                    logger.warning if is_main else _noop)
+            try:
+                self._restore(weights, tstate, raw_model, loss_fn, optimizer_p, scheduler, accelerator,
+                              dropout_gen, rank)
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+                raise CheckpointError(f"Cannot resume from {last}: its state does not fit this model and "
+                                      f"optimizer ({str(err).strip().splitlines()[0][:300]}). Use the same "
+                                      "settings, or another checkpoint_dir.") from None
             if ema is not None:
                 ema = {k: v.to(device) for k, v in weights["ema"].items()}
             if "best" in weights:
                 best_state = {k: v.to(device) for k, v in weights["best"].items()}
-            optimizer_p.load_state_dict(tstate["optimizer"])
-            scheduler.load_state_dict(tstate["scheduler"])
-            if tstate.get("scaler") is not None and accelerator.scaler is not None:
-                accelerator.scaler.load_state_dict(tstate["scaler"])
-            dropout_gen.set_state(tstate["dropout_generators"][rank].cpu())
             resume_epoch_state = tstate["epoch_generator"]
             self.history_ = meta["history"]
             self.best_epoch_ = meta["best_epoch"]
@@ -722,7 +798,11 @@ class Trainer:
             if aux:
                 aux_totals = {k: tuple(v[rank]) for k, v in meta["epoch_aux_loss"].items()}
             self.resumed_from_ = last
-            log("Resumed from %s (epoch %d, batch %d, step %d)", last, start_epoch, start_batch, global_step)
+            if finished:
+                log("The checkpoint %s is of a finished training: nothing left to train (its weights are "
+                    "restored, nothing is written)", last)
+            else:
+                log("Resumed from %s (epoch %d, batch %d, step %d)", last, start_epoch, start_batch, global_step)
         elif resume:
             log("No checkpoint in %s; training from the start", ckpt_dir)
 
@@ -758,7 +838,7 @@ class Trainer:
                         "best_val": best_val, "since_best": since_best,
                         "epoch_loss_total": totals[0], "epoch_loss_count": totals[1],
                         **({"epoch_aux_loss": head_states} if aux else {}),
-                        "settings": settings, "seed": int(self.seed)},
+                        "settings": settings, "fingerprint": fingerprint, "seed": int(self.seed)},
                     keep_last=int(self.keep_checkpoints))
             accelerator.wait_for_everyone()
 
@@ -928,6 +1008,35 @@ class Trainer:
         self.fit_time_s_ = time.perf_counter() - t_start
         log("Training done in %.1f s", self.fit_time_s_)
         return self
+
+    @staticmethod
+    def _check_fingerprint(last: Path, saved: Any, now: dict | None, warn_log: Callable) -> None:
+        """Refuse a checkpoint of other training data, targets or model architecture."""
+        if not isinstance(saved, dict):
+            warn_log("The checkpoint %s has no data fingerprint (written by an older neurodecode): the "
+                     "training data cannot be checked against it", last)
+            return
+        what = {"data": "the training data", "targets": "the targets (stimulus embeddings)",
+                "model": "the model's architecture"}
+        changed = [what[k] for k in what if saved.get(k) is not None and saved.get(k) != (now or {}).get(k)]
+        if changed:
+            raise CheckpointError(
+                f"Cannot resume from {last}: {' and '.join(changed)} changed since it was written "
+                "(fingerprints differ). Resuming would train on a mix of old and new. Restore the data the "
+                "run started with, or start a new run (without resume / --resume, or another checkpoint_dir).")
+
+    @staticmethod
+    def _restore(weights: dict, tstate: dict, raw_model: nn.Module, loss_fn: Any, optimizer: Any, scheduler: Any,
+                 accelerator: Any, dropout_gen: torch.Generator, rank: int) -> None:
+        """Load a checkpoint's weights, optimizer, scheduler, scaler and dropout-generator states."""
+        raw_model.load_state_dict(weights["model"])
+        if "loss" in weights and isinstance(loss_fn, nn.Module):
+            loss_fn.load_state_dict(weights["loss"])
+        optimizer.load_state_dict(tstate["optimizer"])
+        scheduler.load_state_dict(tstate["scheduler"])
+        if tstate.get("scaler") is not None and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(tstate["scaler"])
+        dropout_gen.set_state(tstate["dropout_generators"][rank].cpu())
 
     def _validate_epoch(self, model: nn.Module, loss_fn: Any, data: dict, batch_size: int,
                         device: torch.device, aux: list[_HeadTargets] | None = None) -> dict:

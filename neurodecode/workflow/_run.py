@@ -1,4 +1,11 @@
-"""Run folders: never overwritten, resumable."""
+"""Run folders: never overwritten, one writer at a time, resumable.
+
+A command claims its output folder with :func:`~neurodecode.utils._locks.claim_folder`:
+it holds the folder's lock file (``.neurodecode.lock``) while it writes, a second
+process takes the next numbered name (or fails with a clear message for an
+explicit folder), and a command that fails before writing anything leaves no
+folder behind.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FitConfig, config_to_yaml
+from ..utils._locks import FolderClaim, claim_folder
 
 
 @dataclass
@@ -23,26 +31,42 @@ class FitResult:
         return self.run_dir / "report.html"
 
 
-def _fresh_dir(base: Path) -> Path:
-    """``base``, or the first ``base-1``, ``base-2``, ... that holds no files (never overwrite a run)."""
-    path, k = base, 1
-    while path.exists() and any(path.iterdir()):
-        path = base.with_name(f"{base.name}-{k}")
-        k += 1
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a command whose run folder can be continued; ``resume_command`` says how."""
+
+    def __init__(self, run_dir: Path, resume_command: str) -> None:
+        super().__init__(f"interrupted; continue with: {resume_command}")
+        self.run_dir, self.resume_command = Path(run_dir), resume_command
+
+
+def _fresh_dir(base: Path, *, what: str = "output") -> FolderClaim:
+    """Claim ``base``, or the first ``base-1``, ``base-2``, ... that is free (never overwrite a run).
+
+    Use the claim as a context manager: the folder is written by this process
+    only, and a command that fails before writing anything leaves no folder.
+    """
+    return claim_folder(base, numbered=True, what=what)
+
+
+def _output_dir(output: str | Path, *, what: str = "output") -> FolderClaim:
+    """Claim an explicitly given output folder (it may hold earlier outputs; never two writers)."""
+    return claim_folder(Path(output), allow_existing=True, what=what)
+
+
+def _claim_run_dir(config: FitConfig, run_dir: str | Path | None, *,
+                   disposable: tuple[str, ...] = ("config.yaml",)) -> FolderClaim:
+    """Claim a new, empty run folder: ``run_dir`` (must be empty or new) or ``<output_dir>/<name>[-k]``."""
+    if run_dir is not None:
+        return claim_folder(Path(run_dir), disposable=disposable, what="run")
+    return claim_folder(Path(config.output_dir) / config.name, numbered=True, disposable=disposable,
+                        what="run")
 
 
 def _new_run_dir(config: FitConfig, run_dir: str | Path | None) -> Path:
-    if run_dir is not None:
-        path = Path(run_dir)
-        if path.exists() and any(path.iterdir()):
-            raise FileExistsError(
-                f"Run folder {path} already holds files; pick another folder or remove it "
-                "(neurodecode never overwrites an earlier run).")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    return _fresh_dir(Path(config.output_dir) / config.name)
+    """The folder :func:`_claim_run_dir` would claim, created empty and not held (no writer protection)."""
+    claim = _claim_run_dir(config, run_dir)
+    claim.release()
+    return claim.path
 
 
 def _resume_config(config: FitConfig | None, resume: str | Path, run_dir: str | Path | None) -> FitConfig:

@@ -11,7 +11,7 @@ import numpy as np
 from .. import __version__
 from ..utils import atomic_write_json, logger, resolve_device, verbose
 from ._data import load_subject, preprocess, simulated_root
-from ._run import FitResult, _fresh_dir, _new_run_dir
+from ._run import FitResult, _claim_run_dir, _fresh_dir
 from ._targets import stimulus_targets
 
 
@@ -65,7 +65,7 @@ def run_adapt(run_dir: str | Path, subject: int, *, data_root: str | Path | None
     test = trials.select(split="test").average_repetitions()
     rng = np.random.default_rng(config.seed)
     images = train.events["stimulus_id"].drop_duplicates().to_numpy()
-    n_keep = max(2, int(round(fraction * len(images))))
+    n_keep = max(2, round(float(fraction) * len(images)))
     keep = rng.choice(images, size=min(n_keep, len(images)), replace=False)
     few = train.select(stimulus_id=list(keep))
     check_no_leakage(few, test, where="adaptation")
@@ -80,18 +80,19 @@ def run_adapt(run_dir: str | Path, subject: int, *, data_root: str | Path | None
     scores = evaluate_retrieval(pred, targets.lookup(test.events["stimulus_id"].tolist()),
                                 n_candidates=ev.n_candidates or len(pred), n_repeats=ev.n_repeats,
                                 topk=tuple(ev.topk), n_boot=ev.n_boot, ci=ev.ci, random_state=config.seed)
-    out = _new_run_dir(config, output) if output is not None else \
-        _fresh_dir(run_dir / "adapted" / f"subj{int(subject):02d}")
-    result.model.save_pretrained(out / "model")
-    metrics = {"neurodecode_version": __version__, "run": str(run_dir), "subject": int(subject),
-               "fraction": fraction, "n_adapt_trials": len(few), "n_adapt_images": len(keep),
-               "n_test_items": len(test), "data_root": str(root),
-               "metrics": scores.to_dict(), "history": result.history,
-               "time_s": round(time.perf_counter() - t0, 3)}
-    atomic_write_json(out / "metrics.json", metrics)
-    report = build_retrieval_report({"adapted": {subject: scores}}, query_images=None, retrieved_images=None,
-                                    correct=None, config=config.model_dump(mode="json"),
-                                    title=f"neurodecode adapt — subject {subject} from {len(few)} trials")
-    report.save(out / "report.html")
+    claim = _claim_run_dir(config, output, disposable=()) if output is not None else \
+        _fresh_dir(run_dir / "adapted" / f"subj{int(subject):02d}", what="adaptation")
+    with claim as out:  # this process's alone; removed again if the adaptation fails before writing
+        result.model.save_pretrained(out / "model")
+        metrics = {"neurodecode_version": __version__, "run": str(run_dir), "subject": int(subject),
+                   "fraction": fraction, "n_adapt_trials": len(few), "n_adapt_images": len(keep),
+                   "n_test_items": len(test), "data_root": str(root),
+                   "metrics": scores.to_dict(), "history": result.history,
+                   "time_s": round(time.perf_counter() - t0, 3)}
+        atomic_write_json(out / "metrics.json", metrics)
+        report = build_retrieval_report({"adapted": {subject: scores}}, query_images=None, retrieved_images=None,
+                                        correct=None, config=config.model_dump(mode="json"),
+                                        title=f"neurodecode adapt — subject {subject} from {len(few)} trials")
+        report.save(out / "report.html")
     logger.info("Adapted subject %s from %d trials: %s", subject, len(few), out)
     return FitResult(out, metrics, {"total": metrics["time_s"]})

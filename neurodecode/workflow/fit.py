@@ -9,6 +9,7 @@ real data goes through.
 from __future__ import annotations
 
 import platform
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ import numpy as np
 from .. import __version__
 from ..config import DATASETS, FitConfig, config_to_yaml
 from ..utils import atomic_path, atomic_write_json, atomic_write_text, logger, verbose
+from ..utils._locks import lock_folder
 from ._data import load_data, pooled_subjects, preprocess
 from ._models import predict_mlp, predict_ridge
-from ._run import FitResult, _new_run_dir, _resume_config
+from ._run import FitResult, RunInterrupted, _claim_run_dir, _resume_config
 from ._targets import stimulus_targets
 
 _NO_TEST_HINT = {
@@ -37,17 +39,25 @@ def _fit_models(config: FitConfig, train: Any, test: Any, targets: Any, out: Pat
     """Fit the enabled decoders on ``train``; their predictions for ``test``."""
     preds: dict[str, np.ndarray] = {}
     models = out / "models" / tag if tag else out / "models"
-    if config.models.ridge.enabled:
+
+    def ridge() -> None:
         t = time.perf_counter()
         preds["ridge"] = predict_ridge(config, train, test, targets, models / "ridge")
         timings["ridge"] = timings.get("ridge", 0.0) + time.perf_counter() - t
-    if config.models.mlp.enabled:
+
+    def mlp() -> None:
         t = time.perf_counter()
         preds["mlp"] = predict_mlp(config, train, test, targets, out, model_dir=models / "mlp",
                                    checkpoint_dir=out / "checkpoints" / tag if tag else out / "checkpoints",
                                    resume=resume, target_token_shape=token_shape)
         timings["mlp"] = timings.get("mlp", 0.0) + time.perf_counter() - t
-    return preds
+
+    # on resume the MLP goes first: a checkpoint refused (other data) then stops before anything is rewritten
+    steps = [(name, fn) for name, fn in (("ridge", ridge), ("mlp", mlp))
+             if getattr(config.models, name).enabled]
+    for _, fn in sorted(steps, key=lambda step: resume and step[0] != "mlp"):
+        fn()
+    return {name: preds[name] for name, _ in steps}
 
 
 def _score(config: FitConfig, pred: np.ndarray, target: np.ndarray) -> Any:
@@ -91,13 +101,18 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     config : FitConfig | None
         The run config (``None``: the embedded demo defaults).
     run_dir : str | Path | None
-        Output folder; default ``<output_dir>/<name>`` (a numbered sibling if
-        that one already holds a run — earlier runs are never overwritten).
+        Output folder, new or empty; default ``<output_dir>/<name>`` (a
+        numbered sibling if that one already holds a run or another process is
+        writing it — earlier runs are never overwritten). The folder is held
+        by this process alone while it runs; if the fit fails before writing
+        anything but ``config.yaml``, the folder is removed.
     resume : str | Path | None
         An interrupted run folder to continue: its ``config.yaml`` is used
         (``config``, if given, must resolve to the same YAML), and the MLP
         training continues from the newest checkpoint in
         ``<resume>/checkpoints`` (the result equals an uninterrupted run).
+        A checkpoint of other training data or settings is refused; a
+        finished run (``run.json`` written) is left unchanged.
         Cannot be combined with ``run_dir``.
     verbose : bool | str | int | None
         Log level for this call.
@@ -107,6 +122,14 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     result : FitResult
         The run folder and the metrics written to ``metrics.json``.
 
+    Raises
+    ------
+    FileExistsError
+        ``run_dir`` holds files, or another process writes it (or ``resume``).
+    RunInterrupted
+        On Ctrl-C once the run folder can be continued (a
+        :class:`KeyboardInterrupt`; ``resume_command`` is the command to do so).
+
     Notes
     -----
     With ``evaluation.scheme: loso`` every held-out subject gets a fresh
@@ -115,8 +138,6 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     trials. M/EEG preprocessing statistics (``preprocessing.scaler``) come from
     each subject's training-split trials only.
     """
-    from ..datasets import check_no_leakage
-
     if resume is not None:
         config = _resume_config(config, resume, run_dir)
     config = config or FitConfig()
@@ -125,17 +146,49 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     from ._data import check_loader_options
 
     check_loader_options(config)  # fail before the run folder is created
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     if resume is not None:
-        out = Path(resume)
-        logger.info("Resuming run folder: %s", out)
+        claim = lock_folder(resume, what="run")  # refused while another process writes the run
+        done = _finished_metrics(claim.path)
+        if done is not None:
+            claim.release()
+            logger.warning("Nothing to resume: the run %s already finished (its run.json and metrics.json "
+                           "are written); its outputs are left unchanged. Start a new run without --resume "
+                           "to fit again.", claim.path)
+            return FitResult(claim.path, done, {})
     else:
-        out = _new_run_dir(config, run_dir)
-        atomic_write_text(out / "config.yaml", config_to_yaml(config))
-        logger.info("Run folder: %s", out)
+        claim = _claim_run_dir(config, run_dir)
+    try:
+        with claim as out:
+            if resume is None:
+                atomic_write_text(out / "config.yaml", config_to_yaml(config))
+                logger.info("Run folder: %s", out)
+            else:
+                logger.info("Resuming run folder: %s", out)
+            return _fit_in(config, out, resume is not None)
+    except KeyboardInterrupt as err:
+        if not isinstance(err, RunInterrupted) and (claim.path / "config.yaml").is_file():
+            raise RunInterrupted(claim.path, f"neurodecode fit --resume {shlex.quote(str(claim.path))}") from err
+        raise
 
-    t = time.perf_counter()
+
+def _finished_metrics(out: Path) -> dict[str, Any] | None:
+    """The metrics of a finished run folder (``run.json`` is written last), or None."""
+    import json
+
+    if not (out / "run.json").is_file():
+        return None
+    try:
+        return json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
+    """The body of :func:`run_fit`, writing into the claimed run folder ``out``."""
+    from ..datasets import check_no_leakage
+
+    timings: dict[str, float] = {}
+    t0 = t = time.perf_counter()
     root, trials = load_data(config)
     trials = preprocess(config, trials)
     timings["load"] = time.perf_counter() - t
@@ -160,7 +213,7 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     results: dict[str, dict[Any, Any]] = {}
     preds: dict[str, np.ndarray] = {}
     if ev.scheme == "within":
-        preds = _fit_models(config, train, test, targets, out, resume=resume is not None,
+        preds = _fit_models(config, train, test, targets, out, resume=resume,
                             token_shape=token_shape, timings=timings)
         t = time.perf_counter()
         for name, pred in preds.items():
@@ -176,7 +229,7 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
             fold_test = pooled_subjects(test[np.flatnonzero(subjects == s)])
             check_no_leakage(fold_train, fold_test, where=f"leave-one-subject-out fold {s}")
             fold = _fit_models(config, fold_train, fold_test, targets, out, tag=f"loso-subj{int(s):02d}",
-                               resume=resume is not None, token_shape=token_shape, timings=timings)
+                               resume=resume, token_shape=token_shape, timings=timings)
             t = time.perf_counter()
             for name, pred in fold.items():
                 full = preds.setdefault(name, np.zeros((len(test), pred.shape[1]), dtype=np.float32))
@@ -219,14 +272,14 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     metrics["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(out / "run.json", {
-        "neurodecode_version": __version__, "seed": config.seed, "python": platform.python_version(),
-        "data_root": str(root), "command": "fit", "timings_s": metrics["timings_s"]})
     for name, pred in preds.items():
         with atomic_path(out / f"predictions_{name}.npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, stimulus_id=test.events["stimulus_id"].to_numpy().astype(str), subject=subjects,
                      prediction=pred)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "run.json", {  # written last: marks the run finished (--resume then does nothing)
+        "neurodecode_version": __version__, "seed": config.seed, "python": platform.python_version(),
+        "data_root": str(root), "command": "fit", "timings_s": metrics["timings_s"]})
     logger.info("Done in %.1f s: %s", timings["total"], out / "report.html")
     return FitResult(out, metrics, timings)
 

@@ -12,7 +12,7 @@ import numpy as np
 from .. import __version__
 from ..utils import atomic_write_json, logger, resolve_device, verbose
 from ._data import load_data, preprocess
-from ._run import FitResult, _fresh_dir
+from ._run import FitResult, _fresh_dir, _output_dir
 
 
 @verbose
@@ -131,31 +131,33 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
                          "embeddings. Fit the run on the generator's CLIP space (e.g. targets.encoder=ViT-H-14 "
                          "for Stable unCLIP 2.1) or map the embeddings with an EmbeddingPrior.")
     result = rec.reconstruct(embeds, lowlevel, seeds=seed, ids=[str(i) for i in ids])
-    out = Path(output) if output is not None else _fresh_dir(run_dir / f"reconstructions-{backend}")
-    result.save(out / "reconstructions")
+    claim = _output_dir(output, what="reconstruction") if output is not None else \
+        _fresh_dir(run_dir / f"reconstructions-{backend}", what="reconstruction")
+    with claim as out:  # this process's alone; removed again if it fails before writing
+        result.save(out / "reconstructions")
 
-    seen = trials.stimuli.get_images(ids)
-    scores = evaluate_reconstructions(result.images, seen, metrics=image_metrics, networks=networks or None,
-                                      n_boot=config.evaluation.n_boot, ci=config.evaluation.ci,
-                                      device=dev, random_state=config.seed)
-    true_captions = trials.stimuli.captions_ if "caption" in trials.stimuli.kinds else None
-    decoded_captions, caption_scores = None, None
-    if captions:
-        decoded_captions, caption_scores = _decode_captions(config, trials, test, ids, embeds, seen, clip)
-    items = gallery_items(seen, result.images, ids=ids, lowlevel=result.lowlevel_images,
-                          decoded_captions=decoded_captions,
-                          true_captions=true_captions, subjects=test.events["subject"].tolist(),
-                          scores={m: np.asarray(v) for m, v in scores.per_image.items()})
-    build_gallery(items, title=f"neurodecode reconstruct — {config.name} ({backend})",
-                  metrics=scores.to_frame(), config=config.model_dump(mode="json")).save(out / "gallery.html")
-    metrics = {"neurodecode_version": __version__, "run": str(run_dir), "backend": backend,
-               "generator": str(generator), "n_items": len(ids), "n_samples": n_samples, "seed": seed,
-               "metrics": scores.to_dict(), "time_s": round(time.perf_counter() - t0, 3)}
-    if caption_scores is not None:
-        metrics["captions"] = {"method": "caption-bank retrieval (training-stimulus captions, run's CLIP)",
-                               "decoded": dict(zip(map(str, ids), decoded_captions)),
-                               "scores": caption_scores.to_dict()}
-    atomic_write_json(out / "metrics.json", metrics)
+        seen = trials.stimuli.get_images(ids)
+        scores = evaluate_reconstructions(result.images, seen, metrics=image_metrics, networks=networks or None,
+                                          n_boot=config.evaluation.n_boot, ci=config.evaluation.ci,
+                                          device=dev, random_state=config.seed)
+        true_captions = trials.stimuli.captions_ if "caption" in trials.stimuli.kinds else None
+        decoded_captions, caption_scores = None, None
+        if captions:
+            decoded_captions, caption_scores = _decode_captions(config, trials, test, ids, embeds, seen, clip)
+        items = gallery_items(seen, result.images, ids=ids, lowlevel=result.lowlevel_images,
+                              decoded_captions=decoded_captions,
+                              true_captions=true_captions, subjects=test.events["subject"].tolist(),
+                              scores={m: np.asarray(v) for m, v in scores.per_image.items()})
+        build_gallery(items, title=f"neurodecode reconstruct — {config.name} ({backend})",
+                      metrics=scores.to_frame(), config=config.model_dump(mode="json")).save(out / "gallery.html")
+        metrics = {"neurodecode_version": __version__, "run": str(run_dir), "backend": backend,
+                   "generator": str(generator), "n_items": len(ids), "n_samples": n_samples, "seed": seed,
+                   "metrics": scores.to_dict(), "time_s": round(time.perf_counter() - t0, 3)}
+        if caption_scores is not None:
+            metrics["captions"] = {"method": "caption-bank retrieval (training-stimulus captions, run's CLIP)",
+                                   "decoded": dict(zip(map(str, ids), decoded_captions)),
+                                   "scores": caption_scores.to_dict()}
+        atomic_write_json(out / "metrics.json", metrics)
     logger.info("Reconstructed %d test images with %s: %s", len(ids), backend, out / "gallery.html")
     return FitResult(out, metrics, {"total": metrics["time_s"]})
 
