@@ -290,8 +290,15 @@ class MLPConfig(_Section):
     # training engine (Trainer)
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         "no", description="Autocast precision of the forward pass (GPU; weights stay float32).")
-    lr_schedule: Literal["onecycle", "cosine"] = Field(
-        "onecycle", description="Learning-rate schedule: one-cycle (warm-up + cosine) or cosine annealing.")
+    lr_schedule: Literal["onecycle", "cosine", "constant"] = Field(
+        "onecycle", description="Learning-rate schedule: one-cycle (warm-up + cosine), cosine annealing or "
+        "constant.")
+    lr_schedule_kwargs: dict[str, Any] = Field(
+        {}, description="Options of the schedule, torch's names: onecycle {pct_start, div_factor, "
+        "final_div_factor, anneal_strategy}, cosine {eta_min}; e.g. MindEye2's {pct_start: 0.0133, "
+        "final_div_factor: 1000} (see docs/training.md).")
+    max_grad_norm: float | None = Field(
+        None, gt=0, description="Clip the gradient norm to this value (e.g. MindBridge's 1.0); null = off.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Batches summed per optimizer step.")
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="Exponential moving average of the weights (e.g. 0.999); null = off.")

@@ -44,15 +44,43 @@ from .checkpoint import CheckpointError, load_latest_checkpoint, remove_stale_te
 
 LOSSES = ("infonce", "soft_clip", "mindeye2", "clip_mse", "mse")
 BATCH_COMPOSITIONS = ("per_subject", "all_subjects")
-SCHEDULES = ("onecycle", "cosine")
+SCHEDULES = ("onecycle", "cosine", "constant")
+#: Keyword arguments each schedule accepts in ``lr_schedule_kwargs`` (torch's names and meanings).
+SCHEDULE_KWARGS = {"onecycle": ("pct_start", "div_factor", "final_div_factor", "anneal_strategy"),
+                   "cosine": ("eta_min",), "constant": ()}
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 TOKEN_LOSSES = ("mse", "cosine")
 LOWLEVEL_LOSSES = ("l1", "mse")
 
 #: Trainer settings that must match for a run to be resumed from a checkpoint.
 _RESUME_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "seed", "val_fraction",
-                "gradient_accumulation_steps", "lr_schedule", "ema_decay", "max_grad_norm",
-                "batch_composition")
+                "gradient_accumulation_steps", "lr_schedule", "lr_schedule_kwargs", "ema_decay",
+                "max_grad_norm", "batch_composition")
+
+
+def _check_schedule_kwargs(schedule: str, kwargs: Any) -> None:
+    """Refuse options a schedule does not take, and values outside their range (ValueError)."""
+    if kwargs is None:
+        return
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"lr_schedule_kwargs must be a dict or None, got {type(kwargs).__name__}")
+    allowed = SCHEDULE_KWARGS[schedule]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"lr_schedule_kwargs {unknown} are not options of lr_schedule={schedule!r}; "
+                         f"it takes {list(allowed) or 'none'}")
+    for key, value in kwargs.items():
+        if key == "anneal_strategy":
+            _check_option("anneal_strategy", value, ("cos", "linear"))
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
+            raise ValueError(f"lr_schedule_kwargs.{key} must be a number, got {value!r}")
+        if key == "pct_start" and not 0.0 < float(value) < 1.0:
+            raise ValueError(f"lr_schedule_kwargs.pct_start must be in (0, 1), got {value!r}")
+        if key in ("div_factor", "final_div_factor") and not float(value) > 0:
+            raise ValueError(f"lr_schedule_kwargs.{key} must be > 0, got {value!r}")
+        if key == "eta_min" and not float(value) >= 0:
+            raise ValueError(f"lr_schedule_kwargs.eta_min must be >= 0, got {value!r}")
 
 
 class _SoftClipLoss(nn.Module):
@@ -279,9 +307,19 @@ class Trainer:
         Batches whose gradients are summed (each loss divided by the group's
         size) before one optimizer step; the last group of an epoch may be
         shorter. Gradients are synchronised across processes once per group.
-    lr_schedule : {"onecycle", "cosine"}
-        One-cycle (warm-up then cosine annealing) or plain cosine annealing
-        from ``lr`` to 0, stepped once per optimizer step.
+    lr_schedule : {"onecycle", "cosine", "constant"}
+        One-cycle (warm-up then cosine annealing), plain cosine annealing
+        from ``lr`` to 0, or a constant ``lr``; stepped once per optimizer
+        step.
+    lr_schedule_kwargs : dict | None
+        Options of the schedule, with torch's names: ``"onecycle"``:
+        ``pct_start`` (fraction of the steps spent warming up, in (0, 1);
+        default ``min(0.3, max(1.5 / total_steps, 0.1))``), ``div_factor``
+        (initial lr = ``lr / div_factor``, default 25), ``final_div_factor``
+        (final lr = initial lr / ``final_div_factor``, default 1e4),
+        ``anneal_strategy`` (``"cos"`` or ``"linear"``); ``"cosine"``:
+        ``eta_min`` (final lr, default 0). Any other key is an error. MindEye2
+        uses ``{pct_start: 2 / max_epochs, final_div_factor: 1000}``.
     ema_decay : float | None
         If given (e.g. 0.999), an exponential moving average of the weights is
         kept after every optimizer step and used for validation, best-epoch
@@ -358,7 +396,7 @@ class Trainer:
                  device: str | torch.device = "cpu", val_fraction: float = 0.1,
                  patience: int | None = None, mixed_precision: str = "no",
                  gradient_accumulation_steps: int = 1, lr_schedule: str = "onecycle",
-                 ema_decay: float | None = None, max_grad_norm: float | None = None,
+                 lr_schedule_kwargs: dict[str, Any] | None = None, ema_decay: float | None = None, max_grad_norm: float | None = None,
                  checkpoint_every: int | None = None, keep_checkpoints: int = 3,
                  stream: bool | None = None, token_loss: str = "mse", token_weight: float = 1.0,
                  lowlevel_loss: str = "l1", lowlevel_weight: float = 0.5,
@@ -382,6 +420,7 @@ class Trainer:
         self.mixed_precision = mixed_precision
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.lr_schedule = lr_schedule
+        self.lr_schedule_kwargs = lr_schedule_kwargs
         self.ema_decay = ema_decay
         self.max_grad_norm = max_grad_norm
         self.checkpoint_every = checkpoint_every
@@ -404,6 +443,7 @@ class Trainer:
             _check_option("temperature_mode", self.temperature_mode, TEMPERATURE_MODES)
         _check_option("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         _check_option("lr_schedule", self.lr_schedule, SCHEDULES)
+        _check_schedule_kwargs(self.lr_schedule, self.lr_schedule_kwargs)
         _check_option("token_loss", self.token_loss, TOKEN_LOSSES)
         _check_option("lowlevel_loss", self.lowlevel_loss, LOWLEVEL_LOSSES)
         for name in ("token_weight", "lowlevel_weight"):
@@ -727,12 +767,15 @@ class Trainer:
             [{"params": decay, "weight_decay": float(self.weight_decay)},
              {"params": no_decay + loss_params, "weight_decay": 0.0}], lr=float(self.lr),
             fused=device.type in ("cpu", "cuda"))
+        kw = dict(self.lr_schedule_kwargs or {})
         if self.lr_schedule == "onecycle":
+            kw.setdefault("pct_start", min(0.3, max(1.5 / total_steps, 0.1)))  # no 0 division for tiny runs
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=float(self.lr), total_steps=total_steps,
-                pct_start=min(0.3, max(1.5 / total_steps, 0.1)))  # avoids a 0 division for tiny runs
+                optimizer, max_lr=float(self.lr), total_steps=total_steps, **kw)
+        elif self.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, **kw)
         else:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         # rank 0 draws the same dropout masks as a single-process run
         dropout_gen = torch.Generator(device=device).manual_seed(int(self.seed) + 1 + 1_000_003 * rank)
         # the scheduler is stepped by hand (accelerate's wrapper would step it once per process)
@@ -932,8 +975,9 @@ class Trainer:
                 if self.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(model_p.parameters(), float(self.max_grad_norm))
                 optimizer_p.step()
-                if not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
+                if not accelerator.optimizer_step_was_skipped and (
+                        global_step + 1 < total_steps or self.lr_schedule != "onecycle"):
+                    scheduler.step()  # one-cycle is defined on steps 0..total_steps-1: never step past it
                 optimizer_p.zero_grad(set_to_none=True)
                 global_step += 1
                 if ema is not None:

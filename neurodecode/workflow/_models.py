@@ -93,6 +93,7 @@ def predict_mlp(config: FitConfig, train: Any, test: Any, targets: Any, run_dir:
                       batch_size=mc.batch_size, max_epochs=mc.max_epochs, seed=config.seed,
                       device=device, val_fraction=mc.val_fraction, patience=mc.patience,
                       mixed_precision=mc.mixed_precision, lr_schedule=mc.lr_schedule,
+                      lr_schedule_kwargs=mc.lr_schedule_kwargs or None, max_grad_norm=mc.max_grad_norm,
                       gradient_accumulation_steps=mc.gradient_accumulation_steps,
                       ema_decay=mc.ema_decay, checkpoint_every=mc.checkpoint_every,
                       token_loss=mc.token_loss, token_weight=mc.token_weight,
