@@ -342,15 +342,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"neurodecode {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:
-        command = getattr(err, "resume_command", None)  # workflow.RunInterrupted
-        if command is not None:
-            if getattr(args, "threads", None) is not None:
-                command += f" --threads {args.threads}"
-            print(f"neurodecode {args.command}: interrupted; the run folder {err.run_dir} is intact. "  # type: ignore[attr-defined]
-                  f"Continue it with:\n  {command}", file=sys.stderr)
-        else:
-            print("neurodecode: interrupted; earlier outputs are intact.", file=sys.stderr)
+        print(_interrupted(args, err), file=sys.stderr)
         return 130
+
+
+#: Commands that write a new folder from a fitted run and cannot resume.
+_NO_RESUME = ("adapt", "ablate", "reconstruct")
+
+
+def _interrupted(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
+    """What Ctrl-C left behind, and how to go on."""
+    name = f"neurodecode {args.command}"
+    command = getattr(err, "resume_command", None)  # workflow.RunInterrupted (fit)
+    if command is not None:
+        if getattr(args, "threads", None) is not None:
+            command += f" --threads {args.threads}"
+        return (f"{name}: interrupted; the run folder {err.run_dir} is intact. "  # type: ignore[attr-defined]
+                f"Continue it with:\n  {command}")
+    if args.command not in _NO_RESUME:
+        return f"{name}: interrupted; earlier outputs are intact."
+    out = getattr(err, "out_dir", None)  # workflow._run.OutputInterrupted
+    if out is None:
+        left = "it stopped before writing its output, so nothing was written"
+    elif err.removed:  # type: ignore[attr-defined]
+        left = f"its incomplete output folder {out} was removed"
+    elif err.cleared:  # type: ignore[attr-defined]
+        left = f"what it had written into {out} was removed (the folder is empty)"
+    else:
+        left = (f"{out} held files before and was kept, so the files this command wrote there may be "
+                "incomplete: delete them or pick another --output")
+    return (f"{name}: interrupted; {left}; the run folder {args.run} and its earlier outputs are intact. "
+            f"{name} cannot resume: run the same command again to start over.")
 
 
 if __name__ == "__main__":  # pragma: no cover

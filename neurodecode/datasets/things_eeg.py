@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ..io._checks import check_finite, check_nonfinite_option
 from ..io.things_eeg import LazyImageFiles, read_things_eeg2
 from ..utils import _check_option, logger, verbose
 from ._stimuli import StimulusSet
@@ -22,6 +23,7 @@ _ROOT_HINT = ("root should be the THINGS-EEG2 project folder, containing image_s
 _SPLIT_FILES = {"train": ("training", "preprocessed_eeg_training.npy"),
                 "test": ("test", "preprocessed_eeg_test.npy")}
 _IMG_EXT = (".jpg", ".jpeg", ".png")
+_REDOWNLOAD_EEG = "re-download the preprocessed file"
 
 
 def _variant_dir(root: Path, variant: str, subject: int) -> Path:
@@ -45,6 +47,11 @@ def _image_table(root: Path, kind: str) -> pd.DataFrame:
         files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _IMG_EXT)
         if not files:
             raise ValueError(f"THINGS-EEG2 image folder {folder} holds no image; re-download image_set.")
+        empty = [f for f in files if f.stat().st_size == 0]
+        if empty:
+            raise ValueError(f"THINGS-EEG2 image {empty[0]} is empty (0 bytes)"
+                             f"{f' (and {len(empty) - 1} more in {folder})' if len(empty) > 1 else ''}; "
+                             "re-download image_set.")
         if kind == "test":
             files = files[:1]
         for ii, f in enumerate(files):
@@ -53,6 +60,22 @@ def _image_table(root: Path, kind: str) -> pd.DataFrame:
     if not rows:
         raise ValueError(f"THINGS-EEG2 image folder {d} holds no concept folder; re-download image_set.")
     return pd.DataFrame(rows)
+
+
+def _count_mismatch(path: Path, n_cond: int, table: pd.DataFrame, folder: Path) -> ValueError:
+    """The error for an EEG file whose condition count differs from the images of ``folder``."""
+    per = table.groupby("concept_index", sort=True).size()
+    odd = ""
+    if per.nunique() > 1:  # a concept folder with missing (or extra) images
+        usual = int(per.mode().iloc[0])
+        names = table.groupby("concept_index", sort=True)["path"].first()
+        off = [f"{Path(names[i]).parent.name} ({n})" for i, n in per.items() if n != usual]
+        odd = (f" Most concept folders hold {usual} images but {len(off)} hold another number: "
+               f"{', '.join(off[:5])}{' ...' if len(off) > 5 else ''}.")
+    return ValueError(f"THINGS-EEG2 file {path} has {n_cond} conditions but {folder} holds {len(table)} "
+                      f"images; the EEG and image_set do not match.{odd} Condition i is the i-th image in sorted "
+                      "order, so every image must be present: re-download image_set (or the EEG file if "
+                      "image_set is complete).")
 
 
 def _ch_pos(ch_names: list[str]) -> np.ndarray | None:
@@ -80,6 +103,7 @@ def load_things_eeg2(
     split: str | Sequence[str] = ("train", "test"),
     images: bool = True,
     image_size: int | None = None,
+    nonfinite: Literal["error", "drop"] = "error",
     verbose: bool | str | int | None = None,
 ) -> BrainTrials:
     """Load one THINGS-EEG2 subject's preprocessed epochs, one trial per repetition.
@@ -106,6 +130,12 @@ def load_things_eeg2(
     image_size : int | None
         Side of the square images returned; ``None`` keeps the first image's
         size (500 × 500 in THINGS).
+    nonfinite : ``"error"`` | ``"drop"``
+        What to do with trials (repetitions) holding NaN or infinite values
+        (after the cast to float32, so values too large for it count as
+        infinite): ``"error"`` (default) raises a ``ValueError`` naming the
+        file, subject, split and counts; ``"drop"`` drops those trials with a
+        WARNING giving the counts. In a run config: ``data.options.nonfinite``.
     verbose : bool | str | int | None
         Log level for this call.
 
@@ -139,6 +169,7 @@ def load_things_eeg2(
     >>> test = trials.select(split="test").average_repetitions()        # doctest: +SKIP
     """
     _check_option("variant", variant, ("auto", "official", "atm"))
+    check_nonfinite_option(nonfinite)
     splits = [split] if isinstance(split, str) else list(split)
     if not splits:
         raise ValueError("split must name at least one of 'train', 'test'")
@@ -184,9 +215,7 @@ def load_things_eeg2(
         table = _image_table(root, kind)
         n_cond, n_rep = data.shape[:2]
         if n_cond != len(table):
-            raise ValueError(f"THINGS-EEG2 file {path} has {n_cond} conditions but "
-                             f"{root / 'image_set' / f'{kind}_images'} holds {len(table)} images; "
-                             "the EEG and image_set do not match.")
+            raise _count_mismatch(path, n_cond, table, root / "image_set" / f"{kind}_images")
         tables[s] = table
         parts.append(data)
         cond = np.repeat(np.arange(n_cond), n_rep)
@@ -205,14 +234,25 @@ def load_things_eeg2(
         raise ValueError("split must name at least one of 'train', 'test'")
     n_ch, n_t = len(ref[1]), len(ref[2])
     out = np.empty((sum(p.shape[0] * p.shape[1] for p in parts), n_ch, n_t), dtype=np.float32)
+    bad = np.zeros(len(out), dtype=bool)
     k = 0
-    for p in parts:
+    for p, s, path in zip(parts, splits, files):
         n = p.shape[0] * p.shape[1]
-        out[k:k + n] = p.reshape(n, n_ch, n_t)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, reported just below
+            out[k:k + n] = p.reshape(n, n_ch, n_t)
+        bad[k:k + n] = check_finite(out[k:k + n], file=f"{path} (subject {int(subject)}, split {s})",
+                                    nonfinite=nonfinite, what="trial", fix=_REDOWNLOAD_EEG)
         k += n
     events = pd.concat(ev_parts, ignore_index=True)
     events = events[["subject", "session", "stimulus_id", "concept", "concept_index", "image_index",
                      "condition", "repetition", "split"]]
+    if bad.any():
+        if bad.all():
+            raise ValueError(f"Every trial of {', '.join(files)} holds a NaN or infinite value, so "
+                             f"nonfinite='drop' leaves nothing; {_REDOWNLOAD_EEG}.")
+        keep = np.flatnonzero(~bad)
+        out = out[keep]
+        events = events.iloc[keep].reset_index(drop=True)
 
     times = np.asarray(ref[2], dtype=float)
     sfreq = float(1.0 / np.median(np.diff(times))) if n_t > 1 else float("nan")

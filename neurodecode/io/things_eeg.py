@@ -61,6 +61,20 @@ def read_things_eeg2(path: str | Path) -> dict[str, Any]:
         and ``format`` (``"npy"`` for ``np.save``, ``"pickle"`` for ATM's
         ``pickle.dump``).
 
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        Naming the file and what to do (re-download it) when the file is
+        empty, truncated or not a pickle, holds no dict or lacks one of
+        :data:`THINGS_EEG2_KEYS`, when ``preprocessed_eeg_data`` is not a 4-D
+        array of real numbers, ``ch_names`` is not a list of strings as long
+        as the channel axis, or ``times`` is not a finite, increasing 1-D
+        axis at least as long as the time axis.
+    UnsafePickleError
+        If the file names a global outside the allow-list (see Notes).
+
     Notes
     -----
     These files are object arrays / pickles by construction (the dataset
@@ -75,45 +89,91 @@ def read_things_eeg2(path: str | Path) -> dict[str, Any]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"THINGS-EEG2 preprocessed file not found: {p}")
+    if p.stat().st_size == 0:
+        raise ValueError(f"THINGS-EEG2 file {p} is empty (0 bytes): the download or copy did not complete; "
+                         f"{_REDOWNLOAD}.")
     try:
         # both variants are pickled dicts (see Notes): restricted unpickler, never np.load(allow_pickle=True)
         obj = safe_load_pickled(p)
     except UnsafePickleError:
         raise  # names the file and the forbidden global already
     except Exception as exc:  # truncated / not a npy or pickle
-        raise ValueError(f"Could not read THINGS-EEG2 file {p} ({type(exc).__name__}: {exc}); "
+        cause = ("it is truncated" if isinstance(exc, EOFError) or "truncated" in str(exc)
+                 or str(exc).startswith("EOF") else "it is corrupt, or not a .npy / pickle file at all")
+        raise ValueError(f"Could not read THINGS-EEG2 file {p}: {cause} ({type(exc).__name__}: {exc}); "
                          f"{_REDOWNLOAD}.") from exc
     fmt = "pickle"
     if isinstance(obj, np.ndarray) and obj.shape == () and obj.dtype == object:
         obj = obj.item()
         fmt = "npy"
     if not isinstance(obj, dict):
-        kind = f"array of shape {obj.shape}" if isinstance(obj, np.ndarray) else type(obj).__name__
+        kind = f"an array of shape {obj.shape}" if isinstance(obj, np.ndarray) else f"a {type(obj).__name__}"
         raise ValueError(  # noqa: TRY004 - a damaged file, not a caller's wrong type
-            f"THINGS-EEG2 file {p} should hold a dict with keys {list(THINGS_EEG2_KEYS)} but holds a {kind}; "
+            f"THINGS-EEG2 file {p} should hold a dict with keys {list(THINGS_EEG2_KEYS)} but holds {kind}; "
             f"{_REDOWNLOAD}.")
     missing = [k for k in THINGS_EEG2_KEYS if k not in obj]
     if missing:
         raise ValueError(f"THINGS-EEG2 file {p} is missing key(s) {missing} (has {sorted(map(str, obj))}); "
                          f"{_REDOWNLOAD}.")
-    data = obj["preprocessed_eeg_data"]
-    if not isinstance(data, np.ndarray):
-        data = np.asarray(data)
+    data = _numeric(obj["preprocessed_eeg_data"], p, "preprocessed_eeg_data")
     if data.ndim != 4:
         raise ValueError(f"THINGS-EEG2 file {p}: preprocessed_eeg_data must be 4-D (n_conditions, "
                          f"n_repetitions, n_channels, n_times), got shape {data.shape}; {_REDOWNLOAD}.")
-    ch_names = [str(c) for c in np.asarray(obj["ch_names"]).ravel()]
+    ch_names = _ch_names(obj["ch_names"], p)
     if len(ch_names) != data.shape[2]:
         raise ValueError(f"THINGS-EEG2 file {p}: {len(ch_names)} ch_names but the data have "
                          f"{data.shape[2]} channels (axis 2); {_REDOWNLOAD}.")
-    times_full = np.asarray(obj["times"], dtype=float).ravel()
+    times_full = _numeric(obj["times"], p, "times").astype(float, copy=False)
+    if times_full.ndim != 1:
+        raise ValueError(f"THINGS-EEG2 file {p}: times must be 1-D (one time per sample), got shape "
+                         f"{times_full.shape}; {_REDOWNLOAD}.")
     n_t = data.shape[3]
     if len(times_full) < n_t:
         raise ValueError(f"THINGS-EEG2 file {p}: times has {len(times_full)} samples but the data have "
                          f"{n_t} (axis 3); {_REDOWNLOAD}.")
+    if not np.isfinite(times_full).all() or (len(times_full) > 1 and not (np.diff(times_full) > 0).all()):
+        raise ValueError(f"THINGS-EEG2 file {p}: times must be finite and increasing (seconds), got "
+                         f"{_preview(times_full)}; {_REDOWNLOAD}.")
     times = times_full[len(times_full) - n_t:]  # ATM: data cropped [..., 50:], times kept full
     return {"data": data, "ch_names": ch_names, "times": times, "times_full": times_full,
             "format": fmt}
+
+
+def _preview(a: np.ndarray, n: int = 4) -> str:
+    vals = ", ".join(str(v) for v in a.ravel()[:n].tolist())
+    return f"[{vals}{', ...' if a.size > n else ''}]"
+
+
+def _numeric(value: Any, path: Path, key: str) -> np.ndarray:
+    """``value`` as a real numeric array, or a ValueError naming ``path`` and ``key``."""
+    try:
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"THINGS-EEG2 file {path}: {key} is not a regular array ({exc}); "
+                         f"{_REDOWNLOAD}.") from None
+    if arr.dtype.kind not in "biuf":
+        held = ""
+        if arr.dtype == object and arr.size:
+            held = f" holding {type(arr.flat[0]).__name__}"
+        raise ValueError(f"THINGS-EEG2 file {path}: {key} must hold real numbers but is an array of dtype "
+                         f"{arr.dtype}{held} (shape {arr.shape}); {_REDOWNLOAD}.")
+    return arr
+
+
+def _ch_names(value: Any, path: Path) -> list[str]:
+    """``ch_names`` as a list of str, or a ValueError naming ``path``."""
+    arr = np.asarray(value, dtype=object) if isinstance(value, (list, tuple, np.ndarray)) else None
+    bad = None
+    if arr is None or arr.ndim != 1:
+        bad = f"a {type(value).__name__}" if arr is None else f"an array of shape {arr.shape}"
+    else:
+        wrong = [c for c in arr.tolist() if not isinstance(c, (str, bytes))]
+        if wrong:
+            bad = f"{len(wrong)} entries that are not text, e.g. {type(wrong[0]).__name__} {wrong[0]!r}"
+    if bad is not None:
+        raise ValueError(f"THINGS-EEG2 file {path}: ch_names must be a list of channel names (str) but "
+                         f"holds {bad}; {_REDOWNLOAD}.")
+    return [c.decode("latin1") if isinstance(c, bytes) else str(c) for c in arr.tolist()]
 
 
 def write_things_eeg2(path: str | Path, data: np.ndarray, ch_names: Sequence[str], times: Any,

@@ -9,12 +9,15 @@ folder behind.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import FitConfig, config_to_yaml
-from ..utils._locks import FolderClaim, claim_folder
+from ..utils._locks import LOCK_NAME, FolderClaim, claim_folder
 
 
 @dataclass
@@ -37,6 +40,53 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path, resume_command: str) -> None:
         super().__init__(f"interrupted; continue with: {resume_command}")
         self.run_dir, self.resume_command = Path(run_dir), resume_command
+
+
+class OutputInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a command that cannot resume wrote ``out_dir``; says what became of that folder.
+
+    ``cleared``: the folder was empty when claimed, so everything the command
+    had written there was removed (``removed``: the folder itself too, as this
+    command had created it). Otherwise the folder held earlier files (an
+    explicit ``--output``) and was left as it is.
+    """
+
+    def __init__(self, out_dir: Path, *, cleared: bool, removed: bool) -> None:
+        super().__init__(f"interrupted while writing {out_dir}")
+        self.out_dir, self.cleared, self.removed = Path(out_dir), cleared, removed
+
+
+@contextmanager
+def _complete_or_removed(claim: FolderClaim) -> Iterator[Path]:
+    """``with claim as out`` for a command that cannot resume (adapt, ablate, reconstruct).
+
+    On Ctrl-C the files this command wrote into a folder it claimed empty are
+    removed (while the lock is still held, so they are all its own), so the
+    folder is either complete or gone; :class:`OutputInterrupted` then says
+    which. Other errors behave as with the claim alone.
+    """
+    try:
+        with claim as out:
+            try:
+                yield out
+            except KeyboardInterrupt:
+                if claim.fresh:
+                    _clear_folder(out)
+                raise
+    except KeyboardInterrupt as err:
+        raise OutputInterrupted(claim.path, cleared=claim.fresh, removed=claim.removed) from err
+
+
+def _clear_folder(folder: Path) -> None:
+    """Remove everything in ``folder`` but its lock file."""
+    for p in folder.iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        with suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
 
 def _fresh_dir(base: Path, *, what: str = "output") -> FolderClaim:

@@ -11,7 +11,7 @@ from .. import __version__
 from ..config import AblationConfig, FitConfig
 from ..utils import atomic_write_json, logger, verbose
 from ._data import load_data, preprocess
-from ._run import FitResult, _fresh_dir, _output_dir
+from ._run import FitResult, _complete_or_removed, _fresh_dir, _output_dir
 
 __all__ = ["ablate_run", "run_ablate"]
 
@@ -167,7 +167,7 @@ def run_ablate(run_dir: str | Path, atlas: str | None = None, *, strategies: lis
     targets, _ = stimulus_targets(config, trials)
     claim = _output_dir(output, what="ablation") if output is not None else \
         _fresh_dir(run_dir / f"ablation-{_slug(ac.atlas or 'none')}", what="ablation")
-    with claim as out:  # this process's alone; removed again if the ablation fails before writing
+    with _complete_or_removed(claim) as out:  # ours alone; removed on Ctrl-C or a failure before writing
         summary = ablate_run(config, ac, run_dir, Path(root), train, test, targets, out)
         metrics = {"neurodecode_version": __version__, "run": str(run_dir), **summary,
                    "settings": ac.model_dump(mode="json"), "time_s": round(time.perf_counter() - t0, 3)}

@@ -11,7 +11,7 @@ import numpy as np
 from .. import __version__
 from ..utils import atomic_write_json, logger, resolve_device, verbose
 from ._data import load_subject, preprocess, simulated_root
-from ._run import FitResult, _claim_run_dir, _fresh_dir
+from ._run import FitResult, _claim_run_dir, _complete_or_removed, _fresh_dir
 from ._targets import stimulus_targets
 
 
@@ -82,7 +82,7 @@ def run_adapt(run_dir: str | Path, subject: int, *, data_root: str | Path | None
                                 topk=tuple(ev.topk), n_boot=ev.n_boot, ci=ev.ci, random_state=config.seed)
     claim = _claim_run_dir(config, output, disposable=()) if output is not None else \
         _fresh_dir(run_dir / "adapted" / f"subj{int(subject):02d}", what="adaptation")
-    with claim as out:  # this process's alone; removed again if the adaptation fails before writing
+    with _complete_or_removed(claim) as out:  # ours alone; removed on Ctrl-C or a failure before writing
         result.model.save_pretrained(out / "model")
         metrics = {"neurodecode_version": __version__, "run": str(run_dir), "subject": int(subject),
                    "fraction": fraction, "n_adapt_trials": len(few), "n_adapt_images": len(keep),

@@ -12,7 +12,7 @@ import numpy as np
 from .. import __version__
 from ..utils import atomic_write_json, logger, resolve_device, verbose
 from ._data import load_data, preprocess
-from ._run import FitResult, _fresh_dir, _output_dir
+from ._run import FitResult, _complete_or_removed, _fresh_dir, _output_dir
 
 
 @verbose
@@ -133,7 +133,7 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     result = rec.reconstruct(embeds, lowlevel, seeds=seed, ids=[str(i) for i in ids])
     claim = _output_dir(output, what="reconstruction") if output is not None else \
         _fresh_dir(run_dir / f"reconstructions-{backend}", what="reconstruction")
-    with claim as out:  # this process's alone; removed again if it fails before writing
+    with _complete_or_removed(claim) as out:  # ours alone; removed on Ctrl-C or a failure before writing
         result.save(out / "reconstructions")
 
         seen = trials.stimuli.get_images(ids)
