@@ -3,11 +3,12 @@ unplanted one reach significance?
 
 Not part of the test run (about 20 s per seed on 2 CPU cores):
 
-    python benchmarks/sweep_network_ablation.py                 # 21 seeds (3 per network), ~7 min
+    python benchmarks/sweep_network_ablation.py                 # 21 seeds (3 per network), both modes
     python benchmarks/sweep_network_ablation.py --seeds 28 --strategy permute --csv sweep.csv
 
-Protocol, per seed ``k``: ``simulate("nsd", n_subjects=1, n_sessions=4, trials_per_session=300,
-seed=k, signal_rois=[NET])`` with ``NET`` the k-th of the 7 Yeo-like networks in turn (so every network
+Protocol, per simulator mode (``--response``: nonlinear and linear by default) and seed ``k``:
+``simulate("nsd", n_subjects=1, n_sessions=4, trials_per_session=300, seed=k, signal_rois=[NET],
+response=MODE)`` with ``NET`` the k-th of the 7 Yeo-like networks in turn (so every network
 is planted equally often); ``load_nsd(roi=None)`` (every brain voxel); 8×8 pixel targets; a ridge decoder
 per subject (alpha by leave-one-out); ``ablate`` with the simulator's network atlas
 (``simulation/atlases/subj01_networks7.nii.gz``), ``--strategy`` (default ``zero``), metric 2-way
@@ -45,14 +46,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, float(c - h)), min(1.0, float(c + h))
 
 
-def one_seed(seed: int, planted: str, strategy: str, n_null: int, workdir: Path) -> pd.DataFrame:
+def one_seed(seed: int, planted: str, strategy: str, n_null: int, workdir: Path,
+             response: str = "nonlinear") -> pd.DataFrame:
     from neurodecode.analysis import ablate, parse_atlas
     from neurodecode.datasets import load_nsd, simulate
     from neurodecode.embeddings import embed_images
     from neurodecode.models import RidgeDecoder
 
-    root = simulate("nsd", workdir / f"nsd-{seed}", n_subjects=1, n_sessions=4, trials_per_session=300,
-                    seed=seed, signal_rois=[planted], verbose="error")
+    root = simulate("nsd", workdir / f"nsd-{seed}-{response}", n_subjects=1, n_sessions=4,
+                    trials_per_session=300, seed=seed, signal_rois=[planted], response=response, verbose="error")
     trials = load_nsd(root, 1, roi=None, verbose="error")
     train, test = trials.select(split="train"), trials.select(split="test").average_repetitions()
     ids = trials.events["stimulus_id"].drop_duplicates().tolist()
@@ -71,14 +73,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=21, help="number of seeds (>= 20 for the issue)")
     parser.add_argument("--strategy", default="zero", choices=("zero", "mean", "permute"))
     parser.add_argument("--n-null", type=int, default=200)
+    parser.add_argument("--response", nargs="+", default=["nonlinear", "linear"], choices=("nonlinear", "linear"),
+                        help="simulator mode(s) (simulate.response); each is swept over every seed")
     parser.add_argument("--csv", help="also write every row here")
     args = parser.parse_args()
+    frames = []
+    for response in args.response:
+        frames.append(sweep(args, response))
+    if args.csv:
+        pd.concat(frames, ignore_index=True).to_csv(args.csv, index=False)
+
+
+def sweep(args: argparse.Namespace, response: str) -> pd.DataFrame:
+    """Every seed in one simulator mode; prints the per-seed lines and the summary table."""
     rows = []
     t0 = time.perf_counter()
+    print(f"\nsimulate.response = {response}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             planted = NETWORKS[seed % len(NETWORKS)]
-            f = one_seed(seed, planted, args.strategy, args.n_null, Path(tmp))
+            f = one_seed(seed, planted, args.strategy, args.n_null, Path(tmp), response)
             top = f.sort_values("rank").iloc[0]
             mine = f[f.region == planted].iloc[0]
             print(f"seed {seed:2d} planted {planted:16s} intact 2-way {f['baseline_2way'].iloc[0]:.3f} | "
@@ -86,8 +100,7 @@ def main() -> None:
                   f"{int(((f.region != planted) & (f.p_value < 0.05)).sum())}", flush=True)
             rows.append(f)
     allf = pd.concat(rows, ignore_index=True)
-    if args.csv:
-        allf.to_csv(args.csv, index=False)
+    allf["response"] = response
     per_seed = allf.groupby("seed")
     hits = sum(int(g.sort_values("rank").iloc[0]["region"] == g["planted"].iloc[0]
                    and g[g.region == g["planted"].iloc[0]]["p_value"].iloc[0] < 0.05) for _, g in per_seed)
@@ -95,7 +108,7 @@ def main() -> None:
     un = allf[allf.region != allf.planted]
     fp_raw, fp_fdr, n_un = int((un.p_value < 0.05).sum()), int((un.p_fdr < 0.05).sum()), len(un)
     n = args.seeds
-    print(f"\n{n} seeds, strategy {args.strategy}, 2-way, {args.n_null} null regions, "
+    print(f"\n{response} responses: {n} seeds, strategy {args.strategy}, 2-way, {args.n_null} null regions, "
           f"{time.perf_counter() - t0:.0f} s")
     print(f"{'measure':58s} {'neurodecode':>22s} {'baseline':>10s}")
     for label, k, total, base in (("planted network ranked first with p < .05", hits, n, f"{1 / 7:.2f}"),
@@ -104,6 +117,7 @@ def main() -> None:
                                   ("unplanted networks significant at FDR .05", fp_fdr, n_un, "-")):
         lo, hi = wilson(k, total)
         print(f"{label:58s} {k:3d}/{total} = {k / total:.3f} [{lo:.3f}, {hi:.3f}] {base:>10s}")
+    return allf
 
 if __name__ == "__main__":
     main()
