@@ -212,7 +212,9 @@ class MLPConfig(_Section):
     hidden_dim: int = Field(512, ge=8, description="Width of the shared latent.")
     n_blocks: int = Field(2, ge=0, le=16, description="Residual MLP blocks.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout rate.")
-    max_epochs: int = Field(30, ge=1, description="Training epochs.")
+    max_epochs: int = Field(
+        50, ge=1, description="Training epochs (the demo's 50: ≥ 0.9× ridge on the linear simulator, "
+        "docs/benchmarks.md).")
     batch_size: int = Field(
         128, ge=2, description="Trials per training step: one subject per batch (batch_composition="
         "per_subject), or batch_size // n_subjects trials of every subject (all_subjects).")
