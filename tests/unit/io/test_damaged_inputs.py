@@ -51,17 +51,6 @@ def sims(tmp_path_factory) -> dict[str, Path]:
             "masc": simulate("masc", base / "masc", **MASC)}
 
 
-@pytest.fixture
-def nd_log(caplog):
-    """Capture the (non-propagating) neurodecode logger."""
-    lg = logging.getLogger("neurodecode")
-    lg.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        lg.removeHandler(caplog.handler)
-
-
 def _copy(sims: dict, name: str, tmp_path: Path) -> Path:
     dst = tmp_path / name
     shutil.copytree(sims[name], dst)

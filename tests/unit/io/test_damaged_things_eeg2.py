@@ -40,17 +40,6 @@ def sim(tmp_path_factory) -> Path:
     return simulate("things_eeg2", tmp_path_factory.mktemp("damage_eeg2") / "d", **EEG2)
 
 
-@pytest.fixture
-def nd_log(caplog):
-    """Capture the (non-propagating) neurodecode logger."""
-    lg = logging.getLogger("neurodecode")
-    lg.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        lg.removeHandler(caplog.handler)
-
-
 def _snapshot(root: Path) -> dict:
     return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in root.rglob("*") if p.is_file()}
