@@ -197,15 +197,15 @@ def test_bad_inputs_raise():
         retrieve(np.ones((4, 3)), np.ones((4, 3)), direction="sideways")
 
 
-def test_mindeye2_scale_runs_fast():
-    import time
-
+def test_mindeye2_scale_evaluates():
+    # MindEye2's size (1000 test images, 1664-d, 300-way × 30, 1000 bootstraps); its speed is a benchmark's
+    # business, not a test's (no wall-clock assertion)
     pred, target = _noisy(1000, 1664, 8.0)
     pred, target = pred.astype(np.float32), target.astype(np.float32)
-    t0 = time.perf_counter()
     scores = evaluate_retrieval(pred, target, n_candidates=300, n_repeats=30, n_boot=1000)
-    assert time.perf_counter() - t0 < 10.0
     assert scores.n_candidates == 300 and scores.n_items == 1000
+    top1 = scores.metrics["nway_top1_forward"]
+    assert top1["chance"] == pytest.approx(1 / 300) and 0.0 <= top1["ci_low"] <= top1["value"] <= top1["ci_high"]
 
 
 def test_combine_per_subject_scores_equals_grouped_evaluation():
