@@ -222,11 +222,12 @@ class MLPConfig(_Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     val_fraction: float = Field(0.1, ge=0, lt=0.5, description="Training images held out for validation.")
     # loss and batches (Trainer)
-    loss: Literal["infonce", "soft_clip", "mindeye2", "clip_mse", "mse"] = Field(
+    loss: Literal["infonce", "soft_clip", "mindeye2", "clip_mse", "brainmagick_clip", "mse"] = Field(
         "infonce", description="Training loss of the pooled embedding: 'infonce' (symmetric CLIP loss), "
         "'soft_clip' (MindEye's SoftCLIP), 'mindeye2' (BiMixCo on mixed inputs for the first mixco_fraction "
         "of the epochs, then SoftCLIP with a cosine-scheduled temperature), 'clip_mse' (ATM: clip_weight × "
-        "CLIP + (1 - clip_weight) × MSE) or 'mse'. See docs/training.md.")
+        "CLIP + (1 - clip_weight) × MSE), 'brainmagick_clip' (brainmagick / neuralbench ClipLoss: brain → "
+        "stimulus only, candidates normalised, no temperature) or 'mse'. See docs/training.md.")
     temperature: float | None = Field(
         None, description="Temperature of the contrastive loss (> 0; >= 0.01 when learnable, i.e. an inverse "
         "temperature <= 100). null = the loss's default: infonce 0.07, soft_clip 0.125, mindeye2 0.006 "
@@ -348,7 +349,8 @@ class MLPConfig(_Section):
     def _loss_settings(self) -> MLPConfig:
         # mirrors neurodecode.models.losses.resolve_temperature (kept torch-free: configs load without torch)
         allowed = {"infonce": ("fixed", "learnable", "schedule"), "soft_clip": ("fixed", "schedule"),
-                   "mindeye2": ("fixed", "schedule"), "clip_mse": ("fixed", "learnable", "schedule")}
+                   "mindeye2": ("fixed", "schedule"), "clip_mse": ("fixed", "learnable", "schedule"),
+                   "brainmagick_clip": ("fixed",)}
         if self.loss not in allowed:  # mse
             given = [k for k in ("temperature", "temperature_mode") if getattr(self, k) is not None]
             if given:
@@ -356,13 +358,13 @@ class MLPConfig(_Section):
                                  "has no temperature); set it to null")
             return self
         default_mode = {"infonce": "learnable", "soft_clip": "fixed", "mindeye2": "schedule",
-                        "clip_mse": "learnable"}[self.loss]
+                        "clip_mse": "learnable", "brainmagick_clip": "fixed"}[self.loss]
         mode = self.temperature_mode or default_mode
         if mode not in allowed[self.loss]:
             raise ValueError(f"models.mlp.temperature_mode={mode!r} is not available for models.mlp.loss="
                              f"{self.loss!r}; allowed: {list(allowed[self.loss])}")
         default_t = {"infonce": 0.07, "soft_clip": 0.125, "mindeye2": 0.006,
-                     "clip_mse": 1.0 / math.log(1.0 / 0.07)}[self.loss]
+                     "clip_mse": 1.0 / math.log(1.0 / 0.07), "brainmagick_clip": 1.0}[self.loss]
         t = default_t if self.temperature is None else self.temperature
         if mode == "learnable" and 1.0 / t > 100.0:
             raise ValueError(f"models.mlp.temperature={t!r} is an inverse temperature of {1.0 / t:.4g}, above "

@@ -8,6 +8,7 @@ from .losses import (
                      ClipLoss,
                      WeightedLoss,
                      bimixco,
+                     candidate_clip,
                      cosine_loss,
                      cycle_loss,
                      info_nce,
@@ -22,5 +23,5 @@ __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput
            "LinearAdapter", "LowLevelHead", "MLPMixer", "PooledAdapter", "PooledHead", "Projector", "ResidualMLP",
            "RidgeDecoder", "SequenceHead", "SpatialAttention", "SubjectBuilder", "SubjectLayer", "TokenHead",
            "WeightedLoss",
-           "bimixco", "cosine_loss", "cycle_loss", "info_nce", "init_parameters_", "l1_loss", "mixco",
+           "bimixco", "candidate_clip", "cosine_loss", "cycle_loss", "info_nce", "init_parameters_", "l1_loss", "mixco",
            "mse_loss", "soft_clip"]

@@ -39,6 +39,7 @@ TEMPERATURE_DEFAULTS: dict[str, tuple[float, str, tuple[str, ...]]] = {
     "soft_clip": (0.125, "fixed", ("fixed", "schedule")),
     "mindeye2": (MINDEYE2_TEMPERATURE, "schedule", ("fixed", "schedule")),
     "clip_mse": (ATM_TEMPERATURE, "learnable", ("fixed", "learnable", "schedule")),
+    "brainmagick_clip": (1.0, "fixed", ("fixed",)),
 }
 
 
@@ -91,6 +92,44 @@ def info_nce(pred: torch.Tensor, target: torch.Tensor, temperature: float | torc
     loss_b2s = -(labels * logits.log_softmax(1)).sum(1).mean()
     loss_s2b = -(labels * logits.T.log_softmax(1)).sum(1).mean()
     return (loss_b2s + loss_s2b) / 2
+
+
+def candidate_clip(pred: torch.Tensor, target: torch.Tensor, temperature: float | torch.Tensor = 1.0,
+                   *, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """brainmagick's CLIP loss: one direction, only the candidates L2-normalised.
+
+    ``logits[i, j] = pred_i · target_j / ‖target_j‖ / temperature`` and the
+    loss is the cross-entropy of each brain row over the candidates (brain →
+    stimulus only). The prediction is *not* normalised: its norm acts as a
+    learned inverse temperature, and brainmagick applies no other
+    (``temperature`` = 1). For a time-resolved target the rows are the
+    flattened (frames × dim) maps, so the dot product and the candidate norm
+    run over the whole map, as in brainmagick's ``einsum("bct,oct,o->bo")``.
+
+    Parameters
+    ----------
+    pred : Tensor, shape (batch, dim)
+        Decoded embeddings (not normalised).
+    target : Tensor, shape (batch, dim)
+        Candidate (stimulus) embeddings of the same trials.
+    temperature : float | Tensor
+        Divides the logits (> 0; brainmagick: 1).
+    ids : Tensor of int, shape (batch,) | None
+        Stimulus ids: rows sharing an id are all positives (brainmagick counts
+        them as negatives).
+
+    Returns
+    -------
+    loss : Tensor, shape ()
+    """
+    if pred.ndim != 2 or pred.shape != target.shape:
+        raise ValueError(f"pred and target must both have shape (batch, dim); got {tuple(pred.shape)} "
+                         f"and {tuple(target.shape)}")
+    logits = pred @ F.normalize(target, dim=1, eps=1e-8).T / temperature
+    if ids is None:
+        return F.cross_entropy(logits, torch.arange(len(pred), device=pred.device))
+    labels = _soft_labels(len(pred), ids, pred.device)
+    return -(labels * logits.log_softmax(1)).sum(1).mean()
 
 
 def soft_clip(pred: torch.Tensor, target: torch.Tensor, temperature: float | torch.Tensor = 0.125
@@ -208,11 +247,11 @@ def resolve_temperature(loss: str, temperature: float | None = None, mode: str |
     ----------
     loss : str
         A key of :data:`TEMPERATURE_DEFAULTS` (``"infonce"``, ``"soft_clip"``,
-        ``"mindeye2"``, ``"clip_mse"``).
+        ``"mindeye2"``, ``"clip_mse"``, ``"brainmagick_clip"``).
     temperature : float | None
-        None = the loss's default (0.07, 0.125, 0.006, ≈0.376).
+        None = the loss's default (0.07, 0.125, 0.006, ≈0.376, 1).
     mode : {"fixed", "learnable", "schedule"} | None
-        None = the loss's default (learnable, fixed, schedule, learnable).
+        None = the loss's default (learnable, fixed, schedule, learnable, fixed).
     schedule : (float, float)
         ``(start, end)`` of the cosine schedule (checked in schedule mode).
 
@@ -426,6 +465,10 @@ class TrainingLoss(nn.Module):
     ``"clip_mse"``
         ATM: ``clip_weight × CLIP + (1 − clip_weight) × MSE`` — the CLIP term on
         L2-normalised rows, the MSE between the raw prediction and the target.
+    ``"brainmagick_clip"``
+        brainmagick's / neuralbench's ``ClipLoss`` (:func:`candidate_clip`):
+        brain → stimulus only, candidates normalised, the prediction's norm as
+        the inverse temperature (fixed ``temperature`` 1).
 
     Temperature modes: ``"fixed"`` (used exactly), ``"learnable"`` (a log
     inverse temperature optimised with the model, clamped to an inverse
@@ -442,7 +485,7 @@ class TrainingLoss(nn.Module):
 
     Parameters
     ----------
-    name : {"infonce", "soft_clip", "mindeye2", "clip_mse"}
+    name : {"infonce", "soft_clip", "mindeye2", "clip_mse", "brainmagick_clip"}
     temperature : float | None
         None = the loss's default (:data:`TEMPERATURE_DEFAULTS`).
     temperature_mode : {"fixed", "learnable", "schedule"} | None
@@ -577,6 +620,8 @@ class TrainingLoss(nn.Module):
             return info_nce(pred, target, temperature, ids=ids)
         if self.name in ("soft_clip", "mindeye2"):
             return soft_clip(pred, target, temperature)
+        if self.name == "brainmagick_clip":
+            return candidate_clip(pred, target, temperature, ids=ids)
         clip = info_nce(pred, target, temperature, ids=ids)
         return self.clip_weight * clip + (1.0 - self.clip_weight) * F.mse_loss(pred, target)
 

@@ -153,7 +153,7 @@ def adapt_subject(model: Any, trials: Any, targets: Any, *, reset: bool = True, 
         As for :class:`~neurodecode.training.Trainer` (the same for both phases).
     seed : int
         Seeds the new adapter's weights and both Trainer runs.
-    loss : {"infonce", "soft_clip", "mindeye2", "clip_mse", "mse"} | callable
+    loss : {"infonce", "soft_clip", "mindeye2", "clip_mse", "brainmagick_clip", "mse"} | callable
         The training loss (a string builds a fresh loss, e.g. a new temperature).
     positions : array-like, shape (n_chans, 2) | None
         Sensor positions of a new subject, for the ``"spatial_attention"`` adapter.

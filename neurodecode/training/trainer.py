@@ -42,7 +42,7 @@ from ..utils import ProgressBar, _check_option, logger, resolve_device, use_log_
 from . import _data
 from .checkpoint import CheckpointError, load_latest_checkpoint, remove_stale_temporaries, save_checkpoint
 
-LOSSES = ("infonce", "soft_clip", "mindeye2", "clip_mse", "mse")
+LOSSES = ("infonce", "soft_clip", "mindeye2", "clip_mse", "brainmagick_clip", "mse")
 BATCH_COMPOSITIONS = ("per_subject", "all_subjects")
 SCHEDULES = ("onecycle", "cosine", "constant")
 #: Keyword arguments each schedule accepts in ``lr_schedule_kwargs`` (torch's names and meanings).
@@ -238,14 +238,16 @@ class Trainer:
     ----------
     model : BrainDecoder
         The model to train (updated in place).
-    loss : {"infonce", "soft_clip", "mindeye2", "clip_mse", "mse"} | callable
+    loss : {"infonce", "soft_clip", "mindeye2", "clip_mse", "brainmagick_clip", "mse"} | callable
         ``"infonce"``: symmetric CLIP loss (learnable temperature by default);
         ``"soft_clip"``: MindEye's SoftCLIP; ``"mindeye2"``: MindEye2's
         BiMixCo (inputs mixed per subject by
         :func:`~neurodecode.models.losses.mixco`) for the first
         ``int(mixco_fraction × max_epochs)`` epochs, then SoftCLIP with a
         cosine-scheduled temperature; ``"clip_mse"``: ATM's
-        ``clip_weight × CLIP + (1 − clip_weight) × MSE``; ``"mse"``: mean
+        ``clip_weight × CLIP + (1 − clip_weight) × MSE``;
+        ``"brainmagick_clip"``: brainmagick's one-directional CLIP loss with
+        only the candidates normalised (no temperature); ``"mse"``: mean
         squared error of the normalised prediction to the target. Named
         losses (but ``"mse"``) are a
         :class:`~neurodecode.models.losses.TrainingLoss`. A callable

@@ -436,3 +436,44 @@ def test_checkpoints_from_before_the_loss_settings_still_resume(data, tmp_path):
     with pytest.raises(ValueError, match="Cannot resume.*temperature"):
         Trainer(_model(trials), **kw, temperature=0.05).fit(trials, targets, checkpoint_dir=tmp_path,
                                                              resume=True)
+
+
+# -- brainmagick's CLIP loss -----------------------------------------------------------------------
+def test_brainmagick_clip_by_hand():
+    """One direction, only the candidates normalised, no temperature: checked against NumPy by hand."""
+    rng = np.random.default_rng(3)
+    pred, target = rng.standard_normal((5, 7)), rng.standard_normal((5, 7))
+    logits = pred @ (target / np.linalg.norm(target, axis=1, keepdims=True)).T  # estimate NOT normalised
+    z = logits - logits.max(1, keepdims=True)
+    by_hand = float(np.mean(np.log(np.exp(z).sum(1)) - np.diag(z)))
+    p, t = torch.tensor(pred, dtype=torch.float64), torch.tensor(target, dtype=torch.float64)
+    assert float(losses_mod.candidate_clip(p, t)) == pytest.approx(by_hand, rel=1e-12)
+    loss_fn = TrainingLoss("brainmagick_clip")
+    assert (loss_fn.base_temperature, loss_fn.temperature_mode) == (1.0, "fixed")
+    assert float(loss_fn(p, t)) == pytest.approx(by_hand, rel=1e-12)
+    # scaling the estimate sharpens the softmax (its norm is the inverse temperature); scaling the
+    # candidates changes nothing; the loss is not symmetric
+    assert float(losses_mod.candidate_clip(3 * p, t)) != pytest.approx(by_hand)
+    assert float(losses_mod.candidate_clip(p, 3 * t)) == pytest.approx(by_hand, rel=1e-12)
+    assert float(losses_mod.candidate_clip(t, p)) != pytest.approx(float(losses_mod.candidate_clip(p, t)))
+    # a repeated stimulus is a positive, not a negative
+    ids = torch.tensor([0, 0, 1, 2, 3])
+    labels = np.array([[.5, .5, 0, 0, 0], [.5, .5, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]])
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    assert float(losses_mod.candidate_clip(p, t, ids=ids)) == pytest.approx(float(-(labels * logp).sum(1).mean()),
+                                                                           rel=1e-12)
+
+
+def test_brainmagick_clip_has_a_fixed_temperature_only():
+    with pytest.raises(ValueError, match="supports temperature_mode"):
+        TrainingLoss("brainmagick_clip", temperature_mode="learnable")
+    with pytest.raises(ConfigError, match="temperature_mode"):
+        load_config(None, ["models.mlp.loss=brainmagick_clip", "models.mlp.temperature_mode=learnable"])
+    assert load_config(None, ["models.mlp.loss=brainmagick_clip"]).models.mlp.loss == "brainmagick_clip"
+
+
+def test_brainmagick_clip_trains(data):
+    trials, targets = data
+    t = Trainer(_model(trials), loss="brainmagick_clip", batch_size=32, max_epochs=6, lr=3e-3, seed=0,
+                verbose="error").fit(trials, targets)
+    assert t.history_[-1]["val_top1"] > 3 * t.history_[-1]["val_chance"]
