@@ -103,7 +103,8 @@ def test_things_meg_recipe_leave_one_subject_out(data_dir):
 def test_masc_speech_recipe_segment_identification(data_dir):
     run, metrics = _fit("masc_speech.yaml", [
         "targets.encoder=melspec", "targets.n_mels=10", "targets.frame_rate=5.0", MASC_SIM, "simulate.snr=2.0",
-        "data.options={window_s: 2.0, sfreq: 50.0, test_ratio: 0.3}", "models.mlp.max_epochs=8",
+        "data.options={window_s: 2.0, tmin: -0.5, sfreq: 50.0, test_ratio: 0.3}", "models.mlp.max_epochs=8",
+        "models.mlp.gradient_accumulation_steps=1",
         "models.mlp.lr=1e-3", "models.mlp.adapter_kwargs={n_virtual: 16, pos_dim: 32, dropout: 0.1}",
         "models.mlp.backbone_kwargs={hidden: 16}"], data_dir / "runs")
     assert metrics["dataset"] == "masc" and metrics["targets"].startswith("melspec 10x10")
