@@ -43,6 +43,13 @@ TEMPERATURE_DEFAULTS: dict[str, tuple[float, str, tuple[str, ...]]] = {
 }
 
 
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    """ValueError unless ``pred`` and ``target`` are two (batch, dim) tensors of one shape."""
+    if pred.ndim != 2 or pred.shape != target.shape:
+        raise ValueError(f"pred and target must both have shape (batch, dim); got {tuple(pred.shape)} "
+                         f"and {tuple(target.shape)}")
+
+
 def _soft_labels(n: int, ids: torch.Tensor | None, device: torch.device) -> torch.Tensor:
     """Row-stochastic positives: identity, or uniform over rows sharing the same id."""
     if ids is None:
@@ -81,9 +88,7 @@ def info_nce(pred: torch.Tensor, target: torch.Tensor, temperature: float | torc
     loss : Tensor, shape ()
         ``(CE(logits) + CE(logitsᵀ)) / 2``.
     """
-    if pred.ndim != 2 or pred.shape != target.shape:
-        raise ValueError(f"pred and target must both have shape (batch, dim); got {tuple(pred.shape)} "
-                         f"and {tuple(target.shape)}")
+    _check_pair(pred, target)
     logits = F.normalize(pred, dim=1) @ F.normalize(target, dim=1).T / temperature
     labels = _soft_labels(len(pred), ids, pred.device)
     if ids is None:
@@ -122,9 +127,7 @@ def candidate_clip(pred: torch.Tensor, target: torch.Tensor, temperature: float 
     -------
     loss : Tensor, shape ()
     """
-    if pred.ndim != 2 or pred.shape != target.shape:
-        raise ValueError(f"pred and target must both have shape (batch, dim); got {tuple(pred.shape)} "
-                         f"and {tuple(target.shape)}")
+    _check_pair(pred, target)
     logits = pred @ F.normalize(target, dim=1, eps=1e-8).T / temperature
     if ids is None:
         return F.cross_entropy(logits, torch.arange(len(pred), device=pred.device))
@@ -150,9 +153,7 @@ def soft_clip(pred: torch.Tensor, target: torch.Tensor, temperature: float | tor
     -------
     loss : Tensor, shape ()
     """
-    if pred.ndim != 2 or pred.shape != target.shape:
-        raise ValueError(f"pred and target must both have shape (batch, dim); got {tuple(pred.shape)} "
-                         f"and {tuple(target.shape)}")
+    _check_pair(pred, target)
     p, t = F.normalize(pred, dim=1), F.normalize(target, dim=1)
     soft = (t @ t.T / temperature).softmax(1)
     logits = p @ t.T / temperature
@@ -432,9 +433,7 @@ def bimixco(pred: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, lambda
     -------
     loss : Tensor, shape ()
     """
-    if pred.ndim != 2 or pred.shape != target.shape:
-        raise ValueError(f"pred and target must both have shape (batch, dim); got {tuple(pred.shape)} "
-                         f"and {tuple(target.shape)}")
+    _check_pair(pred, target)
     n = len(pred)
     perm = torch.as_tensor(perm, device=pred.device).reshape(-1).long()
     lambdas = torch.as_tensor(lambdas, device=pred.device, dtype=pred.dtype).reshape(-1)
