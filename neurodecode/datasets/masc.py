@@ -265,6 +265,7 @@ def load_masc(
     tasks: int | str | Sequence[int | str] | None = None,
     window_s: float = 3.0,
     tmin: float = 0.0,
+    meg_offset_s: float = 0.0,
     sfreq: float | None = 120.0,
     l_freq: float | None = None,
     h_freq: float | None = None,
@@ -302,6 +303,12 @@ def load_masc(
         Segment duration in seconds (brainmagick: 3 s).
     tmin : float
         Start of the window relative to the word onset, in seconds.
+    meg_offset_s : float
+        Delay of the MEG window after the audio window, in seconds: the MEG
+        segment is ``[onset + tmin + meg_offset_s, … + window_s)`` while its
+        audio stays ``[onset + tmin, … + window_s)``, so that the brain
+        response is paired with the sound that caused it (brainmagick's
+        ``task.offset_meg_ms: 150`` is ``meg_offset_s=0.15``). Default 0.
     sfreq : float | None
         Resample the MEG to this rate (Hz) before cutting; None keeps the
         recorded rate (1 kHz for MASC).
@@ -343,8 +350,10 @@ def load_masc(
         of the word in its wav), ``block``, ``repetition`` (0-based count of
         earlier segments with the same ``stimulus_id``, e.g. 1 in session 1)
         and ``split``. ``info``: ``modality="meg"``, ``sfreq``, ``ch_names``,
-        ``ch_types``, ``ch_pos`` (n_channels, 3; NaN when unknown), ``times``,
-        ``tmin``, ``window_s``, ``files``, ``dataset="masc"``, ``subject``.
+        ``ch_types``, ``ch_pos`` (n_channels, 3; NaN when unknown), ``times``
+        and ``tmin`` (the MEG's, relative to the word onset: ``tmin +
+        meg_offset_s``), ``audio_tmin``, ``meg_offset_s``, ``window_s``,
+        ``files``, ``dataset="masc"``, ``subject``.
         ``stimuli``: a :class:`StimulusSet` with ``audio`` (n_stimuli,
         round(window_s * audio_sfreq)) float32, cut lazily from the wavs, and
         ``metadata`` (story, sound, word, word_index, sound_time, block, split).
@@ -408,6 +417,8 @@ def load_masc(
         raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
     if not np.isfinite(tmin):
         raise ValueError(f"tmin must be a finite number of seconds, got {tmin!r}")
+    if not np.isfinite(meg_offset_s):
+        raise ValueError(f"meg_offset_s must be a finite number of seconds, got {meg_offset_s!r}")
     if sfreq is not None and not (np.isfinite(sfreq) and sfreq > 0):
         raise ValueError(f"sfreq must be a positive rate in Hz or None, got {sfreq!r}")
     if not (np.isfinite(audio_sfreq) and audio_sfreq > 0):
@@ -514,7 +525,7 @@ def load_masc(
             for k, (row, key) in enumerate(zip(w.itertuples(index=False), keys)):
                 if k % word_stride:
                     continue
-                start = int(np.rint((row.onset + tmin) * sf))
+                start = int(np.rint((row.onset + tmin + meg_offset_s) * sf))
                 if start < 0 or start + n_times > data.shape[1]:
                     counts["recording"] += 1
                     continue
@@ -602,7 +613,9 @@ def load_masc(
                           metadata=meta, source=source)
     info = {"modality": "meg", "sfreq": float(sf), "ch_names": list(ref["ch_names"]),
             "ch_types": list(ref["ch_types"]), "ch_pos": ref["ch_pos"],
-            "times": float(tmin) + np.arange(n_times) / float(sf), "tmin": float(tmin),
+            # the MEG's time axis (relative to the word onset); the audio window starts at audio_tmin
+            "times": float(tmin + meg_offset_s) + np.arange(n_times) / float(sf),
+            "tmin": float(tmin + meg_offset_s), "audio_tmin": float(tmin), "meg_offset_s": float(meg_offset_s),
             "window_s": float(window_s), "files": files, "dataset": "masc", "subject": n,
             "audio_sfreq": float(audio_sfreq)}
     counts = events["split"].value_counts()

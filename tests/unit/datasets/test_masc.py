@@ -106,6 +106,26 @@ def test_meg_data_and_resampling(masc):
         np.testing.assert_allclose(res.data[i], ref[:, s:s + 300], rtol=1e-4, atol=1e-17)
 
 
+def test_meg_offset_delays_the_brain_window_only(masc):
+    """brainmagick's offset_meg_ms: the MEG window starts meg_offset_s after the audio window."""
+    raw = mne.io.read_raw_fif(meg_path(masc, 1, 0, 0), preload=True, verbose="error")
+    kw = dict(sessions=0, tasks=0, sfreq=None, window_s=2.0, test_ratio=0.0, verbose=False)
+    base = load_masc(masc, 1, tmin=-0.5, **kw)
+    lagged = load_masc(masc, 1, tmin=-0.5, meg_offset_s=0.15, **kw)
+    ids = sorted(set(base.events["stimulus_id"]) & set(lagged.events["stimulus_id"]))
+    assert len(ids) >= 3
+    # the audio of a segment is unchanged; its MEG is the recording 0.15 s later
+    np.testing.assert_array_equal(lagged.stimuli.get_audio(ids), base.stimuli.get_audio(ids))
+    x = raw.get_data()
+    for i, onset in enumerate(lagged.events["onset"]):
+        s = int(np.rint((onset - 0.5 + 0.15) * 200))
+        np.testing.assert_array_equal(lagged.data[i], x[:, s:s + 400].astype(np.float32))
+    assert lagged.info["tmin"] == pytest.approx(-0.35) and lagged.info["audio_tmin"] == -0.5
+    assert lagged.info["times"][0] == pytest.approx(-0.35) and lagged.info["meg_offset_s"] == 0.15
+    with pytest.raises(ValueError, match="meg_offset_s"):
+        load_masc(masc, 1, meg_offset_s=float("nan"), verbose=False)
+
+
 def _overlaps(ev, a, b, window_s):
     """(wav, time) of every ``a`` segment whose wav interval overlaps a ``b`` segment's."""
     bad = []
