@@ -153,3 +153,21 @@ def test_stimulus_set_lazy_and_lookups():
         StimulusSet([1, 2], images=imgs)
     merged = StimulusSet.merge([s.subset([10]), s.subset([12])])
     assert list(merged.ids) == [10, 12]
+
+
+def test_leak_guard_catches_a_single_trial():
+    """One leaked trial (by split, or by one shared stimulus id) is enough to refuse."""
+    t = _trials()
+    train, test = t.select(split="train"), t.select(split="test")
+    one_row = t.events.index[t.events["split"].to_numpy() == "test"][:1]
+    events = t.events.copy()
+    events["split"] = "train"
+    events.loc[one_row, "split"] = "test"
+    with pytest.raises(DataLeakageError, match=r"^1 trial\(s\) with split='test'"):
+        check_no_leakage(BrainTrials(t.data, events, t.info), where="ridge fit")
+    leaked_id = test.events["stimulus_id"].iloc[0]
+    sneaky = t.select(stimulus_id=[leaked_id]).copy()
+    sneaky.events["split"] = "train"
+    mixed = BrainTrials.concatenate([train, sneaky]) if len(train) else sneaky
+    with pytest.raises(DataLeakageError, match=r"^1 stimulus id\(s\)"):
+        check_no_leakage(mixed, test)

@@ -232,3 +232,46 @@ def test_combine_per_subject_scores_equals_grouped_evaluation():
         assert approx.metrics[name]["ci_low"] == pytest.approx(d["ci_low"], abs=0.03)
     with pytest.raises(ValueError, match="groups of their own"):
         RetrievalScores.combine({"a": grouped})
+
+
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_nway_matches_a_brute_force_enumeration(m):
+    """MindEye2's N-way top-1 equals the exact average over every m-subset of candidates.
+
+    With 7 items, enumerate all C(7, m) subsets; item i scores in a subset that holds it when no other member
+    is at least as similar (ties count against the true match). The sampled metric (many repeats) must agree,
+    so drawing m - 1 or m + 1 candidates, or counting ties in favour, is caught.
+    """
+    from itertools import combinations
+
+    rng = np.random.default_rng(m)
+    n = 7
+    target = rng.standard_normal((n, 4))
+    pred = target + 2.5 * rng.standard_normal((n, 4))  # noisy: most items have competitors
+    pred[3] = target[5]  # pred 3 matches target 5 exactly: a competitor that always wins over target 3
+    target[6] = target[2]  # an exact tie for pred 2 (and 6): ties count against the true match
+    p = pred / np.linalg.norm(pred, axis=1, keepdims=True)
+    t = target / np.linalg.norm(target, axis=1, keepdims=True)
+    sim = p @ t.T
+    hits = total = 0
+    back_hits = 0
+    for subset in combinations(range(n), m):
+        for i in subset:
+            others = [j for j in subset if j != i]
+            hits += all(sim[i, j] < sim[i, i] for j in others)
+            back_hits += all(sim[j, i] < sim[i, i] for j in others)
+            total += 1
+    exact_fwd, exact_bwd = hits / total, back_hits / total
+    scores = evaluate_retrieval(pred, target, n_candidates=m, n_repeats=40000, n_boot=10, random_state=1)
+    assert scores.metrics["nway_top1_forward"]["chance"] == pytest.approx(1 / m)
+    assert scores.metrics["nway_top1_forward"]["value"] == pytest.approx(exact_fwd, abs=0.01)
+    assert scores.metrics["nway_top1_backward"]["value"] == pytest.approx(exact_bwd, abs=0.01)
+    # the neighbouring subset sizes give clearly different values on this case
+    for other in (m - 1, m + 1):
+        if 2 <= other <= n:
+            h = tot = 0
+            for subset in combinations(range(n), other):
+                for i in subset:
+                    h += all(sim[i, j] < sim[i, i] for j in subset if j != i)
+                    tot += 1
+            assert abs(h / tot - exact_fwd) > 0.03
