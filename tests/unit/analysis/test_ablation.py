@@ -119,3 +119,33 @@ def test_ablation_errors(data):
     res = ablate(lambda s, X: ridge.subject_models_[s].predict(X), None, test, targets, LineAtlas(),
                  strategies=("zero",), n_null=10, n_boot=20)
     assert res.top() == "A"
+
+
+def test_ties_with_the_null_count_against_the_region():
+    """A region with exactly no effect, against null regions that mostly also have exactly none: p ≈ 1.
+
+    Every feature outside region A is exactly 0, so zeroing region B (or a random run outside A) changes
+    nothing: effect 0.0, tied with most null effects. Counting those ties in the region's favour would give
+    p ≈ (1 + #null runs touching A) / 100, a false positive.
+    """
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((N_TRAIN + N_TEST, DIM))
+    W = rng.standard_normal((DIM, 30))
+
+    def trials(ids, split):
+        X = np.zeros((len(ids), P))
+        X[:, REGIONS["A"]] = emb[ids] @ W * 0.5 + rng.standard_normal((len(ids), 30))
+        ev = pd.DataFrame({"subject": 1, "session": 1, "stimulus_id": ids, "repetition": 0, "split": split})
+        return BrainTrials(X.astype(np.float32), ev, {"modality": "fmri"})
+
+    train = trials(np.repeat(np.arange(N_TRAIN), 2), "train")
+    test = trials(np.arange(N_TRAIN, N_TRAIN + N_TEST), "test")
+    targets = StimulusEmbeddings(np.arange(N_TRAIN + N_TEST), emb.astype(np.float32))
+    ridge = RidgeDecoder(alphas=(1.0, 10.0, 100.0), cv=None).fit_trials(train, targets)
+    res = ablate(ridge, None, test, targets, LineAtlas(), strategies=("zero",), metrics=("2way",), n_null=99,
+                 n_boot=50, random_state=0)
+    g = res.to_frame().set_index("region")
+    assert g.loc["B", "effect"] == 0.0 and g.loc["C", "effect"] == 0.0
+    assert (res.nulls[("B", "zero", "2way")] == 0.0).mean() > 0.5  # most null runs tie with B
+    assert g.loc["B", "p_value"] > 0.5 and g.loc["C", "p_value"] > 0.5
+    assert g.loc["A", "p_value"] < 0.05

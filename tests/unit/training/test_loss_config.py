@@ -477,3 +477,16 @@ def test_brainmagick_clip_trains(data):
     t = Trainer(_model(trials), loss="brainmagick_clip", batch_size=32, max_epochs=6, lr=3e-3, seed=0,
                 verbose="error").fit(trials, targets)
     assert t.history_[-1]["val_top1"] > 3 * t.history_[-1]["val_chance"]
+
+
+def test_the_inverse_temperature_cap_applies_in_the_forward_pass():
+    """Trained past the cap (logit scale log 500), both learnable losses compute the loss at T = 0.01 exactly."""
+    pred, target = torch.ones(4, 4) + 0.01 * torch.eye(4), torch.eye(4)  # cosines 0.005 apart: loss > 0
+    at_cap = float(info_nce(pred, target, 0.01))
+    assert at_cap != pytest.approx(float(info_nce(pred, target, 1 / 500)), rel=1e-3)  # the cap matters here
+    for loss in (ClipLoss(0.02), TrainingLoss("infonce", temperature=0.02, temperature_mode="learnable")):
+        with torch.no_grad():
+            loss.logit_scale.fill_(math.log(500.0))
+        assert float(loss(pred, target).detach()) == pytest.approx(at_cap, rel=1e-5)
+        if isinstance(loss, TrainingLoss):  # its validation loss uses the current (capped) value too
+            assert float(loss.validation_loss(pred, target).detach()) == pytest.approx(at_cap, rel=1e-5)
