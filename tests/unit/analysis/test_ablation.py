@@ -31,14 +31,19 @@ class LineAtlas:
         return out
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
+def _planted(seed: int, noise_outside_a: bool):
+    """Ridge fitted on a 1-D brain with stimulus information only in region A; (ridge, train, test, targets).
+
+    Every feature carries unit noise, or (``noise_outside_a=False``) every feature outside A is exactly 0.
+    """
+    rng = np.random.default_rng(seed)
     emb = rng.standard_normal((N_TRAIN + N_TEST, DIM))
     W = rng.standard_normal((DIM, 30))
 
     def trials(ids, split):
-        X = 1.0 * rng.standard_normal((len(ids), P))
+        X = np.zeros((len(ids), P))
+        noisy = slice(None) if noise_outside_a else REGIONS["A"]
+        X[:, noisy] = rng.standard_normal((len(ids), X[:, noisy].shape[1]))
         X[:, REGIONS["A"]] += emb[ids] @ W * 0.5  # stimulus information only in region A
         ev = pd.DataFrame({"subject": 1, "session": 1, "stimulus_id": ids, "repetition": 0, "split": split})
         return BrainTrials(X.astype(np.float32), ev, {"modality": "fmri"})
@@ -48,6 +53,11 @@ def data():
     targets = StimulusEmbeddings(np.arange(N_TRAIN + N_TEST), emb.astype(np.float32))
     ridge = RidgeDecoder(alphas=(1.0, 10.0, 100.0), cv=None).fit_trials(train, targets)
     return ridge, train, test, targets
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _planted(0, noise_outside_a=True)
 
 
 def test_lesions_name_the_planted_region_first(data):
@@ -128,20 +138,7 @@ def test_ties_with_the_null_count_against_the_region():
     nothing: effect 0.0, tied with most null effects. Counting those ties in the region's favour would give
     p ≈ (1 + #null runs touching A) / 100, a false positive.
     """
-    rng = np.random.default_rng(1)
-    emb = rng.standard_normal((N_TRAIN + N_TEST, DIM))
-    W = rng.standard_normal((DIM, 30))
-
-    def trials(ids, split):
-        X = np.zeros((len(ids), P))
-        X[:, REGIONS["A"]] = emb[ids] @ W * 0.5 + rng.standard_normal((len(ids), 30))
-        ev = pd.DataFrame({"subject": 1, "session": 1, "stimulus_id": ids, "repetition": 0, "split": split})
-        return BrainTrials(X.astype(np.float32), ev, {"modality": "fmri"})
-
-    train = trials(np.repeat(np.arange(N_TRAIN), 2), "train")
-    test = trials(np.arange(N_TRAIN, N_TRAIN + N_TEST), "test")
-    targets = StimulusEmbeddings(np.arange(N_TRAIN + N_TEST), emb.astype(np.float32))
-    ridge = RidgeDecoder(alphas=(1.0, 10.0, 100.0), cv=None).fit_trials(train, targets)
+    ridge, _, test, targets = _planted(1, noise_outside_a=False)
     res = ablate(ridge, None, test, targets, LineAtlas(), strategies=("zero",), metrics=("2way",), n_null=99,
                  n_boot=50, random_state=0)
     g = res.to_frame().set_index("region")
