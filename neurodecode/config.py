@@ -727,7 +727,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"Config file not found: {p}. Recipes live in the repository's pipelines/ folder.")
         try:
-            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # safe: a yaml.SafeLoader subclass
         except _DuplicateKeyError as err:
             raise ConfigError(
                 f"Config file {p}: key {err.key!r} is given twice (line {err.first.line + 1}, "

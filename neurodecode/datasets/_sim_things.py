@@ -546,7 +546,8 @@ def write_things_eeg2(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     stim = _make_stimuli(n_train, ipc, n_test, 0, p["image_size"], rng_for(1))
     rel, ids, splits, meta = _eeg2_image_paths(stim, ipc)
     _write_images(root, rel, stim["images"], "Writing THINGS-EEG2 images")
-    np.save(root / "image_set" / "image_metadata.npy", meta, allow_pickle=True)
+    # writes THINGS-EEG2's own pickled-dict format; neurodecode never reads this file back
+    np.save(root / "image_set" / "image_metadata.npy", meta, allow_pickle=True)  # safe: a write, never read
     table = _stimulus_table(stim, ids, splits, rel)
     (root / "simulation_stimuli.csv").write_text(table.to_csv(index=False), encoding="utf-8")
     feats, finfo = _features(stim["latents"], stim["images"])

@@ -127,7 +127,7 @@ def safe_load_pickled(path: str | Path) -> Any:
     Returns
     -------
     obj : object
-        What ``np.load(path, allow_pickle=True)`` would return for the same
+        What numpy's pickle-enabled ``np.load`` would return for the same
         file: the array for a ``.npy`` (a 0-d object array for a saved dict),
         the unpickled object for a raw pickle.
 

@@ -93,7 +93,7 @@ def read_things_eeg2(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"THINGS-EEG2 file {p} is empty (0 bytes): the download or copy did not complete; "
                          f"{_REDOWNLOAD}.")
     try:
-        # both variants are pickled dicts (see Notes): restricted unpickler, never np.load(allow_pickle=True)
+        # both variants are pickled dicts (see Notes): read by the restricted unpickler only
         obj = safe_load_pickled(p)
     except UnsafePickleError:
         raise  # names the file and the forbidden global already
@@ -208,7 +208,7 @@ def write_things_eeg2(path: str | Path, data: np.ndarray, ch_names: Sequence[str
     p = Path(path)
     with atomic_path(p) as tmp, open(tmp, "wb") as f:
         if variant == "official":
-            np.save(f, obj, allow_pickle=True)
+            np.save(f, obj, allow_pickle=True)  # safe: writes the official format; reads use safe_load_pickled
         else:
             pickle.dump(obj, f, protocol=4)
     return p
