@@ -10,6 +10,7 @@ share one ground truth.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -378,6 +379,29 @@ def _bin_index(n_in: int, n_out: int) -> np.ndarray:
     return np.flatnonzero(np.diff(np.floor(np.arange(n_in) * n_out / n_in).astype(int), prepend=-1))
 
 
+#: Luminance weights of the R, G, B channels (ITU-R BT.601).
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _opponent_batches(images: np.ndarray, resolution: int, step: int = 256) -> Iterator[tuple[
+        int, tuple[np.ndarray, np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]]:
+    """Batches of uint8 images as (start, (luminance, red-green, blue-yellow), block means).
+
+    The channels are float32 maps of shape (batch, H, W); ``block(a)`` averages such maps over the
+    blocks of a ``resolution`` x ``resolution`` grid (shape (batch, resolution, resolution)).
+    """
+    _, h, w, _ = images.shape
+    iy, ix = _bin_index(h, resolution), _bin_index(w, resolution)
+    counts = np.outer(np.diff(np.append(iy, h)), np.diff(np.append(ix, w))).astype(np.float32)
+
+    def block(a: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.add.reduceat(a, iy, axis=1), ix, axis=2) / counts
+
+    for s in range(0, len(images), step):
+        x = images[s:s + step].astype(np.float32) / 255.0
+        yield s, (x @ _LUMA, x[..., 0] - x[..., 1], x[..., 2] - 0.5 * (x[..., 0] + x[..., 1])), block
+
+
 def lowlevel_features(images: np.ndarray, resolution: int = 16) -> np.ndarray:
     """Low-resolution luminance, contrast and colour-opponent maps of uint8 images.
 
@@ -395,24 +419,12 @@ def lowlevel_features(images: np.ndarray, resolution: int = 16) -> np.ndarray:
         deviation from the image mean), red-green and blue-yellow opponency; values
         roughly in [-1, 1].
     """
-    n, h, w, _ = images.shape
-    iy, ix = _bin_index(h, resolution), _bin_index(w, resolution)
-    counts = np.outer(np.diff(np.append(iy, h)), np.diff(np.append(ix, w))).astype(np.float32)
-    out = np.empty((n, 4, resolution * resolution), dtype=np.float32)
-    step = 256
-    for s in range(0, n, step):
-        x = images[s:s + step].astype(np.float32) / 255.0
-        lum = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        rg = x[..., 0] - x[..., 1]
-        by = x[..., 2] - 0.5 * (x[..., 0] + x[..., 1])
-
-        def block(a: np.ndarray) -> np.ndarray:
-            return np.add.reduceat(np.add.reduceat(a, iy, axis=1), ix, axis=2) / counts
-
+    out = np.empty((len(images), 4, resolution * resolution), dtype=np.float32)
+    for s, (lum, rg, by), block in _opponent_batches(images, resolution):
         m = block(lum)
         var = np.maximum(block(lum * lum) - m * m, 0.0)
         contrast = np.sqrt(var) + np.abs(m - lum.mean(axis=(1, 2), keepdims=True))
-        k = len(x)
+        k = len(lum)
         out[s:s + k, 0] = (m - 0.5).reshape(k, -1)
         out[s:s + k, 1] = contrast.reshape(k, -1)
         out[s:s + k, 2] = block(rg).reshape(k, -1)
@@ -443,20 +455,9 @@ def contrast_energy(images: np.ndarray, resolution: int = 16) -> np.ndarray:
     features : array of float32, shape (n, 6, resolution * resolution)
         ``E_lum, E_rg, E_by, d_lum, d_rg, d_by``.
     """
-    n, h, w, _ = images.shape
-    iy, ix = _bin_index(h, resolution), _bin_index(w, resolution)
-    counts = np.outer(np.diff(np.append(iy, h)), np.diff(np.append(ix, w))).astype(np.float32)
-    out = np.empty((n, 6, resolution * resolution), dtype=np.float32)
-    step = 256
-    for s in range(0, n, step):
-        x = images[s:s + step].astype(np.float32) / 255.0
-        k = len(x)
-        chans = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32), x[..., 0] - x[..., 1],
-                 x[..., 2] - 0.5 * (x[..., 0] + x[..., 1]))
-
-        def block(a: np.ndarray) -> np.ndarray:
-            return np.add.reduceat(np.add.reduceat(a, iy, axis=1), ix, axis=2) / counts
-
+    out = np.empty((len(images), 6, resolution * resolution), dtype=np.float32)
+    for s, chans, block in _opponent_batches(images, resolution):
+        k = len(chans[0])
         for c, a in enumerate(chans):
             m = block(a)
             var = np.maximum(block(a * a) - m * m, 0.0)

@@ -712,6 +712,20 @@ def _signal_mask(anat: dict, signal_rois: Sequence[str]) -> tuple[np.ndarray, np
 # ----------------------------------------------------------------------------
 # responses
 # ----------------------------------------------------------------------------
+def _prf_weights(anat: dict, rf: np.ndarray) -> np.ndarray:
+    """Gaussian population receptive fields of the voxels ``rf`` on the low-res feature grid.
+
+    Returns float32 weights (n_rf, _LOWRES ** 2), each row summing to 1: the voxel's pRF centre
+    (``rf_u``, ``rf_v`` in [-1, 1]) and size (``rf_sigma``) from the anatomy.
+    """
+    centres = (np.arange(_LOWRES) + 0.5) / _LOWRES * 2 - 1
+    py, px = np.meshgrid(centres, centres, indexing="ij")
+    du = px.ravel()[None, :] - anat["rf_u"][rf, None]
+    dv = py.ravel()[None, :] - anat["rf_v"][rf, None]
+    w = np.exp(-(du ** 2 + dv ** 2) / (2 * anat["rf_sigma"][rf, None] ** 2))
+    return (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
 def _voxel_signals(anat: dict, low: np.ndarray, sem: np.ndarray, groups: dict[str, slice],
                    rng: np.random.Generator) -> np.ndarray:
     """Unit-variance stimulus signal of every nsdgeneral voxel, shape (n_images, n_general)."""
@@ -722,14 +736,7 @@ def _voxel_signals(anat: dict, low: np.ndarray, sem: np.ndarray, groups: dict[st
     # population receptive fields on the low-res feature maps
     rf = area != ""
     if rf.any():
-        centres = (np.arange(_LOWRES) + 0.5) / _LOWRES * 2 - 1
-        py, px = np.meshgrid(centres, centres, indexing="ij")
-        px, py = px.ravel(), py.ravel()
-        du = px[None, :] - anat["rf_u"][rf, None]
-        dv = py[None, :] - anat["rf_v"][rf, None]
-        w = np.exp(-(du ** 2 + dv ** 2) / (2 * anat["rf_sigma"][rf, None] ** 2))
-        w /= w.sum(1, keepdims=True)
-        w = w.astype(np.float32)
+        w = _prf_weights(anat, rf)
         n_rf = int(rf.sum())
         is_v4 = area[rf] == "hV4"
         # channel weights: luminance, contrast, red-green, blue-yellow
@@ -871,12 +878,7 @@ def _voxel_signals_nonlinear(anat: dict, energy: np.ndarray, low: np.ndarray, co
     out = np.zeros((n_img, n), np.float32)
     rf = area != ""
     if rf.any():
-        centres = (np.arange(_LOWRES) + 0.5) / _LOWRES * 2 - 1
-        py, px = np.meshgrid(centres, centres, indexing="ij")
-        du = px.ravel()[None, :] - anat["rf_u"][rf, None]
-        dv = py.ravel()[None, :] - anat["rf_v"][rf, None]
-        w = np.exp(-(du ** 2 + dv ** 2) / (2 * anat["rf_sigma"][rf, None] ** 2))
-        w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+        w = _prf_weights(anat, rf)
         n_rf = int(rf.sum())
         is_v4 = area[rf] == "hV4"
         # channel gains (luminance, red-green, blue-yellow energy; colour stronger in hV4), polarity weights
