@@ -154,9 +154,9 @@ class TargetsConfig(_Section):
         if v in ("pixels", "melspec", "speech"):
             return v
         try:
-            from .embeddings.clip import _import_open_clip
+            from .utils.imports import import_optional
 
-            models = _import_open_clip().list_models()
+            models = import_optional("open_clip", extra="clip", what="CLIP encoders").list_models()
         except ImportError as err:
             raise ValueError(f"encoder {v!r} is an open_clip model but open_clip is unavailable ({err}); "
                              "install open_clip_torch or use encoder 'pixels'") from None

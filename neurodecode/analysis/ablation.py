@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..utils import ProgressBar, _check_option, logger, verbose
+from ..utils import ProgressBar, check_option, logger, verbose
 from .stats import bootstrap_ci, fdr_bh, noise_ceiling, permutation_pvalue
 
 __all__ = ["LESIONS", "METRICS", "RETRAINS", "STRATEGIES", "AblationResult", "ablate"]
@@ -217,26 +217,11 @@ class AblationResult:
                              f"strategies {sorted(set(f['strategy']))} and metrics {sorted(set(f['metric']))}")
         return sub
 
-    def plot_bars(self, **kwargs: Any) -> Any:
-        """Bar chart of the effects with CIs (:func:`neurodecode.reports.ablation.plot_ablation_bars`)."""
-        from ..reports.ablation import plot_ablation_bars
-
-        return plot_ablation_bars(self.frame, **kwargs)
-
-    def plot_map(self, info: Mapping[str, Any], **kwargs: Any) -> Any:
-        """Brain / sensor / time map of the effects (:func:`neurodecode.reports.ablation.plot_ablation_map`)."""
-        from ..reports.ablation import plot_ablation_map
-
-        if self.atlas is None:
-            raise ValueError("This result has no atlas attached (loaded from disk?); pass it to "
-                             "neurodecode.reports.ablation.plot_ablation_map directly")
-        return plot_ablation_map(self.frame, self.atlas, info, **kwargs)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: settings, baseline, rows (NaN → null)."""
-        from ..tasks.retrieval import _jsonable
+        from ..utils import to_jsonable
 
-        return _jsonable({"settings": self.settings, "baseline": self.baseline,
+        return to_jsonable({"settings": self.settings, "baseline": self.baseline,
                           "rows": self.frame.to_dict(orient="records")})
 
     def save(self, folder: str | Path) -> Path:
@@ -395,9 +380,9 @@ def ablate(estimator: Any, train: Any, test: Any, targets: Any, atlas: Any, *,
     if not strategies or not metrics:
         raise ValueError("strategies and metrics must not be empty")
     for s in strategies:
-        _check_option("strategy", s, STRATEGIES)
+        check_option("strategy", s, STRATEGIES)
     for m in metrics:
-        _check_option("metric", m, METRICS)
+        check_option("metric", m, METRICS)
     for name, v in (("n_null", n_null), ("n_null_retrain", n_null_retrain), ("n_boot", n_boot)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")

@@ -1003,9 +1003,9 @@ class TimeWindowAtlas(Atlas):
 
     def __init__(self, width: float, step: float | None = None, *, mode: str = "sliding",
                  tmin: float | None = None, tmax: float | None = None) -> None:
-        from ..utils import _check_option
+        from ..utils import check_option
 
-        _check_option("mode", mode, ("sliding", "growing"))
+        check_option("mode", mode, ("sliding", "growing"))
         self.width, self.step, self.mode, self.tmin, self.tmax = float(width), step, mode, tmin, tmax
         self.name = "times"
         self._bounds: dict[str, tuple[float, float]] = {}
@@ -1157,10 +1157,10 @@ def load_yeo_2011(data_dir: str | Path | None, n_networks: int = 7, thickness: s
         Space ``"MNI152"``; regions ``Visual, Somatomotor, DorsalAttention, VentralAttention, Limbic,
         Frontoparietal, Default`` (7) or ``17Networks_1 .. 17Networks_17`` (17).
     """
-    from ..utils import _check_option
+    from ..utils import check_option
 
-    _check_option("n_networks", n_networks, (7, 17))
-    _check_option("thickness", thickness, ("thick", "thin"))
+    check_option("n_networks", n_networks, (7, 17))
+    check_option("thickness", thickness, ("thick", "thin"))
     root = Path(data_dir).expanduser() if data_dir is not None else Path("~/nilearn_data").expanduser()
     fname = f"Yeo2011_{n_networks}Networks_MNI152_FreeSurferConformed1mm" + \
         ("_LiberalMask" if thickness == "thick" else "") + ".nii.gz"
@@ -1203,12 +1203,12 @@ def load_schaefer_2018(data_dir: str | Path | None, n_rois: int = 400, yeo_netwo
         Reads ``Schaefer2018_{n}Parcels_{k}Networks_order_FSLMNI152_{r}mm.nii.gz`` and its label file
         ``Schaefer2018_{n}Parcels_{k}Networks_order.txt`` (``index name r g b 0`` lines).
     """
-    from ..utils import _check_option
+    from ..utils import check_option
 
-    _check_option("n_rois", n_rois, tuple(range(100, 1001, 100)))
-    _check_option("yeo_networks", yeo_networks, (7, 17))
-    _check_option("resolution_mm", resolution_mm, (1, 2))
-    _check_option("by", by, ("network", "parcel"))
+    check_option("n_rois", n_rois, tuple(range(100, 1001, 100)))
+    check_option("yeo_networks", yeo_networks, (7, 17))
+    check_option("resolution_mm", resolution_mm, (1, 2))
+    check_option("by", by, ("network", "parcel"))
     root = Path(data_dir).expanduser() if data_dir is not None else Path("~/nilearn_data").expanduser()
     img_name = f"Schaefer2018_{n_rois}Parcels_{yeo_networks}Networks_order_FSLMNI152_{resolution_mm}mm.nii.gz"
     lab_name = f"Schaefer2018_{n_rois}Parcels_{yeo_networks}Networks_order.txt"

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.random import Generator
 
-from ..tasks._bootstrap import _bootstrap_counts, _check_ci, _check_n_boot, _percentile_interval
-from ..utils import _check_option, check_random_state, verbose
+from ..tasks.bootstrap import bootstrap_counts, check_ci, check_n_boot, percentile_interval
+from ..utils import check_option, check_random_state, verbose
 
 __all__ = ["bootstrap_ci", "fdr_bh", "noise_ceiling", "permutation_pvalue"]
 
@@ -53,13 +53,13 @@ def bootstrap_ci(values: Any, statistic: Callable[..., Any] = np.mean, *, n_boot
     arr = np.asarray(values, dtype=float)
     if arr.ndim not in (1, 2) or arr.shape[0] < 1:
         raise ValueError(f"values must have shape (n_items,) or (n_items, n_columns), got {arr.shape}")
-    n_boot = _check_n_boot(n_boot)
-    ci = _check_ci(ci)
+    n_boot = check_n_boot(n_boot)
+    ci = check_ci(ci)
     rng = check_random_state(random_state)
     n = arr.shape[0]
     cols = arr.reshape(n, -1)
     if statistic is np.mean or statistic is np.average:
-        counts = _bootstrap_counts(n, n_boot, rng).astype(np.float64)
+        counts = bootstrap_counts(n, n_boot, rng).astype(np.float64)
         reps = counts @ cols / n                                   # (n_boot, n_columns)
     else:
         idx = rng.integers(0, n, size=(n_boot, n))
@@ -70,7 +70,7 @@ def bootstrap_ci(values: Any, statistic: Callable[..., Any] = np.mean, *, n_boot
                 raise TypeError
         except TypeError:
             reps = np.array([[statistic(s) for s in rep] for rep in samples], dtype=float)
-    low, high = _percentile_interval(reps, ci)
+    low, high = percentile_interval(reps, ci)
     if arr.ndim == 1:
         low, high, reps = float(low[0]), float(high[0]), reps[:, 0]
     if return_replicates:
@@ -105,7 +105,7 @@ def permutation_pvalue(observed: Any, null_samples: Any, *,
     pvalue : float | ndarray
         A float for a scalar ``observed``, else one p-value per test.
     """
-    _check_option("alternative", alternative, ("greater", "less", "two-sided"))
+    check_option("alternative", alternative, ("greater", "less", "two-sided"))
     obs = np.asarray(observed, dtype=float)
     null = np.asarray(null_samples, dtype=float)
     if null.ndim == 0 or null.shape[0] < 1:

@@ -39,9 +39,9 @@ def time_windows(tmin: float, tmax: float, width: float, step: float | None = No
     -------
     windows : list of (float, float)
     """
-    from ..utils import _check_option
+    from ..utils import check_option
 
-    _check_option("mode", mode, ("sliding", "growing"))
+    check_option("mode", mode, ("sliding", "growing"))
     if not tmax > tmin:
         raise ValueError(f"tmax must be > tmin, got tmin={tmin}, tmax={tmax}")
     if not width > 0:
@@ -66,7 +66,7 @@ def time_windows(tmin: float, tmax: float, width: float, step: float | None = No
     return out
 
 
-def _times(trials: Any) -> np.ndarray:
+def trial_times(trials: Any) -> np.ndarray:
     info = trials.info.get("subjects_info")
     infos = list(info.values()) if info else [trials.info]
     times = np.asarray(infos[0].get("times"), dtype=float) if infos[0].get("times") is not None else None
@@ -83,7 +83,7 @@ def crop_times(trials: Any, start: float, stop: float) -> Any:
 
     Half-open, so adjacent windows never share a sample.
     """
-    times = _times(trials)
+    times = trial_times(trials)
     keep = np.flatnonzero((times >= start - 1e-9) & (times < stop - 1e-9))
     if len(keep) == 0:
         raise ValueError(f"window [{start}, {stop}) s holds no sample ({times[0]:.3f}..{times[-1]:.3f} s)")

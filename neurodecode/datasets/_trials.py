@@ -8,72 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..utils import RaggedData, take_rows
 from ._stimuli import StimulusSet
 
 REQUIRED_COLUMNS = ("subject", "session", "stimulus_id", "repetition", "split")
 VALID_SPLITS = ("train", "val", "test")
-
-
-class RaggedData:
-    """Trials of several subjects whose feature shapes differ (e.g. voxel counts).
-
-    Parameters
-    ----------
-    blocks : list of array-like
-        One array per subject, shape ``(n_trials_b, *feature_shape_b)``.
-    index : array of int, shape (n_trials, 2)
-        For every trial, ``(block, row in block)``.
-    """
-
-    def __init__(self, blocks: Sequence[Any], index: np.ndarray) -> None:
-        self.blocks = list(blocks)
-        self.index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
-
-    @classmethod
-    def from_blocks(cls, blocks: Sequence[Any]) -> RaggedData:
-        idx = [np.column_stack([np.full(len(b), i), np.arange(len(b))]) for i, b in enumerate(blocks)]
-        return cls(blocks, np.concatenate(idx) if idx else np.zeros((0, 2), int))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def shape(self) -> tuple:
-        """``(n_trials, None)``: the feature size differs across blocks."""
-        return (len(self), None)
-
-    @property
-    def feature_shapes(self) -> list[tuple]:
-        """Feature shape of each block."""
-        return [tuple(b.shape[1:]) for b in self.blocks]
-
-    def take(self, rows: np.ndarray) -> RaggedData | np.ndarray:
-        """Rows ``rows``; a plain array when all come from one block."""
-        sub = self.index[rows]
-        used = np.unique(sub[:, 0])
-        if len(used) == 1:
-            return _take_rows(self.blocks[int(used[0])], sub[:, 1])
-        return RaggedData(self.blocks, sub)
-
-    def __repr__(self) -> str:
-        return f"<RaggedData | {len(self)} trials | feature shapes {self.feature_shapes}>"
-
-
-def _take_rows(data: Any, rows: np.ndarray) -> Any:
-    """Index rows of an array or array-like, reading sorted unique rows (HDF5-friendly)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if isinstance(data, np.ndarray):
-        return data[rows]
-    if isinstance(data, RaggedData):
-        return data.take(rows)
-    if hasattr(data, "take_rows"):
-        return data.take_rows(rows)
-    order = np.argsort(rows, kind="stable")
-    uniq, inverse = np.unique(rows[order], return_inverse=True)
-    block = np.asarray(data[uniq])
-    out = np.empty((len(rows), *block.shape[1:]), dtype=block.dtype)
-    out[order] = block[inverse]
-    return out
 
 
 class BrainTrials:
@@ -189,7 +128,7 @@ class BrainTrials:
         """
         if self.is_ragged:
             self.feature_shape  # raises with the hint
-        arr = self.data if isinstance(self.data, np.ndarray) else _take_rows(self.data, np.arange(len(self)))
+        arr = self.data if isinstance(self.data, np.ndarray) else take_rows(self.data, np.arange(len(self)))
         arr = np.asarray(arr)
         return arr.astype(dtype, copy=False) if dtype is not None else arr
 
@@ -201,7 +140,7 @@ class BrainTrials:
     # -- selection --------------------------------------------------------------
     def __getitem__(self, idx: Any) -> BrainTrials:
         rows = self._as_rows(idx)
-        data = _take_rows(self.data, rows)
+        data = take_rows(self.data, rows)
         info = self.info
         if isinstance(self.data, RaggedData) and not isinstance(data, RaggedData):
             subj = self.events["subject"].iloc[rows[0]] if len(rows) else None

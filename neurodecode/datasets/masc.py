@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..io._checks import check_nonfinite_option, mne_damage
+from ..io.checks import check_nonfinite_option, mne_damage
 from ..io.masc import (
     MASC_ROOT_HINT,
     MASC_STORIES,
@@ -28,8 +28,8 @@ from ..io.masc import (
     read_participants,
     read_wav,
 )
-from ..utils import ProgressBar, _check_path, logger, verbose, warn
-from ..utils._imports import import_optional
+from ..utils import ProgressBar, check_path, logger, verbose, warn
+from ..utils.imports import import_optional
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
 
@@ -409,7 +409,7 @@ def load_masc(
     >>> trials.stimuli.get_audio(trials.events["stimulus_id"][:4]).shape  # doctest: +SKIP
     (4, 48000)
     """
-    root = _check_path(root, what="MEG-MASC root", hint=MASC_ROOT_HINT, kind="dir")
+    root = check_path(root, what="MEG-MASC root", hint=MASC_ROOT_HINT, kind="dir")
     n = _subject_number(subject)
     ses_req = _labels(sessions, "sessions")
     task_req = _labels(tasks, "tasks")

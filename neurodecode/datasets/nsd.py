@@ -10,14 +10,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..io._checks import check_affine, check_finite, check_nonfinite_option
+from ..io.checks import check_affine, check_finite, check_nonfinite_option
 from ..io.nsd import (
     NSD_BETA_SCALE,
     LazyHDF5Rows,
     NSDLayout,
-    _corrupt,
-    _get_dset,
-    _open_h5,
+    corrupt_file_error,
+    get_dataset,
+    open_h5,
     read_betas_masked,
     read_betas_nonzero_mask,
     read_betas_shape,
@@ -28,7 +28,7 @@ from ..io.nsd import (
     read_volume,
 )
 from ..preprocessing.fmri import zscore_sessions
-from ..utils import ProgressBar, _check_option, logger, verbose, warn
+from ..utils import ProgressBar, check_option, logger, verbose, warn
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
 
@@ -128,8 +128,8 @@ def load_nsd(
     >>> trials = load_nsd("/data/natural-scenes-dataset", subject=1)   # doctest: +SKIP
     >>> faces = load_nsd(root, 1, roi="floc-faces:FFA-1,FFA-2")         # doctest: +SKIP
     """
-    _check_option("zscore", zscore, ("session", None))
-    _check_option("betas_format", betas_format, ("auto", "hdf5", "nii.gz", "mindeye2"))
+    check_option("zscore", zscore, ("session", None))
+    check_option("betas_format", betas_format, ("auto", "hdf5", "nii.gz", "mindeye2"))
     check_nonfinite_option(nonfinite)
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
@@ -655,7 +655,7 @@ def _load_captions(layout: NSDLayout, stim_info: pd.DataFrame | None, n: int) ->
         try:
             arr = np.load(cur, allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise _corrupt(cur, err, "caption file") from err
+            raise corrupt_file_error(cur, err, "caption file") from err
         arr = np.asarray(arr).reshape(len(arr), -1)
         caps = {i: [str(c).strip() for c in arr[i] if str(c).strip()] for i in range(min(n, len(arr)))}
         logger.info("Captions for %d images from %s", len(caps), cur.name)
@@ -678,7 +678,7 @@ def _session_length(layout: NSDLayout, subject: int) -> int:
             tab = pd.read_csv(resp, sep="\t", usecols=["SESSION"])
             return int(tab["SESSION"].value_counts().iloc[0])
         except (ValueError, KeyError, OSError) as err:
-            raise _corrupt(resp, err, "NSD responses file") from err
+            raise corrupt_file_error(resp, err, "NSD responses file") from err
     logger.debug("Session length not found on disk; assuming 750 trials per session")
     return 750
 
@@ -690,8 +690,8 @@ def _load_mindeye2(layout: NSDLayout, subject: int, *, roi: Any, sessions: Any, 
         raise ValueError(f"{path.name} holds nsdgeneral voxels only, so roi must be 'nsdgeneral' with "
                          f"betas_format='mindeye2' (got roi={roi!r}); use the standard betas for other ROIs.")
     t_ses = _session_length(layout, subject)
-    with _open_h5(path, "MindEye2 betas file") as f:
-        dset = _get_dset(f, "betas", path)
+    with open_h5(path, "MindEye2 betas file") as f:
+        dset = get_dataset(f, "betas", path)
         if dset.ndim != 2:
             raise ValueError(f"'betas' in {path} must be 2-D (n_trials, n_voxels), got {dset.shape}; "
                              "please re-download this file.")
@@ -720,7 +720,7 @@ def _load_mindeye2(layout: NSDLayout, subject: int, *, roi: Any, sessions: Any, 
                 out[row:row + n_t[s]] = dset[offsets[s]:offsets[s] + n_t[s]]
                 row += n_t[s]
         except OSError as err:
-            raise _corrupt(path, err, "MindEye2 betas file") from err
+            raise corrupt_file_error(path, err, "MindEye2 betas file") from err
     bad = check_finite(out, file=path, sessions=events["session"].to_numpy(), nonfinite=nonfinite,
                        fix=f"please {_REDOWNLOAD}")
     if bad.any():
@@ -756,8 +756,8 @@ def _mindeye2_design(layout: NSDLayout, subject: int, n_rows: int
     if not idx_path.is_file():
         raise FileNotFoundError(f"Neither the NSD design file {layout.expdesign} nor MindEye2's "
                                 f"{idx_path} exists; one is needed to know the image of each trial.")
-    with _open_h5(idx_path, "MindEye2 index file") as f:
-        ids_all = np.asarray(_get_dset(f, f"subj{subject:02d}", idx_path)[()]).ravel().astype(np.int64)
+    with open_h5(idx_path, "MindEye2 index file") as f:
+        ids_all = np.asarray(get_dataset(f, f"subj{subject:02d}", idx_path)[()]).ravel().astype(np.int64)
     shared_file = layout.root / "shared1000.npy"
     if shared_file.is_file():
         shared = np.flatnonzero(np.load(shared_file, allow_pickle=False).astype(bool))

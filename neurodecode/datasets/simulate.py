@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..utils import ProgressBar, atomic_write_json, atomic_write_text, get_data_dir, logger, verbose
-from ..utils._locks import hold_lock
+from ..utils.locks import hold_lock
 from . import _procedural as proc
 from . import _sim_masc, _sim_things
 from ._sim_meeg import check_int as _check_int

@@ -10,9 +10,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..io._checks import check_finite, check_nonfinite_option
+from ..io.checks import check_finite, check_nonfinite_option
 from ..io.things_eeg import LazyImageFiles, read_things_eeg2
-from ..utils import _check_option, logger, verbose
+from ..utils import check_option, logger, verbose
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
 
@@ -168,13 +168,13 @@ def load_things_eeg2(
     >>> trials = load_things_eeg2("/data/things-eeg2", subject=1)      # doctest: +SKIP
     >>> test = trials.select(split="test").average_repetitions()        # doctest: +SKIP
     """
-    _check_option("variant", variant, ("auto", "official", "atm"))
+    check_option("variant", variant, ("auto", "official", "atm"))
     check_nonfinite_option(nonfinite)
     splits = [split] if isinstance(split, str) else list(split)
     if not splits:
         raise ValueError("split must name at least one of 'train', 'test'")
     for s in splits:
-        _check_option("split", s, ("train", "test"))
+        check_option("split", s, ("train", "test"))
     splits = [s for s in ("train", "test") if s in splits]
     root = Path(root).expanduser()
     if not root.is_dir():

@@ -9,10 +9,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..io._checks import check_finite, check_nonfinite_option
+from ..io.checks import check_finite, check_nonfinite_option
 from ..io.mne import read_epochs
 from ..io.things_eeg import LazyImageFiles
-from ..utils import _check_path, logger, verbose
+from ..utils import check_path, logger, verbose
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
 from .mne import _from_mne
@@ -91,7 +91,7 @@ def load_things_meg(
     --------
     >>> trials = load_things_meg("/data/ds004212", subject=1)   # doctest: +SKIP
     """
-    root = _check_path(root, what="THINGS-MEG root", hint=_ROOT_HINT, kind="dir")
+    root = check_path(root, what="THINGS-MEG root", hint=_ROOT_HINT, kind="dir")
     check_nonfinite_option(nonfinite)
     try:
         n = int(subject)

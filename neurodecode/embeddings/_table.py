@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import _check_path, _ensure_finite, atomic_path, logger, verbose
+from ..utils import atomic_path, check_path, ensure_finite, logger, verbose
 
 _FORMAT = "neurodecode.StimulusEmbeddings"
 _FORMAT_VERSION = 1
@@ -88,7 +88,7 @@ class StimulusEmbeddings:
                     "rows must be the flattened token arrays (prod(token_shape) == dim)"
                 )
         for start in range(0, len(values), 4096):  # chunked: never a full-size temporary
-            _ensure_finite(values[start:start + 4096], what="StimulusEmbeddings values")
+            ensure_finite(values[start:start + 4096], what="StimulusEmbeddings values")
         index = {}
         for row, sid in enumerate(ids):
             if sid in index:
@@ -233,7 +233,7 @@ class StimulusEmbeddings:
         -------
         embeddings : StimulusEmbeddings
         """
-        path = _check_path(path, what="Embeddings file", kind="file",
+        path = check_path(path, what="Embeddings file", kind="file",
                            hint="Write it with StimulusEmbeddings.save(path)")
         suffix = path.suffix.lower()
         if suffix == ".npz":

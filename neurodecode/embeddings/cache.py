@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..utils import atomic_path, atomic_write_json, get_data_dir, logger, verbose, warn
-from ..utils._locks import LOCK_NAME, hold_lock
+from ..utils.locks import LOCK_NAME, hold_lock
 
 _FORMAT = "neurodecode.EmbeddingCache"
 _FORMAT_VERSION = 1

@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..utils import ProgressBar, _check_option, logger, resolve_device, verbose
-from ..utils._imports import import_optional
-from ._hub import looks_like_repo_id, resolve_hf_snapshot
+from ..utils import ProgressBar, check_option, logger, resolve_device, verbose
+from ..utils.imports import import_optional
+from .hub import looks_like_repo_id, resolve_hf_snapshot
 
 TokenMode = Literal["raw", "projected", "projected_cls"]
 _TOKEN_MODES = ("raw", "projected", "projected_cls")
@@ -36,7 +36,7 @@ CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin
                      "pytorch_model.bin")
 
 
-def _import_open_clip():
+def import_open_clip():
     return import_optional("open_clip", extra="clip", what="CLIP encoders")
 
 
@@ -179,9 +179,9 @@ class ClipEncoder:
                  batch_size: int = 32, verbose: bool | str | int | None = None) -> None:
         import torch
 
-        open_clip = _import_open_clip()
-        _check_option("precision", precision, _PRECISIONS)
-        _check_option("tokens", tokens, _TOKEN_MODES)
+        open_clip = import_open_clip()
+        check_option("precision", precision, _PRECISIONS)
+        check_option("tokens", tokens, _TOKEN_MODES)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         models = open_clip.list_models()
@@ -279,7 +279,7 @@ class ClipEncoder:
         import torch
         from PIL import Image
 
-        outputs = [_check_option("outputs", o, ("pooled", "tokens")) for o in outputs]
+        outputs = [check_option("outputs", o, ("pooled", "tokens")) for o in outputs]
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must have shape (n, height, width, 3), got {images.shape}")
@@ -371,7 +371,7 @@ class ClipEncoder:
         """
         import torch
 
-        outputs = [_check_option("outputs", o, ("pooled", "tokens")) for o in outputs]
+        outputs = [check_option("outputs", o, ("pooled", "tokens")) for o in outputs]
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string; wrap it in a list")
         texts = [str(t) for t in texts]
@@ -458,7 +458,7 @@ def embed_clip_images(stimuli: Any, stimulus_ids: Sequence[Any] | None = None, *
     embeddings : StimulusEmbeddings
         One row per stimulus id.
     """
-    _check_option("output", output, ("pooled", "tokens"))
+    check_option("output", output, ("pooled", "tokens"))
     if stimuli is None or "image" not in getattr(stimuli, "kinds", []):
         raise ValueError("embed_images needs a StimulusSet with images (trials.stimuli was None or had none).")
     enc = _get_encoder(encoder, weights, device, precision, tokens, allow_random, batch_size)
@@ -503,7 +503,7 @@ def embed_captions(stimuli: Any, stimulus_ids: Sequence[Any] | None = None, *,
         One row per stimulus: the unweighted mean over its captions of the
         pooled (or token) text embeddings.
     """
-    _check_option("output", output, ("pooled", "tokens"))
+    check_option("output", output, ("pooled", "tokens"))
     if stimuli is None or "caption" not in getattr(stimuli, "kinds", []):
         raise ValueError("embed_captions needs a StimulusSet with captions (this one has none).")
     ids = list(stimuli.ids if stimulus_ids is None else dict.fromkeys(stimulus_ids))

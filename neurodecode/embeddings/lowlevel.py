@@ -42,8 +42,8 @@ def load_vae(path: str | Path, *, device: Any = "cpu") -> Any:
     FileNotFoundError
         When neither ``path`` nor ``path/vae`` holds an autoencoder.
     """
-    from ..utils._imports import import_optional
-    from ._hub import looks_like_repo_id, resolve_hf_snapshot
+    from ..utils.imports import import_optional
+    from .hub import looks_like_repo_id, resolve_hf_snapshot
 
     diffusers = import_optional("diffusers", extra="diffusion", what="VAE low-level targets")
     src = Path(str(path)).expanduser()

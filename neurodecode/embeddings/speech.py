@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..utils import ProgressBar, logger, resolve_device, verbose
-from ..utils._imports import import_optional
-from ._hub import looks_like_repo_id, resolve_hf_snapshot
+from ..utils.imports import import_optional
+from .hub import looks_like_repo_id, resolve_hf_snapshot
 
 #: Weight files a transformers model folder holds (one is enough).
 SPEECH_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",

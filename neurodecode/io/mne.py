@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from ..utils import logger
-from ._checks import mne_damage, verify_gzip
+from .checks import mne_damage, verify_gzip
 
 __all__ = ["import_mne", "read_epochs", "read_raw"]
 

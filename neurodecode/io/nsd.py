@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..utils import atomic_path, logger
-from ._checks import gzip_error, is_gzip_verified, mark_gzip_verified, verify_gzip
+from .checks import gzip_error, is_gzip_verified, mark_gzip_verified, verify_gzip
 
 __all__ = [
     "NSD_BETA_SCALE",
@@ -446,7 +446,7 @@ _KIND_NAMES = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "text"
                "O": "a cell array or struct", "V": "a struct", "M": "dates", "m": "time spans"}
 
 
-def _corrupt(path: Path, err: BaseException, what: str) -> OSError:
+def corrupt_file_error(path: Path, err: BaseException, what: str) -> OSError:
     return OSError(
         f"Could not read the {what} {path}: the file is truncated, corrupt or not in the expected "
         f"format ({type(err).__name__}: {err}). Please {_REDOWNLOAD} from the NSD bucket."
@@ -483,7 +483,7 @@ def read_expdesign(path: str | Path) -> dict[str, np.ndarray]:
     try:
         mat = loadmat(str(path))
     except Exception as err:  # scipy raises ValueError/TypeError/OSError on bad files
-        raise _corrupt(path, err, "NSD design file") from err
+        raise corrupt_file_error(path, err, "NSD design file") from err
     out = {}
     for key, ndim in (("masterordering", 1), ("subjectim", 2), ("sharedix", 1)):
         if key not in mat:
@@ -516,7 +516,7 @@ def read_stim_info(path: str | Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, index_col=0)
     except Exception as err:
-        raise _corrupt(path, err, "NSD stimulus info file") from err
+        raise corrupt_file_error(path, err, "NSD stimulus info file") from err
     if "nsdId" not in table.columns:
         table["nsdId"] = np.arange(len(table))
     return table
@@ -529,7 +529,7 @@ def read_ctab(path: str | Path) -> dict[int, str]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as err:
-        raise _corrupt(path, err, "ROI label table") from err
+        raise corrupt_file_error(path, err, "ROI label table") from err
     for i, line in enumerate(text.splitlines()):
         parts = line.strip().split()
         if not parts or parts[0].startswith("#"):
@@ -559,7 +559,7 @@ def read_volume(path: str | Path, *, what: str = "volume") -> tuple[np.ndarray, 
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise _corrupt(path, err, what) from err
+        raise corrupt_file_error(path, err, what) from err
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -587,8 +587,8 @@ def read_betas_shape(path: str | Path) -> tuple[tuple[int, int, int], int, np.nd
     """
     path = Path(path)
     if path.name.endswith(".hdf5") or path.name.endswith(".h5"):
-        with _open_h5(path, "NSD betas file") as f:
-            dset = _get_dset(f, "betas", path)
+        with open_h5(path, "NSD betas file") as f:
+            dset = get_dataset(f, "betas", path)
             if dset.ndim != 4:
                 raise ValueError(f"'betas' in {path} must be 4-D (T, Z, Y, X), got {dset.shape}; "
                                  f"please {_REDOWNLOAD}.")
@@ -601,14 +601,14 @@ def read_betas_shape(path: str | Path) -> tuple[tuple[int, int, int], int, np.nd
         img = nib.load(str(path))
         shape = img.shape
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise _corrupt(path, err, "NSD betas file") from err
+        raise corrupt_file_error(path, err, "NSD betas file") from err
     if len(shape) != 4:
         raise ValueError(f"The NSD betas file {path} must be 4-D (X, Y, Z, T), got {shape}; "
                          f"please {_REDOWNLOAD}.")
     return tuple(shape[:3]), shape[3], np.asarray(img.affine, dtype=float)
 
 
-class _open_h5:
+class open_h5:
     """``h5py.File`` opened read-only, turning h5py errors into a clear OSError."""
 
     def __init__(self, path: Path, what: str) -> None:
@@ -622,7 +622,7 @@ class _open_h5:
         try:
             self.f = h5py.File(self.path, "r")
         except OSError as err:
-            raise _corrupt(self.path, err, self.what) from err
+            raise corrupt_file_error(self.path, err, self.what) from err
         return self.f
 
     def __exit__(self, *exc):
@@ -631,7 +631,7 @@ class _open_h5:
         return False
 
 
-def _get_dset(f: Any, key: str, path: Path):
+def get_dataset(f: Any, key: str, path: Path):
     if key not in f:
         raise ValueError(f"{path} has no dataset {key!r} (it has {sorted(f.keys())}); "
                          f"please {_REDOWNLOAD}.")
@@ -694,8 +694,8 @@ def _scale_into(raw: np.ndarray, out: np.ndarray, scale: float) -> None:
 
 def _read_hdf5_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: float) -> None:
     xs, ys, zs = np.nonzero(mask)  # C-order of the (X, Y, Z) mask
-    with _open_h5(path, "NSD betas file") as f:
-        dset = _get_dset(f, "betas", path)
+    with open_h5(path, "NSD betas file") as f:
+        dset = get_dataset(f, "betas", path)
         n_t = dset.shape[0]
         try:
             direct = (dset.chunks == (n_t, 1, 1, 1)
@@ -730,7 +730,7 @@ def _read_hdf5_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: floa
                 _scale_into(vals, tmp, scale)
                 out[:, cols] = tmp
         except OSError as err:
-            raise _corrupt(path, err, "NSD betas file") from err
+            raise corrupt_file_error(path, err, "NSD betas file") from err
 
 
 def _read_nifti_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: float,
@@ -751,7 +751,7 @@ def _read_nifti_masked(path: Path, mask: np.ndarray, out: np.ndarray, scale: flo
             _scale_into(chunk[mask].T, out[t0:t1], scale)
             del chunk
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise _corrupt(path, err, "NSD betas file") from err
+        raise corrupt_file_error(path, err, "NSD betas file") from err
     finally:
         try:
             img.dataobj._opener.close_if_mine()  # type: ignore[union-attr]
@@ -783,7 +783,7 @@ def _read_nifti_gz_stream(path: Path, mask: np.ndarray, out: np.ndarray, scale: 
         if getattr(proxy, "order", "F") != "F":
             raise ValueError(f"unexpected on-disk order {proxy.order!r}")
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise _corrupt(path, err, "NSD betas file") from err
+        raise corrupt_file_error(path, err, "NSD betas file") from err
     x, y, z, n_t = shape[:4]
     n_vol = x * y * z
     xs, ys, zs = np.nonzero(mask)  # C-order of the (X, Y, Z) mask, as vol[mask]
@@ -835,13 +835,13 @@ def read_betas_nonzero_mask(path: str | Path, *, block: int = 64) -> np.ndarray:
     grid, n_t, _ = read_betas_shape(path)
     mask = np.zeros(grid, dtype=bool)
     if path.name.endswith(".hdf5") or path.name.endswith(".h5"):
-        with _open_h5(path, "NSD betas file") as f:
+        with open_h5(path, "NSD betas file") as f:
             dset = f["betas"]
             try:
                 for z in range(grid[2]):
                     mask[:, :, z] = np.any(dset[:, z, :, :] != 0, axis=0).T
             except OSError as err:
-                raise _corrupt(path, err, "NSD betas file") from err
+                raise corrupt_file_error(path, err, "NSD betas file") from err
         return mask
     import nibabel as nib
 
@@ -851,7 +851,7 @@ def read_betas_nonzero_mask(path: str | Path, *, block: int = 64) -> np.ndarray:
         for t0 in range(0, n_t, block):
             mask |= np.any(np.asanyarray(img.dataobj[..., t0:min(t0 + block, n_t)]) != 0, axis=-1)
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise _corrupt(path, err, "NSD betas file") from err
+        raise corrupt_file_error(path, err, "NSD betas file") from err
     return mask
 
 
@@ -862,7 +862,7 @@ def read_coco_captions(path: str | Path) -> dict[int, list[str]]:
         obj = json.loads(path.read_text(encoding="utf-8"))
         annots = obj["annotations"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise _corrupt(path, err, "COCO captions file") from err
+        raise corrupt_file_error(path, err, "COCO captions file") from err
     out: dict[int, list[str]] = {}
     for a in annots:
         out.setdefault(int(a["image_id"]), []).append(str(a["caption"]).strip())
@@ -886,8 +886,8 @@ class LazyHDF5Rows:
     def __init__(self, path: str | Path, key: str) -> None:
         self.path = Path(path)
         self.key = key
-        with _open_h5(self.path, "HDF5 file") as f:
-            dset = _get_dset(f, key, self.path)
+        with open_h5(self.path, "HDF5 file") as f:
+            dset = get_dataset(f, key, self.path)
             self.shape = tuple(dset.shape)
             self.dtype = dset.dtype
 
@@ -915,11 +915,11 @@ class LazyHDF5Rows:
                 raise IndexError(f"row index out of range for {self.shape[0]} rows of {self.path}")
             uniq, inverse = np.unique(rows, return_inverse=True)
             sel, order = uniq, inverse
-        with _open_h5(self.path, "HDF5 file") as f:
+        with open_h5(self.path, "HDF5 file") as f:
             dset = f[self.key]
             try:
                 block = dset[sel] if not (isinstance(sel, np.ndarray) and sel.size == 0) else \
                     np.zeros((0, *self.shape[1:]), dtype=self.dtype)
             except OSError as err:
-                raise _corrupt(self.path, err, "HDF5 file") from err
+                raise corrupt_file_error(self.path, err, "HDF5 file") from err
         return block if order is None else block[order]

@@ -11,12 +11,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils import _check_option, logger, verbose
-from ._pretrained import CONFIG_NAME, WEIGHTS_NAME, read_pretrained, write_pretrained
+from ..utils import check_option, logger, verbose
 from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectLayer
-from .backbones import (_dropout, _ResidualBlock, ChannelAttentionEncoder,  # noqa: F401 (old names)
-                        DilatedConvNet, init_parameters_, MLPMixer, ResidualMLP)
+from .backbones import (  # noqa: F401 (old names)
+    ChannelAttentionEncoder,
+    DilatedConvNet,
+    MLPMixer,
+    ResidualMLP,
+    _dropout,
+    _ResidualBlock,
+    init_parameters_,
+)
 from .heads import LowLevelHead, PooledHead, SequenceHead, TokenHead
+from .pretrained import CONFIG_NAME, WEIGHTS_NAME, read_pretrained, write_pretrained
 
 BACKBONES = ("mlp", "mixer", "dilated_conv", "atm")
 ADAPTERS = ("linear", "pooled", "subject_layer", "spatial_attention")
@@ -192,11 +199,11 @@ class BrainDecoder(nn.Module):
             raise ValueError(f"n_blocks must be an int >= 0, got {n_blocks!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        _check_option("backbone", backbone, BACKBONES)
+        check_option("backbone", backbone, BACKBONES)
         sequence = backbone not in _VECTOR_BACKBONES
         if adapter is None:
             adapter = "subject_layer" if sequence else "linear"
-        _check_option("adapter", adapter, ADAPTERS)
+        check_option("adapter", adapter, ADAPTERS)
         if (adapter in _SEQUENCE_ADAPTERS) != sequence:
             raise ValueError(f"adapter={adapter!r} cannot feed backbone={backbone!r}: the 'linear' and "
                              "'pooled' adapters go with the 'mlp' and 'mixer' backbones (fMRI vectors), "
@@ -206,7 +213,7 @@ class BrainDecoder(nn.Module):
             heads = (heads,)
         heads = tuple(heads)
         for h in heads:
-            _check_option("heads", h, HEADS)
+            check_option("heads", h, HEADS)
         if "pooled" not in heads or len(set(heads)) != len(heads):
             raise ValueError(f"heads must hold 'pooled' (the embedding output) and no repeats, got {heads!r}")
         heads = tuple(h for h in HEADS if h in heads)
@@ -446,7 +453,7 @@ class BrainDecoder(nn.Module):
             n_tokens, token_dim); ``"lowlevel"``: (n_trials, channels, height,
             width); ``"all"``: a dict head name → array.
         """
-        _check_option("output", output, OUTPUTS)
+        check_option("output", output, OUTPUTS)
         names = list(self.heads) if output == "all" else [output]
         for name in names:
             if name not in self.heads:

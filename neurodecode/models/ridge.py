@@ -18,7 +18,7 @@ from scipy import linalg
 
 from ..datasets import check_no_leakage
 from ..utils import ProgressBar, check_random_state, logger, verbose
-from ._pretrained import read_pretrained, write_pretrained
+from .pretrained import read_pretrained, write_pretrained
 
 try:  # scikit-learn is optional: with it, RidgeDecoder is a full sklearn estimator.
     from sklearn.base import BaseEstimator as _Base

@@ -27,8 +27,8 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
-from ..utils import _check_option, logger, verbose, warn
-from ..utils._imports import import_optional
+from ..utils import check_option, logger, verbose, warn
+from ..utils.imports import import_optional
 from .channels import resolve_channels, sensor_regions
 
 __all__ = [
@@ -116,13 +116,13 @@ def _where(group: _Group) -> str:
 
 
 def _read(trials: _Trials, rows: np.ndarray) -> np.ndarray:
-    from ..datasets._trials import RaggedData, _take_rows
+    from ..utils import RaggedData, take_rows
 
     data = trials.data
     if isinstance(data, np.ndarray) and len(rows) and rows[-1] - rows[0] + 1 == len(rows) \
             and np.all(np.diff(rows) == 1):
         return data[int(rows[0]):int(rows[-1]) + 1]          # a view; callers never write into it
-    block = _take_rows(data, rows)
+    block = take_rows(data, rows)
     if isinstance(block, RaggedData):
         raise ValueError("These trials mix subjects with different channel sets but info has no "
                          "'subjects_info'; build them with BrainTrials.concatenate.")
@@ -151,7 +151,7 @@ def _map_chunks(trials: _Trials, group: _Group, fn: Callable[[np.ndarray], np.nd
 def _assemble(trials: TrialsT, groups: list[_Group], arrays: list[np.ndarray], infos: list[dict],
               record: dict) -> TrialsT:
     """A new BrainTrials from per-group results, in the original row order (empties ``arrays``)."""
-    from ..datasets._trials import RaggedData
+    from ..utils import RaggedData
 
     n = len(trials.events)
     if "subjects_info" in trials.info:
@@ -970,7 +970,7 @@ class MEEGPreprocessor(_ParamsMixin):
             raise ValueError(f"tmin ({self.tmin}) must be <= tmax ({self.tmax})")
         if self.baseline is not None:
             _check_baseline(self.baseline)
-        _check_option("scaler", self.scaler, _SCALERS)
+        check_option("scaler", self.scaler, _SCALERS)
         _check_clip(self.clip)
         nyq = None if self.sfreq is None else self.sfreq / 2.0
         for name, f in (("l_freq", self.l_freq), ("h_freq", self.h_freq)):

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..utils import _check_option, logger, verbose
+from ..utils import check_option, logger, verbose
 from .figures import _COLORS, _new_figure
 from .report import Report, _fmt_ci
 
@@ -494,9 +494,9 @@ def plot_ablation_map(frame: Any, atlas: Any, info: Mapping[str, Any], *, strate
     RuntimeError
         If nilearn is missing or its plotting fails (the original error is chained).
     """
-    _check_option("display", display, ("auto", "slices", "glass"))
+    check_option("display", display, ("auto", "slices", "glass"))
     kind = getattr(atlas, "kind", None)
-    _check_option("atlas.kind", kind, ("volume", "nsd", "spheres", "sensors", "times"))
+    check_option("atlas.kind", kind, ("volume", "nsd", "spheres", "sensors", "times"))
     name = str(getattr(atlas, "name", "") or "")
     if "atlas" in frame.columns and name and name in set(frame["atlas"].astype(str)):
         frame = frame[frame["atlas"].astype(str) == name]

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..tasks.retrieval import RetrievalScores, _metric_label
-from ..utils import _check_option, verbose
+from ..tasks.retrieval import RetrievalScores, metric_label
+from ..utils import check_option, verbose
 
 __all__ = ["fig_to_png", "plot_retrieval_bars", "plot_time_windows", "plot_topk_curve",
            "plot_training_curves"]
@@ -133,9 +133,9 @@ def plot_retrieval_bars(scores_by_model: Mapping[str, RetrievalScores] | Retriev
     ci = first.protocol.get("ci", 0.95)
     ax.set_xticks(x, [("subject " + c) if c not in ("mean", "all") and c.isdigit() else c
                       for c in columns])
-    ax.set_ylabel(_metric_label(metric, first.n_candidates))
+    ax.set_ylabel(metric_label(metric, first.n_candidates))
     ax.set_ylim(0, 1.15)
-    ax.set_title(f"{_metric_label(metric, first.n_candidates)} (error bars: {ci:.0%} bootstrap CI)",
+    ax.set_title(f"{metric_label(metric, first.n_candidates)} (error bars: {ci:.0%} bootstrap CI)",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
@@ -164,7 +164,7 @@ def plot_topk_curve(scores_by_model: Mapping[str, RetrievalScores] | RetrievalSc
     -------
     fig : matplotlib.figure.Figure
     """
-    _check_option("direction", direction, ("forward", "backward", "both"))
+    check_option("direction", direction, ("forward", "backward", "both"))
     models = _as_scores_by_model(scores_by_model)
     directions = ["forward", "backward"] if direction == "both" else [direction]
     fig = _new_figure(figsize or (4.2 * len(directions) + 1.2, 3.4))

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..tasks.retrieval import RetrievalScores, _jsonable
-from ..utils import atomic_write_text, logger, verbose
+from ..tasks.retrieval import RetrievalScores
+from ..utils import atomic_write_text, logger, to_jsonable, verbose
 from .figures import _as_one_scores, _as_scores_by_model
 
 __all__ = ["Report", "build_retrieval_report"]
@@ -184,7 +184,7 @@ def _config_to_text(config: Any) -> str:
         config = config.model_dump(mode="json")
     elif dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
-    data = _jsonable(config)
+    data = to_jsonable(config)
     try:
         import yaml
 

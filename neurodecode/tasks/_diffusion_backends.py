@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from ..embeddings._hub import looks_like_repo_id, resolve_hf_snapshot
+from ..embeddings.hub import looks_like_repo_id, resolve_hf_snapshot
 from ..utils import logger
-from ..utils._imports import import_optional
+from ..utils.imports import import_optional
 
 BACKENDS = ("unclip", "kandinsky", "ip_adapter", "versatile")
 

@@ -48,9 +48,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..utils import _check_option, _ensure_finite, check_random_state, logger, verbose, warn
-from ._bootstrap import _bootstrap_counts, _check_ci, _percentile_interval
-from .retrieval import _json_float, _jsonable
+from ..utils import (
+    check_option,
+    check_random_state,
+    ensure_finite,
+    json_float,
+    logger,
+    to_jsonable,
+    verbose,
+    warn,
+)
+from .bootstrap import bootstrap_counts, check_ci, percentile_interval
 
 __all__ = [
     "PUNCTUATIONS", "CaptionScores", "caption_metric_availability", "compute_bleu", "compute_cider",
@@ -244,7 +252,7 @@ def _ptb_java(captions: list[str]) -> list[str]:
 
 
 def _resolve_tokenizer(tokenizer: str) -> str:
-    _check_option("tokenizer", tokenizer, _TOKENIZERS)
+    check_option("tokenizer", tokenizer, _TOKENIZERS)
     if tokenizer == "auto":
         return "ptb" if caption_metric_availability()["ptb"] is None else "python"
     if tokenizer == "ptb":
@@ -660,7 +668,7 @@ def _as_matrix(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must have shape (n, dim), got {arr.shape}")
-    _ensure_finite(arr, what=name)
+    ensure_finite(arr, what=name)
     return arr
 
 
@@ -682,7 +690,7 @@ def _as_reference_list(x: Any, n: int, dim: int) -> list[np.ndarray]:
     for i, r in enumerate(out):
         if r.ndim != 2 or r.shape[1] != dim or len(r) == 0:
             raise ValueError(f"reference_embeddings[{i}] must have shape (n_refs, {dim}), got {r.shape}")
-        _ensure_finite(r, what=f"reference_embeddings[{i}]")
+        ensure_finite(r, what=f"reference_embeddings[{i}]")
     return [np.asarray(r, dtype=np.float64) for r in out]
 
 
@@ -824,13 +832,13 @@ class CaptionScores:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`."""
         return {
-            "metrics": {k: {kk: _json_float(v) for kk, v in d.items()} for k, d in self.metrics.items()},
+            "metrics": {k: {kk: json_float(v) for kk, v in d.items()} for k, d in self.metrics.items()},
             "labels": {k: METRIC_LABELS[k] for k in self.metrics},
-            "per_image": {k: [_json_float(v) for v in np.asarray(a, dtype=float)]
+            "per_image": {k: [json_float(v) for v in np.asarray(a, dtype=float)]
                           for k, a in self.per_image.items()},
             "unavailable": dict(self.unavailable),
             "n_images": int(self.n_images),
-            "protocol": _jsonable(self.protocol),
+            "protocol": to_jsonable(self.protocol),
         }
 
     @classmethod
@@ -872,7 +880,7 @@ def _check_metrics(metrics: Sequence[str] | str | None) -> tuple[list[str], bool
         aliases = {"bleu1": "bleu", "bleu2": "bleu", "bleu3": "bleu", "bleu4": "bleu", "rouge": "rouge_l",
                    "cider_d": "cider", "clipscore": "clip_s", "refclipscore": "refclip_s"}
         key = aliases.get(str(m).lower(), str(m).lower())
-        _check_option("metrics", key, _METRIC_GROUPS)
+        check_option("metrics", key, _METRIC_GROUPS)
         if key not in out:
             out.append(key)
     return out, True
@@ -956,7 +964,7 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
     if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 0:
         raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
     n_boot = int(n_boot)
-    ci = _check_ci(ci)
+    ci = check_ci(ci)
     rng = check_random_state(random_state)
     avail = caption_metric_availability()
     unavailable: dict[str, str] = {}
@@ -1065,7 +1073,7 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
     high = np.full(len(names), np.nan)
     replicates = None
     if n_boot and names:
-        counts = _bootstrap_counts(n, n_boot, rng).astype(np.float64)
+        counts = bootstrap_counts(n, n_boot, rng).astype(np.float64)
         cols = []
         bleu_reps = None
         if bleu_stats is not None:
@@ -1078,7 +1086,7 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
                 per = np.nan_to_num(mean_items[name], nan=0.0) if name == "spice" else mean_items[name]
                 cols.append(counts @ per / n + shift.get(name, 0.0))
         replicates = np.stack(cols, axis=1)
-        low, high = _percentile_interval(replicates, ci)
+        low, high = percentile_interval(replicates, ci)
     out_metrics = {name: {"value": float(values[name]), "ci_low": float(low[i]), "ci_high": float(high[i])}
                    for i, name in enumerate(names)}
     ordered_unavail = {k: unavailable[k] for k in METRIC_LABELS if k in unavailable}

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models._pretrained import read_pretrained, write_pretrained
-from ..utils import ProgressBar, _check_option, _check_path, _ensure_finite, logger, verbose, warn
+from ..models.pretrained import read_pretrained, write_pretrained
+from ..utils import ProgressBar, check_option, check_path, ensure_finite, logger, verbose, warn
 
 __all__ = ["CaptionBank", "PrefixCaptioner"]
 
@@ -48,7 +48,7 @@ def _as_float_matrix(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"{name} must have shape (n, dim), got {arr.shape}")
-    _ensure_finite(arr, what=name)
+    ensure_finite(arr, what=name)
     return arr
 
 
@@ -342,7 +342,7 @@ class _TransformerMapper(nn.Module):
 
 
 def _import_transformers():
-    from ..utils._imports import import_optional
+    from ..utils.imports import import_optional
 
     return import_optional("transformers", extra="captioning", what="Prefix captioners")
 
@@ -359,7 +359,7 @@ def _load_language_model(source: Any, random_state: int) -> tuple[nn.Module, str
             model = transformers.AutoModelForCausalLM.from_config(source)
         return model, None
     if isinstance(source, (str, Path)):
-        path = _check_path(source, what="language model folder", kind="dir",
+        path = check_path(source, what="language model folder", kind="dir",
                            hint="Pass a local folder holding a causal LM saved with save_pretrained (e.g. "
                                 "GPT-2: config.json and model.safetensors); nothing is downloaded")
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
@@ -438,7 +438,7 @@ class PrefixCaptioner(nn.Module):
                  clip_length: int = 10, n_mapping_layers: int = 8, n_heads: int = 8, normalize: bool = True,
                  random_state: int = 0, tokenizer: Any = None) -> None:
         super().__init__()
-        _check_option("mapping", mapping, ("mlp", "transformer"))
+        check_option("mapping", mapping, ("mlp", "transformer"))
         for name, value in (("embed_dim", embed_dim), ("prefix_length", prefix_length),
                             ("clip_length", clip_length), ("n_mapping_layers", n_mapping_layers),
                             ("n_heads", n_heads)):
@@ -635,7 +635,7 @@ class PrefixCaptioner(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
-        _check_option("schedule", schedule, ("linear", "constant"))
+        check_option("schedule", schedule, ("linear", "constant"))
         if noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
         if tokenizer is not None:
@@ -869,7 +869,7 @@ class PrefixCaptioner(nn.Module):
 def _load_tokenizer(tokenizer: Any) -> Any:
     if isinstance(tokenizer, (str, Path)):
         transformers = _import_transformers()
-        path = _check_path(tokenizer, what="tokenizer folder", kind="dir",
+        path = check_path(tokenizer, what="tokenizer folder", kind="dir",
                            hint="Pass a local folder holding the language model's tokenizer files")
         return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if not callable(tokenizer) or not hasattr(tokenizer, "decode"):

@@ -46,9 +46,9 @@ import numpy as np
 
 from ..utils import (
     ProgressBar,
-    _check_option,
     atomic_path,
     atomic_write_json,
+    check_option,
     logger,
     resolve_device,
     verbose,
@@ -114,7 +114,7 @@ def _resolve_dtype(dtype: Any, device: str) -> str:
     import torch
 
     name = str(dtype).removeprefix("torch.")
-    _check_option("dtype", name, _DTYPES)
+    check_option("dtype", name, _DTYPES)
     cuda = device.startswith("cuda")
     if name == "auto":
         if not cuda:
@@ -262,7 +262,7 @@ class EmbeddingPrior:
         """
         import torch
 
-        _check_option("loss", self.loss, _PRIOR_LOSSES)
+        check_option("loss", self.loss, _PRIOR_LOSSES)
         if int(self.n_layers) < 1 or int(self.n_epochs) < 1 or int(self.batch_size) < 1:
             raise ValueError(f"n_layers, n_epochs and batch_size must be positive, got {self.n_layers}, "
                              f"{self.n_epochs}, {self.batch_size}")
@@ -697,7 +697,7 @@ class Reconstructor:
                  width: int | None = None, negative_embeds: Any = None, lowlevel_vae: Any = None,
                  pipeline_kwargs: Mapping[str, Any] | None = None,
                  verbose: bool | str | int | None = None) -> None:
-        _check_option("backend", backend, BACKENDS)
+        check_option("backend", backend, BACKENDS)
         steps, guidance = DEFAULT_SAMPLING[backend]
         self.num_inference_steps = int(steps if num_inference_steps is None else num_inference_steps)
         self.guidance_scale = float(guidance if guidance_scale is None else guidance_scale)
@@ -791,7 +791,7 @@ class Reconstructor:
             When the folder, the cached snapshot or a component is missing; the
             message says what to download and where to put it.
         """
-        _check_option("backend", backend, BACKENDS)
+        check_option("backend", backend, BACKENDS)
         source = DEFAULT_REPOS[backend] if path_or_repo_id is None else path_or_repo_id
         dev = resolve_device(device)
         resolved = _resolve_dtype(dtype, dev)

@@ -27,7 +27,6 @@ depend on floating-point summation order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,8 +34,17 @@ from typing import Any, Literal
 import numpy as np
 from numpy.random import Generator
 
-from ..utils import _check_option, _ensure_finite, check_random_state, logger, verbose, warn
-from ._bootstrap import _bootstrap_counts, _check_ci, _percentile_interval
+from ..utils import (
+    check_option,
+    check_random_state,
+    ensure_finite,
+    json_float,
+    logger,
+    to_jsonable,
+    verbose,
+    warn,
+)
+from .bootstrap import bootstrap_counts, check_ci, percentile_interval
 
 __all__ = ["RetrievalScores", "evaluate_retrieval", "identification_2way", "retrieve",
            "topk_accuracy"]
@@ -62,7 +70,7 @@ def _as_2d_array(x: Any, name: str) -> np.ndarray:
             f"MindEye2 does for token embeddings), got shape {arr.shape}"
         )
     arr = arr.reshape(arr.shape[0], -1).astype(np.float64, copy=False)
-    _ensure_finite(arr, what=name)
+    ensure_finite(arr, what=name)
     return arr
 
 
@@ -109,7 +117,7 @@ def _cosine_similarity(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def _check_direction(direction: str) -> str:
-    return _check_option("direction", direction, _DIRECTIONS)
+    return check_option("direction", direction, _DIRECTIONS)
 
 
 def _competitor_counts(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -251,7 +259,7 @@ def _k_grid(n: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- results
-def _metric_label(name: str, n_candidates: int) -> str:
+def metric_label(name: str, n_candidates: int) -> str:
     key, _, direction = name.rpartition("_")
     arrow = _ARROWS.get(direction, direction)
     if key == "nway_top1":
@@ -262,10 +270,6 @@ def _metric_label(name: str, n_candidates: int) -> str:
         return f"top-{key[3:]} among all, {arrow}"
     return name
 
-
-def _json_float(x: Any) -> float | None:
-    x = float(x)
-    return None if math.isnan(x) else x
 
 
 def _from_json_float(x: Any) -> float:
@@ -329,7 +333,7 @@ class RetrievalScores:
 
     def label(self, name: str) -> str:
         """Human-readable label of metric ``name`` (e.g. ``"300-way top-1, brain→image"``)."""
-        return _metric_label(name, self.n_candidates)
+        return metric_label(name, self.n_candidates)
 
     def __getitem__(self, name: str) -> float:
         """Point estimate of metric ``name``."""
@@ -377,7 +381,7 @@ class RetrievalScores:
         exact = all(r is not None for r in reps) and len({r.shape for r in reps}) == 1
         replicates = np.mean(reps, axis=0) if exact else None
         if exact:
-            low, high = _percentile_interval(replicates, ci)
+            low, high = percentile_interval(replicates, ci)
         else:
             low, high = _normal_pool([[s.metrics[m] for m in names] for s in parts.values()],
                                      values, ci)
@@ -397,7 +401,7 @@ class RetrievalScores:
                 n_k_all = [len(c["k"]) for c in curves]
                 cols = [np.concatenate([i, i + nk]) for i, nk in zip(sel, n_k_all)]
                 curve_reps = np.mean([r[:, c] for r, c in zip(creps, cols)], axis=0)
-                curve_low, curve_high = _percentile_interval(curve_reps, ci)
+                curve_low, curve_high = percentile_interval(curve_reps, ci)
             else:
                 rows = [[{"value": v, "ci_low": lo, "ci_high": hi} for v, lo, hi in zip(
                     np.concatenate([c["forward"][i], c["backward"][i]]),
@@ -427,10 +431,10 @@ class RetrievalScores:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`."""
         def _metrics(m):
-            return {name: {key: _json_float(v) for key, v in d.items()} for name, d in m.items()}
+            return {name: {key: json_float(v) for key, v in d.items()} for name, d in m.items()}
 
         def _curve(c):
-            return {key: [(_json_float(v) if key != "k" else int(v)) for v in np.asarray(arr)]
+            return {key: [(json_float(v) if key != "k" else int(v)) for v in np.asarray(arr)]
                     for key, arr in c.items()}
 
         return {
@@ -441,7 +445,7 @@ class RetrievalScores:
             "group_topk_curves": {g: _curve(c) for g, c in self.group_topk_curves.items()},
             "n_items": int(self.n_items),
             "group_sizes": {g: int(v) for g, v in self.group_sizes.items()},
-            "protocol": _jsonable(self.protocol),
+            "protocol": to_jsonable(self.protocol),
         }
 
     @classmethod
@@ -496,21 +500,6 @@ class RetrievalScores:
                          f"[{d['ci_low']:.4f}, {d['ci_high']:.4f}]  {d['chance']:>7.4f}")
         return "\n".join(lines)
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _json_float(obj)
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -704,7 +693,7 @@ def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_rep
     if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 0:
         raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
     n_candidates, n_repeats, n_boot = int(n_candidates), int(n_repeats), int(n_boot)
-    ci = _check_ci(ci)
+    ci = check_ci(ci)
     topk = _check_topk(topk)
     rng = check_random_state(random_state)
 
@@ -738,7 +727,7 @@ def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_rep
         idx = np.arange(n) if g is None else np.flatnonzero(labels == g)
         block = _score_block(pred[idx], target[idx], n_candidates=n_candidates,
                              n_repeats=n_repeats, topk=topk, k_grid=k_grid, rng=rng)
-        counts = _bootstrap_counts(block.n_items, n_boot, rng) if n_boot else None
+        counts = bootstrap_counts(block.n_items, n_boot, rng) if n_boot else None
         blocks.append(block)
         reps.append(block.replicates(counts))
 
@@ -755,8 +744,8 @@ def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_rep
             low = high = np.full(len(block.names), np.nan)
             clow = chigh = np.full(2 * len(k_grid), np.nan)
         else:
-            low, high = _percentile_interval(rep[0], ci)
-            clow, chigh = _percentile_interval(rep[1], ci)
+            low, high = percentile_interval(rep[0], ci)
+            clow, chigh = percentile_interval(rep[1], ci)
         per_group[g] = RetrievalScores(
             metrics=_metrics_dict(block.names, block.values, block.chance, low, high),
             topk_curve=_curve_dict(k_grid, block.curve, block.curve_chance, clow, chigh),

@@ -13,7 +13,7 @@ n_subjects`` trials of every subject (MindEye2), and no stimulus twice.
 
 Lazy data (HDF5-backed, memory-mapped, anything with ``shape`` and row
 indexing) is never materialised: each batch reads its rows (sorted, unique)
-through :func:`~neurodecode.datasets._trials._take_rows`.
+through :func:`~neurodecode.datasets._trials.take_rows`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..datasets._trials import RaggedData, _take_rows
-from ..utils import _ensure_finite, logger
+from ..utils import RaggedData, ensure_finite, logger, take_rows
 
 #: Rows per read when checking or validating lazy data.
 READ_CHUNK = 256
@@ -62,7 +61,7 @@ class SubjectData:
         """Float32 features of local rows ``idx``, shape (len(idx), n_features), on ``device``."""
         if self.X is not None:
             return self.X.index_select(0, torch.from_numpy(np.asarray(idx, np.int64)).to(self.X.device))
-        block = np.asarray(_take_rows(self.source, self.rows[idx]), dtype=np.float32)
+        block = np.asarray(take_rows(self.source, self.rows[idx]), dtype=np.float32)
         return torch.from_numpy(block.reshape(len(idx), -1)).to(device)
 
 
@@ -85,7 +84,7 @@ def check_features(X: np.ndarray | None, source: Any, rows: np.ndarray, *, subje
     lo = hi = None
     n_features = None
     chunks = [X] if X is not None else (
-        np.asarray(_take_rows(source, rows[a:a + READ_CHUNK]), dtype=np.float32).reshape(
+        np.asarray(take_rows(source, rows[a:a + READ_CHUNK]), dtype=np.float32).reshape(
             len(rows[a:a + READ_CHUNK]), -1) for a in range(0, len(rows), READ_CHUNK))
     for block in chunks:
         if n_features is None:
@@ -94,7 +93,7 @@ def check_features(X: np.ndarray | None, source: Any, rows: np.ndarray, *, subje
                 raise ValueError(f"Subject {subject!r} has {n_features} features in trials but the model's "
                                  f"adapter expects {n_expected}; build the model with n_inputs from "
                                  "the data")
-        _ensure_finite(block, what=f"The data of subject {subject!r}")
+        ensure_finite(block, what=f"The data of subject {subject!r}")
         if digest is not None:
             digest.update(memoryview(np.ascontiguousarray(block, dtype=np.float32)).cast("B"))
         bmin, bmax = block.min(0), block.max(0)

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..datasets import check_no_leakage
 from ..models.losses import TrainingLoss
-from ..utils import _check_option, logger, verbose
+from ..utils import check_option, logger, verbose
 from .trainer import LOSSES, Trainer, _MSELoss
 
 __all__ = ["AdaptResult", "adapt_subject"]
@@ -96,7 +96,7 @@ def _make_loss(loss: str | Callable, n_epochs: int) -> Any:
     """One loss module for both phases (a learnable temperature carries over; schedules span all epochs)."""
     if not isinstance(loss, str):
         return loss
-    _check_option("loss", loss, LOSSES)
+    check_option("loss", loss, LOSSES)
     return _MSELoss() if loss == "mse" else TrainingLoss(loss, n_epochs=max(int(n_epochs), 1))
 
 

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..datasets import check_no_leakage
-from ..datasets._trials import _take_rows
 from ..models.losses import (
     ATM_CLIP_WEIGHT,
     MINDEYE2_MIXCO_FRACTION,
@@ -38,7 +37,7 @@ from ..models.losses import (
     mse_loss,
     soft_clip,
 )
-from ..utils import ProgressBar, _check_option, logger, resolve_device, use_log_level, verbose
+from ..utils import ProgressBar, check_option, logger, resolve_device, take_rows, use_log_level, verbose
 from . import _data
 from .checkpoint import CheckpointError, load_latest_checkpoint, remove_stale_temporaries, save_checkpoint
 
@@ -71,7 +70,7 @@ def _check_schedule_kwargs(schedule: str, kwargs: Any) -> None:
                          f"it takes {list(allowed) or 'none'}")
     for key, value in kwargs.items():
         if key == "anneal_strategy":
-            _check_option("anneal_strategy", value, ("cos", "linear"))
+            check_option("anneal_strategy", value, ("cos", "linear"))
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
             raise ValueError(f"lr_schedule_kwargs.{key} must be a number, got {value!r}")
@@ -437,17 +436,17 @@ class Trainer:
     # -- checks ----------------------------------------------------------------------------
     def _validate(self) -> None:
         if isinstance(self.loss, str):
-            _check_option("loss", self.loss, LOSSES)
+            check_option("loss", self.loss, LOSSES)
         elif not callable(self.loss):
             raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(self.loss).__name__}")
-        _check_option("batch_composition", self.batch_composition, BATCH_COMPOSITIONS)
+        check_option("batch_composition", self.batch_composition, BATCH_COMPOSITIONS)
         if self.temperature_mode is not None:
-            _check_option("temperature_mode", self.temperature_mode, TEMPERATURE_MODES)
-        _check_option("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
-        _check_option("lr_schedule", self.lr_schedule, SCHEDULES)
+            check_option("temperature_mode", self.temperature_mode, TEMPERATURE_MODES)
+        check_option("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        check_option("lr_schedule", self.lr_schedule, SCHEDULES)
         _check_schedule_kwargs(self.lr_schedule, self.lr_schedule_kwargs)
-        _check_option("token_loss", self.token_loss, TOKEN_LOSSES)
-        _check_option("lowlevel_loss", self.lowlevel_loss, LOWLEVEL_LOSSES)
+        check_option("token_loss", self.token_loss, TOKEN_LOSSES)
+        check_option("lowlevel_loss", self.lowlevel_loss, LOWLEVEL_LOSSES)
         for name in ("token_weight", "lowlevel_weight"):
             w = getattr(self, name)
             if isinstance(w, bool) or not isinstance(w, (int, float, np.number)) or not float(w) >= 0:
@@ -544,7 +543,7 @@ class Trainer:
             rows = np.flatnonzero(subj_col == subject)
             X = None
             if in_memory:
-                X = np.asarray(_take_rows(trials.data, rows), dtype=np.float32).reshape(len(rows), -1)
+                X = np.asarray(take_rows(trials.data, rows), dtype=np.float32).reshape(len(rows), -1)
             if digest is not None:
                 digest.update(f"subject {subject}: {len(rows)} trials;".encode())
             _data.check_features(X, trials.data, rows, subject=subject,
@@ -656,7 +655,7 @@ class Trainer:
 
     def _lock_checkpoints(self, held: ExitStack, ckpt_dir: Path, is_main: bool, world: int) -> None:
         """One writer per checkpoint folder: the main process holds its lock (other processes learn the outcome)."""
-        from ..utils._locks import LOCK_NAME, FolderInUseError, hold_lock
+        from ..utils.locks import LOCK_NAME, FolderInUseError, hold_lock
 
         problem = None
         if is_main:

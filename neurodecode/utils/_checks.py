@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 
-def _check_option(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+def check_option(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     """Raise ``ValueError`` naming the parameter, the allowed values and the value."""
     allowed = list(allowed)
     if value not in allowed:
@@ -30,7 +30,7 @@ def check_random_state(seed: None | int | np.random.Generator) -> np.random.Gene
     raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(seed).__name__}")
 
 
-def _check_path(path: str | Path, *, what: str, hint: str = "", must_exist: bool = True,
+def check_path(path: str | Path, *, what: str, hint: str = "", must_exist: bool = True,
                 kind: str = "any") -> Path:
     """Return ``path`` as a Path; raise ``FileNotFoundError`` naming it and the fix."""
     p = Path(path).expanduser()
@@ -46,7 +46,7 @@ def _check_path(path: str | Path, *, what: str, hint: str = "", must_exist: bool
     return p
 
 
-def _ensure_finite(array: np.ndarray, *, what: str) -> None:
+def ensure_finite(array: np.ndarray, *, what: str) -> None:
     """Raise ``ValueError`` if ``array`` holds NaN or inf, counting them."""
     arr = np.asarray(array)
     if arr.dtype.kind in "fc" and not np.isfinite(arr).all():

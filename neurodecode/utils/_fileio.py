@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @contextmanager
@@ -53,3 +56,26 @@ def atomic_write_json(path: str | Path, obj: Any, **kwargs: Any) -> Path:
     """Serialise ``obj`` as JSON to ``path`` atomically (indent 2, sorted keys)."""
     kwargs.setdefault("indent", 2)
     return atomic_write_text(path, json.dumps(obj, **kwargs) + "\n")
+
+
+def json_float(x: Any) -> float | None:
+    """``x`` as a float, NaN as ``None`` (JSON has no NaN)."""
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with mappings, sequences, arrays and NumPy scalars made JSON-able (NaN → ``None``)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return json_float(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)

@@ -1,6 +1,6 @@
 """Run folders: never overwritten, one writer at a time, resumable.
 
-A command claims its output folder with :func:`~neurodecode.utils._locks.claim_folder`:
+A command claims its output folder with :func:`~neurodecode.utils.locks.claim_folder`:
 it holds the folder's lock file (``.neurodecode.lock``) while it writes, a second
 process takes the next numbered name (or fails with a clear message for an
 explicit folder), and a command that fails before writing anything leaves no
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FitConfig, config_to_yaml
-from ..utils._locks import LOCK_NAME, FolderClaim, claim_folder
+from ..utils.locks import LOCK_NAME, FolderClaim, claim_folder
 
 
 @dataclass

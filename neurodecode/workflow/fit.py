@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__
 from ..config import DATASETS, FitConfig, config_to_yaml
 from ..utils import atomic_path, atomic_write_json, atomic_write_text, logger, verbose
-from ..utils._locks import lock_folder
+from ..utils.locks import lock_folder
 from ._data import load_data, pooled_subjects, preprocess
 from ._models import predict_mlp, predict_ridge
 from ._run import FitResult, RunInterrupted, _claim_run_dir, _resume_config
@@ -71,11 +71,11 @@ def _score(config: FitConfig, pred: np.ndarray, target: np.ndarray) -> Any:
 
 def _time_window_sweep(config: FitConfig, train: Any, test: Any, targets: Any) -> dict[str, Any]:
     """Ridge retrieval per sliding time window (``evaluation.time_windows``)."""
-    from ..analysis.windows import _times, decode_time_windows, time_windows
+    from ..analysis.windows import decode_time_windows, time_windows, trial_times
 
     ev = config.evaluation
     width, step = ev.time_windows  # type: ignore[misc]
-    times = _times(test)
+    times = trial_times(test)
     dt = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     windows = time_windows(float(times[0]), float(times[-1]) + dt, width, step)
     frame = decode_time_windows(train, test, targets, windows, alphas=config.models.ridge.alphas,

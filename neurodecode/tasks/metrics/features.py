@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ...utils import ProgressBar, _check_option, logger, resolve_device, verbose
-from ...utils._imports import import_optional
+from ...utils import ProgressBar, check_option, logger, resolve_device, verbose
+from ...utils.imports import import_optional
 from ._images import _ImageSet, _resize, resized_hw
 
 NetworkName = Literal["alexnet", "inception", "clip", "effnet", "swav"]
@@ -254,7 +254,7 @@ class FeatureExtractor:
                  clip_model_name: str = "ViT-L-14-quickgelu", device: str = "cpu", batch_size: int = 32,
                  antialias: bool = False, allow_random: bool = False, random_state: int = 0,
                  verbose: bool | str | int | None = None) -> None:
-        _check_option("network", network, tuple(NETWORKS))
+        check_option("network", network, tuple(NETWORKS))
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.network = network

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from numpy.random import Generator
 
-from ...utils import ProgressBar, _check_option, check_random_state, logger, verbose, warn
-from .._bootstrap import _bootstrap_counts, _check_ci, _percentile_interval
-from ..retrieval import _from_json_float, _json_float
+from ...utils import ProgressBar, check_option, check_random_state, json_float, logger, verbose, warn
+from ..bootstrap import bootstrap_counts, check_ci, percentile_interval
+from ..retrieval import _from_json_float
 from ._images import RGB2GRAY_WEIGHTS, _check_pair, _check_same_resized, _ImageSet, _resize
 from .features import NETWORKS, FeatureExtractor, weights_hint
 
@@ -514,16 +514,16 @@ class ReconstructionScores:
     def to_dict(self, *, per_image: bool = True) -> dict[str, Any]:
         """JSON-serialisable dict (NaN written as ``None``); inverse of :meth:`from_dict`."""
         out: dict[str, Any] = {
-            "metrics": {name: {"label": self.label(name), "value": _json_float(d["value"]),
-                               "ci_low": _json_float(d["ci_low"]), "ci_high": _json_float(d["ci_high"]),
-                               "chance": _json_float(d["chance"]),
+            "metrics": {name: {"label": self.label(name), "value": json_float(d["value"]),
+                               "ci_low": json_float(d["ci_low"]), "ci_high": json_float(d["ci_high"]),
+                               "chance": json_float(d["chance"]),
                                "higher_is_better": bool(d["higher_is_better"])}
                         for name, d in self.metrics.items()},
             "n_images": int(self.n_images),
             "protocol": self.protocol,
         }
         if per_image:
-            out["per_image"] = {name: [_json_float(v) for v in vals] for name, vals in self.per_image.items()}
+            out["per_image"] = {name: [json_float(v) for v in vals] for name, vals in self.per_image.items()}
         return out
 
     @classmethod
@@ -571,7 +571,7 @@ class ReconstructionScores:
         if all(r is not None for r in reps) and len({r.shape[0] for r in reps}) == 1:  # type: ignore[union-attr]
             cols = [[sc.names.index(n) for n in names] for _, sc in groups]
             rep = np.mean([r[:, c] for r, c in zip(reps, cols)], axis=0)  # type: ignore[index]
-            low, high = _percentile_interval(rep, ci)
+            low, high = percentile_interval(rep, ci)
         else:
             rep = None
             low = high = np.full(len(names), np.nan)
@@ -596,7 +596,7 @@ def _check_metrics(metrics: Any) -> tuple[str, ...]:
         metrics = (metrics,)
     names = tuple(dict.fromkeys(metrics))
     for name in names:
-        _check_option("metrics", name, tuple(METRICS))
+        check_option("metrics", name, tuple(METRICS))
     if not names:
         raise ValueError(f"metrics must name at least one of {list(METRICS)}")
     return tuple(n for n in METRICS if n in names)  # table order
@@ -730,7 +730,7 @@ def evaluate_reconstructions(recon_images: Any, target_images: Any, *,
     if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 0:
         raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
     n_boot = int(n_boot)
-    ci = _check_ci(ci)
+    ci = check_ci(ci)
     batch_size = _check_batch_size(batch_size)
     rng = check_random_state(random_state)
     rec, tgt = _check_pair(recon_images, target_images)
@@ -776,9 +776,9 @@ def evaluate_reconstructions(recon_images: Any, target_images: Any, *,
         values = np.array([np.nanmean(matrix[:, j]) if np.isfinite(matrix[:, j]).any() else np.nan
                            for j in range(len(names))])
     if n_boot:
-        counts = _bootstrap_counts(n, n_boot, rng).astype(np.float64)
+        counts = bootstrap_counts(n, n_boot, rng).astype(np.float64)
         replicates = _weighted_nanmean(counts, matrix)
-        low, high = _percentile_interval(replicates, ci)
+        low, high = percentile_interval(replicates, ci)
     else:
         replicates = None
         low = high = np.full(len(names), np.nan)

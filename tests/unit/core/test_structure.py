@@ -10,77 +10,101 @@ from pathlib import Path
 import neurodecode
 
 PKG = Path(neurodecode.__file__).parent
-
-# Lower rank = lower layer. A module may import (at module level) only same-or-lower ranks.
-ORDER = ["_compat", "utils", "config", "io", "preprocessing", "datasets", "embeddings", "models",
-         "training", "tasks", "analysis", "reports", "workflow", "cli"]
+ARCHITECTURE = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
 
 
-def _layer(module_path: Path) -> str:
-    rel = module_path.relative_to(PKG).with_suffix("")
-    top = rel.parts[0]
-    return "__init__" if top == "__init__" else top
+def _documented_layers() -> list[str]:
+    """The layer list of docs/architecture.md (the block after the ``layers:`` marker)."""
+    text = ARCHITECTURE.read_text()
+    block = text.split("<!-- layers:", 1)[1].split("```", 2)[1]
+    return [name.strip() for name in block.split("→")]
 
 
-def _module_level_imports(tree: ast.AST):
-    """Imports not nested in a function (those are allowed anywhere)."""
-    for node in tree.body:  # type: ignore[attr-defined]
-        yield from _walk_top(node)
+# Lower rank = lower layer. A module may import only same-or-lower ranks, anywhere in its code.
+ORDER = _documented_layers()
 
 
-def _walk_top(node):
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-        yield node
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.ClassDef):
-            for sub in child.body:
-                yield from _walk_top(sub)
-        elif not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            yield from _walk_top(child)
+def _targets(node: ast.ImportFrom | ast.Import, module_path: Path, root: Path) -> list[tuple[list[str], list[str]]]:
+    """``(module parts below neurodecode, imported names)`` of one import statement."""
+    if isinstance(node, ast.Import):
+        return [(a.name.split(".")[1:], []) for a in node.names
+                if a.name == "neurodecode" or a.name.startswith("neurodecode.")]
+    names = [a.name for a in node.names]
+    if node.level == 0:
+        if node.module == "neurodecode" or (node.module or "").startswith("neurodecode."):
+            return [(node.module.split(".")[1:], names)]
+        return []
+    rel = list(module_path.relative_to(root).parent.parts)
+    if node.level - 1 > len(rel):
+        raise AssertionError(f"{module_path}:{node.lineno} imports above the package")
+    base = rel[: len(rel) - (node.level - 1)]
+    return [(base + (node.module.split(".") if node.module else []), names)]
 
 
-def _target_layer(node: ast.ImportFrom | ast.Import, module_path: Path) -> list[str]:
-    out = []
-    if isinstance(node, ast.ImportFrom):
-        if node.level == 0:
-            if node.module and node.module.startswith("neurodecode."):
-                out.append(node.module.split(".")[1])
-            return out
-        rel = module_path.relative_to(PKG).parent.parts
-        base = list(rel[: len(rel) - (node.level - 1)]) if node.level > 1 else list(rel)
-        parts = base + (node.module.split(".") if node.module else [])
-        if parts:
-            out.append(parts[0])
-        else:  # "from .. import x" at the package root
-            out.extend(a.name for a in node.names)
-    else:
-        for a in node.names:
-            if a.name.startswith("neurodecode."):
-                out.append(a.name.split(".")[1])
-    return out
+def _imports(path: Path, root: Path):
+    """Every neurodecode import in ``path`` (module level, in classes and in functions)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for parts, names in _targets(node, path, root):
+                yield node.lineno, parts, names
 
 
-def test_import_layering():
-    errors = []
-    for path in PKG.rglob("*.py"):
-        layer = _layer(path)
-        if layer not in ORDER:
+def _violations(root: Path = PKG) -> tuple[list[str], list[str]]:
+    upward, private = [], []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        layer = rel.parts[0].removesuffix(".py")
+        if layer == "__init__":
             continue
-        tree = ast.parse(path.read_text())
-        for node in _module_level_imports(tree):
-            for target in _target_layer(node, path):
-                if target in ORDER and ORDER.index(target) > ORDER.index(layer):
-                    errors.append(f"{path.relative_to(PKG)}:{node.lineno} ({layer}) imports {target}")
-    assert not errors, "imports must point down the layers:\n" + "\n".join(errors)
+        for lineno, parts, names in _imports(path, root):
+            # "from neurodecode import x" / "from .. import x": each name is a layer (or __version__)
+            tops = [parts[0]] if parts else [n for n in names if n in ORDER]
+            for top in tops:
+                if ORDER.index(top) > ORDER.index(layer):
+                    upward.append(f"{rel}:{lineno} ({layer}) imports {top}")
+            if parts and parts[0] != layer:
+                hidden = [p for p in parts[1:] if p.startswith("_")] + \
+                         [n for n in names if n.startswith("_") and not n.startswith("__")]
+                if hidden:
+                    private.append(f"{rel}:{lineno} ({layer}) imports private "
+                                   f"{'.'.join(parts)}: {hidden}")
+    return upward, private
+
+
+def test_the_documented_picture_names_every_layer_once():
+    assert len(ORDER) == len(set(ORDER)), ORDER
+    assert ORDER[0] == "_compat" and ORDER[-1] == "cli"
+
+
+def test_import_layering_reads_every_import():
+    upward, _ = _violations()
+    assert not upward, "imports must point down the layers of docs/architecture.md:\n" + "\n".join(upward)
+
+
+def test_no_private_names_across_packages():
+    _, private = _violations()
+    assert not private, "promote what packages share to a public name:\n" + "\n".join(private)
+
+
+def test_the_layering_check_sees_function_level_and_relative_imports(tmp_path):
+    """The check itself: an upward import inside a function, and a private cross-package name, are caught."""
+    fake = tmp_path / "neurodecode"
+    (fake / "preprocessing").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "preprocessing" / "__init__.py").write_text("")
+    (fake / "preprocessing" / "x.py").write_text(
+        "def f():\n    from ..datasets._trials import BrainTrials\n    from ..utils import _hidden\n"
+        "    import neurodecode.workflow.fit\n")
+    upward, private = _violations(fake)
+    assert [u.split(" imports ")[1] for u in upward] == ["datasets", "workflow"]
+    assert len(private) == 2
 
 
 def test_every_subpackage_is_layered():
     tops = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     tops |= {p.stem for p in PKG.glob("*.py") if p.stem != "__init__"}
     missing = tops - set(ORDER) - {"__pycache__"}
-    assert not missing, f"add {sorted(missing)} to ORDER in this test"
+    assert not missing, f"add {sorted(missing)} to the layer list of docs/architecture.md"
 
 
 def test_no_global_rng():

@@ -27,7 +27,7 @@ mne = pytest.importorskip("mne")
 pytest.importorskip("mne_bids")
 
 from neurodecode.datasets import load_masc, load_things_meg
-from neurodecode.io._checks import check_affine, check_finite, verify_gzip
+from neurodecode.io.checks import check_affine, check_finite, verify_gzip
 from neurodecode.io.mne import read_epochs
 
 NSD = {"n_subjects": 1, "n_sessions": 2, "trials_per_session": 60, "image_size": 16, "grid": [(12, 14, 12)],
@@ -390,7 +390,7 @@ def test_nsd_damaged(case, sims, tmp_path, nd_log):
 
 def test_nsd_good_copy_loads_and_is_verified_once(sims, tmp_path, monkeypatch):
     """The undamaged miniature loads identically from .hdf5 and .nii.gz; a verified file is not re-read."""
-    import neurodecode.io._checks as checks
+    import neurodecode.io.checks as checks
 
     root = _copy(sims, "nsd", tmp_path)
     a = load_nsd(root, 1, verbose="warning")

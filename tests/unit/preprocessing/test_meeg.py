@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from neurodecode.datasets import BrainTrials
-from neurodecode.datasets._trials import RaggedData
+from neurodecode.utils import RaggedData
 from neurodecode.preprocessing import (
     MEEGPreprocessor,
     RobustScaler,

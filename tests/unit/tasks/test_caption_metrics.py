@@ -216,7 +216,7 @@ def test_evaluate_captions_values_cis_and_export():
         assert d["ci_low"] <= d["value"] <= d["ci_high"], name
     assert scores["clip_s"] == pytest.approx(compute_clip_score(img, cand)[0])
     # CIDEr CI: bootstrap of the per-image scores with the idf of the full set
-    counts = cm._bootstrap_counts(30, 300, np.random.default_rng(1))
+    counts = cm.bootstrap_counts(30, 300, np.random.default_rng(1))
     reps = counts @ scores.per_image["cider"] / 30
     assert scores.metrics["cider"]["ci_low"] == pytest.approx(np.quantile(reps, 0.025))
     # BLEU replicates are corpus BLEU of the resampled corpus

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from neurodecode.utils import (_check_option, _check_path, _ensure_finite, atomic_write_json,
+from neurodecode.utils import (check_option, check_path, ensure_finite, atomic_write_json,
                                atomic_write_text, check_random_state, get_config, logger,
                                use_log_level, verbose)
 from neurodecode.utils._fileio import atomic_path
@@ -43,11 +43,11 @@ def test_verbose_decorator_restores_level():
 
 def test_checks(tmp_path):
     with pytest.raises(ValueError, match="'zscore'.*'session', None.*'run'"):
-        _check_option("zscore", "run", ["session", None])
+        check_option("zscore", "run", ["session", None])
     with pytest.raises(FileNotFoundError, match="NSD root not found.*download"):
-        _check_path(tmp_path / "x", what="NSD root", hint="download it")
+        check_path(tmp_path / "x", what="NSD root", hint="download it")
     with pytest.raises(ValueError, match="2 non-finite"):
-        _ensure_finite(np.array([1.0, np.nan, np.inf]), what="betas")
+        ensure_finite(np.array([1.0, np.nan, np.inf]), what="betas")
     assert isinstance(check_random_state(0), np.random.Generator)
     with pytest.raises(TypeError):
         check_random_state("seed")

@@ -85,7 +85,7 @@ def _cache(cache_dir: str, first: int, stop: int, seconds: float, calls_file: st
 
 
 def _hold(folder: str) -> int:
-    from neurodecode.utils._locks import claim_folder
+    from neurodecode.utils.locks import claim_folder
 
     claim = claim_folder(folder)
     (claim.path / ".report.html.abc123.tmp").write_text("half-written")

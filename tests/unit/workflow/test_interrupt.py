@@ -8,7 +8,7 @@ import pytest
 
 from neurodecode import workflow
 from neurodecode.cli import main
-from neurodecode.utils._locks import LOCK_NAME
+from neurodecode.utils.locks import LOCK_NAME
 from neurodecode.workflow import reconstruct
 from neurodecode.workflow._run import OutputInterrupted, _complete_or_removed, _fresh_dir, _output_dir
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurodecode.utils._locks import LOCK_NAME, claim_folder
+from neurodecode.utils.locks import LOCK_NAME, claim_folder
 
 DRIVER = Path(__file__).with_name("_race_driver.py")
 SIM = {"n_subjects": 1, "n_sessions": 1, "trials_per_session": 60, "image_size": 16}
@@ -63,7 +63,7 @@ def test_temporaries_are_removed_only_when_their_writer_is_dead(tmp_path):
             assert other == run.with_name("demo-1")
         with pytest.raises(FileExistsError, match="being written by another neurodecode process"):
             claim_folder(run)
-        from neurodecode.utils._locks import remove_stale_temporaries
+        from neurodecode.utils.locks import remove_stale_temporaries
 
         assert remove_stale_temporaries(tmp_path / "runs") == [] and tmp_file.is_file()
     finally:

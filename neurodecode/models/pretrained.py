@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..utils import _check_path, atomic_path, atomic_write_json, logger
+from ..utils import atomic_path, atomic_write_json, check_path, logger
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -43,15 +43,15 @@ def read_pretrained(folder: str | Path, *, class_name: str, framework: str = "pt
     weights are missing, unreadable, or belong to another class.
     """
     hint = f"Write it with {class_name}.save_pretrained(folder)"
-    folder = _check_path(folder, what=f"{class_name} folder", kind="dir", hint=hint)
-    cfg_path = _check_path(folder / CONFIG_NAME, what=CONFIG_NAME, kind="file", hint=hint)
+    folder = check_path(folder, what=f"{class_name} folder", kind="dir", hint=hint)
+    cfg_path = check_path(folder / CONFIG_NAME, what=CONFIG_NAME, kind="file", hint=hint)
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{cfg_path} is not valid JSON ({err}); the saved model is corrupt.") from err
     if config.get("class") != class_name:
         raise ValueError(f"{folder} holds a {config.get('class')!r}, not a {class_name}")
-    weights = _check_path(folder / WEIGHTS_NAME, what=WEIGHTS_NAME, kind="file", hint=hint)
+    weights = check_path(folder / WEIGHTS_NAME, what=WEIGHTS_NAME, kind="file", hint=hint)
     try:
         if framework == "pt":
             from safetensors.torch import load_file

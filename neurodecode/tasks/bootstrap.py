@@ -14,20 +14,20 @@ import numpy as np
 from ..utils import check_random_state
 
 
-def _check_ci(ci: float) -> float:
+def check_ci(ci: float) -> float:
     ci = float(ci)
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be strictly between 0 and 1 (e.g. 0.95), got {ci!r}")
     return ci
 
 
-def _check_n_boot(n_boot: int) -> int:
+def check_n_boot(n_boot: int) -> int:
     if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     return int(n_boot)
 
 
-def _bootstrap_counts(n_items: int, n_boot: int, random_state=None) -> np.ndarray:
+def bootstrap_counts(n_items: int, n_boot: int, random_state=None) -> np.ndarray:
     """Return an int array, shape (n_boot, n_items): draws of each item per replicate.
 
     Row ``b`` is the multinomial count vector of one resample of ``n_items`` items
@@ -40,7 +40,7 @@ def _bootstrap_counts(n_items: int, n_boot: int, random_state=None) -> np.ndarra
     return counts.reshape(n_boot, n_items)
 
 
-def _percentile_interval(replicates: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+def percentile_interval(replicates: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over axis 0 of ``replicates`` (NaN replicates ignored)."""
     alpha = (1.0 - ci) / 2.0
     reps = np.asarray(replicates, dtype=float)
