@@ -16,6 +16,7 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 FIT_EPILOG = """\
 examples:
@@ -66,18 +67,8 @@ def _level(args: argparse.Namespace) -> str:
     return "debug" if args.verbose else "warning" if args.quiet else "info"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``neurodecode`` command."""
-    from . import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="neurodecode",
-        description="Decode brain signals (fMRI, MEG, EEG) into the stimuli that caused them.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `neurodecode COMMAND --help` for the options of each command.")
-    parser.add_argument("--version", action="version", version=f"neurodecode {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_fit_command(sub: Any) -> None:
+    """The ``fit`` command."""
     fit = sub.add_parser(
         "fit", help="fit decoders on a dataset and write a run folder with a report",
         description="Fit a ridge baseline and a multi-subject contrastive decoder, evaluate retrieval "
@@ -96,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(fit)
     _add_verbosity(fit)
 
+
+def _add_adapt_command(sub: Any) -> None:
+    """The ``adapt`` command."""
     ad = sub.add_parser(
         "adapt", help="adapt a fitted run's decoder to a new subject from few trials",
         description="MindBridge-style reset-tuning: add a fresh adapter for SUBJECT to the run's shared "
@@ -120,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(ad)
     _add_verbosity(ad)
 
+
+def _add_reconstruct_command(sub: Any) -> None:
+    """The ``reconstruct`` command."""
     rc = sub.add_parser(
         "reconstruct", help="reconstruct a fitted run's test images with a diffusion backend",
         description="Decode the run's test trials with its deep decoder, condition a diffusers backend on the "
@@ -148,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "effnet, swav); repeatable")
     _add_verbosity(rc)
 
+
+def _add_ablate_command(sub: Any) -> None:
+    """The ``ablate`` command."""
     ab = sub.add_parser(
         "ablate", help="ablate atlas regions of a fitted run's decoder",
         description="Lesion (zero / mean / permute) each atlas region in the run's test trials, or refit the "
@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(ab)
     _add_verbosity(ab)
 
+
+def _add_simulate_command(sub: Any) -> None:
+    """The ``simulate`` command."""
     sim = sub.add_parser("simulate", help="write a simulated dataset in a real on-disk layout",
                          description="Write a simulated dataset in the real layout of NAME, with brain "
                                      "responses generated from procedural stimuli (see docs/simulator.md).")
@@ -197,10 +200,33 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--overwrite", action="store_true", help="replace an existing different simulation")
     _add_verbosity(sim)
 
+
+def _add_config_command(sub: Any) -> None:
+    """The ``config`` command."""
     cfg = sub.add_parser("config", help="print the resolved config of a recipe as YAML",
                          description="Print the resolved config (recipe + --set overrides) as YAML.")
     cfg.add_argument("recipe", nargs="?", help="YAML recipe; default: the embedded demo")
     cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``neurodecode`` command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="neurodecode",
+        description="Decode brain signals (fMRI, MEG, EEG) into the stimuli that caused them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `neurodecode COMMAND --help` for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"neurodecode {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_fit_command(sub)
+    _add_adapt_command(sub)
+    _add_reconstruct_command(sub)
+    _add_ablate_command(sub)
+    _add_simulate_command(sub)
+    _add_config_command(sub)
     return parser
 
 

@@ -308,6 +308,125 @@ def _region_noise_ceilings(test: Any, regions: Mapping[str, Mapping[Any, np.ndar
     return np.array([out.get(n, np.nan) for n in names])
 
 
+def _check_ablate_args(strategies: Sequence[str], metrics: Sequence[str], n_null: int, n_null_retrain: int,
+                       n_boot: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Strategies and metrics without duplicates, after checking every argument of :func:`ablate`."""
+    strategies = tuple(dict.fromkeys(strategies))
+    metrics = tuple(dict.fromkeys(metrics))
+    if not strategies or not metrics:
+        raise ValueError("strategies and metrics must not be empty")
+    for s in strategies:
+        check_option("strategy", s, STRATEGIES)
+    for m in metrics:
+        check_option("metric", m, METRICS)
+    for name, v in (("n_null", n_null), ("n_null_retrain", n_null_retrain), ("n_boot", n_boot)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    return strategies, metrics
+
+
+class _RegionScorer:
+    """Per-item retrieval scores of the intact decoder and of the decoder with a region ablated."""
+
+    def __init__(self, subs: dict, predict: Callable, refit: Callable | None, linear: dict | None,
+                 metrics: tuple[str, ...]) -> None:
+        self.subs, self.predict, self.refit, self.linear, self.metrics = subs, predict, refit, linear, metrics
+        self.subjects = list(subs)
+        self.n_items = int(sum(len(s.true) for s in subs.values()))
+        self.base_pred = {s: predict(s, subs[s].X) for s in self.subjects}
+        base_scores: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
+        for s in self.subjects:
+            for m, v in _trial_scores(self.base_pred[s], subs[s], metrics).items():
+                base_scores[m].append(v)
+        self.base = {m: np.concatenate(v) for m, v in base_scores.items()}
+        self.chance = {m: np.concatenate([subs[s].chance(m) for s in self.subjects]) for m in metrics}
+
+    def baseline(self, n_boot: int, ci: float, random_state: int) -> dict[str, dict[str, float]]:
+        """Value, CI and chance level of the intact decoder, per metric."""
+        baseline = {}
+        for m in self.metrics:
+            lo, hi = bootstrap_ci(self.base[m], n_boot=n_boot, ci=ci, random_state=random_state)
+            baseline[m] = {"value": float(self.base[m].mean()), "ci_low": lo, "ci_high": hi,
+                           "chance": float(self.chance[m].mean())}
+            logger.info("Intact decoder: %s %.3f [%.3f, %.3f] (chance %.3f), %d test items", m,
+                        baseline[m]["value"], lo, hi, baseline[m]["chance"], self.n_items)
+        return baseline
+
+    def _subject_pred(self, s: Any, strategy: str, idx: np.ndarray, r: np.random.Generator) -> np.ndarray | None:
+        """Predictions of subject ``s`` with features ``idx`` ablated; None when nothing is left to decode."""
+        sub = self.subs[s]
+        if strategy in LESIONS and self.linear is not None and len(idx) < sub.X.shape[1]:
+            # linear decoder: pred(X') = pred(X) - (X[:, R] - X'[:, R]) @ W[:, R].T
+            new_vals = _lesion(sub.X[:, idx], np.arange(len(idx)), strategy,
+                               None if sub.mean is None else sub.mean[idx], r)
+            return self.base_pred[s] - (sub.X[:, idx] - new_vals) @ self.linear[s][:, idx].T
+        if strategy in LESIONS:
+            return self.predict(s, _lesion(sub.X, idx, strategy, sub.mean, r))
+        keep = idx if strategy == "alone" else np.setdiff1d(np.arange(sub.X.shape[1]), idx)
+        if not len(keep):
+            return None
+        return np.asarray(self.refit(s, sub.X_train[:, keep], sub.Y_train)(sub.X[:, keep]), dtype=np.float64)
+
+    def scores(self, strategy: str, region: Mapping[Any, np.ndarray], r: np.random.Generator) -> dict[str, np.ndarray]:
+        """Per-item scores of every metric with ``region`` ablated by ``strategy``."""
+        parts: dict[str, list[np.ndarray]] = {m: [] for m in self.metrics}
+        for s in self.subjects:
+            idx = np.asarray(region.get(s, np.zeros(0, np.int64)), dtype=np.int64)
+            pred = self._subject_pred(s, strategy, idx, r)
+            if pred is None:  # nothing to decode from: chance level
+                for m in self.metrics:
+                    parts[m].append(self.subs[s].chance(m))
+                continue
+            for m, v in _trial_scores(pred, self.subs[s], self.metrics).items():
+                parts[m].append(v)
+        return {m: np.concatenate(v) for m, v in parts.items()}
+
+    def effect(self, strategy: str, metric: str, sc: np.ndarray) -> np.ndarray:
+        """Per-item effect: the loss against the intact decoder, or the gain over chance for ``alone``."""
+        return sc - self.chance[metric] if strategy == "alone" else self.base[metric] - sc
+
+    def region_rows(self, name: str, region: Mapping[Any, np.ndarray], strategy: str, atlas: Any, test: Any,
+                    n: int, r: np.random.Generator, baseline: dict, n_boot: int, ci: float,
+                    random_state: int) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """One result row per metric for ``region`` under ``strategy``, each with its null distribution."""
+        sc = self.scores(strategy, region, r)
+        sizes = {s: len(region.get(s, ())) for s in self.subjects}
+        null = {m: np.empty(n) for m in self.metrics}
+        for k, nr in enumerate(atlas.random_regions(test, sizes, n, r)):
+            nsc = self.scores(strategy, nr, r)
+            for m in self.metrics:
+                null[m][k] = self.effect(strategy, m, nsc[m]).mean()
+        out = []
+        for m in self.metrics:
+            eff = self.effect(strategy, m, sc[m])
+            (s_lo, e_lo), (s_hi, e_hi) = bootstrap_ci(np.column_stack([sc[m], eff]), n_boot=n_boot, ci=ci,
+                                                      random_state=random_state)
+            out.append(({
+                "atlas": getattr(atlas, "name", type(atlas).__name__), "region": name, "strategy": strategy,
+                "metric": m, "n_features": int(sum(sizes.values())),
+                "baseline": baseline[m]["chance"] if strategy == "alone" else baseline[m]["value"],
+                "score": float(sc[m].mean()), "score_ci_low": float(s_lo), "score_ci_high": float(s_hi),
+                "effect": float(eff.mean()), "effect_ci_low": float(e_lo), "effect_ci_high": float(e_hi),
+                "null_mean": float(null[m].mean()), "null_low": float(np.percentile(null[m], 2.5)),
+                "null_high": float(np.percentile(null[m], 97.5)), "n_null": int(n),
+                "p_value": float(permutation_pvalue(eff.mean() - 1e-12, null[m]))}, null[m]))
+        return out
+
+
+def _finish_frame(frame: pd.DataFrame, alpha: float, test: Any, regions: Mapping[str, Any]) -> pd.DataFrame:
+    """FDR across regions, significance and rank within each strategy × metric; noise ceilings; column order."""
+    frame["p_fdr"] = np.nan
+    frame["significant"] = False
+    frame["rank"] = 0
+    for _, f in frame.groupby(["strategy", "metric"], sort=False):
+        reject, q = fdr_bh(f["p_value"].to_numpy(), alpha=alpha)
+        frame.loc[f.index, "p_fdr"] = q
+        frame.loc[f.index, "significant"] = reject
+        frame.loc[f.index, "rank"] = f["effect"].rank(ascending=False, method="first").astype(int)
+    frame["noise_ceiling"] = _region_noise_ceilings(test, regions, frame["region"])
+    return frame[_COLUMNS]
+
+
 @verbose
 def ablate(estimator: Any, train: Any, test: Any, targets: Any, atlas: Any, *,
            strategies: Sequence[str] = ("zero",), metrics: Sequence[str] = METRICS, n_null: int = 200,
@@ -375,119 +494,36 @@ def ablate(estimator: Any, train: Any, test: Any, targets: Any, atlas: Any, *,
     """
     from ..datasets import check_no_leakage
 
-    strategies = tuple(dict.fromkeys(strategies))
-    metrics = tuple(dict.fromkeys(metrics))
-    if not strategies or not metrics:
-        raise ValueError("strategies and metrics must not be empty")
-    for s in strategies:
-        check_option("strategy", s, STRATEGIES)
-    for m in metrics:
-        check_option("metric", m, METRICS)
-    for name, v in (("n_null", n_null), ("n_null_retrain", n_null_retrain), ("n_boot", n_boot)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    strategies, metrics = _check_ablate_args(strategies, metrics, n_null, n_null_retrain, n_boot)
     if train is not None:
         check_no_leakage(train, test, where="ablation")
     rng = np.random.default_rng(random_state)
     subs, shapes = _subject_arrays(test, train, targets, strategies, n_candidates, rng)
-    predict = _predictor(estimator, shapes)
     refit = None
     if any(s in RETRAINS for s in strategies):
         refit = fit_fn if fit_fn is not None else _ridge_refitter(estimator, fixed_alpha)
     regions = atlas.assign(test)
     if not regions:
         raise ValueError(f"The atlas {atlas!r} has no region with features in these trials")
-    subjects = list(subs)
-    n_items = sum(len(s.true) for s in subs.values())
-
-    linear = _linear_weights(estimator)
-    base_pred = {s: predict(s, subs[s].X) for s in subjects}
-    base_scores = {m: [] for m in metrics}
-    for s in subjects:
-        for m, v in _trial_scores(base_pred[s], subs[s], metrics).items():
-            base_scores[m].append(v)
-    base = {m: np.concatenate(v) for m, v in base_scores.items()}
-    chance = {m: np.concatenate([subs[s].chance(m) for s in subjects]) for m in metrics}
-    baseline = {}
-    for m in metrics:
-        lo, hi = bootstrap_ci(base[m], n_boot=n_boot, ci=ci, random_state=random_state)
-        baseline[m] = {"value": float(base[m].mean()), "ci_low": lo, "ci_high": hi,
-                       "chance": float(chance[m].mean())}
-        logger.info("Intact decoder: %s %.3f [%.3f, %.3f] (chance %.3f), %d test items", m, baseline[m]["value"],
-                    lo, hi, baseline[m]["chance"], n_items)
-
-    def scores_for(strategy: str, region: Mapping[Any, np.ndarray], r: np.random.Generator) -> dict[str, np.ndarray]:
-        """Per-item scores of every metric with ``region`` ablated by ``strategy``."""
-        parts: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-        for s in subjects:
-            sub = subs[s]
-            idx = np.asarray(region.get(s, np.zeros(0, np.int64)), dtype=np.int64)
-            if strategy in LESIONS and linear is not None and len(idx) < sub.X.shape[1]:
-                # linear decoder: pred(X') = pred(X) - (X[:, R] - X'[:, R]) @ W[:, R].T
-                new_vals = _lesion(sub.X[:, idx], np.arange(len(idx)), strategy,
-                                   None if sub.mean is None else sub.mean[idx], r)
-                pred = base_pred[s] - (sub.X[:, idx] - new_vals) @ linear[s][:, idx].T
-            elif strategy in LESIONS:
-                pred = predict(s, _lesion(sub.X, idx, strategy, sub.mean, r))
-            else:
-                keep = idx if strategy == "alone" else np.setdiff1d(np.arange(sub.X.shape[1]), idx)
-                if not len(keep):  # nothing to decode from: chance level
-                    for m in metrics:
-                        parts[m].append(sub.chance(m))
-                    continue
-                pred = np.asarray(refit(s, sub.X_train[:, keep], sub.Y_train)(sub.X[:, keep]), dtype=np.float64)
-            for m, v in _trial_scores(pred, sub, metrics).items():
-                parts[m].append(v)
-        return {m: np.concatenate(v) for m, v in parts.items()}
-
-    def effect_of(strategy: str, metric: str, sc: np.ndarray) -> np.ndarray:
-        return sc - chance[metric] if strategy == "alone" else base[metric] - sc
+    scorer = _RegionScorer(subs, _predictor(estimator, shapes), refit, _linear_weights(estimator), metrics)
+    baseline = scorer.baseline(n_boot, ci, random_state)
 
     rows: list[dict[str, Any]] = []
     nulls: dict[tuple[str, str, str], np.ndarray] = {}
     tasks = [(name, strategy) for strategy in strategies for name in regions]
     for name, strategy in ProgressBar(tasks, desc="ablation", unit="region"):
-        region = regions[name]
         r = np.random.default_rng([random_state, len(rows), 7])
-        sc = scores_for(strategy, region, r)
-        sizes = {s: len(region.get(s, ())) for s in subjects}
         n = n_null if strategy in LESIONS else n_null_retrain
-        null_regions = atlas.random_regions(test, sizes, n, r)
-        null = {m: np.empty(n) for m in metrics}
-        for k, nr in enumerate(null_regions):
-            nsc = scores_for(strategy, nr, r)
-            for m in metrics:
-                null[m][k] = effect_of(strategy, m, nsc[m]).mean()
-        for m in metrics:
-            eff = effect_of(strategy, m, sc[m])
-            (s_lo, e_lo), (s_hi, e_hi) = bootstrap_ci(np.column_stack([sc[m], eff]), n_boot=n_boot, ci=ci,
-                                                      random_state=random_state)
-            nulls[(name, strategy, m)] = null[m]
-            rows.append({
-                "atlas": getattr(atlas, "name", type(atlas).__name__), "region": name, "strategy": strategy,
-                "metric": m, "n_features": int(sum(sizes.values())),
-                "baseline": baseline[m]["chance"] if strategy == "alone" else baseline[m]["value"],
-                "score": float(sc[m].mean()), "score_ci_low": float(s_lo), "score_ci_high": float(s_hi),
-                "effect": float(eff.mean()), "effect_ci_low": float(e_lo), "effect_ci_high": float(e_hi),
-                "null_mean": float(null[m].mean()), "null_low": float(np.percentile(null[m], 2.5)),
-                "null_high": float(np.percentile(null[m], 97.5)), "n_null": int(n),
-                "p_value": float(permutation_pvalue(eff.mean() - 1e-12, null[m]))})
-    frame = pd.DataFrame(rows)
-    frame["p_fdr"] = np.nan
-    frame["significant"] = False
-    frame["rank"] = 0
-    for _, f in frame.groupby(["strategy", "metric"], sort=False):
-        reject, q = fdr_bh(f["p_value"].to_numpy(), alpha=alpha)
-        frame.loc[f.index, "p_fdr"] = q
-        frame.loc[f.index, "significant"] = reject
-        frame.loc[f.index, "rank"] = f["effect"].rank(ascending=False, method="first").astype(int)
-    frame["noise_ceiling"] = _region_noise_ceilings(test, regions, frame["region"])
-    frame = frame[_COLUMNS]
+        for row, null in scorer.region_rows(name, regions[name], strategy, atlas, test, n, r, baseline,
+                                            n_boot, ci, random_state):
+            nulls[(name, strategy, row["metric"])] = null
+            rows.append(row)
+    frame = _finish_frame(pd.DataFrame(rows), alpha, test, regions)
     settings = {"atlas": getattr(atlas, "name", repr(atlas)), "strategies": list(strategies),
                 "metrics": list(metrics), "n_null": int(n_null), "n_null_retrain": int(n_null_retrain),
                 "n_boot": int(n_boot), "ci": float(ci), "alpha": float(alpha), "n_candidates": n_candidates,
                 "fixed_alpha": bool(fixed_alpha), "random_state": int(random_state),
-                "subjects": [str(s) for s in subjects], "n_test_items": int(n_items),
+                "subjects": [str(s) for s in scorer.subjects], "n_test_items": scorer.n_items,
                 "null": "random spatially contiguous / same-size regions drawn by the atlas"}
     result = AblationResult(frame, baseline, nulls, settings, atlas)
     logger.info("%r", result)

@@ -975,6 +975,40 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
             if explicit:
                 raise RuntimeError(f"{METRIC_LABELS[m]} was requested but is unavailable: {avail[m]}.")
             unavailable[m] = avail[m]  # type: ignore[assignment]
+    img_emb, cand_emb, ref_emb = _clip_inputs(wanted, explicit, unavailable, cands_raw, refs_raw,
+                                              image_embeddings, candidate_embeddings, reference_embeddings,
+                                              encoder, images, clip_prompt)
+
+    # ---- tokenise
+    text_wanted = [m for m in _TEXT_METRICS if m in wanted and m not in unavailable]
+    kind = _resolve_tokenizer(tokenizer) if text_wanted else "none"
+    cands = refs = None
+    if text_wanted:
+        flat_refs = [r for rs in refs_raw for r in rs]
+        toks = tokenize_captions(cands_raw + flat_refs, tokenizer=kind)  # type: ignore[arg-type]
+        cands = toks[:n]
+        bounds = np.cumsum([0] + [len(rs) for rs in refs_raw])
+        refs = [toks[n + a:n + b] for a, b in itertools.pairwise(bounds)]
+    logger.info("Scoring %d captions (%s) with %s tokenisation, %d bootstraps", n,
+                ", ".join(m for m in wanted if m not in unavailable), kind, n_boot)
+
+    values, per_image, mean_items, shift, bleu_stats = _all_scores(
+        text_wanted, wanted, explicit, unavailable, cands, refs, img_emb, cand_emb, ref_emb)
+
+    names, low, high, replicates = _caption_intervals(values, mean_items, shift, bleu_stats, n, n_boot, ci, rng)
+    out_metrics = {name: {"value": float(values[name]), "ci_low": float(low[i]), "ci_high": float(high[i])}
+                   for i, name in enumerate(names)}
+    ordered_unavail = {k: unavailable[k] for k in METRIC_LABELS if k in unavailable}
+    protocol = _caption_protocol(kind, clip_prompt, encoder, n_boot, ci)
+    return CaptionScores(metrics=out_metrics, per_image=per_image, unavailable=ordered_unavail,
+                         n_images=n, protocol=protocol, replicates=replicates)
+
+
+def _clip_inputs(wanted: list[str], explicit: bool, unavailable: dict[str, str], cands_raw: list[str],
+                 refs_raw: list[list[str]], image_embeddings: Any, candidate_embeddings: Any,
+                 reference_embeddings: Any, encoder: Any, images: Any, clip_prompt: str) -> tuple[Any, Any, Any]:
+    """Image, candidate and reference embeddings for CLIP-S / RefCLIP-S (None where they cannot run)."""
+    n = len(cands_raw)
     need_img = [m for m in ("clip_s", "refclip_s") if m in wanted]
     img_emb = cand_emb = ref_emb = None
     if need_img:
@@ -1008,18 +1042,12 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
                 else:
                     ref_emb = reference_embeddings
 
-    # ---- tokenise
-    text_wanted = [m for m in _TEXT_METRICS if m in wanted and m not in unavailable]
-    kind = _resolve_tokenizer(tokenizer) if text_wanted else "none"
-    if text_wanted:
-        flat_refs = [r for rs in refs_raw for r in rs]
-        toks = tokenize_captions(cands_raw + flat_refs, tokenizer=kind)  # type: ignore[arg-type]
-        cands = toks[:n]
-        bounds = np.cumsum([0] + [len(rs) for rs in refs_raw])
-        refs = [toks[n + a:n + b] for a, b in itertools.pairwise(bounds)]
-    logger.info("Scoring %d captions (%s) with %s tokenisation, %d bootstraps", n,
-                ", ".join(m for m in wanted if m not in unavailable), kind, n_boot)
+    return img_emb, cand_emb, ref_emb
 
+
+def _all_scores(text_wanted: list[str], wanted: list[str], explicit: bool, unavailable: dict[str, str],
+                cands: Any, refs: Any, img_emb: Any, cand_emb: Any, ref_emb: Any) -> tuple[dict, dict, dict, dict, Any]:
+    """Every metric's value and per-image scores; what the bootstrap needs (means, shifts, BLEU statistics)."""
     values: dict[str, float] = {}
     per_image: dict[str, np.ndarray] = {}
     mean_items: dict[str, np.ndarray] = {}   # metrics whose replicate is a mean of per-image values
@@ -1068,6 +1096,12 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
             values["refclip_s"], per_image["refclip_s"] = compute_ref_clip_score(img_emb, cand_emb, ref_emb)
             mean_items["refclip_s"] = per_image["refclip_s"]
 
+    return values, per_image, mean_items, shift, bleu_stats
+
+
+def _caption_intervals(values: dict, mean_items: dict, shift: dict, bleu_stats: Any, n: int, n_boot: int,
+                       ci: float, rng: np.random.Generator) -> tuple[list[str], np.ndarray, np.ndarray, Any]:
+    """Paired percentile intervals over images of every scored metric (NaN bounds when ``n_boot`` is 0)."""
     names = [k for k in METRIC_LABELS if k in values]
     low = np.full(len(names), np.nan)
     high = np.full(len(names), np.nan)
@@ -1087,10 +1121,12 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
                 cols.append(counts @ per / n + shift.get(name, 0.0))
         replicates = np.stack(cols, axis=1)
         low, high = percentile_interval(replicates, ci)
-    out_metrics = {name: {"value": float(values[name]), "ci_low": float(low[i]), "ci_high": float(high[i])}
-                   for i, name in enumerate(names)}
-    ordered_unavail = {k: unavailable[k] for k in METRIC_LABELS if k in unavailable}
-    protocol = {
+    return names, low, high, replicates
+
+
+def _caption_protocol(kind: str, clip_prompt: str, encoder: Any, n_boot: int, ci: float) -> dict[str, Any]:
+    """The settings recorded with the scores."""
+    return {
         "name": "coco_caption", "tokenizer": {"ptb": "stanford-ptb-3.4.1", "python": "python-ptb",
                                               "none": "none (pre-tokenised)"}[kind],
         "punctuation_removed": list(PUNCTUATIONS), "bleu": "corpus, closest ref length, n=4",
@@ -1101,8 +1137,6 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
         "bootstrap": "images, percentile, paired across metrics; CIDEr idf fixed on the full set",
         "description": _description(kind, ci, n_boot),
     }
-    return CaptionScores(metrics=out_metrics, per_image=per_image, unavailable=ordered_unavail,
-                         n_images=n, protocol=protocol, replicates=replicates)
 
 
 def _description(kind: str, ci: float, n_boot: int) -> str:
