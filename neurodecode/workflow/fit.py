@@ -183,10 +183,72 @@ def _finished_metrics(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
-    """The body of :func:`run_fit`, writing into the claimed run folder ``out``."""
+def _train_test(config: FitConfig, trials: Any) -> tuple[Any, Any]:
+    """Training and test trials (test repetitions averaged if asked), after the leakage guard."""
     from ..datasets import check_no_leakage
 
+    train = trials.select(split="train")
+    test = trials.select(split="test")
+    if len(test) == 0:
+        raise ValueError(f"No test trials (split == 'test') were loaded; "
+                         f"{_NO_TEST_HINT[config.data.dataset]}.")
+    if config.evaluation.average_repetitions:
+        test = test.average_repetitions()
+    check_no_leakage(train, test, where="training")
+    return train, test
+
+
+def _fit_and_score(config: FitConfig, train: Any, test: Any, targets: Any, target_test: np.ndarray, out: Path,
+                   resume: bool, token_shape: Any, timings: dict[str, float]) -> tuple[dict, dict]:
+    """Fit every model (within subjects, or one fold per left-out subject) and score each test subject."""
+    from ..datasets import check_no_leakage
+
+    subjects = test.events["subject"].to_numpy()
+    results: dict[str, dict[Any, Any]] = {}
+    preds: dict[str, np.ndarray] = {}
+    if config.evaluation.scheme == "within":
+        preds = _fit_models(config, train, test, targets, out, resume=resume,
+                            token_shape=token_shape, timings=timings)
+        t = time.perf_counter()
+        for name, pred in preds.items():
+            results[name] = {s: _score(config, pred[subjects == s], target_test[subjects == s])
+                             for s in test.subjects}
+        timings["evaluate"] = time.perf_counter() - t
+        return preds, results
+    train_subjects = train.events["subject"].to_numpy()
+    for s in test.subjects:
+        logger.info("Leave-one-subject-out: training on subjects %s, testing on subject %s",
+                    [x for x in train.subjects if x != s], s)
+        fold_train = pooled_subjects(train[np.flatnonzero(train_subjects != s)])
+        fold_test = pooled_subjects(test[np.flatnonzero(subjects == s)])
+        check_no_leakage(fold_train, fold_test, where=f"leave-one-subject-out fold {s}")
+        fold = _fit_models(config, fold_train, fold_test, targets, out, tag=f"loso-subj{int(s):02d}",
+                           resume=resume, token_shape=token_shape, timings=timings)
+        t = time.perf_counter()
+        for name, pred in fold.items():
+            full = preds.setdefault(name, np.zeros((len(test), pred.shape[1]), dtype=np.float32))
+            full[subjects == s] = pred
+            results.setdefault(name, {})[s] = _score(config, pred, target_test[subjects == s])
+        timings["evaluate"] = timings.get("evaluate", 0.0) + time.perf_counter() - t
+    return preds, results
+
+
+def _write_run_files(config: FitConfig, out: Path, root: Any, test: Any, preds: dict[str, np.ndarray],
+                     metrics: dict[str, Any]) -> None:
+    """Predictions, metrics.json and, last, run.json (which marks the run finished)."""
+    subjects = test.events["subject"].to_numpy()
+    for name, pred in preds.items():
+        with atomic_path(out / f"predictions_{name}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, stimulus_id=test.events["stimulus_id"].to_numpy().astype(str), subject=subjects,
+                     prediction=pred)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "run.json", {  # written last: marks the run finished (--resume then does nothing)
+        "neurodecode_version": __version__, "seed": config.seed, "python": platform.python_version(),
+        "data_root": str(root), "command": "fit", "timings_s": metrics["timings_s"]})
+
+
+def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
+    """The body of :func:`run_fit`, writing into the claimed run folder ``out``."""
     timings: dict[str, float] = {}
     t0 = t = time.perf_counter()
     root, trials = load_data(config)
@@ -195,47 +257,14 @@ def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
     logger.info("Loaded %r", trials)
 
     ev = config.evaluation
-    train = trials.select(split="train")
-    test = trials.select(split="test")
-    if len(test) == 0:
-        raise ValueError(f"No test trials (split == 'test') were loaded; "
-                         f"{_NO_TEST_HINT[config.data.dataset]}.")
-    if ev.average_repetitions:
-        test = test.average_repetitions()
-    check_no_leakage(train, test, where="training")
+    train, test = _train_test(config, trials)
 
     t = time.perf_counter()
     targets, token_shape = stimulus_targets(config, trials)
     timings["targets"] = time.perf_counter() - t
     target_test = targets.lookup(test.events["stimulus_id"].tolist())
     subjects = test.events["subject"].to_numpy()
-
-    results: dict[str, dict[Any, Any]] = {}
-    preds: dict[str, np.ndarray] = {}
-    if ev.scheme == "within":
-        preds = _fit_models(config, train, test, targets, out, resume=resume,
-                            token_shape=token_shape, timings=timings)
-        t = time.perf_counter()
-        for name, pred in preds.items():
-            results[name] = {s: _score(config, pred[subjects == s], target_test[subjects == s])
-                             for s in test.subjects}
-        timings["evaluate"] = time.perf_counter() - t
-    else:
-        train_subjects = train.events["subject"].to_numpy()
-        for s in test.subjects:
-            logger.info("Leave-one-subject-out: training on subjects %s, testing on subject %s",
-                        [x for x in train.subjects if x != s], s)
-            fold_train = pooled_subjects(train[np.flatnonzero(train_subjects != s)])
-            fold_test = pooled_subjects(test[np.flatnonzero(subjects == s)])
-            check_no_leakage(fold_train, fold_test, where=f"leave-one-subject-out fold {s}")
-            fold = _fit_models(config, fold_train, fold_test, targets, out, tag=f"loso-subj{int(s):02d}",
-                               resume=resume, token_shape=token_shape, timings=timings)
-            t = time.perf_counter()
-            for name, pred in fold.items():
-                full = preds.setdefault(name, np.zeros((len(test), pred.shape[1]), dtype=np.float32))
-                full[subjects == s] = pred
-                results.setdefault(name, {})[s] = _score(config, pred, target_test[subjects == s])
-            timings["evaluate"] = timings.get("evaluate", 0.0) + time.perf_counter() - t
+    preds, results = _fit_and_score(config, train, test, targets, target_test, out, resume, token_shape, timings)
 
     metrics: dict[str, Any] = {
         "neurodecode_version": __version__,
@@ -272,14 +301,7 @@ def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     metrics["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    for name, pred in preds.items():
-        with atomic_path(out / f"predictions_{name}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, stimulus_id=test.events["stimulus_id"].to_numpy().astype(str), subject=subjects,
-                     prediction=pred)
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(out / "run.json", {  # written last: marks the run finished (--resume then does nothing)
-        "neurodecode_version": __version__, "seed": config.seed, "python": platform.python_version(),
-        "data_root": str(root), "command": "fit", "timings_s": metrics["timings_s"]})
+    _write_run_files(config, out, root, test, preds, metrics)
     logger.info("Done in %.1f s: %s", timings["total"], out / "report.html")
     return FitResult(out, metrics, timings)
 

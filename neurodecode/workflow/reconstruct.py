@@ -72,19 +72,10 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     """
     from ..config import load_config
     from ..models import BrainDecoder
-    from ..reports.gallery import build_gallery, gallery_items
-    from ..tasks.metrics import evaluate_reconstructions
     from ..tasks.reconstruction import Reconstructor
 
     run_dir = Path(run_dir)
-    cfg_path, mlp_dir = run_dir / "config.yaml", run_dir / "models" / "mlp"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: RUN must be a folder written by `neurodecode fit`.")
-    if not mlp_dir.is_dir():
-        raise FileNotFoundError(f"{mlp_dir} not found: reconstruction needs the run's deep decoder "
-                                "(models.mlp.enabled: true).")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive int or None, got {limit}")
+    cfg_path, mlp_dir = _check_run(run_dir, limit)
     config = load_config(cfg_path)
     networks, image_metrics = _feature_networks(metric_weights)  # checked before any work
     t0 = time.perf_counter()
@@ -92,30 +83,12 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     trials = preprocess(config, trials)
     if trials.stimuli is None or "image" not in trials.stimuli.kinds:
         raise ValueError(f"The {config.data.dataset} stimuli of this run have no images to reconstruct.")
-    test = trials.select(split="test")
-    if config.evaluation.average_repetitions:
-        test = test.average_repetitions()
-    if limit is not None:
-        test = test[np.arange(min(limit, len(test)))]
+    test = _test_trials(config, trials, limit)
     ids = test.events["stimulus_id"].tolist()
     dev = resolve_device(device)
     model = BrainDecoder.from_pretrained(mlp_dir)
     embeds = model.predict(test, device=dev)
-    lowlevel, lowlevel_vae = None, None
-    if "lowlevel" in model.config["heads"]:
-        lowlevel = model.predict(test, output="lowlevel", device=dev)
-        vae_path = config.models.mlp.lowlevel_vae
-        if vae_path is None:  # RGB thumbnails in [0, 1], (n, 3, h, w)
-            lowlevel = np.clip(lowlevel, 0.0, 1.0)
-        else:  # latents of the run's own VAE, decoded by that VAE (whatever the generator's is)
-            from ..embeddings.lowlevel import load_vae
-
-            lowlevel_vae = load_vae(vae_path)
-        logger.info("Low-level stage: the decoder's %s estimate %s", "VAE-latent" if vae_path else "RGB",
-                    tuple(lowlevel.shape[1:]))
-    else:
-        logger.info("The run's decoder has no 'lowlevel' head: img2img starts from noise only (add 'lowlevel' to "
-                    "models.mlp.heads for MindEye2's two-stage reconstruction)")
+    lowlevel, lowlevel_vae = _lowlevel_stage(config, model, test, dev)
 
     clip = _run_clip(config, dev) if (captions or n_samples > 1) else None
     if n_samples > 1 and clip is None:
@@ -136,30 +109,88 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     with _complete_or_removed(claim) as out:  # ours alone; removed on Ctrl-C or a failure before writing
         result.save(out / "reconstructions")
 
-        seen = trials.stimuli.get_images(ids)
-        scores = evaluate_reconstructions(result.images, seen, metrics=image_metrics, networks=networks or None,
-                                          n_boot=config.evaluation.n_boot, ci=config.evaluation.ci,
-                                          device=dev, random_state=config.seed)
-        true_captions = trials.stimuli.captions_ if "caption" in trials.stimuli.kinds else None
-        decoded_captions, caption_scores = None, None
-        if captions:
-            decoded_captions, caption_scores = _decode_captions(config, trials, test, ids, embeds, seen, clip)
-        items = gallery_items(seen, result.images, ids=ids, lowlevel=result.lowlevel_images,
-                              decoded_captions=decoded_captions,
-                              true_captions=true_captions, subjects=test.events["subject"].tolist(),
-                              scores={m: np.asarray(v) for m, v in scores.per_image.items()})
-        build_gallery(items, title=f"neurodecode reconstruct — {config.name} ({backend})",
-                      metrics=scores.to_frame(), config=config.model_dump(mode="json")).save(out / "gallery.html")
+        scored = _score_and_gallery(config, trials, test, ids, embeds, result, clip, out, backend=backend,
+                                    captions=captions, networks=networks, image_metrics=image_metrics, device=dev)
         metrics = {"neurodecode_version": __version__, "run": str(run_dir), "backend": backend,
                    "generator": str(generator), "n_items": len(ids), "n_samples": n_samples, "seed": seed,
-                   "metrics": scores.to_dict(), "time_s": round(time.perf_counter() - t0, 3)}
-        if caption_scores is not None:
-            metrics["captions"] = {"method": "caption-bank retrieval (training-stimulus captions, run's CLIP)",
-                                   "decoded": dict(zip(map(str, ids), decoded_captions)),
-                                   "scores": caption_scores.to_dict()}
+                   "metrics": scored["metrics"], "time_s": round(time.perf_counter() - t0, 3)}
+        if "captions" in scored:
+            metrics["captions"] = scored["captions"]
         atomic_write_json(out / "metrics.json", metrics)
     logger.info("Reconstructed %d test images with %s: %s", len(ids), backend, out / "gallery.html")
     return FitResult(out, metrics, {"total": metrics["time_s"]})
+
+
+def _check_run(run_dir: Path, limit: int | None) -> tuple[Path, Path]:
+    """The run's config file and deep-decoder folder, after checking they exist."""
+    cfg_path, mlp_dir = run_dir / "config.yaml", run_dir / "models" / "mlp"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: RUN must be a folder written by `neurodecode fit`.")
+    if not mlp_dir.is_dir():
+        raise FileNotFoundError(f"{mlp_dir} not found: reconstruction needs the run's deep decoder "
+                                "(models.mlp.enabled: true).")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit}")
+    return cfg_path, mlp_dir
+
+
+def _test_trials(config: Any, trials: Any, limit: int | None) -> Any:
+    """The test trials to reconstruct (repetitions averaged if the run did, the first ``limit``)."""
+    test = trials.select(split="test")
+    if config.evaluation.average_repetitions:
+        test = test.average_repetitions()
+    if limit is not None:
+        test = test[np.arange(min(limit, len(test)))]
+    return test
+
+
+def _lowlevel_stage(config: Any, model: Any, test: Any, dev: Any) -> tuple[Any, Any]:
+    """The low-level head's estimate (RGB thumbnails or VAE latents) and the VAE decoding it, if any."""
+    lowlevel, lowlevel_vae = None, None
+    if "lowlevel" in model.config["heads"]:
+        lowlevel = model.predict(test, output="lowlevel", device=dev)
+        vae_path = config.models.mlp.lowlevel_vae
+        if vae_path is None:  # RGB thumbnails in [0, 1], (n, 3, h, w)
+            lowlevel = np.clip(lowlevel, 0.0, 1.0)
+        else:  # latents of the run's own VAE, decoded by that VAE (whatever the generator's is)
+            from ..embeddings.lowlevel import load_vae
+
+            lowlevel_vae = load_vae(vae_path)
+        logger.info("Low-level stage: the decoder's %s estimate %s", "VAE-latent" if vae_path else "RGB",
+                    tuple(lowlevel.shape[1:]))
+    else:
+        logger.info("The run's decoder has no 'lowlevel' head: img2img starts from noise only (add 'lowlevel' to "
+                    "models.mlp.heads for MindEye2's two-stage reconstruction)")
+    return lowlevel, lowlevel_vae
+
+
+def _score_and_gallery(config: Any, trials: Any, test: Any, ids: list, embeds: np.ndarray, result: Any, clip: Any,
+                       out: Path, *, backend: str, captions: bool, networks: Any, image_metrics: Any,
+                       device: Any) -> dict:
+    """Score the reconstructions (and decoded captions), write gallery.html; the metrics of metrics.json."""
+    from ..reports.gallery import build_gallery, gallery_items
+    from ..tasks.metrics import evaluate_reconstructions
+
+    seen = trials.stimuli.get_images(ids)
+    scores = evaluate_reconstructions(result.images, seen, metrics=image_metrics, networks=networks or None,
+                                      n_boot=config.evaluation.n_boot, ci=config.evaluation.ci,
+                                      device=device, random_state=config.seed)
+    true_captions = trials.stimuli.captions_ if "caption" in trials.stimuli.kinds else None
+    decoded_captions, caption_scores = None, None
+    if captions:
+        decoded_captions, caption_scores = _decode_captions(config, trials, test, ids, embeds, seen, clip)
+    items = gallery_items(seen, result.images, ids=ids, lowlevel=result.lowlevel_images,
+                          decoded_captions=decoded_captions,
+                          true_captions=true_captions, subjects=test.events["subject"].tolist(),
+                          scores={m: np.asarray(v) for m, v in scores.per_image.items()})
+    build_gallery(items, title=f"neurodecode reconstruct — {config.name} ({backend})",
+                  metrics=scores.to_frame(), config=config.model_dump(mode="json")).save(out / "gallery.html")
+    metrics = {"metrics": scores.to_dict()}
+    if caption_scores is not None:
+        metrics["captions"] = {"method": "caption-bank retrieval (training-stimulus captions, run's CLIP)",
+                               "decoded": dict(zip(map(str, ids), decoded_captions)),
+                               "scores": caption_scores.to_dict()}
+    return metrics
 
 
 def _run_clip(config: Any, device: Any) -> Any:
