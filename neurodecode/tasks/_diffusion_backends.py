@@ -774,52 +774,60 @@ def _random_ip_adapter(unet: Any, image_embed_dim: int, generator: Any) -> dict:
     return {"image_proj": proj, "ip_adapter": ip}
 
 
-def _build_random(backend: str, size: str, embed_dim: int, generator: Any) -> Any:
-    diffusers = import_diffusers()
-    tiny = size.startswith("tiny")
-    if backend == "kandinsky":
-        unet = diffusers.UNet2DConditionModel(
-            in_channels=4, out_channels=8, addition_embed_type="image", encoder_hid_dim=embed_dim,
-            encoder_hid_dim_type="image_proj", down_block_types=("ResnetDownsampleBlock2D",
-                                                                 "SimpleCrossAttnDownBlock2D"),
-            up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-            mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(32, 64), layers_per_block=1,
-            cross_attention_dim=32, attention_head_dim=4, resnet_time_scale_shift="scale_shift",
-            sample_size=16)
-        movq = diffusers.VQModel(block_out_channels=(32, 64),
-                                 down_block_types=("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
-                                 up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D"), in_channels=3,
-                                 out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-                                 norm_type="spatial", num_vq_embeddings=12, vq_embed_dim=4)
-        return diffusers.KandinskyV22Img2ImgPipeline(unet=unet, scheduler=_ddim(), movq=movq)
-    if backend == "unclip":
-        from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
-            StableUnCLIPImageNormalizer,
-        )
+def _random_kandinsky(diffusers: Any, embed_dim: int) -> Any:
+    """A tiny random Kandinsky 2.2 img2img pipeline taking ``embed_dim``-d image embeddings."""
+    unet = diffusers.UNet2DConditionModel(
+        in_channels=4, out_channels=8, addition_embed_type="image", encoder_hid_dim=embed_dim,
+        encoder_hid_dim_type="image_proj", down_block_types=("ResnetDownsampleBlock2D",
+                                                             "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(32, 64), layers_per_block=1,
+        cross_attention_dim=32, attention_head_dim=4, resnet_time_scale_shift="scale_shift",
+        sample_size=16)
+    movq = diffusers.VQModel(block_out_channels=(32, 64),
+                             down_block_types=("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+                             up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D"), in_channels=3,
+                             out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+                             norm_type="spatial", num_vq_embeddings=12, vq_embed_dim=4)
+    return diffusers.KandinskyV22Img2ImgPipeline(unet=unet, scheduler=_ddim(), movq=movq)
 
-        enc, fe = _tiny_clip_vision(embed_dim)
-        unet = diffusers.UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(32, 64),
-            attention_head_dim=(2, 4), class_embed_type="projection",
-            projection_class_embeddings_input_dim=2 * embed_dim, cross_attention_dim=32, layers_per_block=1,
-            upcast_attention=True, use_linear_projection=True)
-        return diffusers.StableUnCLIPImg2ImgPipeline(
-            feature_extractor=fe, image_encoder=enc, image_normalizer=StableUnCLIPImageNormalizer(embed_dim),
-            image_noising_scheduler=diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
-            tokenizer=_tiny_tokenizer(16), text_encoder=_text_encoder(32, 2, 4, max_len=16, vocab_size=54),
-            unet=unet, scheduler=_ddim("v_prediction"), vae=_vae("tiny"))
-    if backend == "versatile":
-        enc, fe = _tiny_clip_vision(embed_dim)
-        unet = diffusers.UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(32, 64),
-            attention_head_dim=(2, 4), cross_attention_dim=embed_dim, layers_per_block=1)
-        return _versatile_base()(image_feature_extractor=fe, image_encoder=enc, image_unet=unet,
-                                 vae=_vae("tiny"), scheduler=_ddim())
-    # ip_adapter
+
+def _random_unclip(diffusers: Any, embed_dim: int) -> Any:
+    """A tiny random Stable unCLIP img2img pipeline taking ``embed_dim``-d image embeddings."""
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
+
+    enc, fe = _tiny_clip_vision(embed_dim)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(32, 64),
+        attention_head_dim=(2, 4), class_embed_type="projection",
+        projection_class_embeddings_input_dim=2 * embed_dim, cross_attention_dim=32, layers_per_block=1,
+        upcast_attention=True, use_linear_projection=True)
+    return diffusers.StableUnCLIPImg2ImgPipeline(
+        feature_extractor=fe, image_encoder=enc, image_normalizer=StableUnCLIPImageNormalizer(embed_dim),
+        image_noising_scheduler=diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+        tokenizer=_tiny_tokenizer(16), text_encoder=_text_encoder(32, 2, 4, max_len=16, vocab_size=54),
+        unet=unet, scheduler=_ddim("v_prediction"), vae=_vae("tiny"))
+
+
+def _random_versatile(diffusers: Any, embed_dim: int) -> Any:
+    """A tiny random Versatile Diffusion image-variation pipeline."""
+    enc, fe = _tiny_clip_vision(embed_dim)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(32, 64),
+        attention_head_dim=(2, 4), cross_attention_dim=embed_dim, layers_per_block=1)
+    return _versatile_base()(image_feature_extractor=fe, image_encoder=enc, image_unet=unet,
+                             vae=_vae("tiny"), scheduler=_ddim())
+
+
+def _random_ip_adapter_pipeline(diffusers: Any, size: str, embed_dim: int, generator: Any) -> Any:
+    """A random SD 1.5 / SDXL img2img pipeline (tiny or full layout) with a random IP-Adapter loaded."""
+    tiny = size.startswith("tiny")
     xl = size in ("sdxl", "tiny-xl")
     if tiny and not xl:
         unet = diffusers.UNet2DConditionModel(
@@ -864,6 +872,15 @@ def _build_random(backend: str, size: str, embed_dim: int, generator: Any) -> An
     pipe.load_ip_adapter(_random_ip_adapter(unet, embed_dim, generator), subfolder="", weight_name="",
                          image_encoder_folder=None)
     return pipe
+
+
+def _build_random(backend: str, size: str, embed_dim: int, generator: Any) -> Any:
+    """A random pipeline of ``backend`` (ip_adapter in the layout ``size``; the others are always tiny)."""
+    diffusers = import_diffusers()
+    if backend == "ip_adapter":
+        return _random_ip_adapter_pipeline(diffusers, size, embed_dim, generator)
+    build = {"kandinsky": _random_kandinsky, "unclip": _random_unclip, "versatile": _random_versatile}[backend]
+    return build(diffusers, embed_dim)
 
 
 def make_random_pipeline(backend: str, *, size: str = "tiny", embed_dim: int | None = None, seed: int = 0,

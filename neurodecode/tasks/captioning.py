@@ -21,7 +21,7 @@ Score either with :func:`~neurodecode.tasks.caption_metrics.evaluate_captions`.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -369,6 +369,30 @@ def _load_language_model(source: Any, random_state: int) -> tuple[nn.Module, str
                     f"config (random weights, for tests); got {type(source).__name__}")
 
 
+def _check_fit_args(epochs: Any, batch_size: Any, lr: float, schedule: str, noise_std: float) -> None:
+    """Errors for out-of-range training settings of :meth:`PrefixCaptioner.fit`."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    check_option("schedule", schedule, ("linear", "constant"))
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+
+
+def _lr_factor(schedule: str, warm: int, total: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per step: linear warm-up over ``warm`` steps, then constant or linear decay."""
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if schedule == "constant":
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return factor
+
+
 class PrefixCaptioner(nn.Module):
     """ClipCap-style captioner: embedding → prefix token embeddings → causal language model.
 
@@ -615,29 +639,8 @@ class PrefixCaptioner(nn.Module):
         -------
         self : PrefixCaptioner
         """
-        emb = torch.as_tensor(_as_float_matrix(embeddings, "embeddings"))
-        if emb.shape[1] != self.embed_dim:
-            raise ValueError(f"embeddings have dim {emb.shape[1]} but the captioner expects {self.embed_dim}")
-        if isinstance(captions, str):
-            raise TypeError("captions must be a sequence (one entry per embedding), not one string")
-        if len(captions) != len(emb):
-            raise ValueError(f"captions must have one entry per embedding: {len(captions)} for "
-                             f"{len(emb)} rows")
-        rows, texts = [], []
-        for i, c in enumerate(captions):
-            for t in ([c] if isinstance(c, str) else list(c)):
-                rows.append(i)
-                texts.append(str(t))
-        if not texts:
-            raise ValueError("no captions to train on")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
-        check_option("schedule", schedule, ("linear", "constant"))
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        emb, rows, texts = self._training_pairs(embeddings, captions)
+        _check_fit_args(epochs, batch_size, lr, schedule, noise_std)
         if tokenizer is not None:
             self.tokenizer_ = _load_tokenizer(tokenizer)
         if self.tokenizer_ is None:
@@ -654,15 +657,7 @@ class PrefixCaptioner(nn.Module):
         steps_per_epoch = math.ceil(n_pairs / int(batch_size))
         total = steps_per_epoch * int(epochs)
         warm = int(warmup_steps)
-
-        def factor(step: int) -> float:
-            if warm and step < warm:
-                return (step + 1) / warm
-            if schedule == "constant":
-                return 1.0
-            return max(0.0, (total - step) / max(1, total - warm))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(schedule, warm, total))
         gen = torch.Generator().manual_seed(int(seed))
         device = self.device
         devices = [device.index or 0] if device.type == "cuda" else []
@@ -675,22 +670,8 @@ class PrefixCaptioner(nn.Module):
             self.train()
             bar = ProgressBar(range(int(epochs)), total=int(epochs), desc="Training captioner", unit="epoch")
             for _ in bar:
-                perm = torch.randperm(n_pairs, generator=gen)
-                losses = []
-                for start in range(0, n_pairs, int(batch_size)):
-                    idx = perm[start:start + int(batch_size)]
-                    x = emb[row_index[idx]]
-                    if noise_std:
-                        if self.normalize:
-                            x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                        x = x + float(noise_std) * torch.randn(x.shape, generator=gen)
-                    ids, m = input_ids[idx].to(device), mask[idx].to(device)
-                    out = self(x, ids, m)
-                    optimizer.zero_grad(set_to_none=True)
-                    out.loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    losses.append(float(out.loss.detach()))
+                losses = self._train_epoch(emb, row_index, input_ids, mask, int(batch_size), float(noise_std),
+                                           optimizer, scheduler, gen)
                 history["step_loss"].extend(losses)
                 history["epoch_loss"].append(float(np.mean(losses)))
                 if hasattr(bar, "set_postfix"):
@@ -702,6 +683,47 @@ class PrefixCaptioner(nn.Module):
         logger.info("Captioner trained: loss %.4f → %.4f", history["epoch_loss"][0],
                     history["epoch_loss"][-1])
         return self
+
+    def _training_pairs(self, embeddings: Any, captions: Any) -> tuple[Any, list[int], list[str]]:
+        """The embeddings as a tensor, and one (row, caption) pair per caption."""
+        emb = torch.as_tensor(_as_float_matrix(embeddings, "embeddings"))
+        if emb.shape[1] != self.embed_dim:
+            raise ValueError(f"embeddings have dim {emb.shape[1]} but the captioner expects {self.embed_dim}")
+        if isinstance(captions, str):
+            raise TypeError("captions must be a sequence (one entry per embedding), not one string")
+        if len(captions) != len(emb):
+            raise ValueError(f"captions must have one entry per embedding: {len(captions)} for "
+                             f"{len(emb)} rows")
+        rows, texts = [], []
+        for i, c in enumerate(captions):
+            for t in ([c] if isinstance(c, str) else list(c)):
+                rows.append(i)
+                texts.append(str(t))
+        if not texts:
+            raise ValueError("no captions to train on")
+        return emb, rows, texts
+
+    def _train_epoch(self, emb: Any, row_index: Any, input_ids: Any, mask: Any, batch_size: int,
+                     noise_std: float, optimizer: Any, scheduler: Any, gen: Any) -> list[float]:
+        """One pass over the shuffled pairs; the loss of every step."""
+        n_pairs = len(row_index)
+        perm = torch.randperm(n_pairs, generator=gen)
+        losses = []
+        for start in range(0, n_pairs, batch_size):
+            idx = perm[start:start + batch_size]
+            x = emb[row_index[idx]]
+            if noise_std:
+                if self.normalize:
+                    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                x = x + noise_std * torch.randn(x.shape, generator=gen)
+            ids, m = input_ids[idx].to(self.device), mask[idx].to(self.device)
+            out = self(x, ids, m)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(out.loss.detach()))
+        return losses
 
     # ------------------------------------------------------------------ generation
     @verbose
