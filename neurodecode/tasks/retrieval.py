@@ -623,6 +623,31 @@ def _description(m_used: int, n_repeats: int, ci: float, n_boot: int, *, grouped
     )
 
 
+def _retrieval_groups(groups: Any, n: int, n_candidates: int) -> tuple[np.ndarray, list[Any], list[int]]:
+    """Group label per row, the groups (``[None]`` for one), their sizes; warns where N-way needs more items."""
+    if groups is None:
+        labels = np.zeros(n, dtype=int)
+        group_keys: list[Any] = [None]
+    else:
+        labels = np.asarray(groups.detach().cpu().numpy() if hasattr(groups, "detach") else groups)
+        if labels.shape != (n,):
+            raise ValueError(f"groups must have shape ({n},) (one label per row), got {labels.shape}")
+        group_keys = list(np.unique(labels))
+    sizes = [int((labels == g).sum()) if g is not None else n for g in group_keys]
+    if min(sizes) < 2:
+        raise ValueError(f"every group needs at least 2 items, got sizes "
+                         f"{dict(zip(map(str, group_keys), sizes))}")
+    small = {str(g) if g is not None else "the test set": s
+             for g, s in zip(group_keys, sizes) if s < n_candidates}
+    if small:
+        where = ("the test set has" if groups is None else
+                 "groups " + ", ".join(f"{g!s} ({s})" for g, s in small.items()) + " have")
+        warn(f"{where} fewer items than n_candidates={n_candidates}; the N-way metric uses all "
+             f"items of each such set instead (chance 1/n_items).")
+
+    return labels, group_keys, sizes
+
+
 @verbose
 def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_repeats: int = 30,
                        topk: Sequence[int] = (1, 5, 10), n_boot: int = 1000, ci: float = 0.95,
@@ -697,26 +722,8 @@ def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_rep
     topk = _check_topk(topk)
     rng = check_random_state(random_state)
 
-    if groups is None:
-        labels = np.zeros(n, dtype=int)
-        group_keys: list[Any] = [None]
-    else:
-        labels = np.asarray(groups.detach().cpu().numpy() if hasattr(groups, "detach") else groups)
-        if labels.shape != (n,):
-            raise ValueError(f"groups must have shape ({n},) (one label per row), got {labels.shape}")
-        group_keys = list(np.unique(labels))
-    sizes = [int((labels == g).sum()) if g is not None else n for g in group_keys]
-    if min(sizes) < 2:
-        raise ValueError(f"every group needs at least 2 items, got sizes "
-                         f"{dict(zip(map(str, group_keys), sizes))}")
+    labels, group_keys, sizes = _retrieval_groups(groups, n, n_candidates)
     k_grid = _k_grid(min(sizes))
-    small = {str(g) if g is not None else "the test set": s
-             for g, s in zip(group_keys, sizes) if s < n_candidates}
-    if small:
-        where = ("the test set has" if groups is None else
-                 "groups " + ", ".join(f"{g!s} ({s})" for g, s in small.items()) + " have")
-        warn(f"{where} fewer items than n_candidates={n_candidates}; the N-way metric uses all "
-             f"items of each such set instead (chance 1/n_items).")
 
     logger.info("Scoring retrieval of %d items%s: %d-way x %d repeats, top-%s, %d bootstraps",
                 n, f" in {len(group_keys)} groups" if groups is not None else "",
