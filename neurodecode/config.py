@@ -9,11 +9,21 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -24,19 +34,196 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-#: Datasets ``neurodecode fit`` loads, and their modality.
-DATASETS: dict[str, str] = {"nsd": "fmri", "things_eeg2": "eeg", "things_meg": "meg", "masc": "meg"}
-#: Datasets whose stimuli are sounds (speech targets) rather than images.
-AUDIO_DATASETS = ("masc",)
+# -- datasets a config may name ----------------------------------------------------------------
+# The dataset registry (loaders, simulators) is ``neurodecode.datasets.register_dataset``, a higher layer
+# this module may not import. What a run config needs to know of a dataset -- its modality, whether its
+# stimuli are images or sounds, which first-class data.* / simulate.* keys it takes -- is this catalogue:
+# ``register_dataset`` declares every dataset here, and the built-in ones are declared below so that a
+# config validates without importing the loaders.
+
+_MODALITIES = ("fmri", "eeg", "meg")
+_STIMULI = ("image", "audio")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a run config knows of a dataset (the config-facing half of a ``DatasetSpec``).
+
+    Parameters
+    ----------
+    name : str
+        The name ``data.dataset`` gives (a Python identifier, lower case by convention).
+    modality : str
+        ``"fmri"``, ``"eeg"`` or ``"meg"``: which preprocessing, models and analyses apply.
+    stimulus : str
+        ``"image"`` (image targets: pixels / open_clip) or ``"audio"`` (speech targets).
+    label : str
+        Display name in messages (``"NSD"``); defaults to ``name``.
+    data_keys : tuple of str
+        First-class ``data.*`` keys the dataset's loader takes, passed to it by name (NSD: ``roi``,
+        ``sessions``, ...). A dataset without any is configured by ``data.options``.
+    simulate_keys : tuple of str
+        First-class ``simulate.*`` keys its simulator takes by name (NSD: ``n_sessions``, ...); other
+        simulator parameters go in ``simulate.params``.
+    """
+
+    name: str
+    modality: str
+    stimulus: str = "image"
+    label: str = ""
+    data_keys: tuple[str, ...] = ()
+    simulate_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise ValueError(f"a dataset name must be a Python identifier (e.g. 'my_eeg'), got {self.name!r}")
+        if self.modality not in _MODALITIES:
+            raise ValueError(f"dataset {self.name!r}: modality must be one of {_MODALITIES}, got "
+                             f"{self.modality!r}")
+        if self.stimulus not in _STIMULI:
+            raise ValueError(f"dataset {self.name!r}: stimulus must be one of {_STIMULI}, got "
+                             f"{self.stimulus!r}")
+        object.__setattr__(self, "data_keys", tuple(self.data_keys))
+        object.__setattr__(self, "simulate_keys", tuple(self.simulate_keys))
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+
+
 _NSD_DATA_KEYS = ("roi", "sessions", "zscore", "betas_format", "nonfinite")
+_NSD_SIM_KEYS = ("n_sessions", "trials_per_session", "shared_fraction")
+_DATASET_INFO: dict[str, DatasetInfo] = {info.name: info for info in (
+    DatasetInfo("nsd", "fmri", "image", "NSD", _NSD_DATA_KEYS, _NSD_SIM_KEYS),
+    DatasetInfo("things_eeg2", "eeg", "image", "THINGS-EEG2"),
+    DatasetInfo("things_meg", "meg", "image", "THINGS-MEG"),
+    DatasetInfo("masc", "meg", "audio", "MEG-MASC"),
+)}
+
+
+def declare_dataset(info: DatasetInfo, *, replace: bool = False) -> None:
+    """Make a dataset name valid in run configs (``neurodecode.datasets.register_dataset`` calls this).
+
+    Parameters
+    ----------
+    info : DatasetInfo
+        The dataset's config-facing facts.
+    replace : bool
+        Replace a different declaration under the same name (an identical one is always accepted).
+
+    Raises
+    ------
+    ValueError
+        The name is declared with other facts and ``replace`` is False, or a ``data_keys`` /
+        ``simulate_keys`` entry is not a dataset-specific key of the config.
+    """
+    if not isinstance(info, DatasetInfo):
+        raise TypeError(f"declare_dataset expects a DatasetInfo, got {type(info).__name__}")
+    for section, keys, allowed in (("data", info.data_keys, _NSD_DATA_KEYS),
+                                   ("simulate", info.simulate_keys, _NSD_SIM_KEYS)):
+        bad = [k for k in keys if k not in allowed]
+        if bad:
+            rest = "options" if section == "data" else "params"
+            raise ValueError(f"dataset {info.name!r}: {section}_keys {bad} are not dataset-specific "
+                             f"{section}.* keys of the run config (those are {list(allowed)}); pass the "
+                             f"loader's / simulator's own options through {section}.{rest}")
+    old = _DATASET_INFO.get(info.name)
+    if old is not None and old != info and not replace:
+        raise ValueError(f"dataset {info.name!r} is already declared as {old}; pass replace=True to "
+                         "replace it")
+    _DATASET_INFO[info.name] = info
+
+
+def undeclare_dataset(name: str) -> None:
+    """Forget a dataset declared with :func:`declare_dataset` (no-op for an unknown name)."""
+    _DATASET_INFO.pop(name, None)
+
+
+def declared_datasets() -> list[str]:
+    """Names ``data.dataset`` accepts, in declaration order."""
+    return list(_DATASET_INFO)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name: the message lists the declared datasets and the closest match.
+    """
+    info = _DATASET_INFO.get(name) if isinstance(name, str) else None
+    if info is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(_DATASET_INFO), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}.{hint} Registered datasets: {', '.join(_DATASET_INFO)}. "
+                         "A dataset of your own is registered with neurodecode.datasets.register_dataset "
+                         "(import the module that registers it before loading the config).")
+    return info
+
+
+class _ModalityView(Mapping[str, str]):
+    """Read-only, live ``{dataset name: modality}`` view of the declared datasets."""
+
+    def __getitem__(self, name: str) -> str:
+        if name not in _DATASET_INFO:
+            raise KeyError(name)
+        return _DATASET_INFO[name].modality
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(_DATASET_INFO))
+
+    def __len__(self) -> int:
+        return len(_DATASET_INFO)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class _AudioView(Sequence[str]):
+    """Read-only, live tuple-like view of the declared datasets whose stimuli are sounds."""
+
+    def _names(self) -> list[str]:
+        return [n for n, info in _DATASET_INFO.items() if info.stimulus == "audio"]
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        info = _DATASET_INFO.get(name) if isinstance(name, str) else None
+        return info is not None and info.stimulus == "audio"
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._names()))
+
+
+#: Datasets ``neurodecode fit`` loads, and their modality (a live view of the declared datasets).
+DATASETS: Mapping[str, str] = _ModalityView()
+#: Datasets whose stimuli are sounds (speech targets) rather than images (a live view).
+AUDIO_DATASETS: Sequence[str] = _AudioView()
+
+
+def _dataset_schema(schema: dict[str, Any]) -> None:
+    schema["examples"] = declared_datasets()
+
+
+def _owners(key: str, field: str) -> str:
+    """Display names of the declared datasets that take the first-class config ``key`` ("NSD")."""
+    labels = [info.label for info in _DATASET_INFO.values() if key in getattr(info, field)]
+    return " / ".join(labels) or "no declared dataset"
 
 
 class DataConfig(_Section):
     """Which recordings to load."""
 
-    dataset: Literal["nsd", "things_eeg2", "things_meg", "masc"] = Field(
-        "nsd", description="Dataset (loader): 'nsd' (fMRI), 'things_eeg2' (EEG), 'things_meg' (MEG), "
-        "'masc' (MEG-MASC speech MEG, BIDS).")
+    dataset: str = Field(
+        "nsd", description="Dataset (loader) by its registered name: built in 'nsd' (fMRI), 'things_eeg2' "
+        "(EEG), 'things_meg' (MEG), 'masc' (MEG-MASC speech MEG, BIDS); any dataset registered with "
+        "neurodecode.datasets.register_dataset (list: neurodecode.datasets.list_datasets()).",
+        json_schema_extra=_dataset_schema)
     root: str | None = Field(
         None, description="Dataset root on disk (NSD: the bucket root with nsddata/, nsddata_betas/; "
         "THINGS-EEG2: the folder with image_set/ and eeg_dataset/; THINGS-MEG: ds004212; MASC: the BIDS "
@@ -68,20 +255,25 @@ class DataConfig(_Section):
             raise ValueError(f"subjects must be unique, got {v}")
         return v
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        dataset_info(v)  # unknown name: lists the registered datasets and the closest match
+        return v
+
     @model_validator(mode="after")
     def _nsd_only(self) -> DataConfig:
-        if self.dataset != "nsd":
-            given = [k for k in _NSD_DATA_KEYS if k in self.model_fields_set]
-            if given:
-                raise ValueError(f"data.{given[0]} applies to NSD only; data.dataset is {self.dataset!r}. "
-                                 "Remove it (loader options of this dataset go in data.options).")
-        elif self.options:
-            raise ValueError("data.options is for the M/EEG loaders; NSD is configured by data.roi, "
-                             "data.sessions, data.zscore, data.betas_format and data.nonfinite")
+        info = dataset_info(self.dataset)
+        given = [k for k in _NSD_DATA_KEYS if k in self.model_fields_set and k not in info.data_keys]
+        if given:
+            raise ValueError(f"data.{given[0]} applies to {_owners(given[0], 'data_keys')} only; data.dataset "
+                             f"is {self.dataset!r}. Remove it (loader options of this dataset go in "
+                             "data.options).")
+        if info.data_keys and self.options:
+            keys = [f"data.{k}" for k in info.data_keys]
+            listed = f"{', '.join(keys[:-1])} and {keys[-1]}" if len(keys) > 1 else keys[0]
+            raise ValueError(f"data.options is for the M/EEG loaders; {info.label} is configured by {listed}")
         return self
-
-
-_NSD_SIM_KEYS = ("n_sessions", "trials_per_session", "shared_fraction")
 
 
 class SimulateConfig(_Section):
@@ -205,6 +397,100 @@ class RidgeConfig(_Section):
         return v
 
 
+# -- model parts a config may name -------------------------------------------------------------
+# The model registries (``neurodecode.models.register_backbone``, ``register_adapter``, ``register_head``,
+# ``register_loss``, ``register_token_loss``, ``register_lowlevel_loss``) live in a higher layer this module
+# may not import, and need torch. What a run config needs to know of a part -- its name, whether it takes
+# fMRI vectors or M/EEG (channels, time) sequences, a loss's temperature defaults -- is this torch-free
+# catalogue: every registration declares its part here, and the built-in parts are declared below so that a
+# config validates without importing torch (tests/conformance/test_models.py checks both agree).
+
+#: Kinds of model part a run config names (``models.mlp.<field>``; the ``heads`` list names ``head`` parts).
+MODEL_PART_KINDS = ("adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss")
+_PART_LABELS = {"adapter": "adapter", "backbone": "backbone", "head": "head", "loss": "loss",
+                "token_loss": "token loss", "lowlevel_loss": "low-level loss"}
+_VECTOR, _SEQUENCE = {"input_kind": "vector"}, {"input_kind": "sequence"}
+_ALL_MODES = ("fixed", "learnable", "schedule")
+_MODEL_PARTS: dict[str, dict[str, dict[str, Any]]] = {
+    "adapter": {"linear": _VECTOR, "pooled": _VECTOR, "subject_layer": _SEQUENCE, "spatial_attention": _SEQUENCE},
+    "backbone": {"mlp": _VECTOR, "mixer": _VECTOR, "dilated_conv": _SEQUENCE, "atm": _SEQUENCE},
+    "head": {"pooled": {}, "tokens": {}, "lowlevel": {}},
+    # loss → {"temperature": (default temperature, default mode, allowed modes) | None}
+    "loss": {"infonce": {"temperature": (0.07, "learnable", _ALL_MODES)},
+             "soft_clip": {"temperature": (0.125, "fixed", ("fixed", "schedule"))},
+             "mindeye2": {"temperature": (0.006, "schedule", ("fixed", "schedule"))},
+             "clip_mse": {"temperature": (1.0 / math.log(1.0 / 0.07), "learnable", _ALL_MODES)},
+             "brainmagick_clip": {"temperature": (1.0, "fixed", ("fixed",))},
+             "mse": {"temperature": None}},
+    "token_loss": {"mse": {}, "cosine": {}},
+    "lowlevel_loss": {"l1": {}, "mse": {}},
+}
+
+
+def _check_part_kind(kind: str) -> None:
+    if kind not in _MODEL_PARTS:
+        raise ValueError(f"unknown kind of model part {kind!r}; kinds: {', '.join(MODEL_PART_KINDS)}")
+
+
+def declare_model_part(kind: str, name: str, **info: Any) -> None:
+    """Make a model part's name valid in run configs (the ``neurodecode.models`` registries call this).
+
+    Parameters
+    ----------
+    kind : {"adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss"}
+    name : str
+        The name the config gives (``models.mlp.backbone: <name>``).
+    **info
+        What the config checks need: ``input_kind`` (``"vector"`` | ``"sequence"``) of an adapter or a
+        backbone, ``temperature`` (``(default, default mode, allowed modes)`` or None) of a loss.
+    """
+    _check_part_kind(kind)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a {_PART_LABELS[kind]} name must be a non-empty str, got {name!r}")
+    _MODEL_PARTS[kind][name] = dict(info)
+
+
+def undeclare_model_part(kind: str, name: str) -> None:
+    """Forget a part declared with :func:`declare_model_part` (no-op for an unknown name)."""
+    _check_part_kind(kind)
+    _MODEL_PARTS[kind].pop(name, None)
+
+
+def declared_model_parts(kind: str) -> list[str]:
+    """Names a config accepts for ``kind``, in declaration order."""
+    _check_part_kind(kind)
+    return list(_MODEL_PARTS[kind])
+
+
+def model_part_info(kind: str, name: str) -> dict[str, Any]:
+    """What the config knows of the ``kind`` part ``name`` (a copy).
+
+    Raises
+    ------
+    ValueError
+        Unknown name: the message lists the registered parts of that kind and the closest match.
+    """
+    _check_part_kind(kind)
+    parts = _MODEL_PARTS[kind]
+    if not isinstance(name, str) or name not in parts:
+        import difflib
+
+        label = _PART_LABELS[kind]
+        close = difflib.get_close_matches(str(name), list(parts), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown {label} {name!r}.{hint} Registered {label}{'es' if label.endswith('s') else 's'}"
+                         f": {', '.join(repr(p) for p in parts)}. A {label} of your own is registered with "
+                         f"neurodecode.models.register_{kind} (import the module that registers it before "
+                         "loading the config).")
+    return dict(parts[name])
+
+
+def _parts_schema(kind: str) -> Any:
+    def schema(s: dict[str, Any]) -> None:
+        s["examples"] = declared_model_parts(kind)
+    return schema
+
+
 class MLPConfig(_Section):
     """Multi-subject contrastive MLP decoder (per-subject adapters → shared MLP)."""
 
@@ -222,12 +508,13 @@ class MLPConfig(_Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     val_fraction: float = Field(0.1, ge=0, lt=0.5, description="Training images held out for validation.")
     # loss and batches (Trainer)
-    loss: Literal["infonce", "soft_clip", "mindeye2", "clip_mse", "brainmagick_clip", "mse"] = Field(
+    loss: str = Field(
         "infonce", description="Training loss of the pooled embedding: 'infonce' (symmetric CLIP loss), "
         "'soft_clip' (MindEye's SoftCLIP), 'mindeye2' (BiMixCo on mixed inputs for the first mixco_fraction "
         "of the epochs, then SoftCLIP with a cosine-scheduled temperature), 'clip_mse' (ATM: clip_weight × "
         "CLIP + (1 - clip_weight) × MSE), 'brainmagick_clip' (brainmagick / neuralbench ClipLoss: brain → "
-        "stimulus only, candidates normalised, no temperature) or 'mse'. See docs/training.md.")
+        "stimulus only, candidates normalised, no temperature), 'mse', or any loss registered with "
+        "neurodecode.models.register_loss. See docs/training.md.", json_schema_extra=_parts_schema("loss"))
     temperature: float | None = Field(
         None, description="Temperature of the contrastive loss (> 0; >= 0.01 when learnable, i.e. an inverse "
         "temperature <= 100). null = the loss's default: infonce 0.07, soft_clip 0.125, mindeye2 0.006 "
@@ -252,26 +539,30 @@ class MLPConfig(_Section):
         "its adapter, with one loss over the concatenation and no stimulus twice in a step (single "
         "process only).")
     # architecture (BrainDecoder)
-    adapter: Literal["linear", "pooled", "subject_layer", "spatial_attention"] = Field(
+    adapter: str = Field(
         "linear", description="Per-subject adapter. fMRI: 'linear' (voxels → hidden, MindEye2) or 'pooled' "
         "(fixed-size pooling then a linear map, MindBridge-style cross-subject). M/EEG: 'subject_layer' "
         "(per-subject channel mixing) or 'spatial_attention' (brainmagick: attention over sensor positions "
-        "+ subject layer).")
-    backbone: Literal["mlp", "mixer", "dilated_conv", "atm"] = Field(
+        "+ subject layer). Or any adapter registered with neurodecode.models.register_adapter.",
+        json_schema_extra=_parts_schema("adapter"))
+    backbone: str = Field(
         "mlp", description="Shared backbone. fMRI: 'mlp' (residual MLP blocks) or 'mixer' (MindEye2's "
         "MLP-Mixer). M/EEG: 'dilated_conv' (brainmagick-like dilated convolutions) or 'atm' (ATM's channel-"
-        "attention transformer encoder).")
-    heads: list[Literal["pooled", "tokens", "lowlevel"]] = Field(
+        "attention transformer encoder). Or any backbone registered with neurodecode.models.register_backbone.",
+        json_schema_extra=_parts_schema("backbone"))
+    heads: list[str] = Field(
         ["pooled"], description="Output heads; 'pooled' is required (training, evaluation). 'tokens' "
         "(MindEye2's CLIP token head) needs targets.output=tokens or models.mlp.token_shape. 'lowlevel' "
         "(MindEye2's blurry-image head) learns image-VAE latents (models.mlp.lowlevel_vae) or RGB thumbnails; "
-        "`neurodecode reconstruct` starts img2img from it.")
+        "`neurodecode reconstruct` starts img2img from it. Heads registered with "
+        "neurodecode.models.register_head are accepted too.", json_schema_extra=_parts_schema("head"))
     token_shape: list[int] | None = Field(
         None, description="(n_tokens, token_dim) of the tokens head; null = the targets' token shape "
         "(targets.output=tokens). MindEye2 / ViT-bigG-14: [256, 1664].")
-    token_loss: Literal["mse", "cosine"] = Field(
+    token_loss: str = Field(
         "mse", description="Loss of the tokens head against the target token sequences (MindEye2-style): "
-        "'mse' or 'cosine' (1 - cosine similarity per token).")
+        "'mse' or 'cosine' (1 - cosine similarity per token), or one registered with "
+        "neurodecode.models.register_token_loss.", json_schema_extra=_parts_schema("token_loss"))
     token_weight: float = Field(
         1.0, ge=0, description="Weight of the token loss: total loss = contrastive(pooled) + token_weight × "
         "token loss (MindEye2-like recipe: 1.0).")
@@ -283,7 +574,9 @@ class MLPConfig(_Section):
     lowlevel_size: int = Field(
         16, ge=4, le=1024, description="Image side the low-level targets are made from: thumbnail side "
         "(no VAE; a multiple of 4) or the VAE's input side (a multiple of 32 for SD's VAE).")
-    lowlevel_loss: Literal["l1", "mse"] = Field("l1", description="Loss of the 'lowlevel' head (MindEye2: l1).")
+    lowlevel_loss: str = Field(
+        "l1", description="Loss of the 'lowlevel' head (MindEye2: l1; or 'mse', or one registered with "
+        "neurodecode.models.register_lowlevel_loss).", json_schema_extra=_parts_schema("lowlevel_loss"))
     lowlevel_weight: float = Field(0.5, ge=0, description="Weight of the low-level loss in the total loss.")
     adapter_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the adapter module.")
     backbone_kwargs: dict[str, Any] = Field({}, description="Extra arguments of the backbone module.")
@@ -319,9 +612,17 @@ class MLPConfig(_Section):
     @field_validator("heads")
     @classmethod
     def _heads(cls, v: list[str]) -> list[str]:
+        for name in v:
+            model_part_info("head", name)  # unknown name: lists the registered heads and the closest match
         if "pooled" not in v or len(set(v)) != len(v):
             raise ValueError(f"heads must include 'pooled' (the embedding used for training and evaluation) "
                              f"without repeats, got {v}")
+        return v
+
+    @field_validator("loss", "adapter", "backbone", "token_loss", "lowlevel_loss")
+    @classmethod
+    def _registered_part(cls, v: str, info: ValidationInfo) -> str:
+        model_part_info(info.field_name, v)  # unknown name: lists the registered parts and the closest match
         return v
 
     @field_validator("token_shape")
@@ -347,24 +648,20 @@ class MLPConfig(_Section):
 
     @model_validator(mode="after")
     def _loss_settings(self) -> MLPConfig:
-        # mirrors neurodecode.models.losses.resolve_temperature (kept torch-free: configs load without torch)
-        allowed = {"infonce": ("fixed", "learnable", "schedule"), "soft_clip": ("fixed", "schedule"),
-                   "mindeye2": ("fixed", "schedule"), "clip_mse": ("fixed", "learnable", "schedule"),
-                   "brainmagick_clip": ("fixed",)}
-        if self.loss not in allowed:  # mse
+        # mirrors neurodecode.models.losses.resolve_temperature (kept torch-free: configs load without torch);
+        # a loss's (default temperature, default mode, allowed modes) come from the model-part catalogue
+        temperature = model_part_info("loss", self.loss).get("temperature")
+        if temperature is None:  # mse, or a registered loss without a temperature
             given = [k for k in ("temperature", "temperature_mode") if getattr(self, k) is not None]
             if given:
                 raise ValueError(f"models.mlp.{given[0]} does not apply to models.mlp.loss={self.loss!r} (it "
                                  "has no temperature); set it to null")
             return self
-        default_mode = {"infonce": "learnable", "soft_clip": "fixed", "mindeye2": "schedule",
-                        "clip_mse": "learnable", "brainmagick_clip": "fixed"}[self.loss]
+        default_t, default_mode, allowed = temperature
         mode = self.temperature_mode or default_mode
-        if mode not in allowed[self.loss]:
+        if mode not in allowed:
             raise ValueError(f"models.mlp.temperature_mode={mode!r} is not available for models.mlp.loss="
-                             f"{self.loss!r}; allowed: {list(allowed[self.loss])}")
-        default_t = {"infonce": 0.07, "soft_clip": 0.125, "mindeye2": 0.006,
-                     "clip_mse": 1.0 / math.log(1.0 / 0.07), "brainmagick_clip": 1.0}[self.loss]
+                             f"{self.loss!r}; allowed: {list(allowed)}")
         t = default_t if self.temperature is None else self.temperature
         if mode == "learnable" and 1.0 / t > 100.0:
             raise ValueError(f"models.mlp.temperature={t!r} is an inverse temperature of {1.0 / t:.4g}, above "
@@ -506,16 +803,17 @@ class FitConfig(_Section):
     @model_validator(mode="after")
     def _dataset_options(self) -> FitConfig:
         ds = self.data.dataset
-        modality = DATASETS[ds]
-        if ds != "nsd":
-            given = [k for k in _NSD_SIM_KEYS if k in self.simulate.model_fields_set]
-            if given:
-                raise ValueError(f"simulate.{given[0]} applies to the NSD simulator only; data.dataset is "
-                                 f"{ds!r}. Pass this simulator's parameters in simulate.params")
+        info = dataset_info(ds)
+        modality = info.modality
+        given = [k for k in _NSD_SIM_KEYS if k in self.simulate.model_fields_set and k not in info.simulate_keys]
+        if given:
+            raise ValueError(f"simulate.{given[0]} applies to the {_owners(given[0], 'simulate_keys')} simulator "
+                             f"only; data.dataset is {ds!r}. Pass this simulator's parameters in simulate.params")
         if ds in AUDIO_DATASETS and "image_size" in self.simulate.model_fields_set:
             raise ValueError(f"simulate.image_size does not apply to {ds!r} (its stimuli are sounds)")
         if modality == "fmri" and not self.preprocessing.is_identity():
-            raise ValueError("the preprocessing section is for M/EEG data; NSD is normalised by data.zscore")
+            how = "normalised by data.zscore" if "zscore" in info.data_keys else "fMRI"
+            raise ValueError(f"the preprocessing section is for M/EEG data; {info.label} is {how}")
         speech = self.targets.encoder in ("melspec", "speech")
         if ds in AUDIO_DATASETS and not speech:
             raise ValueError(f"{ds!r} stimuli are speech: set targets.encoder=melspec (no weights) or "
@@ -526,14 +824,16 @@ class FitConfig(_Section):
         mlp = self.models.mlp
         meeg = modality != "fmri"
         if mlp.enabled:
-            for key, value, fits in (
-                    ("adapter", mlp.adapter, (mlp.adapter in ("subject_layer", "spatial_attention")) == meeg),
-                    ("backbone", mlp.backbone, (mlp.backbone in ("dilated_conv", "atm")) == meeg)):
-                if not fits:
+            want = "sequence" if meeg else "vector"  # M/EEG: (channels, time); fMRI: voxel vectors
+            for key in ("adapter", "backbone"):
+                value = getattr(mlp, key)
+                if model_part_info(key, value).get("input_kind") != want:
+                    fit = {k: " or ".join(n for n in declared_model_parts(k)
+                                          if model_part_info(k, n).get("input_kind") == want)
+                           for k in ("adapter", "backbone")}
                     raise ValueError(
                         f"models.mlp.{key}={value!r} does not fit {modality} data ({ds}): use adapter "
-                        f"{'subject_layer or spatial_attention' if meeg else 'linear or pooled'} with backbone "
-                        f"{'dilated_conv or atm' if meeg else 'mlp or mixer'}")
+                        f"{fit['adapter']} with backbone {fit['backbone']}")
         if self.evaluation.scheme == "loso" and len(self.data.subjects) < 2:
             raise ValueError("evaluation.scheme=loso needs at least 2 subjects in data.subjects")
         if self.evaluation.time_windows is not None and modality == "fmri":
@@ -757,10 +1057,13 @@ def config_to_yaml(config: FitConfig) -> str:
     """The resolved config as YAML (what every run folder stores)."""
     tree = config.model_dump(mode="json")
     ds = config.data.dataset
-    if ds != "nsd":  # keys that do not apply to this dataset are left out (they would be rejected)
-        for key in _NSD_DATA_KEYS:
+    info = dataset_info(ds)
+    # keys that do not apply to this dataset are left out (they would be rejected)
+    for key in _NSD_DATA_KEYS:
+        if key not in info.data_keys:
             tree["data"].pop(key, None)
-        for key in _NSD_SIM_KEYS:
+    for key in _NSD_SIM_KEYS:
+        if key not in info.simulate_keys:
             tree["simulate"].pop(key, None)
     if ds in AUDIO_DATASETS:
         tree["simulate"].pop("image_size", None)

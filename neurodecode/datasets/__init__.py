@@ -1,4 +1,4 @@
-"""Data container, dataset loaders and the simulator."""
+"""Data container, dataset loaders, the dataset registry and the simulator."""
 
 from ._splits import DataLeakageError, check_no_leakage
 from ._stimuli import StimulusSet
@@ -21,3 +21,16 @@ __all__ += ["from_mne", "load_things_meg"]
 from .masc import load_masc  # noqa: E402
 
 __all__ += ["load_masc"]
+from . import _builtins  # noqa: E402,F401  (registers the built-in datasets)
+from .registry import (  # noqa: E402
+    Conformance,
+    DatasetSpec,
+    Simulator,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+    unregister_dataset,
+)
+
+__all__ += ["Conformance", "DatasetSpec", "Simulator", "get_dataset", "list_datasets", "register_dataset",
+            "unregister_dataset"]

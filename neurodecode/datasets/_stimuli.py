@@ -95,7 +95,18 @@ class StimulusSet:
         return rows
 
     def get_images(self, stimulus_ids: Iterable[Any]) -> np.ndarray:
-        """Return the images of ``stimulus_ids`` as uint8 (n, height, width, 3)."""
+        """Return the images of ``stimulus_ids`` as uint8 (n, height, width, 3).
+
+        Parameters
+        ----------
+        stimulus_ids : iterable
+            Ids of the set, in any order (repeats allowed).
+
+        Returns
+        -------
+        images : ndarray of uint8, shape (n, height, width, 3)
+            The images, in the order of ``stimulus_ids``.
+        """
         if self.images_ is None:
             raise ValueError("This StimulusSet has no images.")
         rows = self._rows(stimulus_ids)
@@ -111,11 +122,33 @@ class StimulusSet:
         return out
 
     def get_image(self, stimulus_id: Any) -> np.ndarray:
-        """Return one image, uint8 (height, width, 3)."""
+        """Return one image, uint8 (height, width, 3).
+
+        Parameters
+        ----------
+        stimulus_id : int | str
+            An id of the set.
+
+        Returns
+        -------
+        image : ndarray of uint8, shape (height, width, 3)
+            The image.
+        """
         return self.get_images([stimulus_id])[0]
 
     def get_captions(self, stimulus_id: Any) -> list[str]:
-        """Return the captions of one stimulus (empty list if it has none)."""
+        """Return the captions of one stimulus (empty list if it has none).
+
+        Parameters
+        ----------
+        stimulus_id : int | str
+            An id of the set.
+
+        Returns
+        -------
+        captions : list of str
+            A new list of the stimulus's captions.
+        """
         if self.captions_ is None:
             raise ValueError("This StimulusSet has no captions.")
         if stimulus_id not in self.ids:
@@ -123,14 +156,36 @@ class StimulusSet:
         return list(self.captions_.get(stimulus_id, []))
 
     def get_audio(self, stimulus_ids: Iterable[Any]) -> np.ndarray:
-        """Return audio segments (n, n_samples)."""
+        """Return audio segments (n, n_samples).
+
+        Parameters
+        ----------
+        stimulus_ids : iterable
+            Ids of the set, in any order.
+
+        Returns
+        -------
+        audio : ndarray, shape (n, n_samples)
+            One waveform per id, at ``sfreq_audio``, in the order of ``stimulus_ids``.
+        """
         if self.audio_ is None:
             raise ValueError("This StimulusSet has no audio.")
         rows = self._rows(stimulus_ids)
         return np.stack([np.asarray(self.audio_[r]) for r in rows]) if len(rows) else np.zeros((0, 0))
 
     def subset(self, stimulus_ids: Iterable[Any]) -> StimulusSet:
-        """Return a StimulusSet restricted to ``stimulus_ids`` (lazy sources stay lazy)."""
+        """Return a StimulusSet restricted to ``stimulus_ids`` (lazy sources stay lazy).
+
+        Parameters
+        ----------
+        stimulus_ids : iterable
+            Ids of the set to keep (duplicates dropped, order kept).
+
+        Returns
+        -------
+        stimuli : StimulusSet
+            The subset, with the same source.
+        """
         ids = list(dict.fromkeys(stimulus_ids))
         rows = self._rows(ids)
         images = None if self.images_ is None else _RowView(self.images_, rows)
@@ -144,7 +199,19 @@ class StimulusSet:
 
     @classmethod
     def merge(cls, sets: Sequence[StimulusSet | None]) -> StimulusSet | None:
-        """Union of several StimulusSets sharing one id space (same source wins)."""
+        """Union of several StimulusSets sharing one id space (same source wins).
+
+        Parameters
+        ----------
+        sets : sequence of StimulusSet | None
+            The sets to merge; None entries are skipped.
+
+        Returns
+        -------
+        stimuli : StimulusSet | None
+            The union (the first set itself when all are the same object), or None when
+            every entry is None.
+        """
         sets = [s for s in sets if s is not None]
         if not sets:
             return None

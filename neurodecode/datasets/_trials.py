@@ -125,6 +125,16 @@ class BrainTrials:
         """Return ``data`` as an in-memory numpy array.
 
         Raises ``ValueError`` for ragged multi-subject data (use :meth:`by_subject`).
+
+        Parameters
+        ----------
+        dtype : numpy dtype | None
+            Convert to this dtype (no copy when it already has it); None keeps the stored dtype.
+
+        Returns
+        -------
+        data : ndarray, shape (n_trials, ...)
+            The trials' data (the array itself, not a copy, for in-memory data of that dtype).
         """
         if self.is_ragged:
             self.feature_shape  # raises with the hint
@@ -133,7 +143,13 @@ class BrainTrials:
         return arr.astype(dtype, copy=False) if dtype is not None else arr
 
     def copy(self) -> BrainTrials:
-        """A copy with its own events, info and (for in-memory data) array."""
+        """A copy with its own events, info and (for in-memory data) array.
+
+        Returns
+        -------
+        trials : BrainTrials
+            The copy (lazily read data and the stimulus set are shared).
+        """
         data = self.data.copy() if isinstance(self.data, np.ndarray) else self.data
         return BrainTrials(data, self.events.copy(), _copy_info(self.info), self.stimuli)
 
@@ -172,6 +188,16 @@ class BrainTrials:
         Each value is a scalar, a list of accepted values, or a callable taking
         the column (a Series) and returning a boolean mask.
 
+        Parameters
+        ----------
+        **criteria
+            ``column=value`` pairs, one per ``events`` column; a trial must match all of them.
+
+        Returns
+        -------
+        trials : BrainTrials
+            The matching trials, in their original order.
+
         Examples
         --------
         >>> trials.select(subject=[1, 2], split="train")   # doctest: +SKIP
@@ -198,7 +224,13 @@ class BrainTrials:
         return self.info
 
     def by_subject(self) -> dict[Any, BrainTrials]:
-        """Split into one BrainTrials per subject (each with its own ``info``)."""
+        """Split into one BrainTrials per subject (each with its own ``info``).
+
+        Returns
+        -------
+        trials : dict
+            Subject → that subject's trials, in the order of ``subjects``.
+        """
         out = {}
         subj = self.events["subject"].to_numpy()
         for s in self.subjects:
@@ -215,6 +247,16 @@ class BrainTrials:
 
         Subjects whose feature shapes differ are kept as :class:`RaggedData`;
         each subject's ``info`` is kept under ``info["subjects_info"]``.
+
+        Parameters
+        ----------
+        trials_list : sequence of BrainTrials
+            Trials of one modality (at least one).
+
+        Returns
+        -------
+        trials : BrainTrials
+            All trials, in order (the single input itself when there is only one).
         """
         trials_list = [t for t in trials_list]
         if not trials_list:
@@ -257,6 +299,16 @@ class BrainTrials:
 
         The result has one row per group, in order of first appearance, with
         ``n_repetitions`` added to ``events`` and ``repetition`` set to -1.
+
+        Parameters
+        ----------
+        by : sequence of str
+            ``events`` columns whose values define a group.
+
+        Returns
+        -------
+        trials : BrainTrials
+            The averaged trials (ragged data is averaged per subject, then concatenated).
         """
         by = list(by)
         keys = self.events[by].astype(str).agg("\x1f".join, axis=1) if len(by) > 1 else self.events[by[0]]
@@ -301,6 +353,17 @@ def _copy_info(info: dict) -> dict:
 
 
 def concatenate_trials(trials_list: Iterable[BrainTrials]) -> BrainTrials:
-    """Concatenate BrainTrials (see :meth:`BrainTrials.concatenate`)."""
+    """Concatenate BrainTrials (see :meth:`BrainTrials.concatenate`).
+
+    Parameters
+    ----------
+    trials_list : iterable of BrainTrials
+        Trials of one modality (at least one).
+
+    Returns
+    -------
+    trials : BrainTrials
+        All trials, in order.
+    """
     return BrainTrials.concatenate(list(trials_list))
 

@@ -3,7 +3,8 @@
 :func:`simulate` writes procedural stimuli (images + captions) and brain
 responses generated from them, with known signal planted in chosen ROIs, into
 the exact file layout of a real dataset, so that the real loader reads it like
-real data. NSD is supported; each dataset is one entry of :data:`_SIMULATORS`.
+real data. Each dataset's simulator is the ``simulator`` of its entry in the dataset
+registry (:mod:`neurodecode.datasets.registry`); this module holds NSD's.
 See ``docs/simulator.md`` for the generative model.
 """
 
@@ -16,8 +17,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ import pandas as pd
 from ..utils import ProgressBar, atomic_write_json, atomic_write_text, get_data_dir, logger, verbose
 from ..utils.locks import hold_lock
 from . import _procedural as proc
-from . import _sim_masc, _sim_things
 from ._sim_meeg import check_int as _check_int
 from ._sim_meeg import check_response
+from .registry import Simulator, SimulatorView, get_dataset
 
 #: Bumped whenever the generated content changes, so stale caches are not reused.
 #: 2: NSD gets the 7-network whole-cortex atlas (``simulation/atlases/``) and network ``signal_rois``.
@@ -37,12 +37,10 @@ SIMULATOR_VERSION = 3
 _JSON_NAME = "simulation.json"
 
 
-@dataclass(frozen=True)
-class _Simulator:
-    """A dataset simulator: ``resolve`` validates parameters, ``write`` writes the files."""
-
-    resolve: Callable[..., dict[str, Any]]
-    write: Callable[[Path, dict[str, Any]], dict[str, Any]]
+#: A dataset simulator: ``resolve`` validates parameters, ``write`` writes the files (the registry's type).
+_Simulator = Simulator
+#: ``{name: Simulator}``: a live view of the dataset registry (``neurodecode.datasets.registry``).
+_SIMULATORS = SimulatorView()
 
 
 # ============================================================================
@@ -67,8 +65,9 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
     Parameters
     ----------
     name : str
-        Dataset whose layout is written: ``"nsd"``, ``"things_eeg2"``,
-        ``"things_meg"`` or ``"masc"``.
+        Dataset whose layout is written: a registered dataset
+        (:func:`neurodecode.datasets.list_datasets`), built in ``"nsd"``,
+        ``"things_eeg2"``, ``"things_meg"`` or ``"masc"``.
     out_dir : str | Path | None
         Root of the simulated dataset (for NSD, the folder that plays the bucket
         root ``natural-scenes-dataset/``). ``None`` uses
@@ -157,12 +156,7 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
     >>> root = simulate("nsd", "/tmp/nsd_sim", n_subjects=1, n_sessions=1,
     ...                 trials_per_session=60, image_size=16)  # doctest: +SKIP
     """
-    if name not in _SIMULATORS:
-        raise ValueError(
-            f"Invalid value for the 'name' parameter. Supported simulated datasets are "
-            f"{', '.join(repr(k) for k in _SIMULATORS)}, but got {name!r} instead."
-        )
-    spec = _SIMULATORS[name]
+    spec = get_dataset(name).simulator  # unknown name: lists the registered datasets
     accepted = [k for k in inspect.signature(spec.resolve).parameters if k not in ("n_subjects", "seed")]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
@@ -1103,9 +1097,16 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
         subjects[str(subject)] = _simulate_subject(subject, root, p, design, low, sem, groups,
                                                    rng_for(6, subject), rng_for(8, subject), nonlinear,
                                                    rng_for(9, subject))
+    return _nsd_truth(p, design, subjects, nonlinear=nonlinear is not None)
+
+
+def _nsd_truth(p: dict[str, Any], design: dict[str, Any], subjects: dict[str, Any], *,
+               nonlinear: bool) -> dict[str, Any]:
+    """The ground truth of a simulated NSD (``simulation.json``): design, generative model, subjects."""
+    n_brick = design["n_brick"]
     shown_shared = design["sharedix"][: design["n_shared"]]
     model_extra = {}
-    if nonlinear is not None:
+    if nonlinear:
         model_extra["nonlinear"] = {
             "response": "nonlinear", "css_exponent": CSS_EXPONENT, "polarity_max": _POLARITY_MAX,
             "tuning_sigma": _TUNING_SIGMA, "tuning_jitter": _TUNING_JITTER, "colour_sigma": _COLOUR_SIGMA,
@@ -1147,10 +1148,3 @@ def _write_nsd(root: Path, p: dict[str, Any]) -> dict[str, Any]:
         "subjects": subjects,
     }
 
-
-_SIMULATORS: dict[str, _Simulator] = {
-    "nsd": _Simulator(resolve=_resolve_nsd, write=_write_nsd),
-    "things_eeg2": _Simulator(resolve=_sim_things.resolve_things_eeg2, write=_sim_things.write_things_eeg2),
-    "things_meg": _Simulator(resolve=_sim_things.resolve_things_meg, write=_sim_things.write_things_meg),
-    "masc": _Simulator(resolve=_sim_masc.resolve_masc, write=_sim_masc.write_masc),
-}

@@ -5,7 +5,14 @@ from .backbones import ChannelAttentionEncoder, DilatedConvNet, MLPMixer, Residu
 from .decoder import BrainDecoder, DecoderOutput
 from .heads import LowLevelHead, PooledHead, Projector, SequenceHead, TokenHead
 from .losses import (
+                     BrainMagickClipLoss,
                      ClipLoss,
+                     ClipMSELoss,
+                     InfoNCELoss,
+                     MindEye2Loss,
+                     NormalizedMSELoss,
+                     SoftClipLoss,
+                     TrainingLoss,
                      WeightedLoss,
                      bimixco,
                      candidate_clip,
@@ -17,11 +24,38 @@ from .losses import (
                      mse_loss,
                      soft_clip,
 )
+from .registry import (
+    DecoderSpec,
+    build_loss,
+    get_adapter,
+    get_backbone,
+    get_head,
+    get_loss,
+    get_lowlevel_loss,
+    get_token_loss,
+    list_adapters,
+    list_backbones,
+    list_heads,
+    list_losses,
+    list_lowlevel_losses,
+    list_token_losses,
+    register_adapter,
+    register_backbone,
+    register_head,
+    register_loss,
+    register_lowlevel_loss,
+    register_token_loss,
+)
 from .ridge import RidgeDecoder
 
 __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput", "DilatedConvNet",
            "LinearAdapter", "LowLevelHead", "MLPMixer", "PooledAdapter", "PooledHead", "Projector", "ResidualMLP",
            "RidgeDecoder", "SequenceHead", "SpatialAttention", "SubjectBuilder", "SubjectLayer", "TokenHead",
-           "WeightedLoss",
+           "WeightedLoss", "TrainingLoss", "InfoNCELoss", "SoftClipLoss", "MindEye2Loss", "ClipMSELoss",
+           "BrainMagickClipLoss", "NormalizedMSELoss", "DecoderSpec", "build_loss",
+           "get_adapter", "get_backbone", "get_head", "get_loss", "get_lowlevel_loss", "get_token_loss",
+           "list_adapters", "list_backbones", "list_heads", "list_losses", "list_lowlevel_losses",
+           "list_token_losses", "register_adapter", "register_backbone", "register_head", "register_loss",
+           "register_lowlevel_loss", "register_token_loss",
            "bimixco", "candidate_clip", "cosine_loss", "cycle_loss", "info_nce", "init_parameters_", "l1_loss", "mixco",
            "mse_loss", "soft_clip"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import _check_int, _check_p, _dropout, _maybe_init, init_parameters_
+from .registry import register_adapter
+
+if TYPE_CHECKING:
+    from .registry import DecoderSpec
 
 __all__ = ["LinearAdapter", "PooledAdapter", "SpatialAttention", "SubjectBuilder", "SubjectLayer"]
 
@@ -62,8 +66,19 @@ class _SubjectModule(nn.Module):
                              f"for subjects {self.subjects}")
         return key
 
+    def _reference(self) -> torch.Tensor:
+        """A parameter whose device and dtype new subjects' weights take."""
+        return next(self.parameters())
+
+
+def _check_positions_unused(adapter: nn.Module, positions: Any) -> None:
+    if positions is not None:
+        raise ValueError(f"positions is only used by the 'spatial_attention' adapter, not "
+                         f"{getattr(type(adapter), 'registered_name', type(adapter).__name__)!r}")
+
 
 # -- fMRI adapters ------------------------------------------------------------------------------
+@register_adapter("linear")
 class LinearAdapter(_SubjectModule):
     """One linear map per subject (MindEye2's per-subject "ridge" layer).
 
@@ -84,6 +99,24 @@ class LinearAdapter(_SubjectModule):
 
     output_kind = "vector"
 
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> LinearAdapter:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``n_inputs[s] → hidden_dim`` per subject.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``n_inputs``, ``hidden_dim``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``adapter_kwargs``).
+
+        Returns
+        -------
+        adapter : LinearAdapter
+            The adapter, built on ``spec.device``.
+        """
+        return cls(spec.n_inputs, spec.hidden_dim, device=spec.device, **kwargs)
+
     def __init__(self, n_inputs: Mapping[Any, int], hidden_dim: int, *, device: Any = None) -> None:
         super().__init__()
         self.sizes = _subject_sizes("n_inputs", n_inputs)
@@ -94,6 +127,48 @@ class LinearAdapter(_SubjectModule):
 
     def __getitem__(self, subject: Any) -> nn.Linear:
         return self.linears[self._key(subject)]
+
+    @property
+    def out_features(self) -> int:
+        """Width of the latent passed to the backbone (``hidden_dim``)."""
+        return self.out_dim
+
+    def subject_prefix(self, key: str) -> str:
+        """Prefix of the names (in this module) of the parameters only ``key`` uses.
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+
+        Returns
+        -------
+        prefix : str
+            ``"linears.<key>."``.
+        """
+        return f"linears.{key}."
+
+    def install_subject(self, key: str, n_inputs: int, generator: torch.Generator | None = None, *,
+                        positions: Any = None) -> None:
+        """Give ``key`` a freshly initialised ``nn.Linear`` (new subject, or MindBridge's reset).
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+        n_inputs : int
+            The subject's number of input features.
+        generator : torch.Generator | None
+            Source of the initial weights.
+        positions : None
+            Must be None (only the ``spatial_attention`` adapter takes sensor positions).
+        """
+        _check_positions_unused(self, positions)
+        module = nn.Linear(n_inputs, self.out_dim)
+        init_parameters_(module, generator)
+        ref = self._reference()
+        self.sizes[key] = int(n_inputs)
+        self.linears[key] = module.to(device=ref.device, dtype=ref.dtype)
 
     def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
@@ -130,6 +205,7 @@ class _PooledEmbedder(nn.Module):
         self.norm = nn.LayerNorm(hidden_dim, device=device)
 
 
+@register_adapter("pooled")
 class PooledAdapter(_SubjectModule):
     """MindBridge's "embedder": pool every subject to one size, then a light per-subject map.
 
@@ -167,6 +243,24 @@ class PooledAdapter(_SubjectModule):
 
     output_kind = "vector"
 
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> PooledAdapter:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: pooled ``n_inputs[s] → hidden_dim``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``n_inputs``, ``hidden_dim``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``adapter_kwargs``).
+
+        Returns
+        -------
+        adapter : PooledAdapter
+            The adapter, built on ``spec.device``.
+        """
+        return cls(spec.n_inputs, spec.hidden_dim, device=spec.device, **kwargs)
+
     def __init__(self, n_inputs: Mapping[Any, int], hidden_dim: int, *, pool_size: int = 8192,
                  rank: int = 128, dropout: float = 0.5, shared_linear: bool = False,
                  device: Any = None) -> None:
@@ -184,8 +278,63 @@ class PooledAdapter(_SubjectModule):
     def __getitem__(self, subject: Any) -> nn.Module:
         return self.embedders[self._key(subject)]
 
+    @property
+    def out_features(self) -> int:
+        """Width of the latent passed to the backbone (``hidden_dim``)."""
+        return self.out_dim
+
+    def subject_prefix(self, key: str) -> str:
+        """Prefix of the names of ``key``'s own parameters (bottleneck, linear unless shared, LayerNorm).
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+
+        Returns
+        -------
+        prefix : str
+            ``"embedders.<key>."``.
+        """
+        return f"embedders.{key}."
+
+    def install_subject(self, key: str, n_inputs: int, generator: torch.Generator | None = None, *,
+                        positions: Any = None) -> None:
+        """Give ``key`` a freshly initialised embedder (its bottleneck starts as the identity).
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+        n_inputs : int
+            The subject's number of voxels.
+        generator : torch.Generator | None
+            Source of the initial weights.
+        positions : None
+            Must be None (only the ``spatial_attention`` adapter takes sensor positions).
+        """
+        _check_positions_unused(self, positions)
+        some = next(iter(self.embedders.values()))
+        rank = some.lora.down.out_features if some.lora is not None else 0
+        module = _PooledEmbedder(self.pool_size, self.out_dim, rank, self.shared is None, None)
+        init_parameters_(module, generator)
+        ref = self._reference()
+        self.sizes[key] = int(n_inputs)
+        self.embedders[key] = module.to(device=ref.device, dtype=ref.dtype)
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, n) → (batch, pool_size)`` by adaptive max pooling."""
+        """``(batch, n) → (batch, pool_size)`` by adaptive max pooling.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n)
+            One subject's input.
+
+        Returns
+        -------
+        pooled : Tensor, shape (batch, pool_size)
+            The pooled input.
+        """
         return F.adaptive_max_pool1d(x.unsqueeze(1), self.pool_size).squeeze(1)
 
     def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
@@ -242,6 +391,7 @@ class SubjectBuilder(_SubjectModule):
 
 
 # -- M/EEG adapters ------------------------------------------------------------------------------
+@register_adapter("subject_layer")
 class SubjectLayer(_SubjectModule):
     """brainmagick's subject layer: one 1×1 channel-mixing matrix per subject.
 
@@ -269,6 +419,24 @@ class SubjectLayer(_SubjectModule):
 
     output_kind = "sequence"
 
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> SubjectLayer:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``n_chans[s] → n_outputs`` channels.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``n_chans`` from ``n_inputs`` and ``n_times``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``adapter_kwargs``).
+
+        Returns
+        -------
+        adapter : SubjectLayer
+            The adapter, built on ``spec.device``.
+        """
+        return cls(spec.n_chans, device=spec.device, **kwargs)
+
     def __init__(self, n_chans: Mapping[Any, int], n_outputs: int | None = None, *, init: str = "identity",
                  device: Any = None) -> None:
         super().__init__()
@@ -292,6 +460,52 @@ class SubjectLayer(_SubjectModule):
     def __getitem__(self, subject: Any) -> nn.Parameter:
         return self.weights[self._key(subject)]
 
+    @property
+    def out_features(self) -> int:
+        """Channels passed to the backbone (``n_outputs``)."""
+        return self.n_outputs
+
+    def subject_prefix(self, key: str) -> str:
+        """Name of ``key``'s matrix (its only own parameter).
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+
+        Returns
+        -------
+        prefix : str
+            ``"weights.<key>"``.
+        """
+        return f"weights.{key}"
+
+    def install_subject(self, key: str, n_chans: int, generator: torch.Generator | None = None, *,
+                        positions: Any = None) -> None:
+        """Give ``key`` a fresh ``(n_outputs, n_chans)`` matrix (identity, or ``N(0, 1/n_chans)``).
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+        n_chans : int
+            The subject's number of input channels.
+        generator : torch.Generator | None
+            Source of the random initial weights (``init="random"``).
+        positions : None
+            Must be None (only the ``spatial_attention`` adapter takes sensor positions).
+        """
+        _check_positions_unused(self, positions)
+        weight = torch.empty(self.n_outputs, int(n_chans))
+        with torch.no_grad():
+            if self.init == "identity":
+                nn.init.eye_(weight)
+            else:
+                nn.init.normal_(weight, 0.0, 1.0 / np.sqrt(weight.shape[1]), generator=generator)
+        ref = self._reference()
+        self.sizes[key] = int(n_chans)
+        self.weights[key] = nn.Parameter(weight.to(device=ref.device, dtype=ref.dtype))
+
     def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
         key = self._key(subject)
@@ -313,6 +527,7 @@ def _fourier_embedding(positions: torch.Tensor, dim: int, margin: float) -> torc
     return torch.cat([torch.cos(loc), torch.sin(loc)], dim=-1)
 
 
+@register_adapter("spatial_attention")
 class SpatialAttention(_SubjectModule):
     """brainmagick's spatial attention (``ChannelMerger``) over 2-D sensor positions.
 
@@ -353,6 +568,35 @@ class SpatialAttention(_SubjectModule):
     """
 
     output_kind = "sequence"
+    #: The decoder passes each new subject's sensor positions (``add_subject(..., positions=)``).
+    uses_positions = True
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> SpatialAttention:
+        """Built by :class:`~neurodecode.models.BrainDecoder` from ``adapter_kwargs["positions"]``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``n_chans`` is checked against the positions).
+        **kwargs
+            Keyword arguments of the class (the decoder's ``adapter_kwargs``); ``positions``
+            is required.
+
+        Returns
+        -------
+        adapter : SpatialAttention
+            The adapter, built on ``spec.device``.
+        """
+        if "positions" not in kwargs:
+            raise ValueError("adapter='spatial_attention' needs sensor positions: "
+                             "adapter_kwargs={'positions': {subject: array (n_chans, 2)}}")
+        adapter = cls(device=spec.device, **kwargs)
+        n_chans = spec.n_chans
+        if set(adapter.sizes) != set(n_chans) or any(adapter.sizes[s] != n_chans[s] for s in n_chans):
+            raise ValueError(f"positions give channel counts {adapter.sizes} but n_inputs / n_times give "
+                             f"{n_chans}")
+        return adapter
 
     def __init__(self, positions: Mapping[Any, Any], n_virtual: int = 270, *, pos_dim: int = 2048,
                  dropout: float = 0.0, margin: float = 0.2, initial_linear: bool = True,
@@ -396,12 +640,88 @@ class SpatialAttention(_SubjectModule):
             init_parameters_(self.subject_layer, generator)
 
     def positions(self, subject: Any) -> torch.Tensor:
-        """Normalised sensor positions of ``subject``, shape (n_chans, 2) (NaN = ignored sensor)."""
+        """Normalised sensor positions of ``subject``, shape (n_chans, 2) (NaN = ignored sensor).
+
+        Parameters
+        ----------
+        subject : int | str
+            A subject the adapter knows.
+
+        Returns
+        -------
+        positions : Tensor, shape (n_chans, 2)
+            A copy of the positions, scaled to ``[0, 1]`` per axis.
+        """
         return self._positions[self._key(subject)].clone()
+
+    @property
+    def out_features(self) -> int:
+        """Channels passed to the backbone (``n_virtual``)."""
+        return self.n_virtual
+
+    def subject_prefix(self, key: str) -> str:
+        """Name of ``key``'s subject-layer matrix (the queries and the 1×1 convolution are shared).
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+
+        Returns
+        -------
+        prefix : str
+            ``"subject_layer.weights.<key>"``.
+        """
+        return f"subject_layer.weights.{key}"
+
+    def install_subject(self, key: str, n_chans: int, generator: torch.Generator | None = None, *,
+                        positions: Any = None) -> None:
+        """Add ``key``'s sensor ``positions`` (a new subject) and give it a fresh subject-layer matrix.
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+        n_chans : int
+            The subject's number of channels (must match ``positions``).
+        generator : torch.Generator | None
+            Source of the initial subject-layer weights.
+        positions : array-like, shape (n_chans, 2) | None
+            The subject's sensor positions; required for a new subject, None keeps
+            those of a known one.
+        """
+        if positions is not None:
+            probe = SpatialAttention({key: positions}, self.n_virtual, pos_dim=self.pos_dim, margin=self.margin,
+                                     subject_layer=False, initial_linear=False, device="meta")
+            if probe.sizes[key] != n_chans:
+                raise ValueError(f"positions give {probe.sizes[key]} channels but n_inputs / n_times give "
+                                 f"{n_chans}")
+            self._positions[key] = probe._positions[key]
+            self.sizes[key] = int(n_chans)
+        elif key not in self.sizes:
+            raise ValueError("adapter='spatial_attention' needs the new subject's sensor positions: "
+                             "add_subject(subject, n_inputs, positions=array (n_chans, 2))")
+        if self.subject_layer is not None:  # else no per-subject weights: positions alone define the subject
+            self.subject_layer.install_subject(key, self.n_virtual, generator)
 
     def attention_weights(self, subject: Any, generator: torch.Generator | None = None,
                           device: Any = None) -> torch.Tensor:
-        """Softmax merging weights, shape (n_virtual, n_chans); sensor dropout applies in training."""
+        """Softmax merging weights, shape (n_virtual, n_chans); sensor dropout applies in training.
+
+        Parameters
+        ----------
+        subject : int | str
+            A subject the adapter knows.
+        generator : torch.Generator | None
+            Source of the sensor-dropout centre (in training with ``dropout > 0``).
+        device : torch.device | str | None
+            Where to compute (default: the device of the queries).
+
+        Returns
+        -------
+        weights : Tensor, shape (n_virtual, n_chans)
+            Each virtual channel's weights over the sensors (0 on ignored or dropped sensors).
+        """
         pos = self._positions[self._key(subject)].to(device if device is not None else self.queries.device)
         invalid = torch.isnan(pos).any(1)
         emb = _fourier_embedding(torch.nan_to_num(pos, nan=-0.1), self.pos_dim, self.margin)

@@ -20,12 +20,17 @@ dropout masks come from the ``generator`` given to ``forward``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .registry import register_backbone
+
+if TYPE_CHECKING:
+    from .registry import DecoderSpec
 
 __all__ = ["ChannelAttentionEncoder", "DilatedConvNet", "MLPMixer", "ResidualMLP", "init_parameters_"]
 
@@ -117,6 +122,17 @@ def _init_tree(m: nn.Module, generator: torch.Generator | None, done: set[int]) 
         _init_tree(child, generator, done)
 
 
+def _time_axis(spec: DecoderSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A sequence backbone's kwargs from the decoder: its dropout, and ``pool=None`` for time-resolved targets."""
+    kwargs.setdefault("dropout", float(spec.dropout))
+    if spec.time_resolved:
+        if kwargs.get("pool") is not None:
+            raise ValueError(f"backbone_kwargs pool={kwargs['pool']!r}: the targets are time-resolved "
+                             f"(embed_shape={spec.embed_shape}), so the backbone keeps its time axis")
+        kwargs["pool"] = None
+    return kwargs
+
+
 def _maybe_init(module: nn.Module, device: Any) -> None:
     """Components built off the meta device initialise themselves (global RNG, like any nn.Module)."""
     if torch.device(device if device is not None else "cpu").type != "meta":
@@ -140,6 +156,7 @@ class _ResidualBlock(nn.Module):
         return x + _dropout(h, self.p, self.training, generator)
 
 
+@register_backbone("mlp")
 class ResidualMLP(nn.Module):
     """Pre-norm residual MLP (MindEye1's backbone; neurodecode's original default).
 
@@ -161,6 +178,27 @@ class ResidualMLP(nn.Module):
     """
 
     input_kind = "vector"
+    default_adapter = "linear"
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, in_features: int, **kwargs: Any) -> ResidualMLP:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim`` wide, ``n_blocks`` deep.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``n_blocks``, ``dropout``, ``device``).
+        in_features : int
+            Width of the adapter's output (not used: the adapter outputs ``hidden_dim``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``backbone_kwargs``).
+
+        Returns
+        -------
+        backbone : ResidualMLP
+            The backbone, built on ``spec.device``.
+        """
+        return cls(spec.hidden_dim, spec.n_blocks, spec.dropout, device=spec.device, **kwargs)
 
     def __init__(self, dim: int, n_blocks: int = 2, dropout: float = 0.1, *, device: Any = None) -> None:
         super().__init__()
@@ -205,6 +243,7 @@ class _MixerBlock(nn.Module):
         return x + self.channel_mlp(x, generator)
 
 
+@register_backbone("mixer")
 class MLPMixer(nn.Module):
     """MLP-Mixer over the latent vector split into tokens (MindEye2's backbone).
 
@@ -237,6 +276,27 @@ class MLPMixer(nn.Module):
     """
 
     input_kind = "vector"
+    default_adapter = "linear"
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, in_features: int, **kwargs: Any) -> MLPMixer:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim`` wide, ``n_blocks`` deep.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``n_blocks``, ``dropout``, ``device``).
+        in_features : int
+            Width of the adapter's output (not used: the adapter outputs ``hidden_dim``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``backbone_kwargs``).
+
+        Returns
+        -------
+        backbone : MLPMixer
+            The backbone, built on ``spec.device``.
+        """
+        return cls(spec.hidden_dim, spec.n_blocks, spec.dropout, device=spec.device, **kwargs)
 
     def __init__(self, dim: int, n_blocks: int = 4, dropout: float = 0.15, *, n_tokens: int = 4,
                  expansion: float = 1.0, device: Any = None) -> None:
@@ -310,6 +370,7 @@ class _DilatedBlock(nn.Module):
         return x
 
 
+@register_backbone("dilated_conv")
 class DilatedConvNet(nn.Module):
     """Residual dilated 1-D convolutions (brainmagick's SimpleConv core).
 
@@ -359,6 +420,33 @@ class DilatedConvNet(nn.Module):
     """
 
     input_kind = "sequence"
+    default_adapter = "subject_layer"
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, in_features: int, **kwargs: Any) -> DilatedConvNet:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: the adapter's channels → ``hidden_dim``.
+
+        ``n_blocks`` is the depth, ``dropout`` the default dropout; time-resolved targets keep the time
+        axis (``pool=None``).
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``n_blocks``, ``dropout``, ``n_times``,
+            ``time_resolved``, ``device``).
+        in_features : int
+            Channels of the adapter's output.
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``backbone_kwargs``).
+
+        Returns
+        -------
+        backbone : DilatedConvNet
+            The backbone, built on ``spec.device``.
+        """
+        kwargs = _time_axis(spec, kwargs)
+        return cls(in_features, spec.hidden_dim, depth=spec.n_blocks, n_times=int(spec.n_times),
+                   device=spec.device, **kwargs)
 
     def __init__(self, n_chans: int, out_channels: int, hidden: int = 320, depth: int = 4, *,
                  kernel_size: int = 3, dilation_period: int = 5, glu: int = 2, glu_context: int = 1,
@@ -421,6 +509,7 @@ class _TransformerLayer(nn.Module):
         return self.norm2(x + _dropout(h, self.p, self.training, generator))
 
 
+@register_backbone("atm")
 class ChannelAttentionEncoder(nn.Module):
     """ATM's EEG encoder: attention across channels, ShallowNet-style conv, MLP projection.
 
@@ -487,6 +576,36 @@ class ChannelAttentionEncoder(nn.Module):
     """
 
     input_kind = "sequence"
+    default_adapter = "subject_layer"
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, in_features: int, **kwargs: Any) -> ChannelAttentionEncoder:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: the adapter's channels → ``hidden_dim``.
+
+        ``n_blocks`` is the number of transformer layers; an int ``pool`` is ATM's ShallowNet pooling
+        size (its old name, stored as ``pool_size``); time-resolved targets keep the positions axis.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``n_blocks``, ``dropout``, ``n_times``,
+            ``time_resolved``, ``device``).
+        in_features : int
+            Channels of the adapter's output.
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``backbone_kwargs``).
+
+        Returns
+        -------
+        backbone : ChannelAttentionEncoder
+            The backbone, built on ``spec.device``.
+        """
+        kwargs = dict(kwargs)
+        if isinstance(kwargs.get("pool"), (int, np.integer)) and not isinstance(kwargs["pool"], bool):
+            kwargs["pool_size"] = int(kwargs.pop("pool"))
+        kwargs = _time_axis(spec, kwargs)
+        return cls(in_features, int(spec.n_times), spec.hidden_dim, n_layers=spec.n_blocks, device=spec.device,
+                   **kwargs)
 
     def __init__(self, n_chans: int, n_times: int, out_dim: int, *, d_model: int = 250, n_layers: int = 1,
                  n_heads: int = 5, d_ff: int = 256, dropout: float = 0.25, n_filters: int = 40,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..utils import check_option, logger, verbose
-from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectLayer
+from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectLayer  # noqa: F401 (old names)
 from .backbones import (  # noqa: F401 (old names)
     ChannelAttentionEncoder,
     DilatedConvNet,
@@ -22,22 +22,53 @@ from .backbones import (  # noqa: F401 (old names)
     _ResidualBlock,
     init_parameters_,
 )
-from .heads import LowLevelHead, PooledHead, SequenceHead, TokenHead
+from .heads import LowLevelHead, PooledHead, SequenceHead, TokenHead  # noqa: F401 (old names)
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME, read_pretrained, write_pretrained
+from .registry import (
+    ADAPTER_REGISTRY,
+    BACKBONE_REGISTRY,
+    HEAD_REGISTRY,
+    DecoderSpec,
+    RegisteredNames,
+    get_adapter,
+    get_backbone,
+    get_head,
+)
 
-BACKBONES = ("mlp", "mixer", "dilated_conv", "atm")
-ADAPTERS = ("linear", "pooled", "subject_layer", "spatial_attention")
-HEADS = ("pooled", "tokens", "lowlevel")
-OUTPUTS = ("pooled", "tokens", "lowlevel", "all")
-_VECTOR_BACKBONES = ("mlp", "mixer")
-_SEQUENCE_ADAPTERS = ("subject_layer", "spatial_attention")
+#: Registered backbones, adapters and heads (live views of the registries, tuple-like).
+BACKBONES: RegisteredNames = BACKBONE_REGISTRY.view()
+ADAPTERS: RegisteredNames = ADAPTER_REGISTRY.view()
+HEADS: RegisteredNames = HEAD_REGISTRY.view()
+
+
+class _OutputNames(Sequence[str]):
+    """What :meth:`BrainDecoder.predict` can return: every registered head, and ``"all"`` (live)."""
+
+    def __getitem__(self, i: Any) -> Any:
+        return (*HEADS, "all")[i]
+
+    def __len__(self) -> int:
+        return len(HEADS) + 1
+
+    def __repr__(self) -> str:
+        return repr((*HEADS, "all"))
+
+
+OUTPUTS: Sequence[str] = _OutputNames()
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be {'a positive int' if minimum == 1 else f'an int >= {minimum}'}, "
+                         f"got {value!r}")
+    return int(value)
 
 
 @dataclass
 class DecoderOutput:
     """What :meth:`BrainDecoder.forward` returns.
 
-    Attributes
+    Parameters
     ----------
     embedding : Tensor, shape (batch, embed_dim)
         The decoded (pooled) stimulus embedding; for a time-resolved model the
@@ -49,12 +80,15 @@ class DecoderOutput:
         Token-sequence output, when the model has a ``"tokens"`` head.
     lowlevel : Tensor, shape (batch, channels, height, width) | None
         Predicted VAE latents, when the model has a ``"lowlevel"`` head.
+    outputs : dict
+        Every head's output by head name (``"pooled"`` is ``embedding``), registered heads included.
     """
 
     embedding: torch.Tensor
     latent: torch.Tensor
     tokens: torch.Tensor | None = None
     lowlevel: torch.Tensor | None = None
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _jsonable(value: Any) -> Any:
@@ -120,7 +154,8 @@ class BrainDecoder(nn.Module):
         blocks or transformer layers).
     dropout : float
         Dropout probability in the backbone, in [0, 1).
-    backbone : {"mlp", "mixer", "dilated_conv", "atm"}
+    backbone : {"mlp", "mixer", "dilated_conv", "atm"} | str
+        A registered backbone (:func:`~neurodecode.models.list_backbones`):
         :class:`~neurodecode.models.backbones.ResidualMLP`,
         :class:`~neurodecode.models.backbones.MLPMixer`,
         :class:`~neurodecode.models.backbones.DilatedConvNet` or
@@ -129,12 +164,13 @@ class BrainDecoder(nn.Module):
         If given, weights are initialised from a ``torch.Generator`` seeded
         with it (reproducible, leaves the global torch RNG alone); otherwise
         torch's global RNG is used, as for any ``nn.Module``.
-    adapter : {"linear", "pooled", "subject_layer", "spatial_attention"} | None
-        Subject adapter (:mod:`neurodecode.models.adapters`). ``None``:
-        ``"linear"`` for the MLP/mixer backbones, ``"subject_layer"`` for the
-        M/EEG backbones.
-    heads : sequence of {"pooled", "tokens", "lowlevel"}
-        Output heads; ``"pooled"`` (the ``embedding`` output) is required.
+    adapter : {"linear", "pooled", "subject_layer", "spatial_attention"} | str | None
+        A registered subject adapter (:mod:`neurodecode.models.adapters`) whose
+        ``output_kind`` is the backbone's ``input_kind``. ``None``: the
+        backbone's ``default_adapter`` (``"linear"`` for the MLP/mixer
+        backbones, ``"subject_layer"`` for the M/EEG backbones).
+    heads : sequence of {"pooled", "tokens", "lowlevel"} | str
+        Registered output heads; ``"pooled"`` (the ``embedding`` output) is required.
     token_shape : tuple of int | None
         ``(n_tokens, token_dim)`` of the ``"tokens"`` head (MindEye2: (256, 1664)).
     lowlevel_shape : tuple of int | None
@@ -184,60 +220,25 @@ class BrainDecoder(nn.Module):
                  backbone_kwargs: Mapping[str, Any] | None = None,
                  head_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         super().__init__()
-        if not isinstance(n_inputs, Mapping) or not n_inputs:
-            raise ValueError("n_inputs must be a non-empty dict subject → number of input features, "
-                             f"got {n_inputs!r}")
-        n_in = {}
-        for subject, n in n_inputs.items():
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-                raise ValueError(f"n_inputs[{subject!r}] must be a positive int, got {n!r}")
-            n_in[str(subject)] = int(n)
-        for name, val in (("embed_dim", embed_dim), ("hidden_dim", hidden_dim)):
-            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
-        if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < 0:
-            raise ValueError(f"n_blocks must be an int >= 0, got {n_blocks!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        check_option("backbone", backbone, BACKBONES)
-        sequence = backbone not in _VECTOR_BACKBONES
-        if adapter is None:
-            adapter = "subject_layer" if sequence else "linear"
-        check_option("adapter", adapter, ADAPTERS)
-        if (adapter in _SEQUENCE_ADAPTERS) != sequence:
-            raise ValueError(f"adapter={adapter!r} cannot feed backbone={backbone!r}: the 'linear' and "
-                             "'pooled' adapters go with the 'mlp' and 'mixer' backbones (fMRI vectors), "
-                             "'subject_layer' and 'spatial_attention' with 'dilated_conv' and 'atm' "
-                             "(M/EEG, (batch, channels, time))")
-        if isinstance(heads, str):
-            heads = (heads,)
-        heads = tuple(heads)
-        for h in heads:
-            check_option("heads", h, HEADS)
-        if "pooled" not in heads or len(set(heads)) != len(heads):
-            raise ValueError(f"heads must hold 'pooled' (the embedding output) and no repeats, got {heads!r}")
-        heads = tuple(h for h in HEADS if h in heads)
-        if "tokens" in heads and token_shape is None:
-            raise ValueError("heads include 'tokens': give token_shape=(n_tokens, token_dim), "
-                             "e.g. (256, 1664) for MindEye2's OpenCLIP bigG tokens")
-        if "lowlevel" in heads and lowlevel_shape is None:
-            lowlevel_shape = (4, 28, 28)
-        if n_times is not None and (isinstance(n_times, bool) or not isinstance(n_times, (int, np.integer))
-                                    or n_times < 1):
-            raise ValueError(f"n_times must be a positive int, got {n_times!r}")
+        n_in = self._check_sizes(n_inputs, embed_dim, hidden_dim, n_blocks, dropout, n_times)
+        backbone_cls = get_backbone(backbone)
+        adapter = backbone_cls.default_adapter if adapter is None else adapter
+        adapter_cls = self._check_pair(backbone, adapter)
+        heads = self._check_heads(heads)
+        shapes = {"token_shape": token_shape, "lowlevel_shape": lowlevel_shape}
+        for name in heads:  # a head may require or default its decoder arguments (e.g. token_shape)
+            check = getattr(get_head(name), "check_decoder_args", None)
+            if check is not None:
+                check(shapes)
+        sequence = backbone_cls.input_kind == "sequence"
         if sequence:
-            if n_times is None:
-                raise ValueError(f"adapter={adapter!r} takes (batch, channels, time) input: give n_times, "
-                                 "the number of time samples per trial")
-            bad = {s: n for s, n in n_in.items() if n % int(n_times)}
-            if bad:
-                raise ValueError(f"n_inputs must be n_chans · n_times for M/EEG; {bad} is not divisible by "
-                                 f"n_times={n_times}")
+            self._check_sequence_input(adapter, n_in, n_times)
         embed_shape = self._check_embed_shape(embed_shape, int(embed_dim))
         time_resolved = sequence and embed_shape is not None and len(embed_shape) == 2
-        if time_resolved and set(heads) != {"pooled"}:
+        if time_resolved and not all(getattr(get_head(h), "time_resolved", False) for h in heads):
             raise ValueError(f"heads {list(heads)}: a time-resolved model (embed_shape={embed_shape}) has only "
                              "the 'pooled' head (the flattened frames × dim output)")
+        token_shape, lowlevel_shape = shapes["token_shape"], shapes["lowlevel_shape"]
         self.config = {"n_inputs": n_in, "embed_dim": int(embed_dim), "hidden_dim": int(hidden_dim),
                        "n_blocks": int(n_blocks), "dropout": float(dropout), "backbone": backbone,
                        "seed": seed, "adapter": adapter, "heads": list(heads),
@@ -248,66 +249,82 @@ class BrainDecoder(nn.Module):
                        "adapter_kwargs": _jsonable(dict(adapter_kwargs or {})),
                        "backbone_kwargs": _jsonable(dict(backbone_kwargs or {})),
                        "head_kwargs": _jsonable(dict(head_kwargs or {}))}
-        # built on the meta device, then initialised once from the generator (no global RNG use)
-        meta = torch.device("meta")
-        a_kw, b_kw = dict(adapter_kwargs or {}), dict(backbone_kwargs or {})
         h_kw = {k: dict(v) for k, v in (head_kwargs or {}).items()}
         unknown = sorted(set(h_kw) - set(heads))
         if unknown:
             raise ValueError(f"head_kwargs names heads {unknown} that the model does not have "
                              f"({list(heads)})")
-        n_chans = {s: n // int(n_times) for s, n in n_in.items()} if sequence else None
-        if adapter == "linear":
-            self.adapter = LinearAdapter(n_in, hidden_dim, device=meta, **a_kw)
-        elif adapter == "pooled":
-            self.adapter = PooledAdapter(n_in, hidden_dim, device=meta, **a_kw)
-        elif adapter == "subject_layer":
-            self.adapter = SubjectLayer(n_chans, device=meta, **a_kw)
-        else:
-            if "positions" not in a_kw:
-                raise ValueError("adapter='spatial_attention' needs sensor positions: "
-                                 "adapter_kwargs={'positions': {subject: array (n_chans, 2)}}")
-            self.adapter = SpatialAttention(device=meta, **a_kw)
-            sizes = self.adapter.sizes
-            if set(sizes) != set(n_chans) or any(sizes[s] != n_chans[s] for s in n_chans):
-                raise ValueError(f"positions give channel counts {sizes} but n_inputs / n_times give "
-                                 f"{n_chans}")
-        if backbone == "mlp":
-            self.backbone = ResidualMLP(hidden_dim, n_blocks, float(dropout), device=meta, **b_kw)
-        elif backbone == "mixer":
-            self.backbone = MLPMixer(hidden_dim, n_blocks, float(dropout), device=meta, **b_kw)
-        else:
-            n_out = self.adapter.n_outputs if adapter == "subject_layer" else self.adapter.n_virtual
-            b_kw.setdefault("dropout", float(dropout))
-            if backbone == "atm" and isinstance(b_kw.get("pool"), (int, np.integer)) \
-                    and not isinstance(b_kw["pool"], bool):
-                b_kw["pool_size"] = int(b_kw.pop("pool"))  # ATM's ShallowNet pooling size, its old name
-            if time_resolved:
-                if "pool" in b_kw and b_kw["pool"] is not None:
-                    raise ValueError(f"backbone_kwargs pool={b_kw['pool']!r}: the targets are time-resolved "
-                                     f"(embed_shape={embed_shape}), so the backbone keeps its time axis")
-                b_kw["pool"] = None
-            if backbone == "dilated_conv":
-                self.backbone = DilatedConvNet(n_out, hidden_dim, depth=n_blocks, n_times=int(n_times),
-                                               device=meta, **b_kw)
-            else:
-                self.backbone = ChannelAttentionEncoder(n_out, int(n_times), hidden_dim, n_layers=n_blocks,
-                                                        device=meta, **b_kw)
-        self.heads = nn.ModuleDict()
-        if time_resolved:
-            self.heads["pooled"] = SequenceHead(hidden_dim, tuple(embed_shape), device=meta,
-                                                **h_kw.get("pooled", {}))
-        else:
-            self.heads["pooled"] = PooledHead(hidden_dim, embed_dim, device=meta, **h_kw.get("pooled", {}))
-        if "tokens" in heads:
-            self.heads["tokens"] = TokenHead(hidden_dim, tuple(token_shape), device=meta,
-                                             **h_kw.get("tokens", {}))
-        if "lowlevel" in heads:
-            self.heads["lowlevel"] = LowLevelHead(hidden_dim, tuple(lowlevel_shape), device=meta,
-                                                  **h_kw.get("lowlevel", {}))
+        # built on the meta device, then initialised once from the generator (no global RNG use)
+        spec = DecoderSpec(
+            n_inputs=dict(n_in), embed_dim=int(embed_dim), hidden_dim=int(hidden_dim), n_blocks=int(n_blocks),
+            dropout=float(dropout), n_times=None if n_times is None else int(n_times), embed_shape=embed_shape,
+            time_resolved=time_resolved, token_shape=None if token_shape is None else tuple(token_shape),
+            lowlevel_shape=None if lowlevel_shape is None else tuple(lowlevel_shape), device="meta")
+        self._build_parts(spec, adapter_cls, backbone_cls, heads, dict(adapter_kwargs or {}),
+                          dict(backbone_kwargs or {}), h_kw)
         self.to_empty(device="cpu")
         self.reset_parameters(None if seed is None else torch.Generator().manual_seed(int(seed)))
         self._register_load_state_dict_pre_hook(_legacy_keys_hook, with_module=True)
+
+    # -- construction helpers ------------------------------------------------------------
+    @staticmethod
+    def _check_sizes(n_inputs: Any, embed_dim: Any, hidden_dim: Any, n_blocks: Any, dropout: Any,
+                     n_times: Any) -> dict[str, int]:
+        """Check the size arguments; return ``n_inputs`` keyed by ``str(subject)``."""
+        if not isinstance(n_inputs, Mapping) or not n_inputs:
+            raise ValueError("n_inputs must be a non-empty dict subject → number of input features, "
+                             f"got {n_inputs!r}")
+        n_in = {str(subject): _positive_int(f"n_inputs[{subject!r}]", n) for subject, n in n_inputs.items()}
+        _positive_int("embed_dim", embed_dim)
+        _positive_int("hidden_dim", hidden_dim)
+        _positive_int("n_blocks", n_blocks, 0)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if n_times is not None:
+            _positive_int("n_times", n_times)
+        return n_in
+
+    @staticmethod
+    def _check_pair(backbone: str, adapter: str) -> type:
+        """The adapter class, if the adapter's output is what the backbone takes (vectors or sequences)."""
+        backbone_cls, adapter_cls = get_backbone(backbone), get_adapter(adapter)
+        kind = backbone_cls.input_kind
+        if adapter_cls.output_kind != kind:
+            fits = [a for a in ADAPTERS if get_adapter(a).output_kind == kind]
+            what = "fMRI vectors" if kind == "vector" else "M/EEG, (batch, channels, time)"
+            raise ValueError(f"adapter={adapter!r} cannot feed backbone={backbone!r}: it takes {kind} input "
+                             f"({what}); adapters that give it: {fits}")
+        return adapter_cls
+
+    @staticmethod
+    def _check_heads(heads: str | Sequence[str]) -> tuple[str, ...]:
+        """Registered head names, with ``"pooled"``, no repeats, in registration order."""
+        heads = (heads,) if isinstance(heads, str) else tuple(heads)
+        for h in heads:
+            get_head(h)  # unknown name: lists the registered heads and the closest match
+        if "pooled" not in heads or len(set(heads)) != len(heads):
+            raise ValueError(f"heads must hold 'pooled' (the embedding output) and no repeats, got {heads!r}")
+        return tuple(h for h in HEADS if h in heads)
+
+    @staticmethod
+    def _check_sequence_input(adapter: str, n_in: dict[str, int], n_times: int | None) -> None:
+        """M/EEG input: ``n_times`` given and every ``n_inputs`` a multiple of it."""
+        if n_times is None:
+            raise ValueError(f"adapter={adapter!r} takes (batch, channels, time) input: give n_times, "
+                             "the number of time samples per trial")
+        bad = {s: n for s, n in n_in.items() if n % int(n_times)}
+        if bad:
+            raise ValueError(f"n_inputs must be n_chans · n_times for M/EEG; {bad} is not divisible by "
+                             f"n_times={n_times}")
+
+    def _build_parts(self, spec: DecoderSpec, adapter_cls: type, backbone_cls: type, heads: Sequence[str],
+                     adapter_kwargs: dict[str, Any], backbone_kwargs: dict[str, Any],
+                     head_kwargs: dict[str, dict[str, Any]]) -> None:
+        """Build adapter → backbone → heads from their registered classes (on ``spec.device``)."""
+        self.adapter = adapter_cls.from_decoder(spec, **adapter_kwargs)
+        self.backbone = backbone_cls.from_decoder(spec, self.adapter.out_features, **backbone_kwargs)
+        self.heads = nn.ModuleDict({name: get_head(name).from_decoder(spec, **head_kwargs.get(name, {}))
+                                    for name in heads})
 
     # -- properties --------------------------------------------------------------------
     @property
@@ -366,10 +383,16 @@ class BrainDecoder(nn.Module):
     @property
     def is_sequence(self) -> bool:
         """Whether the model takes (batch, channels, time) M/EEG input."""
-        return self.config["adapter"] in _SEQUENCE_ADAPTERS
+        return self.adapter.output_kind == "sequence"
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Re-initialise every weight (PyTorch defaults, identity subject layers) from ``generator``."""
+        """Re-initialise every weight (PyTorch defaults, identity subject layers) from ``generator``.
+
+        Parameters
+        ----------
+        generator : torch.Generator | None
+            Source of the random draws (``None``: the global RNG).
+        """
         init_parameters_(self, generator)
 
     def _check_subject(self, subject: Any) -> str:
@@ -417,10 +440,9 @@ class BrainDecoder(nn.Module):
                              f"{tuple(x.shape)}")
         latent = self.adapter(x, key, generator)
         h = self.backbone(latent, generator)
-        return DecoderOutput(
-            embedding=self.heads["pooled"](h, generator), latent=latent,
-            tokens=self.heads["tokens"](h, generator) if "tokens" in self.heads else None,
-            lowlevel=self.heads["lowlevel"](h, generator) if "lowlevel" in self.heads else None)
+        outputs = {name: head(h, generator) for name, head in self.heads.items()}
+        return DecoderOutput(embedding=outputs["pooled"], latent=latent, tokens=outputs.get("tokens"),
+                             lowlevel=outputs.get("lowlevel"), outputs=outputs)
 
     # -- inference on BrainTrials ------------------------------------------------------
     @verbose
@@ -437,8 +459,9 @@ class BrainDecoder(nn.Module):
         trials : BrainTrials
             fMRI models flatten features beyond the first axis; M/EEG models
             take ``(n_trials, n_chans, n_times)`` (or its flattened form).
-        output : {"pooled", "tokens", "lowlevel", "all"}
-            Which head's output to return; ``"all"`` returns a dict of every head's.
+        output : {"pooled", "tokens", "lowlevel", "all"} | str
+            Which head's output to return (any registered head the model has); ``"all"`` returns a dict
+            of every head's.
         batch_size : int
             Trials per forward pass.
         device : str | torch.device
@@ -462,7 +485,6 @@ class BrainDecoder(nn.Module):
         subj_col = trials.events["subject"].to_numpy()
         for subject in trials.subjects:
             self._check_subject(subject)
-        attr = {"pooled": "embedding", "tokens": "tokens", "lowlevel": "lowlevel"}
         out = {name: np.empty((len(trials), *self.heads[name].out_shape), dtype=np.float32) for name in names}
         was_training = self.training
         self.eval()
@@ -482,7 +504,7 @@ class BrainDecoder(nn.Module):
                         res = self(xb, subject)
                         for name in names:
                             out[name][rows[start:start + batch_size]] = \
-                                getattr(res, attr[name]).float().cpu().numpy()
+                                res.outputs[name].float().cpu().numpy()
                     logger.debug("BrainDecoder.predict: subject %s, %d trials", subject, len(X))
         finally:
             self.train(was_training)
@@ -547,55 +569,31 @@ class BrainDecoder(nn.Module):
         bottleneck, linear unless ``shared_linear``, LayerNorm); subject layer:
         its matrix; spatial attention: its subject layer (the queries and the
         1×1 convolution are shared). Everything else is shared across subjects.
+        The adapter says which (``adapter.subject_prefix(key)``).
+
+        Parameters
+        ----------
+        subject : int | str
+            A subject the model has an adapter for.
+
+        Returns
+        -------
+        names : list of str
+            The parameter names, in ``named_parameters()`` order.
         """
         key = self._check_subject(subject)
-        prefix = {"linear": f"adapter.linears.{key}.", "pooled": f"adapter.embedders.{key}.",
-                  "subject_layer": f"adapter.weights.{key}",
-                  "spatial_attention": f"adapter.subject_layer.weights.{key}"}[self.config["adapter"]]
-        exact = prefix.rstrip(".")
-        return [n for n, _ in self.named_parameters() if n == exact or n.startswith(prefix)]
+        exact = f"adapter.{self.adapter.subject_prefix(key)}".rstrip(".")
+        return [n for n, _ in self.named_parameters() if n == exact or n.startswith(exact + ".")]
 
-    def _subject_module(self, key: str) -> nn.Module:
-        """The module holding only ``key``'s adapter weights (built on the CPU, not yet initialised)."""
-        adapter, kind = self.adapter, self.config["adapter"]
-        n = self.config["n_inputs"][key]
-        if kind == "linear":
-            return nn.Linear(n, adapter.out_dim)
-        if kind == "pooled":
-            from .adapters import _PooledEmbedder
-
-            some = next(iter(adapter.embedders.values()))
-            rank = some.lora.down.out_features if some.lora is not None else 0
-            return _PooledEmbedder(adapter.pool_size, adapter.out_dim, rank, adapter.shared is None, None)
-        layer = adapter if kind == "subject_layer" else adapter.subject_layer
-        n_in = n // self.config["n_times"] if kind == "subject_layer" else layer.n_outputs
-        return nn.Parameter(torch.empty(layer.n_outputs, n_in))
-
-    def _install_subject(self, key: str, generator: torch.Generator | None) -> None:
-        """Create ``key``'s adapter weights afresh (from ``generator``) and put them in the adapter."""
-        from .backbones import init_parameters_
-
-        kind = self.config["adapter"]
-        if kind == "spatial_attention" and self.adapter.subject_layer is None:
-            return  # no per-subject weights: positions alone define the subject
-        module = self._subject_module(key)
-        ref = next(self.parameters())
-        if isinstance(module, nn.Parameter):
-            layer = self.adapter if kind == "subject_layer" else self.adapter.subject_layer
-            with torch.no_grad():
-                if layer.init == "identity":
-                    nn.init.eye_(module)
-                else:
-                    nn.init.normal_(module, 0.0, 1.0 / np.sqrt(module.shape[1]), generator=generator)
-            layer.sizes[key] = module.shape[1]
-            layer.weights[key] = nn.Parameter(module.detach().to(device=ref.device, dtype=ref.dtype))
-            return
-        init_parameters_(module, generator)  # a pooled embedder's bottleneck starts as the identity
-        module.to(device=ref.device, dtype=ref.dtype)
-        if kind == "linear":
-            self.adapter.linears[key] = module
-        else:
-            self.adapter.embedders[key] = module
+    def _install_subject(self, key: str, n_inputs: int, generator: torch.Generator | None,
+                         positions: Any = None) -> None:
+        """Create ``key``'s adapter weights afresh (from ``generator``): ``adapter.install_subject``."""
+        install = getattr(self.adapter, "install_subject", None)
+        if install is None:
+            raise NotImplementedError(f"the {self.config['adapter']!r} adapter cannot add or reset subjects: "
+                                      "it has no install_subject(key, n, generator, positions=) method")
+        n = n_inputs // self.config["n_times"] if self.is_sequence else n_inputs
+        install(key, n, generator, positions=positions)
 
     def add_subject(self, subject: Any, n_inputs: int, *, positions: Any = None,
                     seed: int | None = None) -> BrainDecoder:
@@ -627,31 +625,15 @@ class BrainDecoder(nn.Module):
         if isinstance(n_inputs, bool) or not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1:
             raise ValueError(f"n_inputs must be a positive int, got {n_inputs!r}")
         n_inputs = int(n_inputs)
-        kind = self.config["adapter"]
         if self.is_sequence and n_inputs % self.config["n_times"]:
             raise ValueError(f"n_inputs must be n_chans · n_times for M/EEG; {n_inputs} is not divisible "
                              f"by n_times={self.config['n_times']}")
-        if kind == "spatial_attention":
-            if positions is None:
-                raise ValueError("adapter='spatial_attention' needs the new subject's sensor positions: "
-                                 "add_subject(subject, n_inputs, positions=array (n_chans, 2))")
-            n_chans = n_inputs // self.config["n_times"]
-            probe = SpatialAttention({key: positions}, self.adapter.n_virtual, pos_dim=self.adapter.pos_dim,
-                                     margin=self.adapter.margin, subject_layer=False,
-                                     initial_linear=False, device="meta")
-            if probe.sizes[key] != n_chans:
-                raise ValueError(f"positions give {probe.sizes[key]} channels but n_inputs / n_times give "
-                                 f"{n_chans}")
-            self.adapter._positions[key] = probe._positions[key]
-            self.adapter.sizes[key] = n_chans
-            self.config["adapter_kwargs"].setdefault("positions", {})[key] = _jsonable(positions)
-        elif positions is not None:
-            raise ValueError(f"positions is only used by the 'spatial_attention' adapter, not {kind!r}")
+        self._install_subject(key, n_inputs, None if seed is None else torch.Generator().manual_seed(int(seed)),
+                              positions)
         self.config["n_inputs"][key] = n_inputs
-        if kind in ("linear", "pooled"):
-            self.adapter.sizes[key] = n_inputs
-        self._install_subject(key, None if seed is None else torch.Generator().manual_seed(int(seed)))
-        logger.info("Added subject %s (%d inputs) to the %s adapter", key, n_inputs, kind)
+        if positions is not None:
+            self.config["adapter_kwargs"].setdefault("positions", {})[key] = _jsonable(positions)
+        logger.info("Added subject %s (%d inputs) to the %s adapter", key, n_inputs, self.config["adapter"])
         return self
 
     def reset_subject(self, subject: Any, seed: int | None = None) -> BrainDecoder:
@@ -669,5 +651,6 @@ class BrainDecoder(nn.Module):
         self : BrainDecoder
         """
         key = self._check_subject(subject)
-        self._install_subject(key, None if seed is None else torch.Generator().manual_seed(int(seed)))
+        self._install_subject(key, self.config["n_inputs"][key],
+                              None if seed is None else torch.Generator().manual_seed(int(seed)))
         return self

@@ -16,13 +16,17 @@ head                   output                                  used for
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .backbones import _check_int, _check_p, _dropout, _maybe_init
+from .registry import register_head
+
+if TYPE_CHECKING:
+    from .registry import DecoderSpec
 
 __all__ = ["LowLevelHead", "PooledHead", "Projector", "SequenceHead", "TokenHead"]
 
@@ -76,11 +80,25 @@ class Projector(nn.Sequential):
 
     @staticmethod
     def n_parameters(dim: int, hidden: int | None = None) -> int:
-        """Parameter count of ``Projector(dim, hidden)`` (without building it)."""
+        """Parameter count of ``Projector(dim, hidden)`` (without building it).
+
+        Parameters
+        ----------
+        dim : int
+            Input and output width of the projector.
+        hidden : int | None
+            Hidden width (None: ``dim``).
+
+        Returns
+        -------
+        n : int
+            Number of parameters.
+        """
         h = dim if hidden is None else hidden
         return 2 * dim * h + h * h + 3 * dim + 6 * h
 
 
+@register_head("pooled")
 class PooledHead(nn.Module):
     """``LayerNorm → Linear`` (→ optional :class:`Projector`): the pooled stimulus embedding.
 
@@ -107,6 +125,32 @@ class PooledHead(nn.Module):
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
+
+    #: Part of a time-resolved model (it is the only head there; it becomes a :class:`SequenceHead`).
+    time_resolved: ClassVar[bool] = True
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> nn.Module:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim → embed_dim``.
+
+        For time-resolved targets (``spec.time_resolved``) the pooled head is a :class:`SequenceHead`
+        onto ``embed_shape = (n_frames, dim)``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``embed_dim``, ``embed_shape``, ``device``).
+        **kwargs
+            Further keyword arguments of the head class (the decoder's ``head_kwargs["pooled"]``).
+
+        Returns
+        -------
+        head : PooledHead | SequenceHead
+            The head, built on ``spec.device``.
+        """
+        if spec.time_resolved:
+            return SequenceHead(spec.hidden_dim, tuple(spec.embed_shape), device=spec.device, **kwargs)
+        return cls(spec.hidden_dim, spec.embed_dim, device=spec.device, **kwargs)
 
     def __init__(self, in_dim: int, embed_dim: int, *, projector: int | bool | None = None,
                  projector_tokens: int = 1, device: Any = None) -> None:
@@ -193,6 +237,7 @@ class SequenceHead(nn.Module):
         return self.proj(self.norm(h)).reshape(len(h), -1)
 
 
+@register_head("tokens")
 class TokenHead(nn.Module):
     """Backbone vector → a token sequence, e.g. MindEye2's 256 × 1664 OpenCLIP bigG tokens.
 
@@ -216,6 +261,37 @@ class TokenHead(nn.Module):
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
+
+    @staticmethod
+    def check_decoder_args(args: dict[str, Any]) -> None:
+        """The decoder's ``token_shape`` is required.
+
+        Parameters
+        ----------
+        args : dict
+            The decoder's ``token_shape`` and ``lowlevel_shape`` arguments, by name.
+        """
+        if args.get("token_shape") is None:
+            raise ValueError("heads include 'tokens': give token_shape=(n_tokens, token_dim), "
+                             "e.g. (256, 1664) for MindEye2's OpenCLIP bigG tokens")
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> TokenHead:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim → token_shape``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``token_shape``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``head_kwargs["tokens"]``).
+
+        Returns
+        -------
+        head : TokenHead
+            The head, built on ``spec.device``.
+        """
+        return cls(spec.hidden_dim, tuple(spec.token_shape), device=spec.device, **kwargs)
 
     def __init__(self, in_dim: int, token_shape: tuple[int, int], *, mode: Literal["conv", "linear"] = "conv",
                  rank: int = 64, device: Any = None) -> None:
@@ -255,6 +331,7 @@ class _UpBlock(nn.Module):
         return F.gelu(self.norm(self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))))
 
 
+@register_head("lowlevel")
 class LowLevelHead(nn.Module):
     """Backbone vector → image-VAE latents with a small upsampling conv decoder (MindEye2's blurry head).
 
@@ -281,6 +358,37 @@ class LowLevelHead(nn.Module):
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
+
+    @staticmethod
+    def check_decoder_args(args: dict[str, Any]) -> None:
+        """The decoder's ``lowlevel_shape`` defaults to ``(4, 28, 28)`` (SD-VAE latents of 224-px images).
+
+        Parameters
+        ----------
+        args : dict
+            The decoder's ``token_shape`` and ``lowlevel_shape`` arguments, by name; a missing
+            ``lowlevel_shape`` is filled in place.
+        """
+        if args.get("lowlevel_shape") is None:
+            args["lowlevel_shape"] = (4, 28, 28)
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> LowLevelHead:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim → lowlevel_shape``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``lowlevel_shape``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``head_kwargs["lowlevel"]``).
+
+        Returns
+        -------
+        head : LowLevelHead
+            The head, built on ``spec.device``.
+        """
+        return cls(spec.hidden_dim, tuple(spec.lowlevel_shape), device=spec.device, **kwargs)
 
     def __init__(self, in_dim: int, latent_shape: tuple[int, int, int] = (4, 28, 28), *,
                  base_channels: int = 64, n_upsample: int = 2, dropout: float = 0.3,

@@ -10,12 +10,15 @@ recipes are the module constants below (see ``docs/training.md``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .registry import LOSS_REGISTRY, get_loss, register_loss, register_lowlevel_loss, register_token_loss
 
 #: Temperature modes of :class:`TrainingLoss`.
 TEMPERATURE_MODES = ("fixed", "learnable", "schedule")
@@ -33,14 +36,31 @@ ATM_CLIP_WEIGHT = 0.1
 #: ATM's ``logit_scale = log(1 / 0.07)`` is used as the logit multiplier itself (no ``exp``), i.e. an
 #: inverse temperature of 2.659: temperature ``1 / log(1 / 0.07)`` ≈ 0.376.
 ATM_TEMPERATURE = 1.0 / math.log(1.0 / 0.07)
-#: Named losses with a temperature → (default temperature, default mode, allowed modes).
-TEMPERATURE_DEFAULTS: dict[str, tuple[float, str, tuple[str, ...]]] = {
-    "infonce": (0.07, "learnable", ("fixed", "learnable", "schedule")),
-    "soft_clip": (0.125, "fixed", ("fixed", "schedule")),
-    "mindeye2": (MINDEYE2_TEMPERATURE, "schedule", ("fixed", "schedule")),
-    "clip_mse": (ATM_TEMPERATURE, "learnable", ("fixed", "learnable", "schedule")),
-    "brainmagick_clip": (1.0, "fixed", ("fixed",)),
-}
+
+
+class _TemperatureDefaults(Mapping[str, tuple[float, str, tuple[str, ...]]]):
+    """Read-only, live view: registered loss with a temperature → its ``temperature_defaults``."""
+
+    def _table(self) -> dict[str, tuple[float, str, tuple[str, ...]]]:
+        return {name: cls.temperature_defaults for name in LOSS_REGISTRY.names()
+                if getattr(cls := LOSS_REGISTRY.get(name), "temperature_defaults", None) is not None}
+
+    def __getitem__(self, name: str) -> tuple[float, str, tuple[str, ...]]:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return repr(self._table())
+
+
+#: Named losses with a temperature → (default temperature, default mode, allowed modes): a live view of
+#: the ``temperature_defaults`` of the losses registered with :func:`~neurodecode.models.register_loss`.
+TEMPERATURE_DEFAULTS: Mapping[str, tuple[float, str, tuple[str, ...]]] = _TemperatureDefaults()
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -213,7 +233,22 @@ class ClipLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor,
                 ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Loss for one batch (see :func:`info_nce`)."""
+        """Loss for one batch (see :func:`info_nce`).
+
+        Parameters
+        ----------
+        pred : Tensor, shape (batch, dim)
+            Decoded embeddings.
+        target : Tensor, shape (batch, dim)
+            Stimulus embeddings of the same trials.
+        ids : Tensor of int, shape (batch,) | None
+            Stimulus codes: rows sharing an id are all positives.
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            The symmetric InfoNCE loss at the current temperature.
+        """
         if not self.learnable:
             return info_nce(pred, target, self.init_temperature, ids=ids)
         inv_t = self.logit_scale.clamp(max=_LOG_CAP).exp()
@@ -320,6 +355,8 @@ def _check_same_shape(pred: torch.Tensor, target: torch.Tensor) -> None:
                          f"{tuple(target.shape)}")
 
 
+@register_lowlevel_loss("mse")
+@register_token_loss("mse")
 def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error over every element (MindBridge weights it 1e4, ATM by ``1 − λ``).
 
@@ -335,12 +372,25 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred, target)
 
 
+@register_lowlevel_loss("l1")
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error (MindEye2's loss on VAE latents from the low-level head)."""
+    """Mean absolute error (MindEye2's loss on VAE latents from the low-level head).
+
+    Parameters
+    ----------
+    pred, target : Tensor
+        Predicted and target latents, of the same shape.
+
+    Returns
+    -------
+    loss : Tensor
+        Scalar mean absolute error.
+    """
     _check_same_shape(pred, target)
     return F.l1_loss(pred, target)
 
 
+@register_token_loss("cosine")
 def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``1 − cosine similarity`` along the last axis, averaged (works for pooled and token outputs).
 
@@ -451,6 +501,11 @@ def bimixco(pred: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, lambda
 class TrainingLoss(nn.Module):
     """A named training recipe's loss, with its temperature and (``mindeye2``) BiMixCo phase.
 
+    The base of the registered contrastive losses: each recipe is a subclass
+    registered under its name (:func:`~neurodecode.models.register_loss`) that
+    sets :attr:`temperature_defaults` and implements :meth:`objective`;
+    ``TrainingLoss(name, ...)`` builds the subclass registered under ``name``.
+
     ``"infonce"``
         Symmetric CLIP loss (:func:`info_nce`).
     ``"soft_clip"``
@@ -485,6 +540,9 @@ class TrainingLoss(nn.Module):
     Parameters
     ----------
     name : {"infonce", "soft_clip", "mindeye2", "clip_mse", "brainmagick_clip"}
+        The registered loss to build (None: ``"infonce"``, or the subclass's own name).
+    *args, **kwargs
+        The keyword-only settings below, passed on to ``__init__``.
     temperature : float | None
         None = the loss's default (:data:`TEMPERATURE_DEFAULTS`).
     temperature_mode : {"fixed", "learnable", "schedule"} | None
@@ -513,13 +571,34 @@ class TrainingLoss(nn.Module):
     (49, 'soft_clip')
     """
 
-    def __init__(self, name: str = "infonce", *, temperature: float | None = None,
+    #: ``(default temperature, default mode, allowed modes)`` of the recipe.
+    temperature_defaults: ClassVar[tuple[float, str, tuple[str, ...]] | None] = None
+    #: Whether the first ``int(mixco_fraction × n_epochs)`` epochs train BiMixCo on mixed inputs.
+    uses_mixco: ClassVar[bool] = False
+    #: The name of the objective after the BiMixCo epochs (``phase``); None: the loss's name.
+    main_phase: ClassVar[str | None] = None
+
+    def __new__(cls, name: str | None = None, *args: Any, **kwargs: Any) -> TrainingLoss:
+        if cls is TrainingLoss:  # TrainingLoss("infonce") → the class registered as "infonce"
+            target = get_loss("infonce" if name is None else name)
+            if not (isinstance(target, type) and issubclass(target, TrainingLoss)):
+                raise ValueError(f"loss {name!r} has no temperature; losses with one: {sorted(TEMPERATURE_DEFAULTS)}")
+            cls = target
+        return super().__new__(cls)
+
+    def __init__(self, name: str | None = None, *, temperature: float | None = None,
                  temperature_mode: str | None = None,
                  temperature_schedule: Sequence[float] = MINDEYE2_SCHEDULE, n_epochs: int = 1,
                  mixco_fraction: float = MINDEYE2_MIXCO_FRACTION,
                  clip_weight: float = ATM_CLIP_WEIGHT) -> None:
         super().__init__()
-        self.name = name
+        own = getattr(type(self), "registered_name", None)
+        if own is None:
+            raise TypeError(f"{type(self).__name__} is not registered: decorate it with "
+                            "@neurodecode.models.register_loss(name)")
+        if name is not None and name != own:
+            raise ValueError(f"{type(self).__name__} is the {own!r} loss, not {name!r}")
+        name = self.name = own
         self.base_temperature, self.temperature_mode = resolve_temperature(
             name, temperature, temperature_mode, temperature_schedule)
         if isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
@@ -533,7 +612,7 @@ class TrainingLoss(nn.Module):
         self.mixco_fraction = float(mixco_fraction)
         self.clip_weight = float(clip_weight)
         # MindEye2: BiMixCo while (0-based) epoch < int(mixup_pct * num_epochs)
-        self.n_mixco_epochs = int(self.mixco_fraction * self.n_epochs) if name == "mindeye2" else 0
+        self.n_mixco_epochs = int(self.mixco_fraction * self.n_epochs) if self.uses_mixco else 0
         if self.temperature_mode == "learnable":
             self.logit_scale = nn.Parameter(
                 torch.tensor(math.log(1.0 / self.base_temperature), dtype=torch.float32))
@@ -542,9 +621,32 @@ class TrainingLoss(nn.Module):
             if self.temperature_mode == "schedule" else None
         self.epoch = 1
 
+    @classmethod
+    def from_settings(cls, **settings: Any) -> TrainingLoss:
+        """Built by the :class:`~neurodecode.training.Trainer` from its settings (every recipe takes all).
+
+        Parameters
+        ----------
+        **settings
+            The keyword arguments of the class (``temperature``, ``temperature_mode``,
+            ``temperature_schedule``, ``n_epochs``, ``mixco_fraction``, ``clip_weight``).
+
+        Returns
+        -------
+        loss : TrainingLoss
+            The loss.
+        """
+        return cls(**settings)
+
     # -- epoch-dependent state -------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Select the (1-based) training epoch; the Trainer calls this at the start of every epoch."""
+        """Select the (1-based) training epoch; the Trainer calls this at the start of every epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, in ``[1, n_epochs]``.
+        """
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) \
                 or not 1 <= epoch <= self.n_epochs:
             raise ValueError(f"epoch must be an int in [1, {self.n_epochs}], got {epoch!r}")
@@ -553,9 +655,9 @@ class TrainingLoss(nn.Module):
     @property
     def phase(self) -> str:
         """``"bimixco"`` during MindEye2's first epochs, otherwise the objective's name."""
-        if self.name == "mindeye2":
-            return "bimixco" if self.epoch <= self.n_mixco_epochs else "soft_clip"
-        return self.name
+        if self.uses_mixco and self.epoch <= self.n_mixco_epochs:
+            return "bimixco"
+        return self.main_phase or self.name
 
     @property
     def mixes_inputs(self) -> bool:
@@ -563,7 +665,18 @@ class TrainingLoss(nn.Module):
         return self.phase == "bimixco"
 
     def epoch_temperature(self, epoch: int) -> float:
-        """Training temperature of a (1-based) epoch; the current learned value in learnable mode."""
+        """Training temperature of a (1-based) epoch; the current learned value in learnable mode.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, in ``[1, n_epochs]``.
+
+        Returns
+        -------
+        temperature : float
+            The temperature used for that epoch's training loss.
+        """
         if self.temperature_mode == "learnable":
             return float(torch.exp(-self.logit_scale.detach().clamp(max=_LOG_CAP)))
         if self.temperature_mode == "fixed" or epoch <= self.n_mixco_epochs:
@@ -571,7 +684,13 @@ class TrainingLoss(nn.Module):
         return float(self._schedule[epoch - self.n_mixco_epochs - 1])
 
     def epoch_temperatures(self) -> list[float]:
-        """The training temperature of every epoch ``1..n_epochs`` (learnable: the current value)."""
+        """The training temperature of every epoch ``1..n_epochs`` (learnable: the current value).
+
+        Returns
+        -------
+        temperatures : list of float
+            One temperature per epoch (see :meth:`epoch_temperature`).
+        """
         return [self.epoch_temperature(e) for e in range(1, self.n_epochs + 1)]
 
     @property
@@ -592,11 +711,17 @@ class TrainingLoss(nn.Module):
         Parameters
         ----------
         pred, target : Tensor, shape (batch, dim)
+            Decoded and stimulus embeddings of the same trials.
         ids : Tensor of int, shape (batch,) | None
             Stimulus codes (repeats of a stimulus are positives, not negatives).
         perm, lambdas : Tensor | None
             From :func:`mixco` on the inputs that produced ``pred``; required
             exactly when :attr:`mixes_inputs`.
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            BiMixCo on a BiMixCo epoch, else the recipe's :meth:`objective`.
         """
         if self.mixes_inputs:
             if perm is None or lambdas is None:
@@ -610,29 +735,182 @@ class TrainingLoss(nn.Module):
 
     def validation_loss(self, pred: torch.Tensor, target: torch.Tensor,
                         ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Loss of unmixed rows at the validation temperature (the same for every epoch)."""
+        """Loss of unmixed rows at the validation temperature (the same for every epoch).
+
+        Parameters
+        ----------
+        pred, target : Tensor, shape (batch, dim)
+            Decoded and stimulus embeddings of the same trials.
+        ids : Tensor of int, shape (batch,) | None
+            Stimulus codes (repeats of a stimulus are positives, not negatives).
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            The recipe's :meth:`objective`.
+        """
         return self._loss(pred, target, ids, self._temperature(True))
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
               temperature: float | torch.Tensor) -> torch.Tensor:
-        if self.name == "infonce":
-            return info_nce(pred, target, temperature, ids=ids)
-        if self.name in ("soft_clip", "mindeye2"):
-            return soft_clip(pred, target, temperature)
-        if self.name == "brainmagick_clip":
-            return candidate_clip(pred, target, temperature, ids=ids)
-        clip = info_nce(pred, target, temperature, ids=ids)
-        return self.clip_weight * clip + (1.0 - self.clip_weight) * F.mse_loss(pred, target)
+        return self.objective(pred, target, ids, temperature)
+
+    def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
+                  temperature: float | torch.Tensor) -> torch.Tensor:
+        """The recipe's loss of unmixed rows at ``temperature`` (each registered subclass defines it).
+
+        Parameters
+        ----------
+        pred, target : Tensor, shape (batch, dim)
+            Decoded and stimulus embeddings of the same trials.
+        ids : Tensor of int, shape (batch,) | None
+            Stimulus codes (repeats of a stimulus are positives, not negatives).
+        temperature : float | Tensor
+            Softmax temperature (a tensor in learnable mode).
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            The loss.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define objective(pred, target, ids, temperature)")
 
     def extra_repr(self) -> str:
         out = f"{self.name!r}, temperature={self.temperature:.4g}, mode={self.temperature_mode!r}"
         if self.temperature_mode == "schedule":
             out += f", schedule={self.temperature_schedule}"
-        if self.name == "mindeye2":
+        if self.uses_mixco:
             out += f", n_mixco_epochs={self.n_mixco_epochs}"
-        if self.name == "clip_mse":
-            out += f", clip_weight={self.clip_weight:g}"
         return out
+
+
+@register_loss("infonce")
+class InfoNCELoss(TrainingLoss):
+    """Symmetric CLIP loss (:func:`info_nce`); learnable temperature from 0.07 by default.
+
+    Parameters
+    ----------
+    name : str | None
+        ``"infonce"`` or None.
+    *args, **kwargs
+        The keyword-only settings of :class:`TrainingLoss`.
+    """
+
+    temperature_defaults = (0.07, "learnable", ("fixed", "learnable", "schedule"))
+
+    def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
+                  temperature: float | torch.Tensor) -> torch.Tensor:
+        return info_nce(pred, target, temperature, ids=ids)
+
+
+@register_loss("soft_clip")
+class SoftClipLoss(TrainingLoss):
+    """MindEye's SoftCLIP (:func:`soft_clip`); fixed temperature 0.125 by default.
+
+    Parameters
+    ----------
+    name : str | None
+        ``"soft_clip"`` or None.
+    *args, **kwargs
+        The keyword-only settings of :class:`TrainingLoss`.
+    """
+
+    temperature_defaults = (0.125, "fixed", ("fixed", "schedule"))
+
+    def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
+                  temperature: float | torch.Tensor) -> torch.Tensor:
+        return soft_clip(pred, target, temperature)
+
+
+@register_loss("mindeye2")
+class MindEye2Loss(SoftClipLoss):
+    """MindEye2: BiMixCo for the first ``mixco_fraction`` of the epochs, then SoftCLIP on a schedule.
+
+    Parameters
+    ----------
+    name : str | None
+        ``"mindeye2"`` or None.
+    *args, **kwargs
+        The keyword-only settings of :class:`TrainingLoss`.
+    """
+
+    temperature_defaults = (MINDEYE2_TEMPERATURE, "schedule", ("fixed", "schedule"))
+    uses_mixco = True
+    main_phase = "soft_clip"
+
+
+@register_loss("clip_mse")
+class ClipMSELoss(TrainingLoss):
+    """ATM: ``clip_weight × CLIP + (1 − clip_weight) × MSE`` (CLIP on normalised rows, MSE on raw ones).
+
+    Parameters
+    ----------
+    name : str | None
+        ``"clip_mse"`` or None.
+    *args, **kwargs
+        The keyword-only settings of :class:`TrainingLoss`.
+    """
+
+    temperature_defaults = (ATM_TEMPERATURE, "learnable", ("fixed", "learnable", "schedule"))
+
+    def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
+                  temperature: float | torch.Tensor) -> torch.Tensor:
+        clip = info_nce(pred, target, temperature, ids=ids)
+        return self.clip_weight * clip + (1.0 - self.clip_weight) * F.mse_loss(pred, target)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, clip_weight={self.clip_weight:g}"
+
+
+@register_loss("brainmagick_clip")
+class BrainMagickClipLoss(TrainingLoss):
+    """brainmagick's ``ClipLoss`` (:func:`candidate_clip`): brain → stimulus, candidates normalised.
+
+    Parameters
+    ----------
+    name : str | None
+        ``"brainmagick_clip"`` or None.
+    *args, **kwargs
+        The keyword-only settings of :class:`TrainingLoss`.
+    """
+
+    temperature_defaults = (1.0, "fixed", ("fixed",))
+
+    def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
+                  temperature: float | torch.Tensor) -> torch.Tensor:
+        return candidate_clip(pred, target, temperature, ids=ids)
+
+
+@register_loss("mse")
+class NormalizedMSELoss(nn.Module):
+    """MSE between the L2-normalised prediction and the target (``Trainer(loss="mse")``; no temperature).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        None accepted (the signature of ``nn.Module.__init__``): the loss has no settings.
+    """
+
+    temperature_defaults = None
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, ids: Any = None) -> torch.Tensor:
+        """Loss of one batch; ``ids`` is ignored.
+
+        Parameters
+        ----------
+        pred : Tensor, shape (batch, dim)
+            Decoded embeddings (L2-normalised here).
+        target : Tensor, shape (batch, dim)
+            Stimulus embeddings (used as given).
+        ids : object
+            Ignored (accepted for the loss interface).
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            Mean squared error.
+        """
+        return F.mse_loss(F.normalize(pred, dim=1), target)
 
 
 # -- MindBridge cycle loss -------------------------------------------------------------------------
@@ -707,7 +985,20 @@ class WeightedLoss(nn.Module):
         self.last_terms: dict[str, float] = {}
 
     def forward(self, terms_or_preds: dict, targets: dict | None = None) -> torch.Tensor:
-        """Total loss; ``(terms)`` or, with ``losses`` set, ``(preds, targets)``."""
+        """Total loss; ``(terms)`` or, with ``losses`` set, ``(preds, targets)``.
+
+        Parameters
+        ----------
+        terms_or_preds : dict
+            Term name → computed loss (Tensor), or, with ``targets``, term name → prediction.
+        targets : dict | None
+            Term name → target, passed with the prediction to the term's function in ``losses``.
+
+        Returns
+        -------
+        loss : Tensor
+            The weighted sum of the terms (their unweighted values go to ``last_terms``).
+        """
         if targets is not None:
             if self.losses is None:
                 raise ValueError("WeightedLoss was built without losses; pass one dict of computed terms")

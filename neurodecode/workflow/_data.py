@@ -6,33 +6,57 @@ import hashlib
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import AUDIO_DATASETS, DATASETS, FitConfig
+from ..config import FitConfig, dataset_info
 from ..utils import get_data_dir, logger
 
-#: Public loader of every dataset ``neurodecode fit`` knows.
-LOADERS = {"nsd": "load_nsd", "things_eeg2": "load_things_eeg2", "things_meg": "load_things_meg",
-           "masc": "load_masc"}
+if TYPE_CHECKING:
+    from ..datasets import DatasetSpec
+
+
+def dataset_spec(config: FitConfig) -> DatasetSpec:
+    """The registry entry of ``config.data.dataset`` (loader, simulator, hooks)."""
+    from ..datasets import get_dataset
+
+    return get_dataset(config.data.dataset)
+
+
+def no_test_hint(config: FitConfig) -> str:
+    """What to change when the run's data have no test trials (the dataset's ``test_split_hint``)."""
+    return dataset_spec(config).test_split_hint
 
 
 def simulate_params(config: FitConfig) -> dict[str, Any]:
-    """Keyword arguments of ``simulate(config.data.dataset, ...)`` from ``config.simulate``."""
-    sim, ds = config.simulate, config.data.dataset
+    """Keyword arguments of ``simulate(config.data.dataset, ...)`` from ``config.simulate``.
+
+    ``snr``, the first-class ``simulate.*`` keys the dataset takes (its ``simulate_keys``), ``image_size``
+    for image datasets, then ``simulate.params``.
+    """
+    sim, info = config.simulate, dataset_info(config.data.dataset)
     params: dict[str, Any] = {"snr": sim.snr}
-    if ds == "nsd":
-        params.update(n_sessions=sim.n_sessions, trials_per_session=sim.trials_per_session,
-                      shared_fraction=sim.shared_fraction)
-    if ds not in AUDIO_DATASETS:
+    params.update({key: getattr(sim, key) for key in info.simulate_keys})
+    if info.stimulus == "image":
         params["image_size"] = sim.image_size
     params.update(sim.params)
     return params
 
 
 def simulated_root(config: FitConfig) -> Path:
-    """Cache folder of the simulated dataset described by ``config.simulate``."""
+    """Cache folder of the simulated dataset described by ``config.simulate``.
+
+    Parameters
+    ----------
+    config : FitConfig
+        The run configuration (its dataset name and ``simulate`` settings).
+
+    Returns
+    -------
+    root : pathlib.Path
+        ``<data dir>/simulated/<dataset>-<hash of the simulation parameters>``.
+    """
     ds = config.data.dataset
     key = {"dataset": ds, "n_subjects": config.simulate.n_subjects, "seed": config.simulate.seed,
            **simulate_params(config)}
@@ -57,13 +81,13 @@ def ensure_simulated(config: FitConfig) -> Path:
 
 def check_loader_options(config: FitConfig) -> None:
     """Reject ``data.options`` the dataset's loader does not take (before any work starts)."""
-    if config.data.dataset == "nsd":
+    if not config.data.options:
         return
-    from .. import datasets
-
-    loader = getattr(datasets, LOADERS[config.data.dataset])
-    accepted = [k for k, p in inspect.signature(loader).parameters.items()
-                if p.kind == p.KEYWORD_ONLY and k != "verbose"]
+    loader = dataset_spec(config).loader
+    params = inspect.signature(loader).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return  # the loader takes any keyword: it checks its own options
+    accepted = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != "verbose"]
     unknown = sorted(set(config.data.options) - set(accepted))
     if unknown:
         raise ValueError(f"data.options {unknown} are not options of {loader.__name__}; it accepts "
@@ -72,14 +96,8 @@ def check_loader_options(config: FitConfig) -> None:
 
 def load_subject(config: FitConfig, root: str | Path, subject: int) -> Any:
     """One subject's trials from ``root`` with the loader of ``config.data.dataset``."""
-    from .. import datasets
-
-    dc = config.data
-    if dc.dataset == "nsd":
-        return datasets.load_nsd(root, subject, roi=dc.roi, sessions=dc.sessions, zscore=dc.zscore,
-                                 betas_format=dc.betas_format, nonfinite=dc.nonfinite)
-    loader = getattr(datasets, LOADERS[dc.dataset])
-    return loader(root, subject, **dc.options)
+    spec = dataset_spec(config)
+    return spec.loader(root, subject, **spec.load_kwargs(config.data))
 
 
 def load_data(config: FitConfig) -> tuple[Path, Any]:
@@ -94,7 +112,7 @@ def load_data(config: FitConfig) -> tuple[Path, Any]:
 
 def make_preprocessor(config: FitConfig) -> Any:
     """The M/EEG preprocessor of ``config.preprocessing`` (None for fMRI or when nothing is configured)."""
-    if DATASETS[config.data.dataset] == "fmri" or config.preprocessing.is_identity():
+    if dataset_info(config.data.dataset).modality == "fmri" or config.preprocessing.is_identity():
         return None
     from ..preprocessing import MEEGPreprocessor
 

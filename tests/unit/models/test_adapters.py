@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from neurodecode.models import (LinearAdapter, PooledAdapter, SpatialAttention, SubjectBuilder, SubjectLayer,
-                                init_parameters_)
+from neurodecode.models import (
+    LinearAdapter,
+    PooledAdapter,
+    SpatialAttention,
+    SubjectBuilder,
+    SubjectLayer,
+    init_parameters_,
+)
 
 
 def test_linear_adapter_ragged_subjects():

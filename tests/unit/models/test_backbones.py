@@ -6,8 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from neurodecode.models import (ChannelAttentionEncoder, DilatedConvNet, MLPMixer, ResidualMLP,
-                                init_parameters_)
+from neurodecode.models import (
+    ChannelAttentionEncoder,
+    DilatedConvNet,
+    MLPMixer,
+    ResidualMLP,
+    init_parameters_,
+)
 
 TINY = {
     "mlp": lambda **kw: ResidualMLP(16, n_blocks=2, dropout=0.2, **kw),

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neurodecode.models import (SubjectBuilder, WeightedLoss, bimixco, cosine_loss, cycle_loss, info_nce,
-                                l1_loss, mixco, mse_loss)
+from neurodecode.models import (
+    SubjectBuilder,
+    WeightedLoss,
+    bimixco,
+    cosine_loss,
+    cycle_loss,
+    info_nce,
+    l1_loss,
+    mixco,
+    mse_loss,
+)
 
 
 def test_mixco_reproducible_and_mixes():
