@@ -174,7 +174,7 @@ def _lesion(X: np.ndarray, idx: np.ndarray, strategy: str, mean: np.ndarray | No
 class AblationResult:
     """Per-region ablation effects with CIs, permutation p-values and FDR.
 
-    Attributes
+    Parameters
     ----------
     frame : pandas.DataFrame
         One row per region × strategy × metric (see :meth:`to_frame`).
@@ -199,11 +199,30 @@ class AblationResult:
         score_ci_low, score_ci_high, effect, effect_ci_low, effect_ci_high, null_mean, null_low,
         null_high, n_null, p_value, p_fdr, significant, rank, noise_ceiling`` (rank 1 = largest
         effect; ``noise_ceiling``: the mean NSD noise ceiling in % of the region's voxels from
-        ``ncsnr``, for the number of repetitions averaged per test item; NaN without ncsnr)."""
+        ``ncsnr``, for the number of repetitions averaged per test item; NaN without ncsnr).
+
+        Returns
+        -------
+        frame : pandas.DataFrame
+            A copy of the table.
+        """
         return self.frame.copy()
 
     def top(self, strategy: str | None = None, metric: str | None = None) -> str:
-        """The region ranked first (largest effect) for ``strategy`` × ``metric`` (default: the first)."""
+        """The region ranked first (largest effect) for ``strategy`` × ``metric`` (default: the first).
+
+        Parameters
+        ----------
+        strategy : str | None
+            Ablation strategy; ``None`` takes the first one in the table.
+        metric : str | None
+            Metric; ``None`` takes the first one in the table.
+
+        Returns
+        -------
+        region : str
+            Name of the region of rank 1.
+        """
         f = self._subset(strategy, metric)
         return str(f.sort_values("rank").iloc[0]["region"])
 
@@ -218,14 +237,31 @@ class AblationResult:
         return sub
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able summary: settings, baseline, rows (NaN → null)."""
+        """JSON-able summary: settings, baseline, rows (NaN → null).
+
+        Returns
+        -------
+        data : dict
+            ``{"settings", "baseline", "rows"}``, one row per line of the table.
+        """
         from ..utils import to_jsonable
 
         return to_jsonable({"settings": self.settings, "baseline": self.baseline,
                           "rows": self.frame.to_dict(orient="records")})
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``ablation.csv`` and ``ablation.json`` into ``folder`` (atomically); return it."""
+        """Write ``ablation.csv`` and ``ablation.json`` into ``folder`` (atomically); return it.
+
+        Parameters
+        ----------
+        folder : str | Path
+            Output folder (created if needed).
+
+        Returns
+        -------
+        folder : Path
+            The output folder.
+        """
         from ..utils import atomic_path, atomic_write_json
 
         folder = Path(folder)

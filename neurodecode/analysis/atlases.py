@@ -442,7 +442,18 @@ class Atlas:
                                   "instead of region_image.")
 
     def region_centroids(self, info: dict) -> dict[str, tuple[float, float, float]]:
-        """Centre of every region in mm (see the subclasses)."""
+        """Centre of every region in mm (see the subclasses).
+
+        Parameters
+        ----------
+        info : dict
+            The ``info`` of the trials the regions are placed on.
+
+        Returns
+        -------
+        centroids : dict of str → tuple of float
+            ``region → (x, y, z)``.
+        """
         raise NotImplementedError(f"{type(self).__name__} regions have no position in space.")
 
     def __repr__(self) -> str:
@@ -546,7 +557,18 @@ class _VoxelAtlas(Atlas):
         return nib.Nifti1Image(vol, affine)
 
     def region_centroids(self, info: dict) -> dict[str, tuple[float, float, float]]:
-        """Mean world coordinate (mm, data space) of each region's voxels in this subject's data."""
+        """Mean world coordinate (mm, data space) of each region's voxels in this subject's data.
+
+        Parameters
+        ----------
+        info : dict
+            The ``info`` of fMRI trials, with the voxel coordinates and the affine of the data.
+
+        Returns
+        -------
+        centroids : dict of str → tuple of float
+            ``region → (x, y, z)`` for every region with at least one voxel in the data.
+        """
         vox, _, affine = _fmri_geometry(info, need_affine=True)
         names, lab = self._cached_labels(info, None)
         xyz = _world(affine, vox)
@@ -873,7 +895,18 @@ class SphereAtlas(_VoxelAtlas):
         return list(self.regions), lab
 
     def region_centroids(self, info: dict | None = None) -> dict[str, tuple[float, float, float]]:
-        """Mean of the sphere centres of each network (MNI mm); ``info`` is not needed."""
+        """Mean of the sphere centres of each network (MNI mm); ``info`` is not needed.
+
+        Parameters
+        ----------
+        info : dict | None
+            Ignored (accepted for the :class:`Atlas` interface).
+
+        Returns
+        -------
+        centroids : dict of str → tuple of float
+            ``network → (x, y, z)``, in the order of ``regions``.
+        """
         out = {}
         nets = np.asarray(self.networks)
         for r in self.regions:
@@ -941,7 +974,18 @@ class SensorAtlas(Atlas):
         return {r: [pos[c] for c in chans] for r, chans in regs.items()}
 
     def region_channels(self, info: Mapping) -> dict[str, list[int]]:
-        """Channel indices (into ``info["ch_names"]``) of every region, in atlas order."""
+        """Channel indices (into ``info["ch_names"]``) of every region, in atlas order.
+
+        Parameters
+        ----------
+        info : mapping
+            The ``info`` of M/EEG trials, with ``ch_names`` (and ``ch_pos`` for non 10-20 names).
+
+        Returns
+        -------
+        channels : dict of str → list of int
+            ``region → channel indices``.
+        """
         return self._channel_sets(info)
 
     def _subject_regions(self, info: Mapping, feature_shape: tuple, subject: Any) -> dict[str, np.ndarray]:
@@ -963,7 +1007,18 @@ class SensorAtlas(Atlas):
         return draw
 
     def region_centroids(self, info: dict) -> dict[str, tuple[float, float, float]]:
-        """Mean ``info["ch_pos"]`` of each region's channels (head coordinates, NaN positions skipped)."""
+        """Mean ``info["ch_pos"]`` of each region's channels (head coordinates, NaN positions skipped).
+
+        Parameters
+        ----------
+        info : dict
+            The ``info`` of M/EEG trials, with ``ch_names`` and ``ch_pos``.
+
+        Returns
+        -------
+        centroids : dict of str → tuple of float
+            ``region → (x, y, z)`` for every region with at least one finite channel position.
+        """
         pos = info.get("ch_pos")
         if pos is None:
             raise ValueError("info['ch_pos'] is missing: sensor positions are needed for region centroids")
@@ -1054,7 +1109,18 @@ class TimeWindowAtlas(Atlas):
         return draw
 
     def region_centroids(self, info: dict) -> dict[str, tuple[float, float, float]]:
-        """Not available: time windows have no position in space."""
+        """Not available: time windows have no position in space.
+
+        Parameters
+        ----------
+        info : dict
+            Ignored.
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
         raise NotImplementedError("Time-window regions have no position in space; plot the scores against "
                                   "time instead (window centres from the region names).")
 
@@ -1095,7 +1161,18 @@ class SubjectAtlas(Atlas):
         self.name = name or "per-subject atlas"
 
     def atlas(self, subject: Any) -> Atlas:
-        """The atlas of ``subject``."""
+        """The atlas of ``subject``.
+
+        Parameters
+        ----------
+        subject : str | int
+            A subject (matched to the keys of ``atlases`` by its formatted name).
+
+        Returns
+        -------
+        atlas : Atlas
+            The subject's atlas (built once, then cached).
+        """
         key = _subject_for_format(subject)
         if key not in self._cache:
             src = self._source
@@ -1245,6 +1322,18 @@ def load_seitzman_2018(radius: float = 5.0, *, transforms: Any = None) -> Sphere
     """The Seitzman 2018 coordinates (300 ROIs, ships with nilearn) as network spheres.
 
     ROIs whose network is ``"unassigned"`` are left out. Needs no download.
+
+    Parameters
+    ----------
+    radius : float
+        Sphere radius in mm.
+    transforms : mapping | str | None
+        MNI → data transforms for data in a subject's own space (see :class:`VolumeAtlas`).
+
+    Returns
+    -------
+    atlas : SphereAtlas
+        One region per network, named ``"seitzman2018"``.
     """
     from nilearn.datasets import fetch_coords_seitzman_2018
 
@@ -1257,7 +1346,20 @@ def load_seitzman_2018(radius: float = 5.0, *, transforms: Any = None) -> Sphere
 
 
 def load_dosenbach_2010(radius: float = 5.0, *, transforms: Any = None) -> SphereAtlas:
-    """The Dosenbach 2010 coordinates (160 ROIs, 6 networks, ships with nilearn) as spheres."""
+    """The Dosenbach 2010 coordinates (160 ROIs, 6 networks, ships with nilearn) as spheres.
+
+    Parameters
+    ----------
+    radius : float
+        Sphere radius in mm.
+    transforms : mapping | str | None
+        MNI → data transforms for data in a subject's own space (see :class:`VolumeAtlas`).
+
+    Returns
+    -------
+    atlas : SphereAtlas
+        One region per network, named ``"dosenbach2010"``.
+    """
     from nilearn.datasets import fetch_coords_dosenbach_2010
 
     bunch = fetch_coords_dosenbach_2010()

@@ -82,6 +82,20 @@ def crop_times(trials: Any, start: float, stop: float) -> Any:
     """The trials restricted to samples with ``start <= t < stop`` (a new BrainTrials).
 
     Half-open, so adjacent windows never share a sample.
+
+    Parameters
+    ----------
+    trials : BrainTrials
+        M/EEG trials (n_trials, n_channels, n_times).
+    start : float
+        Start of the window in seconds (included).
+    stop : float
+        End of the window in seconds (excluded).
+
+    Returns
+    -------
+    trials : BrainTrials
+        The cropped trials, with ``times`` and ``tmin`` of the info updated.
     """
     times = trial_times(trials)
     keep = np.flatnonzero((times >= start - 1e-9) & (times < stop - 1e-9))

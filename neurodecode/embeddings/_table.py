@@ -171,7 +171,18 @@ class StimulusEmbeddings:
         return out
 
     def subset(self, stimulus_ids: Iterable[Any]) -> StimulusEmbeddings:
-        """A new table holding only ``stimulus_ids`` (in that order, duplicates dropped)."""
+        """A new table holding only ``stimulus_ids`` (in that order, duplicates dropped).
+
+        Parameters
+        ----------
+        stimulus_ids : iterable
+            Ids to keep; each must be in the table.
+
+        Returns
+        -------
+        embeddings : StimulusEmbeddings
+            The subset, with the same name and token shape.
+        """
         keys = list(dict.fromkeys(_as_py(s) for s in stimulus_ids))
         rows = self._rows(keys)
         return StimulusEmbeddings(keys, self.values[rows], name=self.name, token_shape=self.token_shape)

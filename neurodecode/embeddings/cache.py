@@ -156,14 +156,42 @@ class EmbeddingCache:
 
     # -- keys and folders ---------------------------------------------------------
     def key_dir(self, encoder_key: str, weights_hash: str, *, kind: str = "pooled", dataset: str = "") -> Path:
-        """The folder of one (encoder, weights hash, kind, dataset) key."""
+        """The folder of one (encoder, weights hash, kind, dataset) key.
+
+        Parameters
+        ----------
+        encoder_key : str
+            Names the encoder and what it embeds (e.g. ``"open_clip:ViT-L-14:image"``).
+        weights_hash : str
+            Digest of the weights (alphanumeric; its first 16 characters name the folder).
+        kind : str
+            Output kind (``"pooled"``, ``"tokens"``, ...).
+        dataset : str
+            Namespace of the ids; ``""`` for none.
+
+        Returns
+        -------
+        folder : Path
+            ``<cache_dir>/<encoder>/<hash[:16]>/<kind>[/<dataset>]`` (not created).
+        """
         if not weights_hash or not re.fullmatch(r"[0-9A-Za-z]+", str(weights_hash)):
             raise ValueError(f"weights_hash must be a non-empty hex digest (see hash_weights), got {weights_hash!r}")
         folder = self.cache_dir / _slug(encoder_key) / str(weights_hash)[:16] / _slug(kind)
         return folder / _slug(dataset) if dataset else folder
 
     def weights_hash(self, path: str | Path) -> str:
-        """:func:`hash_weights` with the memo kept in this cache's folder."""
+        """:func:`hash_weights` with the memo kept in this cache's folder.
+
+        Parameters
+        ----------
+        path : str | Path
+            A weight file, or a folder of weight and config files.
+
+        Returns
+        -------
+        digest : str
+            64 hex characters.
+        """
         return hash_weights(path, memo_dir=self.cache_dir)
 
     def _read_index(self, folder: Path) -> dict[str, Any] | None:
@@ -185,7 +213,24 @@ class EmbeddingCache:
 
     def cached_ids(self, encoder_key: str, weights_hash: str, *, kind: str = "pooled",
                    dataset: str = "") -> list[Any]:
-        """The stimulus ids stored for one key (empty if none)."""
+        """The stimulus ids stored for one key (empty if none).
+
+        Parameters
+        ----------
+        encoder_key : str
+            Names the encoder and what it embeds (see :meth:`get_or_compute`).
+        weights_hash : str
+            Digest of the weights.
+        kind : str
+            Output kind (``"pooled"``, ``"tokens"``, ...).
+        dataset : str
+            Namespace of the ids; ``""`` for none.
+
+        Returns
+        -------
+        ids : list
+            The cached ids, in storage order.
+        """
         index = self._read_index(self.key_dir(encoder_key, weights_hash, kind=kind, dataset=dataset))
         return [] if index is None else [i for s in index["shards"] for i in s["ids"]]
 

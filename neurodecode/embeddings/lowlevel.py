@@ -37,6 +37,11 @@ def load_vae(path: str | Path, *, device: Any = "cpu") -> Any:
     device : str | torch.device
         Where to put the model (evaluation mode, float32).
 
+    Returns
+    -------
+    vae : diffusers.AutoencoderKL
+        The autoencoder, on ``device`` and in evaluation mode.
+
     Raises
     ------
     FileNotFoundError

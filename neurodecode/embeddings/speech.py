@@ -208,7 +208,18 @@ class SpeechEncoder:
         return self._weights_hash
 
     def frame_times(self, n_frames: int) -> np.ndarray:
-        """Time in seconds of each output frame: the centre of its receptive field."""
+        """Time in seconds of each output frame: the centre of its receptive field.
+
+        Parameters
+        ----------
+        n_frames : int
+            Number of output frames of the model.
+
+        Returns
+        -------
+        times : ndarray, shape (n_frames,)
+            Seconds from the segment start, at the model's own frame rate.
+        """
         return (np.arange(n_frames) * self.hop + (self.receptive_field - 1) / 2) / self.sfreq_model
 
     @verbose

@@ -112,15 +112,52 @@ class NSDLayout:
 
     # -- per subject ---------------------------------------------------------------
     def subject_dir(self, subject: int) -> Path:
-        """``nsddata/ppdata/subjXX``."""
+        """``nsddata/ppdata/subjXX``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based; ``1`` is ``subj01``).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The subject's folder.
+        """
         return self.root / "nsddata" / "ppdata" / _subj(subject)
 
     def betas_dir(self, subject: int) -> Path:
-        """``nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR``."""
+        """``nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The subject's betas folder.
+        """
         return self.root / "nsddata_betas" / "ppdata" / _subj(subject) / "func1pt8mm" / _BETAS_VERSION
 
     def betas_file(self, subject: int, session: int, ext: str) -> Path:
-        """``betas_sessionNN.<ext>`` with ``ext`` ``"hdf5"`` or ``"nii.gz"``."""
+        """``betas_sessionNN.<ext>`` with ``ext`` ``"hdf5"`` or ``"nii.gz"``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+        session : int
+            Session number (1-based).
+        ext : str
+            File format, ``"hdf5"`` or ``"nii.gz"`` (a leading dot is ignored).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The session's betas file, in :meth:`betas_dir`.
+        """
         ext = ext.lstrip(".")
         if ext not in ("hdf5", "nii.gz"):
             raise ValueError(f"Invalid value for the 'ext' parameter. Allowed values are 'hdf5', "
@@ -128,11 +165,37 @@ class NSDLayout:
         return self.betas_dir(subject) / f"betas_session{int(session):02d}.{ext}"
 
     def roi_dir(self, subject: int) -> Path:
-        """``nsddata/ppdata/subjXX/func1pt8mm/roi``."""
+        """``nsddata/ppdata/subjXX/func1pt8mm/roi``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The subject's ROI folder.
+        """
         return self.subject_dir(subject) / "func1pt8mm" / "roi"
 
     def roi_file(self, subject: int, name: str, hemi: str | None = None) -> Path:
-        """``nsddata/ppdata/subjXX/func1pt8mm/roi/[lh.|rh.]<name>.nii.gz``."""
+        """``nsddata/ppdata/subjXX/func1pt8mm/roi/[lh.|rh.]<name>.nii.gz``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+        name : str
+            ROI file name without extension (e.g. ``"nsdgeneral"``).
+        hemi : str | None
+            ``"lh"`` or ``"rh"`` for a one-hemisphere file; ``None`` for both.
+
+        Returns
+        -------
+        path : pathlib.Path
+            The ROI volume.
+        """
         if hemi not in (None, "lh", "rh"):
             raise ValueError(f"Invalid value for the 'hemi' parameter. Allowed values are None, 'lh', "
                              f"'rh', but got {hemi!r} instead.")
@@ -140,39 +203,135 @@ class NSDLayout:
         return self.roi_dir(subject) / f"{prefix}{name}.nii.gz"
 
     def ctab_file(self, subject: int, name: str) -> Path:
-        """``nsddata/freesurfer/subjXX/label/<name>.mgz.ctab``."""
+        """``nsddata/freesurfer/subjXX/label/<name>.mgz.ctab``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+        name : str
+            ROI name (e.g. ``"streams"``).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The label table of the ROI.
+        """
         return self.root / "nsddata" / "freesurfer" / _subj(subject) / "label" / f"{name}.mgz.ctab"
 
     def brainmask(self, subject: int) -> Path:
-        """``nsddata/ppdata/subjXX/func1pt8mm/brainmask.nii.gz``."""
+        """``nsddata/ppdata/subjXX/func1pt8mm/brainmask.nii.gz``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The subject's brain mask.
+        """
         return self.subject_dir(subject) / "func1pt8mm" / "brainmask.nii.gz"
 
     def ncsnr(self, subject: int) -> Path:
-        """``nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR/ncsnr.nii.gz``."""
+        """``nsddata_betas/ppdata/subjXX/func1pt8mm/betas_fithrf_GLMdenoise_RR/ncsnr.nii.gz``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The subject's noise-ceiling SNR volume.
+        """
         return self.betas_dir(subject) / "ncsnr.nii.gz"
 
     def mni_transform(self, subject: int) -> Path:
-        """``nsddata/ppdata/subjXX/transforms/MNI-to-func1pt8.nii.gz`` (MNI → func1pt8mm coordinates)."""
+        """``nsddata/ppdata/subjXX/transforms/MNI-to-func1pt8.nii.gz`` (MNI → func1pt8mm coordinates).
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The subject's MNI-to-func1pt8mm transform.
+        """
         return self.subject_dir(subject) / "transforms" / "MNI-to-func1pt8.nii.gz"
 
     def responses(self, subject: int) -> Path:
-        """``nsddata/ppdata/subjXX/behav/responses.tsv``."""
+        """``nsddata/ppdata/subjXX/behav/responses.tsv``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The subject's behavioural responses table.
+        """
         return self.subject_dir(subject) / "behav" / "responses.tsv"
 
     def coco_captions(self, split: str) -> Path:
-        """``<root>/coco/annotations/captions_{split}.json`` (split ``train2017``/``val2017``)."""
+        """``<root>/coco/annotations/captions_{split}.json`` (split ``train2017``/``val2017``).
+
+        Parameters
+        ----------
+        split : str
+            COCO split, ``"train2017"`` or ``"val2017"``.
+
+        Returns
+        -------
+        path : pathlib.Path
+            The COCO captions annotation file.
+        """
         return self.root / "coco" / "annotations" / f"captions_{split}.json"
 
     def mindeye2_betas(self, subject: int) -> Path:
-        """MindEye2's ``<root>/betas_all_subjXX_fp32_renorm.hdf5``."""
+        """MindEye2's ``<root>/betas_all_subjXX_fp32_renorm.hdf5``.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+
+        Returns
+        -------
+        path : pathlib.Path
+            The subject's MindEye2 renormalised betas file.
+        """
         return self.root / f"betas_all_{_subj(subject)}_fp32_renorm.hdf5"
 
     def mindeye2_subj_indices(self) -> Path:
-        """MindEye2's ``<root>/COCO_73k_subj_indices.hdf5``."""
+        """MindEye2's ``<root>/COCO_73k_subj_indices.hdf5``.
+
+        Returns
+        -------
+        path : pathlib.Path
+            MindEye2's subject-indices file.
+        """
         return self.root / "COCO_73k_subj_indices.hdf5"
 
     def sessions_found(self, subject: int) -> list[int]:
-        """Session numbers (1-based) with a ``.hdf5`` or ``.nii.gz`` betas file, sorted."""
+        """Session numbers (1-based) with a ``.hdf5`` or ``.nii.gz`` betas file, sorted.
+
+        Parameters
+        ----------
+        subject : int
+            Subject number (1-based).
+
+        Returns
+        -------
+        sessions : list of int
+            The sessions found in :meth:`betas_dir` (empty when it does not exist).
+        """
         d = self.betas_dir(subject)
         if not d.is_dir():
             return []
@@ -184,7 +343,14 @@ class NSDLayout:
         return sorted(found)
 
     def subjects_found(self) -> list[int]:
-        """Subjects (1-based) with a betas folder or a MindEye2 renorm file, sorted."""
+        """Subjects (1-based) with a betas folder or a MindEye2 renorm file, sorted.
+
+        Returns
+        -------
+        subjects : list of int
+            Subjects with a ``subjXX`` folder under ``nsddata_betas/ppdata`` or
+            ``nsddata/ppdata``, or a MindEye2 betas file at the root.
+        """
         found = set()
         for base in (self.root / "nsddata_betas" / "ppdata", self.root / "nsddata" / "ppdata"):
             if base.is_dir():
@@ -511,7 +677,18 @@ def read_expdesign(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def read_stim_info(path: str | Path) -> pd.DataFrame:
-    """Read ``nsd_stim_info_merged.csv`` (one row per image, ``nsdId`` 0-based)."""
+    """Read ``nsd_stim_info_merged.csv`` (one row per image, ``nsdId`` 0-based).
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of the CSV file.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per image; an ``nsdId`` column (the row number) is added when absent.
+    """
     path = _require(Path(path), "NSD stimulus info file")
     try:
         table = pd.read_csv(path, index_col=0)
@@ -523,7 +700,18 @@ def read_stim_info(path: str | Path) -> pd.DataFrame:
 
 
 def read_ctab(path: str | Path) -> dict[int, str]:
-    """Read a ``.mgz.ctab`` label table into ``{value: name}`` (``0 Unknown`` kept)."""
+    """Read a ``.mgz.ctab`` label table into ``{value: name}`` (``0 Unknown`` kept).
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of the label table.
+
+    Returns
+    -------
+    labels : dict of int to str
+        ROI name of every label value.
+    """
     path = _require(Path(path), "ROI label table")
     labels: dict[int, str] = {}
     try:
@@ -544,6 +732,13 @@ def read_ctab(path: str | Path) -> dict[int, str]:
 
 def read_volume(path: str | Path, *, what: str = "volume") -> tuple[np.ndarray, np.ndarray]:
     """Read a 3-D NIfTI volume.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of the ``.nii`` or ``.nii.gz`` file (a gzip stream is verified first).
+    what : str
+        What the volume is, for error messages.
 
     Returns
     -------
@@ -575,6 +770,11 @@ def _verify_if_gzip(path: Path, what: str) -> None:
 
 def read_betas_shape(path: str | Path) -> tuple[tuple[int, int, int], int, np.ndarray | None]:
     """Grid and trial count of a betas file without reading its data.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of a ``.hdf5`` (or ``.h5``) or NIfTI betas file.
 
     Returns
     -------
@@ -827,6 +1027,13 @@ def read_betas_nonzero_mask(path: str | Path, *, block: int = 64) -> np.ndarray:
     Reads the file slab by slab (``.hdf5``) or in blocks of volumes
     (``.nii.gz``) so memory stays small.
 
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of a ``.hdf5`` (or ``.h5``) or NIfTI betas file.
+    block : int
+        Number of volumes read at once from a NIfTI file.
+
     Returns
     -------
     mask : array of bool, shape (X, Y, Z)
@@ -856,7 +1063,18 @@ def read_betas_nonzero_mask(path: str | Path, *, block: int = 64) -> np.ndarray:
 
 
 def read_coco_captions(path: str | Path) -> dict[int, list[str]]:
-    """Read a COCO ``captions_{split}.json`` into ``{cocoId: [captions]}``."""
+    """Read a COCO ``captions_{split}.json`` into ``{cocoId: [captions]}``.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of the COCO annotation file.
+
+    Returns
+    -------
+    captions : dict of int to list of str
+        Stripped captions of every COCO image id, in file order.
+    """
     path = _require(Path(path), "COCO captions file")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))

@@ -161,6 +161,19 @@ def sensor_regions(info: Any, *, hemisphere: bool = False) -> dict[str, list[str
 def resolve_channels(info: Any, picks: str | Sequence[str]) -> list[str]:
     """Channel names selected by region names, ``left_temporal``-style keys or channel names.
 
+    Parameters
+    ----------
+    info : dict | BrainTrials
+        See :func:`channel_regions`.
+    picks : str | sequence of str
+        Channel names, sensor regions (``"temporal"``) or hemisphere regions
+        (``"left_temporal"``), mixed freely.
+
+    Returns
+    -------
+    ch_names : list of str
+        The selected channels, without duplicates, in the montage's channel order.
+
     Raises
     ------
     ValueError

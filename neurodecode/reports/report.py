@@ -449,7 +449,13 @@ class Report:
         return list(sections.values())
 
     def render(self) -> str:
-        """Render the report to an HTML string."""
+        """Render the report to an HTML string.
+
+        Returns
+        -------
+        html : str
+            The complete, self-contained HTML page.
+        """
         import jinja2
         from markupsafe import Markup
 

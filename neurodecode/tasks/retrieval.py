@@ -280,7 +280,7 @@ def _from_json_float(x: Any) -> float:
 class RetrievalScores:
     """Retrieval scores with bootstrap confidence intervals.
 
-    Attributes
+    Parameters
     ----------
     metrics : dict
         ``name -> {"value", "ci_low", "ci_high", "chance"}``. Names: ``nway_top1_forward``,
@@ -332,7 +332,18 @@ class RetrievalScores:
         return int(self.protocol.get("n_candidates_used", self.protocol.get("n_candidates", 0)))
 
     def label(self, name: str) -> str:
-        """Human-readable label of metric ``name`` (e.g. ``"300-way top-1, brain→image"``)."""
+        """Human-readable label of metric ``name`` (e.g. ``"300-way top-1, brain→image"``).
+
+        Parameters
+        ----------
+        name : str
+            A metric name (a key of ``metrics``).
+
+        Returns
+        -------
+        label : str
+            The label, with the number of candidates actually used for the N-way metric.
+        """
         return metric_label(name, self.n_candidates)
 
     def __getitem__(self, name: str) -> float:
@@ -429,7 +440,14 @@ class RetrievalScores:
 
     # ------------------------------------------------------------------ export
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`."""
+        """JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`.
+
+        Returns
+        -------
+        data : dict
+            The fields (without the bootstrap replicates) plus a ``"labels"`` entry with
+            the label of every metric.
+        """
         def _metrics(m):
             return {name: {key: json_float(v) for key, v in d.items()} for name, d in m.items()}
 
@@ -450,7 +468,18 @@ class RetrievalScores:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RetrievalScores:
-        """Rebuild scores from :meth:`to_dict` output (e.g. a loaded ``metrics.json``)."""
+        """Rebuild scores from :meth:`to_dict` output (e.g. a loaded ``metrics.json``).
+
+        Parameters
+        ----------
+        data : mapping
+            Output of :meth:`to_dict` (``None`` values are read back as NaN).
+
+        Returns
+        -------
+        scores : RetrievalScores
+            The scores, without bootstrap replicates.
+        """
         def _metrics(m):
             return {name: {key: _from_json_float(v) for key, v in d.items()} for name, d in m.items()}
 
@@ -473,6 +502,11 @@ class RetrievalScores:
         """Tidy :class:`pandas.DataFrame`: metric, group, value, ci_low, ci_high, chance.
 
         The pooled scores have ``group == "all"``; per-group rows follow.
+
+        Returns
+        -------
+        frame : pandas.DataFrame
+            One row per metric and group.
         """
         import pandas as pd
 

@@ -38,6 +38,11 @@ def get_config(key: str, default: str | None = None) -> str | None:
         One of :data:`KNOWN_CONFIG`.
     default : str | None
         Returned when the key is set nowhere.
+
+    Returns
+    -------
+    value : str | None
+        The setting's value, or ``default``.
     """
     if key not in KNOWN_CONFIG:
         raise KeyError(f"Unknown neurodecode setting {key!r}; known settings: {sorted(KNOWN_CONFIG)}")
@@ -55,7 +60,14 @@ def get_config(key: str, default: str | None = None) -> str | None:
 
 
 def get_data_dir() -> Path:
-    """Folder for simulated data and caches (``NEURODECODE_DATA`` or ``~/.cache/neurodecode``)."""
+    """Folder for simulated data and caches (``NEURODECODE_DATA`` or ``~/.cache/neurodecode``).
+
+    Returns
+    -------
+    data_dir : pathlib.Path
+        The folder (``$XDG_CACHE_HOME/neurodecode`` when ``XDG_CACHE_HOME`` is set and
+        ``NEURODECODE_DATA`` is not); it may not exist yet.
+    """
     value = get_config("NEURODECODE_DATA")
     if value:
         return Path(value).expanduser()

@@ -20,6 +20,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``path`` is untouched, so
     an interrupted write never corrupts or loses an earlier output.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Final path of the file; its parent folders are created.
+
+    Yields
+    ------
+    tmp_path : pathlib.Path
+        Temporary file in the same folder, to write to.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,33 +49,99 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of the file.
+    text : str
+        Text to write.
+    encoding : str
+        Text encoding.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The written path.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
+    """Write ``data`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of the file.
+    data : bytes
+        Bytes to write.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The written path.
+    """
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
 def atomic_write_json(path: str | Path, obj: Any, **kwargs: Any) -> Path:
-    """Serialise ``obj`` as JSON to ``path`` atomically (indent 2, sorted keys)."""
+    """Serialise ``obj`` as JSON to ``path`` atomically (indent 2 by default).
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        Path of the file.
+    obj : object
+        JSON-serialisable object (see :func:`to_jsonable`).
+    **kwargs
+        Passed to :func:`json.dumps` (``indent`` defaults to 2).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The written path.
+    """
     kwargs.setdefault("indent", 2)
     return atomic_write_text(path, json.dumps(obj, **kwargs) + "\n")
 
 
 def json_float(x: Any) -> float | None:
-    """``x`` as a float, NaN as ``None`` (JSON has no NaN)."""
+    """``x`` as a float, NaN as ``None`` (JSON has no NaN).
+
+    Parameters
+    ----------
+    x : object
+        A value convertible with :class:`float`.
+
+    Returns
+    -------
+    value : float | None
+        ``float(x)``, or ``None`` when it is NaN.
+    """
     x = float(x)
     return None if math.isnan(x) else x
 
 
 def to_jsonable(obj: Any) -> Any:
-    """``obj`` with mappings, sequences, arrays and NumPy scalars made JSON-able (NaN → ``None``)."""
+    """``obj`` with mappings, sequences, arrays and NumPy scalars made JSON-able (NaN → ``None``).
+
+    Parameters
+    ----------
+    obj : object
+        The object to convert (nested mappings, lists, tuples and arrays are converted
+        recursively; other unknown types become their ``str``).
+
+    Returns
+    -------
+    obj : object
+        The JSON-serialisable copy (dict keys become strings, tuples and arrays lists).
+    """
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

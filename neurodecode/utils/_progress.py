@@ -23,6 +23,24 @@ def ProgressBar(iterable: Iterable | None = None, *, total: int | None = None,
 
     Disabled when ``NEURODECODE_TQDM=off`` or the neurodecode log level is
     above INFO. ``NEURODECODE_TQDM=ascii`` forces ASCII bars.
+
+    Parameters
+    ----------
+    iterable : iterable | None
+        Iterable to wrap; ``None`` for a bar updated by hand.
+    total : int | None
+        Expected number of iterations (by default ``len(iterable)`` when it has one).
+    desc : str | None
+        Label shown before the bar.
+    unit : str
+        Name of one iteration.
+    **kwargs
+        Passed to :class:`tqdm.auto.tqdm` (``leave`` defaults to False).
+
+    Returns
+    -------
+    bar : tqdm.auto.tqdm
+        The progress bar.
     """
     from tqdm.auto import tqdm
 

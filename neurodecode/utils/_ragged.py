@@ -42,7 +42,19 @@ class RaggedData:
         return [tuple(b.shape[1:]) for b in self.blocks]
 
     def take(self, rows: np.ndarray) -> RaggedData | np.ndarray:
-        """Rows ``rows``; a plain array when all come from one block."""
+        """Rows ``rows``; a plain array when all come from one block.
+
+        Parameters
+        ----------
+        rows : array of int
+            Trial indices to take.
+
+        Returns
+        -------
+        data : RaggedData | numpy.ndarray
+            The selected trials: an array when they all come from one block, else a
+            :class:`RaggedData` sharing this one's blocks.
+        """
         sub = self.index[rows]
         used = np.unique(sub[:, 0])
         if len(used) == 1:
@@ -54,7 +66,21 @@ class RaggedData:
 
 
 def take_rows(data: Any, rows: np.ndarray) -> Any:
-    """Index rows of an array or array-like, reading sorted unique rows (HDF5-friendly)."""
+    """Index rows of an array or array-like, reading sorted unique rows (HDF5-friendly).
+
+    Parameters
+    ----------
+    data : array-like
+        A NumPy array, a :class:`RaggedData`, an object with a ``take_rows`` method,
+        or any array-like indexable by a sorted array of rows (e.g. an HDF5 dataset).
+    rows : array of int
+        Row indices, in any order and possibly repeated.
+
+    Returns
+    -------
+    out : numpy.ndarray | RaggedData
+        The rows of ``data``, in the order of ``rows``.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     if isinstance(data, np.ndarray):
         return data[rows]

@@ -22,7 +22,18 @@ from ..utils.locks import LOCK_NAME, FolderClaim, claim_folder
 
 @dataclass
 class FitResult:
-    """What :func:`run_fit` produced."""
+    """What :func:`run_fit` produced.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The output folder of the command (holding ``metrics.json`` and ``report.html``).
+    metrics : dict
+        The content of its ``metrics.json``.
+    timings : dict of str → float
+        Wall time in seconds of each stage (``"total"``: the whole command); empty when
+        a finished run was found and not refitted.
+    """
 
     run_dir: Path
     metrics: dict[str, Any]
