@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import AUDIO_DATASETS, FitConfig
+from ..config import FitConfig
 from ..utils import get_data_dir, logger, resolve_device
+from ._data import dataset_spec
 
 
 def _cache_dir(config: FitConfig) -> Path:
@@ -48,7 +49,7 @@ def stimulus_targets(config: FitConfig, trials: Any) -> tuple[Any, tuple[int, ..
 
     tc = config.targets
     ids = trials.events["stimulus_id"].drop_duplicates().tolist()
-    if config.data.dataset in AUDIO_DATASETS:
+    if dataset_spec(config).stimulus == "audio":
         train_ids = trials.events.loc[trials.events["split"] == "train", "stimulus_id"].drop_duplicates().tolist()
         return _speech_targets(config, trials, ids, train_ids), None
     if tc.encoder == "pixels":

@@ -17,20 +17,13 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..config import DATASETS, FitConfig, config_to_yaml
+from ..config import FitConfig, config_to_yaml
 from ..utils import atomic_path, atomic_write_json, atomic_write_text, logger, verbose
 from ..utils.locks import lock_folder
-from ._data import load_data, pooled_subjects, preprocess
+from ._data import dataset_spec, load_data, no_test_hint, pooled_subjects, preprocess
 from ._models import predict_mlp, predict_ridge
 from ._run import FitResult, RunInterrupted, _claim_run_dir, _resume_config
 from ._targets import stimulus_targets
-
-_NO_TEST_HINT = {
-    "nsd": "the NSD test split is the shared-1000 images: load more sessions",
-    "things_eeg2": "load the test files too (data.options.split must include 'test')",
-    "things_meg": "the test split is the images shown 12 times",
-    "masc": "raise data.options.test_ratio or load more stories (data.options.tasks)",
-}
 
 
 def _fit_models(config: FitConfig, train: Any, test: Any, targets: Any, out: Path, *, tag: str = "",
@@ -191,7 +184,7 @@ def _train_test(config: FitConfig, trials: Any) -> tuple[Any, Any]:
     test = trials.select(split="test")
     if len(test) == 0:
         raise ValueError(f"No test trials (split == 'test') were loaded; "
-                         f"{_NO_TEST_HINT[config.data.dataset]}.")
+                         f"{no_test_hint(config)}.")
     if config.evaluation.average_repetitions:
         test = test.average_repetitions()
     check_no_leakage(train, test, where="training")
@@ -269,7 +262,7 @@ def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
     metrics: dict[str, Any] = {
         "neurodecode_version": __version__,
         "dataset": config.data.dataset,
-        "modality": DATASETS[config.data.dataset],
+        "modality": dataset_spec(config).modality,
         "data_root": str(root),
         "simulated": config.data.root is None,
         "scheme": ev.scheme,
