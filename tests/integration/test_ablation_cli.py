@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _chance import assert_above_chance, assert_run_above_chance
 
 from neurodecode.cli import main
 
@@ -43,6 +44,10 @@ def _fit(recipe, sets, out):
 
 def test_network_ablation_finds_the_planted_network(data_dir, capsys):
     run, metrics = _fit("nsd_wholebrain_networks.yaml", NSD, data_dir / "runs")
+    # the intact decoder beats chance (80 test images): N-way top-1 among all of them >= 3x chance (seen 7x),
+    # and the ablation's baseline 2-way (the score every region's effect is measured from) >= 0.7 (seen 0.82)
+    assert_run_above_chance(metrics, ["ridge"], "nway_top1_forward", ratio=3)
+    assert_above_chance(metrics["ablation"]["baseline"]["2way"], "2way", two_way=0.7, where="intact decoder")
     top = metrics["ablation"]["top"]["zero/2way"]
     assert top["region"] == "Default"
     assert top["p_value"] < 0.05 and top["p_fdr"] < 0.05
@@ -64,6 +69,7 @@ def test_network_ablation_finds_the_planted_network(data_dir, capsys):
     assert "alone/2way:" in printed
     out = run / "ablation-nsd-streams"
     abl = json.loads((out / "metrics.json").read_text())
+    assert_above_chance(abl["baseline"]["2way"], "2way", two_way=0.7, where="intact decoder (ablate)")
     assert abl["n_significant"]["alone/2way"] == 0
     assert (out / "ablation.csv").is_file() and (out / "report.html").is_file()
     # a bad atlas is a clear error, and nothing is written
@@ -75,12 +81,16 @@ def test_network_ablation_finds_the_planted_network(data_dir, capsys):
 def test_sensor_ablation_finds_the_planted_region(data_dir):
     sim = ("simulate.params={variant: atm, n_train_concepts: 60, images_per_concept: 4, n_train_reps: 2, "
            "n_test_concepts: 40, n_test_reps: 4, signal_window: [0.1, 0.25], signal_channels: [occipital]}")
-    run, _ = _fit("things_eeg_atm.yaml", [
+    # snr 3, linear responses (as the EEG recipe test): at the default SNR the intact decoder is at chance
+    run, metrics = _fit("things_eeg_atm.yaml", [
         "data.root=null", "data.subjects=[1]", "targets.encoder=pixels", "targets.weights=null", sim, "models.mlp.enabled=false",
+        "simulate.snr=3.0", "simulate.response=linear",
         "models.ridge.alphas=[10.0,1000.0,100000.0]", "evaluation.n_boot=50", "evaluation.time_windows=null",
         "report.n_examples=0"], data_dir / "runs")
     assert main(["ablate", str(run), "--atlas", "sensors", "--strategy", "permute", "--metric", "2way",
                  "--n-null", "100", "-q"]) == 0
     abl = json.loads((run / "ablation-sensors" / "metrics.json").read_text())
+    assert_run_above_chance(metrics, ["ridge"], "nway_top1_forward", ratio=3)
+    assert_above_chance(abl["baseline"]["2way"], "2way", two_way=0.6, where="intact decoder (ablate)")
     assert abl["top"]["permute/2way"]["region"] == "occipital"
     assert abl["top"]["permute/2way"]["p_value"] < 0.05

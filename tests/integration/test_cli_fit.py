@@ -7,12 +7,14 @@ import json
 import numpy as np
 import pytest
 import yaml
+from _chance import assert_run_above_chance
 
 from neurodecode.cli import main
 
 TINY = [
     "simulate.n_subjects=2", "simulate.n_sessions=3", "simulate.trials_per_session=120",
-    "simulate.image_size=24", "targets.size=6", "models.mlp.max_epochs=3", "models.mlp.hidden_dim=32",
+    "simulate.image_size=24", "simulate.snr=2.0", "targets.size=6", "models.mlp.max_epochs=6",
+    "models.mlp.hidden_dim=32",
     "models.mlp.batch_size=32", "evaluation.n_boot=50", "evaluation.n_repeats=3",
     "evaluation.n_candidates=20", "report.n_examples=2", "report.n_retrieved=3",
 ]
@@ -42,13 +44,18 @@ def test_fit_writes_a_complete_run_folder(fitted):
                  "models/ridge/config.json"):
         assert (run / name).is_file(), name
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["models"]["mlp"]["max_epochs"] == 3
+    assert cfg["models"]["mlp"]["max_epochs"] == 6
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["simulated"] is True and metrics["subjects"] == [1, 2]
     for model in ("ridge", "mlp"):
         for subj in ("subj01", "subj02"):
             m = metrics["models"][model][subj]["metrics"]["top1_forward"]
             assert m["ci_low"] <= m["value"] <= m["ci_high"]
+    # decoding beats chance, per model and subject (24 test images each; snr=2 is what makes 6 epochs of
+    # a 32-wide MLP learn here): ridge N-way top-1 (20 candidates) >= 3x chance, the MLP 2-way >= 0.6,
+    # each with its 95% CI above chance
+    assert_run_above_chance(metrics, ["ridge"], "nway_top1_forward", ratio=3)
+    assert_run_above_chance(metrics, ["mlp"], "2way_forward", two_way=0.6)
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
     pred = np.load(run / "predictions_mlp.npz")

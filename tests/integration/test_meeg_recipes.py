@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _chance import assert_run_above_chance
 
 from neurodecode.cli import main
 
@@ -75,6 +76,9 @@ def test_things_eeg_atm_recipe_zero_shot_and_time_windows(data_dir):
         assert ridge["chance"] == pytest.approx(1 / 40)
         assert ridge["ci_low"] > ridge["chance"], ridge  # zero-shot: the test concepts were never trained on
         assert "top5_forward" in metrics["models"]["ridge"][f"subj{s:02d}"]["metrics"]
+    # zero-shot N-way top-1 among all 40 test concepts: >= 3x chance with the CI above chance (seen: 6-7x).
+    # The ATM deep decoder (2 epochs) stays at chance here and is not held to it.
+    assert_run_above_chance(metrics, ["ridge"], "nway_top1_forward", ratio=3)
     sweep = metrics["time_windows"]
     peak = sweep["peak"]
     centre = (peak["start"] + peak["stop"]) / 2
@@ -97,6 +101,10 @@ def test_things_meg_recipe_leave_one_subject_out(data_dir):
         assert cfg["adapter"] == "spatial_attention" and list(cfg["n_inputs"]) == ["0"]  # subject-agnostic
         ridge = _value(metrics, "ridge", s)
         assert ridge["value"] > 2 * ridge["chance"], ridge  # an unseen subject, decoded above chance
+    # 30 test concepts per unseen subject: the N-way CI is too wide to clear chance reliably (subj02 ~[0.02,
+    # 0.23], chance 0.033), the 2-way one is not: >= 0.6 with the CI above 0.5 (seen: 0.70-0.72).
+    # The deep decoder (2 epochs) stays at chance here and is not held to it.
+    assert_run_above_chance(metrics, ["ridge"], "2way_forward", two_way=0.6)
     assert (run / "predictions_mlp.npz").is_file()
 
 
@@ -117,6 +125,10 @@ def test_masc_speech_recipe_segment_identification(data_dir):
         # the deep decoder is time-resolved (speech targets are frames × mels) and decodes the segments
         deep = _value(metrics, "mlp", s)
         assert deep["value"] >= 8 * deep["chance"] and deep["ci_low"] > 4 * deep["chance"], deep
+    # the shared rule (chance checked against the protocol): ridge >= 3x chance (seen 9-15x), the deep
+    # decoder >= 8x (seen 22-31x), N-way top-1 among all test segments, CIs above chance
+    assert_run_above_chance(metrics, ["ridge"], "nway_top1_forward", ratio=3)
+    assert_run_above_chance(metrics, ["mlp"], "nway_top1_forward", ratio=8)
     cfg = json.loads((run / "models" / "mlp" / "config.json").read_text())["config"]
     assert cfg["embed_shape"] == [10, 10]  # 2 s at 5 frames/s × 10 mels, chosen from the targets' shape
     html = (run / "report.html").read_text()
