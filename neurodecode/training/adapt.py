@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..datasets import check_no_leakage
-from ..models.losses import TrainingLoss
-from ..utils import check_option, logger, verbose
-from .trainer import LOSSES, Trainer, _MSELoss
+from ..models.registry import build_loss
+from ..utils import logger, verbose
+from .trainer import Trainer
 
 __all__ = ["AdaptResult", "adapt_subject"]
 
@@ -32,7 +32,7 @@ __all__ = ["AdaptResult", "adapt_subject"]
 class AdaptResult:
     """What :func:`adapt_subject` returns.
 
-    Attributes
+    Parameters
     ----------
     model : BrainDecoder
         The adapted model (the one passed in, updated in place, in eval mode).
@@ -96,14 +96,72 @@ def _make_loss(loss: str | Callable, n_epochs: int) -> Any:
     """One loss module for both phases (a learnable temperature carries over; schedules span all epochs)."""
     if not isinstance(loss, str):
         return loss
-    check_option("loss", loss, LOSSES)
-    return _MSELoss() if loss == "mse" else TrainingLoss(loss, n_epochs=max(int(n_epochs), 1))
+    return build_loss(loss, n_epochs=max(int(n_epochs), 1))
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     return int(value)
+
+
+def _check_adapt_args(trials: Any, freeze_epochs: Any, max_epochs: Any, shared_lr_scale: float, resume: bool,
+                      checkpoint_dir: str | Path | None) -> tuple[Any, int, int]:
+    """Check :func:`adapt_subject`'s arguments; return the one subject and the two epoch counts (ints).
+
+    Raises
+    ------
+    DataLeakageError
+        If ``trials`` holds test trials.
+    ValueError
+        If ``trials`` holds several subjects, an epoch count or ``shared_lr_scale`` is out of range, or
+        ``resume`` is asked without a ``checkpoint_dir``.
+    """
+    check_no_leakage(trials, where="new-subject adaptation")
+    subjects = list(trials.subjects)
+    if len(subjects) != 1:
+        raise ValueError(f"adapt_subject adapts one subject at a time; trials hold subjects {subjects}. "
+                         "Select one, e.g. trials.select(subject=7)")
+    freeze_epochs = _check_int("freeze_epochs", freeze_epochs, 0)
+    max_epochs = _check_int("max_epochs", max_epochs, 1)
+    if freeze_epochs > max_epochs:
+        raise ValueError(f"freeze_epochs ({freeze_epochs}) must be <= max_epochs ({max_epochs})")
+    if not 0.0 <= float(shared_lr_scale) <= 1.0:
+        raise ValueError(f"shared_lr_scale must be in [0, 1], got {shared_lr_scale!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
+    return subjects[0], freeze_epochs, max_epochs
+
+
+def _prepare_adapter(model: Any, subject: Any, n_features: int, *, reset: bool, positions: Any,
+                     seed: int) -> None:
+    """Give a new subject a fresh adapter; re-initialise a known subject's (``reset``), its size checked.
+
+    Raises
+    ------
+    ValueError
+        If the model knows ``subject`` with another number of features.
+    """
+    key = str(subject)
+    if key not in model.subjects:
+        model.add_subject(subject, n_features, positions=positions, seed=seed)
+        return
+    if model.n_inputs[key] != n_features:
+        raise ValueError(f"Subject {subject!r} has {n_features} features in trials but the model's "
+                         f"adapter expects {model.n_inputs[key]}; adapt it under a new subject key")
+    if reset:
+        model.reset_subject(subject, seed=seed)
+
+
+def _parameter_roles(model: Any, subject: Any) -> tuple[set[str], set[str]]:
+    """Names of ``subject``'s own adapter parameters, and of every other subject's (never trained here)."""
+    key = str(subject)
+    own = set(model.subject_parameter_names(subject))
+    others: set[str] = set()
+    for s in model.subjects:
+        if s != key:
+            others.update(model.subject_parameter_names(s))
+    return own, others
 
 
 @verbose
@@ -190,38 +248,12 @@ def adapt_subject(model: Any, trials: Any, targets: Any, *, reset: bool = True, 
     >>> res.model.predict(new_subject_test)                                 # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    check_no_leakage(trials, where="new-subject adaptation")
-    subjects = list(trials.subjects)
-    if len(subjects) != 1:
-        raise ValueError(f"adapt_subject adapts one subject at a time; trials hold subjects {subjects}. "
-                         "Select one, e.g. trials.select(subject=7)")
-    freeze_epochs = _check_int("freeze_epochs", freeze_epochs, 0)
-    max_epochs = _check_int("max_epochs", max_epochs, 1)
-    if freeze_epochs > max_epochs:
-        raise ValueError(f"freeze_epochs ({freeze_epochs}) must be <= max_epochs ({max_epochs})")
-    if not 0.0 <= float(shared_lr_scale) <= 1.0:
-        raise ValueError(f"shared_lr_scale must be in [0, 1], got {shared_lr_scale!r}")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir")
-    subject = subjects[0]
+    subject, freeze_epochs, max_epochs = _check_adapt_args(trials, freeze_epochs, max_epochs, shared_lr_scale,
+                                                           resume, checkpoint_dir)
     key = str(subject)
-    n_features = int(np.prod(trials.shape[1:]))
-
-    # 1. a fresh adapter
-    if key not in model.subjects:
-        model.add_subject(subject, n_features, positions=positions, seed=seed)
-    else:
-        if model.n_inputs[key] != n_features:
-            raise ValueError(f"Subject {subject!r} has {n_features} features in trials but the model's "
-                             f"adapter expects {model.n_inputs[key]}; adapt it under a new subject key")
-        if reset:
-            model.reset_subject(subject, seed=seed)
-
-    own = set(model.subject_parameter_names(subject))
-    others = set()
-    for s in model.subjects:
-        if s != key:
-            others.update(model.subject_parameter_names(s))
+    _prepare_adapter(model, subject, int(np.prod(trials.shape[1:])), reset=reset, positions=positions,
+                     seed=seed)  # 1. a fresh adapter
+    own, others = _parameter_roles(model, subject)
     named = dict(model.named_parameters())
     was_trainable = {n: p.requires_grad for n, p in named.items()}
     shared = [p for n, p in named.items() if n not in own and n not in others]

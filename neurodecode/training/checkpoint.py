@@ -59,7 +59,19 @@ def _first_line(err: BaseException) -> str:
 
 
 def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
-    """Complete checkpoint folders in ``checkpoint_dir``, oldest first (by global step)."""
+    """Complete checkpoint folders in ``checkpoint_dir``, oldest first (by global step).
+
+    Parameters
+    ----------
+    checkpoint_dir : str | Path
+        A folder written by :func:`save_checkpoint` (e.g. ``<run_dir>/checkpoints``).
+
+    Returns
+    -------
+    paths : list of Path
+        The ``step-N`` folders holding a trainer state file (empty when the folder
+        does not exist).
+    """
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         return []

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +32,33 @@ from ..models.losses import (
     MINDEYE2_SCHEDULE,
     TEMPERATURE_MODES,
     TrainingLoss,
-    cosine_loss,
-    l1_loss,
     mixco,
-    mse_loss,
     soft_clip,
+)
+from ..models.registry import (
+    LOSS_REGISTRY,
+    LOWLEVEL_LOSS_REGISTRY,
+    TOKEN_LOSS_REGISTRY,
+    build_loss,
+    get_loss,
+    get_lowlevel_loss,
+    get_token_loss,
 )
 from ..utils import ProgressBar, check_option, logger, resolve_device, take_rows, use_log_level, verbose
 from . import _data
 from .checkpoint import CheckpointError, load_latest_checkpoint, remove_stale_temporaries, save_checkpoint
 
-LOSSES = ("infonce", "soft_clip", "mindeye2", "clip_mse", "brainmagick_clip", "mse")
+#: Named losses of the pooled embedding: a live, tuple-like view of ``neurodecode.models.list_losses()``.
+LOSSES = LOSS_REGISTRY.view()
 BATCH_COMPOSITIONS = ("per_subject", "all_subjects")
 SCHEDULES = ("onecycle", "cosine", "constant")
 #: Keyword arguments each schedule accepts in ``lr_schedule_kwargs`` (torch's names and meanings).
 SCHEDULE_KWARGS = {"onecycle": ("pct_start", "div_factor", "final_div_factor", "anneal_strategy"),
                    "cosine": ("eta_min",), "constant": ()}
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
-TOKEN_LOSSES = ("mse", "cosine")
-LOWLEVEL_LOSSES = ("l1", "mse")
+#: Losses of the ``tokens`` / ``lowlevel`` heads (live views of the token / low-level loss registries).
+TOKEN_LOSSES = TOKEN_LOSS_REGISTRY.view()
+LOWLEVEL_LOSSES = LOWLEVEL_LOSS_REGISTRY.view()
 
 #: Trainer settings that must match for a run to be resumed from a checkpoint.
 _RESUME_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "seed", "val_fraction",
@@ -89,11 +98,6 @@ class _SoftClipLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, ids: Any = None) -> torch.Tensor:
         return soft_clip(pred, target, self.temperature)
-
-
-class _MSELoss(nn.Module):
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, ids: Any = None) -> torch.Tensor:
-        return F.mse_loss(F.normalize(pred, dim=1), target)
 
 
 # -- multi-process helpers ---------------------------------------------------------------------
@@ -210,6 +214,161 @@ class _HeadTargets:
         block = np.asarray(self.values[uniq], dtype=np.float32)
         out = torch.from_numpy(block).index_select(0, torch.from_numpy(inverse.reshape(-1)))
         return out.reshape(len(rows), *self.shape).to(device)
+
+
+# -- state of one fit ----------------------------------------------------------------------------
+class _EarlyStopping:
+    """Early-stopping bookkeeping: the lowest validation loss, its epoch and weights, epochs since it.
+
+    A validation loss improves only if it is strictly lower than the best so far
+    (no minimum delta); training stops once ``since_best`` reaches ``patience``
+    (never with ``patience=None``).
+    """
+
+    def __init__(self, patience: int | None, best_val: float = np.inf, since_best: int = 0,
+                 best_epoch: int | None = None, best_state: dict[str, torch.Tensor] | None = None) -> None:
+        self.patience = patience
+        self.best_val, self.since_best = float(best_val), int(since_best)
+        self.best_epoch, self.best_state = best_epoch, best_state
+
+    def observe(self, val_loss: float, epoch: int, model: nn.Module) -> bool:
+        """Record an epoch's validation loss; keep a copy of ``model``'s weights if it improved."""
+        if val_loss < self.best_val:
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best_val, self.since_best, self.best_epoch = val_loss, 0, epoch
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether ``patience`` epochs went by without a lower validation loss."""
+        return self.patience is not None and self.since_best >= self.patience
+
+
+class _EpochTotals:
+    """This process's running sums of an epoch: the loss over (global) trials, and each head's loss."""
+
+    def __init__(self, total: float = 0.0, count: int = 0, heads: dict[str, Any] | None = None) -> None:
+        self.total, self.count = total, count
+        self.heads = {k: list(v) for k, v in (heads or {}).items()}  # head key -> [loss sum, trials]
+
+    @classmethod
+    def fresh(cls, aux: list[_HeadTargets]) -> _EpochTotals:
+        return cls(heads={a.key: [0.0, 0] for a in aux})
+
+    def add(self, loss: torch.Tensor, n_rows: int, head_losses: dict[str, torch.Tensor],
+            n_local: int) -> None:
+        """Add a batch: its loss over ``n_rows`` (global) trials, its head losses over ``n_local`` trials."""
+        self.total += float(loss.detach()) * n_rows
+        self.count += n_rows
+        for k, v in head_losses.items():
+            self.heads[k][0] += float(v.detach()) * n_local
+            self.heads[k][1] += n_local
+
+    def head_totals(self) -> dict[str, tuple[float, int]]:
+        return {k: (float(v[0]), int(v[1])) for k, v in self.heads.items()}
+
+
+def _swap_ema(model: nn.Module, ema: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """Load the EMA weights into ``model``; return the live weights to put back (None without EMA)."""
+    if ema is None:
+        return None
+    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(ema)
+    return live
+
+
+def _update_ema(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    """One EMA step: floating weights move ``1 - decay`` of the way to the model's, others are copied."""
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                ema[k].lerp_(v.detach(), 1.0 - float(decay))
+            else:
+                ema[k].copy_(v)
+
+
+@dataclass
+class _Processes:
+    """Where this process runs: the accelerator, its device, rank and world size, and its logger."""
+
+    accelerator: Any
+    device: torch.device
+    rank: int
+    world: int
+    is_main: bool
+    log: Callable
+
+    @classmethod
+    def of(cls, accelerator: Any) -> _Processes:
+        is_main = accelerator.is_main_process
+        return cls(accelerator, accelerator.device, accelerator.process_index, accelerator.num_processes,
+                   is_main, logger.info if is_main else _noop)
+
+
+@dataclass
+class _FitData:
+    """The training material of one fit: per-subject data (with its split), head targets, fingerprint."""
+
+    data: dict[Any, _data.SubjectData]
+    aux: list[_HeadTargets]
+    fingerprint: dict | None
+    n_train: int
+    n_val_trials: int
+    gen: torch.Generator  # draws the validation split, then every epoch's batches
+
+
+@dataclass
+class _Batching:
+    """Batch sizes and counts: global batches of ``batch_size × world`` trials, optimizer steps."""
+
+    global_bs: int
+    min_size: int
+    all_subjects: bool
+    n_batches: int
+    accum: int
+    total_steps: int
+
+
+@dataclass
+class _Engine:
+    """The loss, optimizer, schedule and (accelerate-prepared) model of one fit."""
+
+    loss_fn: Any
+    optimizer: torch.optim.Optimizer
+    optimizer_p: Any
+    scheduler: Any
+    model_p: nn.Module
+    raw_model: nn.Module
+    dropout_gen: torch.Generator
+
+
+@dataclass
+class _Progress:
+    """The counters a checkpoint saves and a resume restores (besides the history)."""
+
+    stopper: _EarlyStopping
+    ema: dict[str, torch.Tensor] | None = None
+    global_step: int = 0
+    start_epoch: int = 1
+    start_batch: int = 0
+    finished: bool = False
+    epoch_generator: torch.Tensor | None = None  # the resumed epoch's batch-generator state
+    epoch_totals: _EpochTotals | None = None  # the resumed epoch's sums so far
+
+
+@dataclass
+class _FitRun:
+    """Everything one fit works with."""
+
+    procs: _Processes
+    fit_data: _FitData
+    batching: _Batching
+    engine: _Engine
+    progress: _Progress
+    settings: dict
+    ckpt_dir: Path | None
 
 
 class Trainer:
@@ -436,7 +595,7 @@ class Trainer:
     # -- checks ----------------------------------------------------------------------------
     def _validate(self) -> None:
         if isinstance(self.loss, str):
-            check_option("loss", self.loss, LOSSES)
+            get_loss(self.loss)  # unknown names: the registered ones and the closest match
         elif not callable(self.loss):
             raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(self.loss).__name__}")
         check_option("batch_composition", self.batch_composition, BATCH_COMPOSITIONS)
@@ -491,13 +650,13 @@ class Trainer:
                                 f"got {type(self.model).__name__}")
 
     def _make_loss(self) -> Any:
+        """The loss object: a callable as given, or the loss registered under ``self.loss`` built from the
+        trainer's settings (``neurodecode.models.build_loss``; unknown names list the registered ones)."""
         if not isinstance(self.loss, str):
             return self.loss
-        if self.loss == "mse":
-            return _MSELoss()
-        return TrainingLoss(self.loss, temperature=self.temperature, temperature_mode=self.temperature_mode,
-                            temperature_schedule=self.temperature_schedule, n_epochs=int(self.max_epochs),
-                            mixco_fraction=self.mixco_fraction, clip_weight=self.clip_weight)
+        return build_loss(self.loss, temperature=self.temperature, temperature_mode=self.temperature_mode,
+                          temperature_schedule=self.temperature_schedule, n_epochs=int(self.max_epochs),
+                          mixco_fraction=self.mixco_fraction, clip_weight=self.clip_weight)
 
     def _settings(self, loss_fn: Any = None) -> dict:
         out = {k: (v.item() if isinstance(v, np.generic) else v)
@@ -638,12 +797,12 @@ class Trainer:
         if token_targets is not None:
             shape = self._check_head_targets(token_targets, "tokens")
             out.append(_HeadTargets(token_targets, uniques, shape, head="tokens", key="token",
-                                    loss_fn={"mse": mse_loss, "cosine": cosine_loss}[self.token_loss],
+                                    loss_fn=get_token_loss(self.token_loss),
                                     weight=self.token_weight))
         if lowlevel_targets is not None:
             shape = self._check_head_targets(lowlevel_targets, "lowlevel")
             out.append(_HeadTargets(lowlevel_targets, uniques, shape, head="lowlevel", key="lowlevel",
-                                    loss_fn={"l1": l1_loss, "mse": mse_loss}[self.lowlevel_loss],
+                                    loss_fn=get_lowlevel_loss(self.lowlevel_loss),
                                     weight=self.lowlevel_weight))
         return out
 
@@ -676,6 +835,21 @@ class Trainer:
 
     def _fit_locked(self, held: ExitStack, trials: Any, targets: Any, checkpoint_dir: str | Path | None,
                     resume: bool, token_targets: Any = None, lowlevel_targets: Any = None) -> Trainer:
+        """Check the arguments, set the run up, resume it if asked, train, and finish."""
+        self._check_fit_args(trials, checkpoint_dir, resume, token_targets, lowlevel_targets)
+        t_start = time.perf_counter()
+        run = self._start_run(trials, targets, checkpoint_dir, token_targets, lowlevel_targets)
+        if run.ckpt_dir is not None:
+            self._open_checkpoint_dir(held, run)
+        if resume:
+            self._resume(run)
+        epoch = self._train_epochs(run)
+        self._finish(run, epoch, t_start)
+        return self
+
+    def _check_fit_args(self, trials: Any, checkpoint_dir: str | Path | None, resume: bool,
+                        token_targets: Any, lowlevel_targets: Any) -> None:
+        """The Trainer's settings, the head targets' shapes, resume's folder and the trials' split."""
         self._validate()
         for table, head in ((token_targets, "tokens"), (lowlevel_targets, "lowlevel")):
             if table is not None:
@@ -683,35 +857,67 @@ class Trainer:
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (the folder the checkpoints were written to)")
         check_no_leakage(trials, where="training")
-        model = self.model
-        t_start = time.perf_counter()
-        accelerator = self._make_accelerator()
-        device = accelerator.device
-        rank, world = accelerator.process_index, accelerator.num_processes
-        is_main = accelerator.is_main_process
-        log = logger.info if is_main else _noop
 
-        # targets, L2-normalised
+    def _start_run(self, trials: Any, targets: Any, checkpoint_dir: str | Path | None,
+                   token_targets: Any = None, lowlevel_targets: Any = None) -> _FitRun:
+        """Data, batching, loss, optimizer and schedule of a fit from scratch (the Trainer's state reset)."""
+        procs = _Processes.of(self._make_accelerator())
+        fit_data = self._prepare_data(trials, targets, token_targets, lowlevel_targets, procs,
+                                      fingerprint=checkpoint_dir is not None)
+        batching = self._plan_batches(fit_data, procs)
+        engine = self._build_engine(procs, batching.total_steps)
+        ema = None
+        if self.ema_decay is not None:
+            ema = {k: v.detach().clone() for k, v in engine.raw_model.state_dict().items()}
+        self.history_: list[dict] = []
+        self.loss_fn_ = engine.loss_fn
+        self.best_epoch_ = None
+        self.resumed_from_ = None
+        return _FitRun(procs, fit_data, batching, engine, _Progress(_EarlyStopping(self.patience), ema),
+                       self._run_settings(engine.loss_fn, procs.world, fit_data, batching),
+                       None if checkpoint_dir is None else Path(checkpoint_dir))
+
+    # -- set-up: data, batches, optimizer -------------------------------------------------------
+    def _normalised_targets(self, trials: Any, targets: Any) -> np.ndarray:
+        """Every trial's target embedding, L2-normalised (float32, trial order)."""
         Y = targets.lookup(trials.events["stimulus_id"]).astype(np.float32)
-        if Y.shape[1] != model.embed_dim:
+        if Y.shape[1] != self.model.embed_dim:
             raise ValueError(f"targets have dim {Y.shape[1]} but the model's embed_dim is "
-                             f"{model.embed_dim}; build the model with embed_dim=targets.dim")
+                             f"{self.model.embed_dim}; build the model with embed_dim=targets.dim")
         norms = np.linalg.norm(Y, axis=1, keepdims=True)
         if np.any(norms == 0):
             raise ValueError("some target embeddings have zero norm; they cannot be L2-normalised")
         Y /= norms
-        codes, uniques = pd.factorize(trials.events["stimulus_id"], sort=False)
-        data_digest = None if checkpoint_dir is None else hashlib.sha256()
-        data = self._subject_data(trials, Y, codes, device, digest=data_digest)
-        aux = self._head_targets(token_targets, lowlevel_targets, uniques)
-        fingerprint = None
-        if checkpoint_dir is not None:  # what a checkpoint may be resumed with (data, targets, model)
-            fingerprint = {"data": data_digest.hexdigest(),
-                           "targets": _targets_digest(Y, trials.events["stimulus_id"], aux),
-                           "model": _model_digest(model)}
+        return Y
 
-        # validation split by stimulus
+    def _prepare_data(self, trials: Any, targets: Any, token_targets: Any, lowlevel_targets: Any,
+                      procs: _Processes, *, fingerprint: bool) -> _FitData:
+        """Per-subject data on the device, head targets, validation split and (optional) fingerprint."""
+        Y = self._normalised_targets(trials, targets)
+        codes, uniques = pd.factorize(trials.events["stimulus_id"], sort=False)
+        data_digest = hashlib.sha256() if fingerprint else None
+        data = self._subject_data(trials, Y, codes, procs.device, digest=data_digest)
+        aux = self._head_targets(token_targets, lowlevel_targets, uniques)
+        prints = None
+        if fingerprint:  # what a checkpoint may be resumed with (data, targets, model)
+            prints = {"data": data_digest.hexdigest(),
+                      "targets": _targets_digest(Y, trials.events["stimulus_id"], aux),
+                      "model": _model_digest(self.model)}
         gen = torch.Generator().manual_seed(int(self.seed))
+        n_val = self._split_validation(data, codes, uniques, gen)
+        n_train = int(sum(len(d.train) for d in data.values()))
+        n_val_trials = int(sum(len(d.val) for d in data.values()))
+        procs.log("Training on %d trials (%d subjects), validating on %d trials of %d held-out stimuli"
+                  "%s", n_train, len(data), n_val_trials, n_val,
+                  f" ({procs.world} processes)" if procs.world > 1 else "")
+        return _FitData(data, aux, prints, n_train, n_val_trials, gen)
+
+    def _split_validation(self, data: dict[Any, _data.SubjectData], codes: np.ndarray, uniques: Any,
+                          gen: torch.Generator) -> int:
+        """Hold out ``val_fraction`` of the stimuli (drawn with ``gen``): sets each subject's train/val rows.
+
+        Sets ``val_stimuli_`` and returns the number of held-out stimuli.
+        """
         n_stim = len(uniques)
         n_val = round(float(self.val_fraction) * n_stim)
         if self.val_fraction > 0 and n_val == 0 and n_stim >= 2:
@@ -723,15 +929,12 @@ class Trainer:
         self.val_stimuli_ = [uniques[i] for i in np.sort(val_codes)]
         for d in data.values():
             d.train, d.val = np.flatnonzero(~is_val[d.rows]), np.flatnonzero(is_val[d.rows])
-        n_train = int(sum(len(d.train) for d in data.values()))
-        n_val_trials = int(sum(len(d.val) for d in data.values()))
-        log("Training on %d trials (%d subjects), validating on %d trials of %d held-out stimuli"
-            "%s", n_train, len(data), n_val_trials, n_val,
-            f" ({world} processes)" if world > 1 else "")
+        return n_val
 
-        # batching: global batches of batch_size × world trials, one slice per process
-        global_bs = int(self.batch_size) * world
-        min_size = max(2, world)
+    def _plan_batches(self, fit_data: _FitData, procs: _Processes) -> _Batching:
+        """Global batches of ``batch_size × world`` trials (one slice per process); batches and steps."""
+        data, world = fit_data.data, procs.world
+        global_bs, min_size = int(self.batch_size) * world, max(2, world)
         all_subjects = self.batch_composition == "all_subjects"
         if all_subjects:
             if world > 1:
@@ -742,317 +945,385 @@ class Trainer:
                 raise ValueError(f"batch_composition='all_subjects' needs batch_size >= the number of "
                                  f"subjects ({len(data)}), got batch_size={self.batch_size}")
             n_batches = _data.n_all_subject_steps(data, global_bs, min_size)
-            log("all_subjects batches: %d trials of each of %d subjects per step (%d of batch_size %d used)",
-                b, len(data), b * len(data), global_bs)
+            procs.log("all_subjects batches: %d trials of each of %d subjects per step (%d of batch_size %d "
+                      "used)", b, len(data), b * len(data), global_bs)
         else:
             n_batches = _data.n_epoch_batches(data, global_bs, min_size)
         if n_batches == 0:
-            raise ValueError(f"No training batch of >= {min_size} trials can be formed from {n_train} "
-                             "training trials; lower val_fraction or add trials")
+            raise ValueError(f"No training batch of >= {min_size} trials can be formed from "
+                             f"{fit_data.n_train} training trials; lower val_fraction or add trials")
         accum = int(self.gradient_accumulation_steps)
-        steps_per_epoch = math.ceil(n_batches / accum)
-        total_steps = steps_per_epoch * int(self.max_epochs)
+        total_steps = math.ceil(n_batches / accum) * int(self.max_epochs)
+        return _Batching(global_bs, min_size, all_subjects, n_batches, accum, total_steps)
 
-        # loss, optimiser, schedule
-        loss_fn = self._make_loss()
-        if isinstance(loss_fn, nn.Module):
-            loss_fn.to(device)
-        model.to(device)
+    def _make_optimizer(self, loss_fn: Any, device: torch.device) -> torch.optim.Optimizer:
+        """AdamW: weight decay on the model's matrices; none on biases, norms and the loss's parameters."""
         decay, no_decay = [], []
-        for _, p in model.named_parameters():
+        for _, p in self.model.named_parameters():
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)
         loss_params = [p for p in loss_fn.parameters() if p.requires_grad] \
             if isinstance(loss_fn, nn.Module) else []
-        optimizer = torch.optim.AdamW(
+        return torch.optim.AdamW(
             [{"params": decay, "weight_decay": float(self.weight_decay)},
              {"params": no_decay + loss_params, "weight_decay": 0.0}], lr=float(self.lr),
             fused=device.type in ("cpu", "cuda"))
+
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        """The ``lr_schedule`` over ``total_steps`` optimizer steps, with ``lr_schedule_kwargs``."""
         kw = dict(self.lr_schedule_kwargs or {})
         if self.lr_schedule == "onecycle":
             kw.setdefault("pct_start", min(0.3, max(1.5 / total_steps, 0.1)))  # no 0 division for tiny runs
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=float(self.lr), total_steps=total_steps, **kw)
-        elif self.lr_schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, **kw)
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        # rank 0 draws the same dropout masks as a single-process run
-        dropout_gen = torch.Generator(device=device).manual_seed(int(self.seed) + 1 + 1_000_003 * rank)
-        # the scheduler is stepped by hand (accelerate's wrapper would step it once per process)
-        model_p, optimizer_p = accelerator.prepare(model, optimizer)
-        raw_model = accelerator.unwrap_model(model_p)
-        ema = None
-        if self.ema_decay is not None:
-            ema = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
+            return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=float(self.lr),
+                                                       total_steps=total_steps, **kw)
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, **kw)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
-        # state (possibly restored from a checkpoint)
-        self.history_: list[dict] = []
-        self.loss_fn_ = loss_fn
-        self.best_epoch_ = None
-        self.resumed_from_ = None
-        best_val, best_state, since_best = np.inf, None, 0
-        start_epoch, start_batch, global_step, finished = 1, 0, 0, False
-        resume_epoch_state, resume_totals = None, (0.0, 0)
-        settings = {**self._settings(loss_fn), "world_size": world, "n_train_trials": n_train,
-                    "n_batches_per_epoch": n_batches, "val_stimuli": [str(s) for s in self.val_stimuli_]}
-        for a in aux:
+    def _build_engine(self, procs: _Processes, total_steps: int) -> _Engine:
+        """Loss, optimizer, schedule and dropout generator; the model prepared by accelerate."""
+        loss_fn = self._make_loss()
+        if isinstance(loss_fn, nn.Module):
+            loss_fn.to(procs.device)
+        self.model.to(procs.device)
+        optimizer = self._make_optimizer(loss_fn, procs.device)
+        scheduler = self._make_scheduler(optimizer, total_steps)
+        # rank 0 draws the same dropout masks as a single-process run
+        dropout_seed = int(self.seed) + 1 + 1_000_003 * procs.rank
+        dropout_gen = torch.Generator(device=procs.device).manual_seed(dropout_seed)
+        # the scheduler is stepped by hand (accelerate's wrapper would step it once per process)
+        model_p, optimizer_p = procs.accelerator.prepare(self.model, optimizer)
+        return _Engine(loss_fn, optimizer, optimizer_p, scheduler, model_p,
+                       procs.accelerator.unwrap_model(model_p), dropout_gen)
+
+    def _run_settings(self, loss_fn: Any, world: int, fit_data: _FitData, batching: _Batching) -> dict:
+        """The settings a checkpoint records and a resume must match."""
+        settings = {**self._settings(loss_fn), "world_size": world, "n_train_trials": fit_data.n_train,
+                    "n_batches_per_epoch": batching.n_batches,
+                    "val_stimuli": [str(s) for s in self.val_stimuli_]}
+        for a in fit_data.aux:
             if a.head == "tokens":
-                settings |= {"token_loss": self.token_loss, "token_weight": a.weight, "token_shape": list(a.shape)}
+                settings |= {"token_loss": self.token_loss, "token_weight": a.weight,
+                             "token_shape": list(a.shape)}
             else:
                 settings |= {"lowlevel_loss": self.lowlevel_loss, "lowlevel_weight": a.weight,
                              "lowlevel_shape": list(a.shape)}
-        # this process's auxiliary-loss sums over trials, and their trial counts
-        aux_totals = {a.key: (0.0, 0) for a in aux}
-        ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        if ckpt_dir is not None:
-            self._lock_checkpoints(held, ckpt_dir, is_main, world)
-            if is_main:  # we hold the folder: whatever a killed writer left is stale
-                remove_stale_temporaries(ckpt_dir)
-            accelerator.wait_for_everyone()
-        last, loaded = load_latest_checkpoint(ckpt_dir) if (resume and ckpt_dir is not None) else (None, None)
-        if last is not None:
-            weights, tstate, meta = loaded
-            diff = {k: (meta["settings"].get(k), v) for k, v in settings.items()
-                    if meta["settings"].get(k, _legacy_setting(meta["settings"], k)) != v}
-            if diff:
-                raise CheckpointError(f"Cannot resume from {last}: it was written with other settings or data "
-                                      f"(checkpoint vs now: {diff}). Use the same settings or another "
-                                      "checkpoint_dir.")
-            self._check_fingerprint(last, meta.get("fingerprint"), fingerprint,
-                                    logger.warning if is_main else _noop)
-            try:
-                self._restore(weights, tstate, raw_model, loss_fn, optimizer_p, scheduler, accelerator,
-                              dropout_gen, rank)
-            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
-                raise CheckpointError(f"Cannot resume from {last}: its state does not fit this model and "
-                                      f"optimizer ({str(err).strip().splitlines()[0][:300]}). Use the same "
-                                      "settings, or another checkpoint_dir.") from None
-            if ema is not None:
-                ema = {k: v.to(device) for k, v in weights["ema"].items()}
-            if "best" in weights:
-                best_state = {k: v.to(device) for k, v in weights["best"].items()}
-            resume_epoch_state = tstate["epoch_generator"]
-            self.history_ = meta["history"]
-            self.best_epoch_ = meta["best_epoch"]
-            best_val, since_best = float(meta["best_val"]), int(meta["since_best"])
-            start_epoch, start_batch = int(meta["epoch"]), int(meta["batch_in_epoch"])
-            global_step, finished = int(meta["global_step"]), bool(meta["finished"])
-            resume_totals = (float(meta["epoch_loss_total"]), int(meta["epoch_loss_count"]))
-            if aux:
-                aux_totals = {k: tuple(v[rank]) for k, v in meta["epoch_aux_loss"].items()}
-            self.resumed_from_ = last
-            if finished:
-                log("The checkpoint %s is of a finished training: nothing left to train (its weights are "
-                    "restored, nothing is written)", last)
-            else:
-                log("Resumed from %s (epoch %d, batch %d, step %d)", last, start_epoch, start_batch, global_step)
-        elif resume:
-            log("No checkpoint in %s; training from the start", ckpt_dir)
+        return settings
 
-        def write_checkpoint(epoch: int, batch_in_epoch: int, epoch_state: torch.Tensor,
-                             totals: tuple[float, int], done: bool,
-                             head_totals: dict[str, tuple[float, int]] | None = None) -> None:
-            dropout_states = [dropout_gen.get_state().cpu()]
-            head_totals = head_totals or {a.key: (0.0, 0) for a in aux}
-            head_states = {k: [list(v)] for k, v in head_totals.items()}
+    # -- checkpoints: folder, resume, writing ---------------------------------------------------
+    def _open_checkpoint_dir(self, held: ExitStack, run: _FitRun) -> None:
+        """Take the folder's lock (main process) and remove what a killed writer left there."""
+        procs = run.procs
+        self._lock_checkpoints(held, run.ckpt_dir, procs.is_main, procs.world)
+        if procs.is_main:  # we hold the folder: whatever a killed writer left is stale
+            remove_stale_temporaries(run.ckpt_dir)
+        procs.accelerator.wait_for_everyone()
+
+    def _resume(self, run: _FitRun) -> None:
+        """Continue from the newest usable checkpoint in ``run.ckpt_dir`` (if any), after checking it."""
+        procs, eng = run.procs, run.engine
+        last, loaded = load_latest_checkpoint(run.ckpt_dir)
+        if last is None:
+            procs.log("No checkpoint in %s; training from the start", run.ckpt_dir)
+            return
+        weights, tstate, meta = loaded
+        diff = {k: (meta["settings"].get(k), v) for k, v in run.settings.items()
+                if meta["settings"].get(k, _legacy_setting(meta["settings"], k)) != v}
+        if diff:
+            raise CheckpointError(f"Cannot resume from {last}: it was written with other settings or data "
+                                  f"(checkpoint vs now: {diff}). Use the same settings or another "
+                                  "checkpoint_dir.")
+        self._check_fingerprint(last, meta.get("fingerprint"), run.fit_data.fingerprint,
+                                logger.warning if procs.is_main else _noop)
+        try:
+            self._restore(weights, tstate, eng.raw_model, eng.loss_fn, eng.optimizer_p, eng.scheduler,
+                          procs.accelerator, eng.dropout_gen, procs.rank)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise CheckpointError(f"Cannot resume from {last}: its state does not fit this model and "
+                                  f"optimizer ({str(err).strip().splitlines()[0][:300]}). Use the same "
+                                  "settings, or another checkpoint_dir.") from None
+        self._restore_progress(run, weights, tstate, meta)
+        self.resumed_from_ = last
+        p = run.progress
+        if p.finished:
+            procs.log("The checkpoint %s is of a finished training: nothing left to train (its weights are "
+                      "restored, nothing is written)", last)
+        else:
+            procs.log("Resumed from %s (epoch %d, batch %d, step %d)", last, p.start_epoch, p.start_batch,
+                      p.global_step)
+
+    def _restore_progress(self, run: _FitRun, weights: dict, tstate: dict, meta: dict) -> None:
+        """Set the run's counters, EMA and best weights, history and early stopping from a checkpoint."""
+        device, p = run.procs.device, run.progress
+        if p.ema is not None:
+            p.ema = {k: v.to(device) for k, v in weights["ema"].items()}
+        best_state = None
+        if "best" in weights:
+            best_state = {k: v.to(device) for k, v in weights["best"].items()}
+        p.stopper = _EarlyStopping(self.patience, float(meta["best_val"]), int(meta["since_best"]),
+                                   meta["best_epoch"], best_state)
+        p.epoch_generator = tstate["epoch_generator"]
+        self.history_ = meta["history"]
+        self.best_epoch_ = meta["best_epoch"]
+        p.start_epoch, p.start_batch = int(meta["epoch"]), int(meta["batch_in_epoch"])
+        p.global_step, p.finished = int(meta["global_step"]), bool(meta["finished"])
+        heads = {k: tuple(v[run.procs.rank]) for k, v in meta["epoch_aux_loss"].items()} \
+            if run.fit_data.aux else {}
+        p.epoch_totals = _EpochTotals(float(meta["epoch_loss_total"]), int(meta["epoch_loss_count"]), heads)
+
+    def _write_checkpoint(self, run: _FitRun, epoch: int, batch_in_epoch: int, epoch_state: torch.Tensor,
+                          totals: _EpochTotals, done: bool) -> None:
+        """Write a checkpoint of the run's position (main process; every process's generator and sums)."""
+        procs, eng, p, aux = run.procs, run.engine, run.progress, run.fit_data.aux
+        dropout_states = [eng.dropout_gen.get_state().cpu()]
+        head_states = {k: [list(v)] for k, v in totals.head_totals().items()}
+        if procs.world > 1:
+            import torch.distributed as dist
+
+            gathered: list = [None] * procs.world
+            dist.all_gather_object(gathered, dropout_states[0])
+            dropout_states = gathered
+            for k in head_states:
+                gathered = [None] * procs.world
+                dist.all_gather_object(gathered, head_states[k][0])
+                head_states[k] = gathered
+        if procs.is_main:
+            loss_state = eng.loss_fn.state_dict() if isinstance(eng.loss_fn, nn.Module) else {}
+            scaler = procs.accelerator.scaler
+            save_checkpoint(
+                run.ckpt_dir, p.global_step,
+                weights={"model": eng.raw_model.state_dict(), "best": p.stopper.best_state, "ema": p.ema,
+                         "loss": loss_state or None},
+                training_state={
+                    "optimizer": eng.optimizer.state_dict(), "scheduler": eng.scheduler.state_dict(),
+                    "scaler": None if scaler is None else scaler.state_dict(),
+                    "epoch_generator": epoch_state, "dropout_generators": dropout_states},
+                trainer_state={
+                    "epoch": epoch, "batch_in_epoch": batch_in_epoch, "global_step": p.global_step,
+                    "finished": done, "history": self.history_, "best_epoch": self.best_epoch_,
+                    "best_val": p.stopper.best_val, "since_best": p.stopper.since_best,
+                    "epoch_loss_total": totals.total, "epoch_loss_count": totals.count,
+                    **({"epoch_aux_loss": head_states} if aux else {}),
+                    "settings": run.settings, "fingerprint": run.fit_data.fingerprint,
+                    "seed": int(self.seed)},
+                keep_last=int(self.keep_checkpoints))
+        procs.accelerator.wait_for_everyone()
+
+    # -- training -----------------------------------------------------------------------------
+    def _train_epochs(self, run: _FitRun) -> int:
+        """Train the epochs left (none for a finished run); return the last epoch run."""
+        p = run.progress
+        epochs = range(p.start_epoch, int(self.max_epochs) + 1) if not p.finished else range(0)
+        pbar = ProgressBar(epochs, desc="training", unit="epoch") if run.procs.is_main else epochs
+        epoch = p.start_epoch
+        for epoch in pbar:
+            if self._train_epoch(run, epoch, pbar):
+                break
+        return epoch
+
+    def _train_epoch(self, run: _FitRun, epoch: int, pbar: Any) -> bool:
+        """Train, validate and log one epoch; return whether early stopping ends the training."""
+        t0 = time.perf_counter()
+        totals = self._run_epoch(run, epoch)
+        record = self._epoch_record(run, epoch, totals)
+        if run.fit_data.n_val_trials:
+            self._validate_and_track(run, epoch, record)
+        record["time_s"] = time.perf_counter() - t0
+        self.history_.append(record)
+        self._log_epoch(record, pbar, run.procs)
+        stopper = run.progress.stopper
+        if record["val_loss"] is not None and stopper.should_stop:
+            run.procs.log("Early stopping: no lower validation loss for %d epochs", stopper.since_best)
+            return True
+        return False
+
+    def _epoch_batches(self, run: _FitRun) -> list[list[tuple[Any, np.ndarray]]]:
+        """The epoch's steps, drawn with the run's generator: [(subject, global batch rows), ...] each."""
+        data, b, gen = run.fit_data.data, run.batching, run.fit_data.gen
+        if b.all_subjects:
+            return _data.all_subject_steps(data, b.global_bs, gen, b.min_size)
+        return [[part] for part in _data.epoch_batches(data, b.global_bs, gen, b.min_size)]
+
+    def _run_epoch(self, run: _FitRun, epoch: int) -> _EpochTotals:
+        """Train one epoch's batches (from the resumed batch on, after a resume); return its sums."""
+        p, eng, gen = run.progress, run.engine, run.fit_data.gen
+        if p.epoch_generator is not None:  # the epoch a checkpoint was written in
+            gen.set_state(p.epoch_generator)
+            first, totals = p.start_batch, p.epoch_totals
+            p.epoch_generator, p.epoch_totals = None, None
+        else:
+            first, totals = 0, _EpochTotals.fresh(run.fit_data.aux)
+        epoch_state = gen.get_state()
+        if hasattr(eng.loss_fn, "set_epoch"):
+            eng.loss_fn.set_epoch(epoch)
+        mixing = bool(getattr(eng.loss_fn, "mixes_inputs", False))
+        batches = self._epoch_batches(run)
+        accum, world = run.batching.accum, run.procs.world
+        eng.model_p.train()
+        for bi in range(first, len(batches)):
+            parts = batches[bi]  # [(subject, global batch rows)]: one part per subject in the step
+            group_start = (bi // accum) * accum
+            group_size = min(accum, len(batches) - group_start)
+            boundary = bi + 1 == group_start + group_size
+            sync = nullcontext() if (boundary or world == 1) else run.procs.accelerator.no_sync(eng.model_p)
+            with sync:
+                mix_gen = _mix_generator(self.seed, epoch, bi, run.procs.rank) if mixing else None
+                loss, head_losses, n_local = self._train_batch(run, parts, group_size, mix_gen)
+            totals.add(loss, sum(len(gidx) for _, gidx in parts), head_losses, n_local)
+            if not boundary:
+                continue
+            self._optimizer_step(run)
+            if (run.ckpt_dir is not None and self.checkpoint_every is not None
+                    and p.global_step % int(self.checkpoint_every) == 0):
+                self._write_checkpoint(run, epoch, bi + 1, epoch_state, totals, False)
+        return totals
+
+    def _forward_parts(self, run: _FitRun, parts: list[tuple[Any, np.ndarray]],
+                       mix_gen: torch.Generator | None) -> tuple[list, list, list, dict, list]:
+        """Run this process's rows of every part (subject) of a step through the model.
+
+        Returns the per-part predictions, targets, codes and BiMixCo ``{"perm", "lambdas"}`` pieces
+        (with ``mix_gen``), and per part the head losses and row count.
+        """
+        data, aux, device = run.fit_data.data, run.fit_data.aux, run.procs.device
+        rank, world = run.procs.rank, run.procs.world
+        preds, ys, cs, head_parts = [], [], [], []
+        mix: dict[str, list] = {"perm": [], "lambdas": []}
+        offset = 0  # row of this part's first trial in the (gathered) loss batch
+        for subject, gidx in parts:
+            d = data[subject]
+            idx = _data.shard(gidx, rank, world)
+            x = d.features(idx, device)
+            if mix_gen is not None:  # BiMixCo: mix within this subject's rows (MindEye2 mixes per subject)
+                x, perm, lam = mixco(x, generator=mix_gen)
+                start = offset if world == 1 else sum(len(a) for a in np.array_split(gidx, world)[:rank])
+                mix["perm"].append(perm + start)
+                mix["lambdas"].append(lam.float())
+            idx_t = torch.from_numpy(idx).to(device)
+            out = run.engine.model_p(x, subject, generator=run.engine.dropout_gen)
+            preds.append(out.embedding.float())
+            ys.append(d.Y.index_select(0, idx_t))
+            cs.append(d.codes.index_select(0, idx_t))
+            # per-sample losses on this process's rows (DDP averages grads)
+            head_parts.append(({a.key: a.loss(out, cs[-1], device) for a in aux}, len(idx)))
+            offset += len(idx)
+        return preds, ys, cs, mix, head_parts
+
+    def _train_batch(self, run: _FitRun, parts: list[tuple[Any, np.ndarray]], group_size: int,
+                     mix_gen: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """Forward and backward of one step's batch (gathered over processes); no optimizer step.
+
+        Returns the (contrastive) loss, the head losses and this process's number of trials.
+        """
+        aux, world = run.fit_data.aux, run.procs.world
+        preds, ys, cs, mix, head_parts = self._forward_parts(run, parts, mix_gen)
+        n_local = sum(n for _, n in head_parts)
+        if len(parts) == 1:
+            pred, y, c = preds[0], ys[0], cs[0]
+            head_losses = head_parts[0][0]
+        else:  # one loss over the concatenated subjects; head losses: means over every row
+            pred, y, c = torch.cat(preds), torch.cat(ys), torch.cat(cs)
+            head_losses = {a.key: sum(h[a.key] * n for h, n in head_parts) / n_local for a in aux}
+        mix_kw = {}
+        if mix_gen is not None:
+            perm, lam = torch.cat(mix["perm"]), torch.cat(mix["lambdas"])
             if world > 1:
+                perm, lam = _all_gather_rows(perm)[0], _all_gather_rows(lam)[0]
+            mix_kw = {"perm": perm, "lambdas": lam}
+        if world > 1:
+            pred = _GatherWithGrad.apply(pred)
+            y, c = _all_gather_rows(y)[0], _all_gather_rows(c)[0]
+        loss = run.engine.loss_fn(pred, y, c, **mix_kw)
+        full = loss
+        for a in aux:
+            full = full + a.weight * head_losses[a.key]
+        run.procs.accelerator.backward(full / group_size if group_size > 1 else full)
+        return loss, head_losses, n_local
+
+    def _optimizer_step(self, run: _FitRun) -> None:
+        """Clip, step the optimizer and the schedule, zero the gradients, count the step, update the EMA."""
+        eng, p, accelerator = run.engine, run.progress, run.procs.accelerator
+        if self.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(eng.model_p.parameters(), float(self.max_grad_norm))
+        eng.optimizer_p.step()
+        if not accelerator.optimizer_step_was_skipped and (
+                p.global_step + 1 < run.batching.total_steps or self.lr_schedule != "onecycle"):
+            eng.scheduler.step()  # one-cycle is defined on steps 0..total_steps-1: never step past it
+        eng.optimizer_p.zero_grad(set_to_none=True)
+        p.global_step += 1
+        if p.ema is not None:
+            _update_ema(p.ema, eng.raw_model, self.ema_decay)
+
+    # -- after each epoch: record, validation, log ---------------------------------------------------
+    def _epoch_record(self, run: _FitRun, epoch: int, totals: _EpochTotals) -> dict:
+        """The epoch's history row before validation: losses (heads summed over processes), lr, temperature"""
+        loss_fn = run.engine.loss_fn
+        record = {"epoch": epoch, "step": run.progress.global_step,
+                  "train_loss": totals.total / max(totals.count, 1),
+                  "val_loss": None, "val_top1": None, "val_chance": None,
+                  "lr": float(run.engine.optimizer.param_groups[0]["lr"]),
+                  "temperature": float(getattr(loss_fn, "temperature", float("nan")))}
+        if isinstance(getattr(loss_fn, "phase", None), str):
+            record["loss_phase"] = loss_fn.phase
+        if run.fit_data.aux:
+            record |= {"train_contrastive_loss": record["train_loss"], "val_contrastive_loss": None}
+        for a in run.fit_data.aux:
+            tt = torch.tensor(totals.heads[a.key], dtype=torch.float64, device=run.procs.device)
+            if run.procs.world > 1:
                 import torch.distributed as dist
 
-                gathered: list = [None] * world
-                dist.all_gather_object(gathered, dropout_states[0])
-                dropout_states = gathered
-                for k in head_states:
-                    gathered = [None] * world
-                    dist.all_gather_object(gathered, head_states[k][0])
-                    head_states[k] = gathered
-            if is_main:
-                loss_state = loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else {}
-                save_checkpoint(
-                    ckpt_dir, global_step,
-                    weights={"model": raw_model.state_dict(), "best": best_state, "ema": ema,
-                             "loss": loss_state or None},
-                    training_state={
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "scaler": None if accelerator.scaler is None else accelerator.scaler.state_dict(),
-                        "epoch_generator": epoch_state, "dropout_generators": dropout_states},
-                    trainer_state={
-                        "epoch": epoch, "batch_in_epoch": batch_in_epoch, "global_step": global_step,
-                        "finished": done, "history": self.history_, "best_epoch": self.best_epoch_,
-                        "best_val": best_val, "since_best": since_best,
-                        "epoch_loss_total": totals[0], "epoch_loss_count": totals[1],
-                        **({"epoch_aux_loss": head_states} if aux else {}),
-                        "settings": settings, "fingerprint": fingerprint, "seed": int(self.seed)},
-                    keep_last=int(self.keep_checkpoints))
-            accelerator.wait_for_everyone()
+                dist.all_reduce(tt)
+            head_mean = float(tt[0] / max(float(tt[1]), 1.0))
+            record |= {f"train_{a.key}_loss": head_mean, f"val_{a.key}_loss": None,
+                       "train_loss": record["train_loss"] + a.weight * head_mean}
+        return record
 
-        def swap_ema() -> dict | None:
-            """Load the EMA weights into the model; return the live weights to put back."""
-            if ema is None:
-                return None
-            live = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
-            raw_model.load_state_dict(ema)
-            return live
+    def _validate_and_track(self, run: _FitRun, epoch: int, record: dict) -> None:
+        """Validate (with the EMA weights, if any) into ``record``; update the early-stopping state."""
+        eng, fd = run.engine, run.fit_data
+        live = _swap_ema(eng.raw_model, run.progress.ema)
+        record.update(self._validate_epoch(eng.raw_model, eng.loss_fn, fd.data, run.batching.global_bs,
+                                           run.procs.device, fd.aux))
+        if run.progress.stopper.observe(record["val_loss"], epoch, eng.raw_model):
+            self.best_epoch_ = epoch
+        if live is not None:
+            eng.raw_model.load_state_dict(live)
 
-        epochs = range(start_epoch, int(self.max_epochs) + 1) if not finished else range(0)
-        pbar = ProgressBar(epochs, desc="training", unit="epoch") if is_main else epochs
-        epoch = start_epoch
-        for epoch in pbar:
-            t0 = time.perf_counter()
-            if resume_epoch_state is not None:
-                gen.set_state(resume_epoch_state)
-                first, (total, count) = start_batch, resume_totals
-                head_sums = {k: list(v) for k, v in aux_totals.items()}
-                resume_epoch_state = None
-            else:
-                first, total, count = 0, 0.0, 0
-                head_sums = {a.key: [0.0, 0] for a in aux}
-            epoch_state = gen.get_state()
-            if hasattr(loss_fn, "set_epoch"):
-                loss_fn.set_epoch(epoch)
-            mixing = bool(getattr(loss_fn, "mixes_inputs", False))
-            if all_subjects:
-                batches = _data.all_subject_steps(data, global_bs, gen, min_size)
-            else:
-                batches = [[part] for part in _data.epoch_batches(data, global_bs, gen, min_size)]
-            model_p.train()
-            for bi in range(first, len(batches)):
-                parts = batches[bi]  # [(subject, global batch rows)]: one part per subject in the step
-                group_start = (bi // accum) * accum
-                group_size = min(accum, len(batches) - group_start)
-                boundary = bi + 1 == group_start + group_size
-                sync = nullcontext() if (boundary or world == 1) else accelerator.no_sync(model_p)
-                with sync:
-                    mix_gen = _mix_generator(self.seed, epoch, bi, rank) if mixing else None
-                    preds, ys, cs, perms, lams, head_parts = [], [], [], [], [], []
-                    offset = 0  # row of this part's first trial in the (gathered) loss batch
-                    for subject, gidx in parts:
-                        d = data[subject]
-                        idx = _data.shard(gidx, rank, world)
-                        x = d.features(idx, device)
-                        if mixing:  # BiMixCo: mix within this subject's rows (MindEye2 mixes per subject)
-                            x, perm, lam = mixco(x, generator=mix_gen)
-                            start = offset if world == 1 else \
-                                sum(len(a) for a in np.array_split(gidx, world)[:rank])
-                            perms.append(perm + start)
-                            lams.append(lam.float())
-                        idx_t = torch.from_numpy(idx).to(device)
-                        out = model_p(x, subject, generator=dropout_gen)
-                        preds.append(out.embedding.float())
-                        ys.append(d.Y.index_select(0, idx_t))
-                        cs.append(d.codes.index_select(0, idx_t))
-                        # per-sample losses on this process's rows (DDP averages grads)
-                        head_parts.append(({a.key: a.loss(out, cs[-1], device) for a in aux}, len(idx)))
-                        offset += len(idx)
-                    n_local = offset
-                    if len(parts) == 1:
-                        pred, y, c = preds[0], ys[0], cs[0]
-                        head_losses = head_parts[0][0]
-                    else:  # one loss over the concatenated subjects; head losses: means over every row
-                        pred, y, c = torch.cat(preds), torch.cat(ys), torch.cat(cs)
-                        head_losses = {a.key: sum(h[a.key] * n for h, n in head_parts) / n_local for a in aux}
-                    mix_kw = {}
-                    if mixing:
-                        perm, lam = torch.cat(perms), torch.cat(lams)
-                        if world > 1:
-                            perm, lam = _all_gather_rows(perm)[0], _all_gather_rows(lam)[0]
-                        mix_kw = {"perm": perm, "lambdas": lam}
-                    if world > 1:
-                        pred = _GatherWithGrad.apply(pred)
-                        y, c = _all_gather_rows(y)[0], _all_gather_rows(c)[0]
-                    loss = loss_fn(pred, y, c, **mix_kw)
-                    full = loss
-                    for a in aux:
-                        full = full + a.weight * head_losses[a.key]
-                    accelerator.backward(full / group_size if group_size > 1 else full)
-                n_rows = sum(len(gidx) for _, gidx in parts)
-                total += float(loss.detach()) * n_rows
-                count += n_rows
-                for k, v in head_losses.items():
-                    head_sums[k][0] += float(v.detach()) * n_local
-                    head_sums[k][1] += n_local
-                if not boundary:
-                    continue
-                if self.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model_p.parameters(), float(self.max_grad_norm))
-                optimizer_p.step()
-                if not accelerator.optimizer_step_was_skipped and (
-                        global_step + 1 < total_steps or self.lr_schedule != "onecycle"):
-                    scheduler.step()  # one-cycle is defined on steps 0..total_steps-1: never step past it
-                optimizer_p.zero_grad(set_to_none=True)
-                global_step += 1
-                if ema is not None:
-                    with torch.no_grad():
-                        for k, v in raw_model.state_dict().items():
-                            if v.is_floating_point():
-                                ema[k].lerp_(v.detach(), 1.0 - float(self.ema_decay))
-                            else:
-                                ema[k].copy_(v)
-                if (ckpt_dir is not None and self.checkpoint_every is not None
-                        and global_step % int(self.checkpoint_every) == 0):
-                    write_checkpoint(epoch, bi + 1, epoch_state, (total, count), False,
-                                     {k: (float(v[0]), int(v[1])) for k, v in head_sums.items()})
-            record = {"epoch": epoch, "step": global_step, "train_loss": total / max(count, 1),
-                      "val_loss": None, "val_top1": None, "val_chance": None,
-                      "lr": float(optimizer.param_groups[0]["lr"]),
-                      "temperature": float(getattr(loss_fn, "temperature", float("nan")))}
-            if isinstance(getattr(loss_fn, "phase", None), str):
-                record["loss_phase"] = loss_fn.phase
-            if aux:
-                record |= {"train_contrastive_loss": record["train_loss"], "val_contrastive_loss": None}
-            for a in aux:
-                tt = torch.tensor(head_sums[a.key], dtype=torch.float64, device=device)
-                if world > 1:
-                    import torch.distributed as dist
+    @staticmethod
+    def _log_epoch(record: dict, pbar: Any, procs: _Processes) -> None:
+        """Log the epoch's line; show its losses on the progress bar (main process)."""
+        msg = f"epoch {record['epoch']:3d}: train loss {record['train_loss']:.4f}"
+        if "loss_phase" in record:
+            msg += f" ({record['loss_phase']}, temperature {record['temperature']:.4g})"
+        if record["val_loss"] is not None:
+            msg += (f", val loss {record['val_loss']:.4f}, val top-1 {record['val_top1']:.3f} "
+                    f"(chance {record['val_chance']:.3f})")
+            if procs.is_main:
+                pbar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
+                                 top1=f"{record['val_top1']:.2f}")
+        elif procs.is_main:
+            pbar.set_postfix(loss=f"{record['train_loss']:.3f}")
+        procs.log(msg)
 
-                    dist.all_reduce(tt)
-                head_mean = float(tt[0] / max(float(tt[1]), 1.0))
-                record |= {f"train_{a.key}_loss": head_mean, f"val_{a.key}_loss": None,
-                           "train_loss": record["train_loss"] + a.weight * head_mean}
-            if n_val_trials:
-                live = swap_ema()
-                record.update(self._validate_epoch(raw_model, loss_fn, data, global_bs, device, aux))
-                if record["val_loss"] < best_val:
-                    best_state = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
-                if live is not None:
-                    raw_model.load_state_dict(live)
-            record["time_s"] = time.perf_counter() - t0
-            self.history_.append(record)
-            msg = f"epoch {epoch:3d}: train loss {record['train_loss']:.4f}"
-            if "loss_phase" in record:
-                msg += f" ({record['loss_phase']}, temperature {record['temperature']:.4g})"
-            if record["val_loss"] is not None:
-                msg += (f", val loss {record['val_loss']:.4f}, val top-1 {record['val_top1']:.3f} "
-                        f"(chance {record['val_chance']:.3f})")
-                if is_main:
-                    pbar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_loss']:.3f}",
-                                     top1=f"{record['val_top1']:.2f}")
-            elif is_main:
-                pbar.set_postfix(loss=f"{record['train_loss']:.3f}")
-            log(msg)
-            if record["val_loss"] is not None:
-                if record["val_loss"] < best_val:
-                    best_val, since_best, self.best_epoch_ = record["val_loss"], 0, epoch
-                else:
-                    since_best += 1
-                    if self.patience is not None and since_best >= self.patience:
-                        log("Early stopping: no lower validation loss for %d epochs", since_best)
-                        break
-        if ckpt_dir is not None and not finished:
-            write_checkpoint(epoch, 0, gen.get_state(), (0.0, 0), True)
-        self.global_step_ = global_step
-        if best_state is not None:
-            raw_model.load_state_dict(best_state)
-            log("Restored the weights of epoch %d (val loss %.4f)%s", self.best_epoch_, best_val,
-                " (EMA)" if ema is not None else "")
-        elif ema is not None:
-            raw_model.load_state_dict(ema)
-        accelerator.unwrap_model(model_p, keep_fp32_wrapper=False)  # drops accelerate's autocast wrapper
-        accelerator.free_memory()
-        model.eval()
+    def _finish(self, run: _FitRun, epoch: int, t_start: float) -> None:
+        """Write the final checkpoint; keep the best (else the EMA) weights; release accelerate's hold."""
+        procs, eng, p = run.procs, run.engine, run.progress
+        if run.ckpt_dir is not None and not p.finished:
+            self._write_checkpoint(run, epoch, 0, run.fit_data.gen.get_state(),
+                                   _EpochTotals.fresh(run.fit_data.aux), True)
+        self.global_step_ = p.global_step
+        if p.stopper.best_state is not None:
+            eng.raw_model.load_state_dict(p.stopper.best_state)
+            procs.log("Restored the weights of epoch %d (val loss %.4f)%s", p.stopper.best_epoch,
+                      p.stopper.best_val, " (EMA)" if p.ema is not None else "")
+        elif p.ema is not None:
+            eng.raw_model.load_state_dict(p.ema)
+        # drops accelerate's autocast wrapper
+        procs.accelerator.unwrap_model(eng.model_p, keep_fp32_wrapper=False)
+        procs.accelerator.free_memory()
+        self.model.eval()
         self.fit_time_s_ = time.perf_counter() - t_start
-        log("Training done in %.1f s", self.fit_time_s_)
-        return self
+        procs.log("Training done in %.1f s", self.fit_time_s_)
 
     @staticmethod
     def _check_fingerprint(last: Path, saved: Any, now: dict | None, warn_log: Callable) -> None:
