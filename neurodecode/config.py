@@ -2,6 +2,14 @@
 
 A run config is a :class:`FitConfig`. Every field has a default, so an empty
 config is the embedded demo (simulated NSD, fitted through the real loader).
+
+A run config is what ``neurodecode.workflow`` runs, so this module sits just
+below ``workflow`` in the layers: ``data.dataset`` and the ``models.mlp.*``
+part names are validated against the dataset and model registries themselves
+(``neurodecode.datasets.register_dataset``, ``neurodecode.models.register_*``),
+so a dataset or a part is named in one place, its registration. Validating a
+config that names model parts imports ``neurodecode.models`` (and torch);
+importing this module does not.
 """
 
 from __future__ import annotations
@@ -10,7 +18,6 @@ import copy
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
@@ -35,156 +42,80 @@ class _Section(BaseModel):
 
 
 # -- datasets a config may name ----------------------------------------------------------------
-# The dataset registry (loaders, simulators) is ``neurodecode.datasets.register_dataset``, a higher layer
-# this module may not import. What a run config needs to know of a dataset -- its modality, whether its
-# stimuli are images or sounds, which first-class data.* / simulate.* keys it takes -- is this catalogue:
-# ``register_dataset`` declares every dataset here, and the built-in ones are declared below so that a
-# config validates without importing the loaders.
+# A dataset is named in one place, its registration (``neurodecode.datasets.register_dataset``; the
+# built-in ones in ``neurodecode/datasets/_builtins.py``). ``datasets`` is a lower layer, so the validators
+# below ask its registry directly -- what a run config needs to know of a dataset (modality, image or
+# audio stimuli, which first-class data.* / simulate.* keys it takes) is its ``DatasetSpec``. The imports
+# are inside the functions so that ``import neurodecode.config`` stays cheap; importing
+# ``neurodecode.datasets`` registers the built-in datasets.
 
-_MODALITIES = ("fmri", "eeg", "meg")
-_STIMULI = ("image", "audio")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a run config knows of a dataset (the config-facing half of a ``DatasetSpec``).
-
-    Parameters
-    ----------
-    name : str
-        The name ``data.dataset`` gives (a Python identifier, lower case by convention).
-    modality : str
-        ``"fmri"``, ``"eeg"`` or ``"meg"``: which preprocessing, models and analyses apply.
-    stimulus : str
-        ``"image"`` (image targets: pixels / open_clip) or ``"audio"`` (speech targets).
-    label : str
-        Display name in messages (``"NSD"``); defaults to ``name``.
-    data_keys : tuple of str
-        First-class ``data.*`` keys the dataset's loader takes, passed to it by name (NSD: ``roi``,
-        ``sessions``, ...). A dataset without any is configured by ``data.options``.
-    simulate_keys : tuple of str
-        First-class ``simulate.*`` keys its simulator takes by name (NSD: ``n_sessions``, ...); other
-        simulator parameters go in ``simulate.params``.
-    """
-
-    name: str
-    modality: str
-    stimulus: str = "image"
-    label: str = ""
-    data_keys: tuple[str, ...] = ()
-    simulate_keys: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.name, str) and self.name.isidentifier()):
-            raise ValueError(f"a dataset name must be a Python identifier (e.g. 'my_eeg'), got {self.name!r}")
-        if self.modality not in _MODALITIES:
-            raise ValueError(f"dataset {self.name!r}: modality must be one of {_MODALITIES}, got "
-                             f"{self.modality!r}")
-        if self.stimulus not in _STIMULI:
-            raise ValueError(f"dataset {self.name!r}: stimulus must be one of {_STIMULI}, got "
-                             f"{self.stimulus!r}")
-        object.__setattr__(self, "data_keys", tuple(self.data_keys))
-        object.__setattr__(self, "simulate_keys", tuple(self.simulate_keys))
-        if not self.label:
-            object.__setattr__(self, "label", self.name)
+#: First-class ``data.*`` keys that apply only to the datasets listing them in ``DatasetSpec.data_keys``
+#: (NSD's); the other datasets take their loader options in ``data.options``.
+_DATASET_DATA_KEYS = ("roi", "sessions", "zscore", "betas_format", "nonfinite")
+#: First-class ``simulate.*`` keys that apply only to the datasets listing them in
+#: ``DatasetSpec.simulate_keys`` (NSD's); the others take their simulator parameters in ``simulate.params``.
+_DATASET_SIM_KEYS = ("n_sessions", "trials_per_session", "shared_fraction")
 
 
-_NSD_DATA_KEYS = ("roi", "sessions", "zscore", "betas_format", "nonfinite")
-_NSD_SIM_KEYS = ("n_sessions", "trials_per_session", "shared_fraction")
-_DATASET_INFO: dict[str, DatasetInfo] = {info.name: info for info in (
-    DatasetInfo("nsd", "fmri", "image", "NSD", _NSD_DATA_KEYS, _NSD_SIM_KEYS),
-    DatasetInfo("things_eeg2", "eeg", "image", "THINGS-EEG2"),
-    DatasetInfo("things_meg", "meg", "image", "THINGS-MEG"),
-    DatasetInfo("masc", "meg", "audio", "MEG-MASC"),
-)}
-
-
-def declare_dataset(info: DatasetInfo, *, replace: bool = False) -> None:
-    """Make a dataset name valid in run configs (``neurodecode.datasets.register_dataset`` calls this).
-
-    Parameters
-    ----------
-    info : DatasetInfo
-        The dataset's config-facing facts.
-    replace : bool
-        Replace a different declaration under the same name (an identical one is always accepted).
+def _dataset_spec(name: str) -> Any:
+    """The registered ``DatasetSpec`` of ``name``.
 
     Raises
     ------
     ValueError
-        The name is declared with other facts and ``replace`` is False, or a ``data_keys`` /
-        ``simulate_keys`` entry is not a dataset-specific key of the config.
+        Unknown name (the registry's message lists the registered datasets and the closest match), or a
+        spec whose ``data_keys`` / ``simulate_keys`` are not dataset-specific keys of the run config.
     """
-    if not isinstance(info, DatasetInfo):
-        raise TypeError(f"declare_dataset expects a DatasetInfo, got {type(info).__name__}")
-    for section, keys, allowed in (("data", info.data_keys, _NSD_DATA_KEYS),
-                                   ("simulate", info.simulate_keys, _NSD_SIM_KEYS)):
+    from .datasets import get_dataset
+
+    spec = get_dataset(name)
+    for section, keys, allowed in (("data", spec.data_keys, _DATASET_DATA_KEYS),
+                                   ("simulate", spec.simulate_keys, _DATASET_SIM_KEYS)):
         bad = [k for k in keys if k not in allowed]
         if bad:
             rest = "options" if section == "data" else "params"
-            raise ValueError(f"dataset {info.name!r}: {section}_keys {bad} are not dataset-specific "
-                             f"{section}.* keys of the run config (those are {list(allowed)}); pass the "
-                             f"loader's / simulator's own options through {section}.{rest}")
-    old = _DATASET_INFO.get(info.name)
-    if old is not None and old != info and not replace:
-        raise ValueError(f"dataset {info.name!r} is already declared as {old}; pass replace=True to "
-                         "replace it")
-    _DATASET_INFO[info.name] = info
+            raise ValueError(f"dataset {spec.name!r}: DatasetSpec.{section}_keys {bad} are not "
+                             f"dataset-specific {section}.* keys of the run config (those are "
+                             f"{list(allowed)}); pass the loader's / simulator's own options through "
+                             f"{section}.{rest}")
+    return spec
 
 
-def undeclare_dataset(name: str) -> None:
-    """Forget a dataset declared with :func:`declare_dataset` (no-op for an unknown name)."""
-    _DATASET_INFO.pop(name, None)
+def _dataset_names() -> list[str]:
+    from .datasets import list_datasets
+
+    return list_datasets()
 
 
-def declared_datasets() -> list[str]:
-    """Names ``data.dataset`` accepts, in declaration order."""
-    return list(_DATASET_INFO)
+def _dataset_specs() -> list[Any]:
+    from .datasets import get_dataset
 
-
-def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of ``name``.
-
-    Raises
-    ------
-    ValueError
-        Unknown name: the message lists the declared datasets and the closest match.
-    """
-    info = _DATASET_INFO.get(name) if isinstance(name, str) else None
-    if info is None:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(_DATASET_INFO), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown dataset {name!r}.{hint} Registered datasets: {', '.join(_DATASET_INFO)}. "
-                         "A dataset of your own is registered with neurodecode.datasets.register_dataset "
-                         "(import the module that registers it before loading the config).")
-    return info
+    return [get_dataset(n) for n in _dataset_names()]
 
 
 class _ModalityView(Mapping[str, str]):
-    """Read-only, live ``{dataset name: modality}`` view of the declared datasets."""
+    """Read-only, live ``{dataset name: modality}`` view of the dataset registry."""
 
     def __getitem__(self, name: str) -> str:
-        if name not in _DATASET_INFO:
+        if name not in _dataset_names():
             raise KeyError(name)
-        return _DATASET_INFO[name].modality
+        return _dataset_spec(name).modality
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(_DATASET_INFO))
+        return iter(_dataset_names())
 
     def __len__(self) -> int:
-        return len(_DATASET_INFO)
+        return len(_dataset_names())
 
     def __repr__(self) -> str:
         return repr(dict(self))
 
 
 class _AudioView(Sequence[str]):
-    """Read-only, live tuple-like view of the declared datasets whose stimuli are sounds."""
+    """Read-only, live tuple-like view of the registered datasets whose stimuli are sounds."""
 
     def _names(self) -> list[str]:
-        return [n for n, info in _DATASET_INFO.items() if info.stimulus == "audio"]
+        return [spec.name for spec in _dataset_specs() if spec.stimulus == "audio"]
 
     def __getitem__(self, i: Any) -> Any:
         return self._names()[i]
@@ -193,27 +124,26 @@ class _AudioView(Sequence[str]):
         return len(self._names())
 
     def __contains__(self, name: object) -> bool:
-        info = _DATASET_INFO.get(name) if isinstance(name, str) else None
-        return info is not None and info.stimulus == "audio"
+        return name in self._names()
 
     def __repr__(self) -> str:
         return repr(tuple(self._names()))
 
 
-#: Datasets ``neurodecode fit`` loads, and their modality (a live view of the declared datasets).
+#: Datasets ``neurodecode fit`` loads, and their modality (a live view of the dataset registry).
 DATASETS: Mapping[str, str] = _ModalityView()
-#: Datasets whose stimuli are sounds (speech targets) rather than images (a live view).
+#: Datasets whose stimuli are sounds (speech targets) rather than images (a live view of the registry).
 AUDIO_DATASETS: Sequence[str] = _AudioView()
 
 
 def _dataset_schema(schema: dict[str, Any]) -> None:
-    schema["examples"] = declared_datasets()
+    schema["examples"] = _dataset_names()
 
 
 def _owners(key: str, field: str) -> str:
-    """Display names of the declared datasets that take the first-class config ``key`` ("NSD")."""
-    labels = [info.label for info in _DATASET_INFO.values() if key in getattr(info, field)]
-    return " / ".join(labels) or "no declared dataset"
+    """Display names of the registered datasets that take the first-class config ``key`` ("NSD")."""
+    labels = [spec.label for spec in _dataset_specs() if key in getattr(spec, field)]
+    return " / ".join(labels) or "no registered dataset"
 
 
 class DataConfig(_Section):
@@ -258,13 +188,13 @@ class DataConfig(_Section):
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, v: str) -> str:
-        dataset_info(v)  # unknown name: lists the registered datasets and the closest match
+        _dataset_spec(v)  # unknown name: lists the registered datasets and the closest match
         return v
 
     @model_validator(mode="after")
     def _nsd_only(self) -> DataConfig:
-        info = dataset_info(self.dataset)
-        given = [k for k in _NSD_DATA_KEYS if k in self.model_fields_set and k not in info.data_keys]
+        info = _dataset_spec(self.dataset)
+        given = [k for k in _DATASET_DATA_KEYS if k in self.model_fields_set and k not in info.data_keys]
         if given:
             raise ValueError(f"data.{given[0]} applies to {_owners(given[0], 'data_keys')} only; data.dataset "
                              f"is {self.dataset!r}. Remove it (loader options of this dataset go in "
@@ -398,96 +328,37 @@ class RidgeConfig(_Section):
 
 
 # -- model parts a config may name -------------------------------------------------------------
-# The model registries (``neurodecode.models.register_backbone``, ``register_adapter``, ``register_head``,
-# ``register_loss``, ``register_token_loss``, ``register_lowlevel_loss``) live in a higher layer this module
-# may not import, and need torch. What a run config needs to know of a part -- its name, whether it takes
-# fMRI vectors or M/EEG (channels, time) sequences, a loss's temperature defaults -- is this torch-free
-# catalogue: every registration declares its part here, and the built-in parts are declared below so that a
-# config validates without importing torch (tests/conformance/test_models.py checks both agree).
-
-#: Kinds of model part a run config names (``models.mlp.<field>``; the ``heads`` list names ``head`` parts).
-MODEL_PART_KINDS = ("adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss")
-_PART_LABELS = {"adapter": "adapter", "backbone": "backbone", "head": "head", "loss": "loss",
-                "token_loss": "token loss", "lowlevel_loss": "low-level loss"}
-_VECTOR, _SEQUENCE = {"input_kind": "vector"}, {"input_kind": "sequence"}
-_ALL_MODES = ("fixed", "learnable", "schedule")
-_MODEL_PARTS: dict[str, dict[str, dict[str, Any]]] = {
-    "adapter": {"linear": _VECTOR, "pooled": _VECTOR, "subject_layer": _SEQUENCE, "spatial_attention": _SEQUENCE},
-    "backbone": {"mlp": _VECTOR, "mixer": _VECTOR, "dilated_conv": _SEQUENCE, "atm": _SEQUENCE},
-    "head": {"pooled": {}, "tokens": {}, "lowlevel": {}},
-    # loss → {"temperature": (default temperature, default mode, allowed modes) | None}
-    "loss": {"infonce": {"temperature": (0.07, "learnable", _ALL_MODES)},
-             "soft_clip": {"temperature": (0.125, "fixed", ("fixed", "schedule"))},
-             "mindeye2": {"temperature": (0.006, "schedule", ("fixed", "schedule"))},
-             "clip_mse": {"temperature": (1.0 / math.log(1.0 / 0.07), "learnable", _ALL_MODES)},
-             "brainmagick_clip": {"temperature": (1.0, "fixed", ("fixed",))},
-             "mse": {"temperature": None}},
-    "token_loss": {"mse": {}, "cosine": {}},
-    "lowlevel_loss": {"l1": {}, "mse": {}},
-}
+# A backbone, adapter, head or loss is named in one place, its registration (``neurodecode.models.
+# register_backbone``, ``register_adapter``, ``register_head``, ``register_loss``, ``register_token_loss``,
+# ``register_lowlevel_loss``). ``models`` is a lower layer, so the validators ask its registries directly,
+# and read what a run config checks from the registered class: an adapter's ``output_kind`` and a
+# backbone's ``input_kind`` (fMRI vectors or M/EEG (channels, time) sequences) and a loss's
+# ``temperature_defaults``. Importing ``neurodecode.models`` (inside the functions, so that ``import
+# neurodecode.config`` stays cheap) registers the built-in parts and imports torch.
 
 
-def _check_part_kind(kind: str) -> None:
-    if kind not in _MODEL_PARTS:
-        raise ValueError(f"unknown kind of model part {kind!r}; kinds: {', '.join(MODEL_PART_KINDS)}")
+def _part(kind: str, name: str) -> Any:
+    """The ``kind`` part registered as ``name`` (ValueError: the registered ones and the closest match)."""
+    from .models.registry import get_part
+
+    return get_part(kind, name)
 
 
-def declare_model_part(kind: str, name: str, **info: Any) -> None:
-    """Make a model part's name valid in run configs (the ``neurodecode.models`` registries call this).
+def _part_names(kind: str) -> list[str]:
+    from .models.registry import list_parts
 
-    Parameters
-    ----------
-    kind : {"adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss"}
-    name : str
-        The name the config gives (``models.mlp.backbone: <name>``).
-    **info
-        What the config checks need: ``input_kind`` (``"vector"`` | ``"sequence"``) of an adapter or a
-        backbone, ``temperature`` (``(default, default mode, allowed modes)`` or None) of a loss.
-    """
-    _check_part_kind(kind)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a {_PART_LABELS[kind]} name must be a non-empty str, got {name!r}")
-    _MODEL_PARTS[kind][name] = dict(info)
+    return list_parts(kind)
 
 
-def undeclare_model_part(kind: str, name: str) -> None:
-    """Forget a part declared with :func:`declare_model_part` (no-op for an unknown name)."""
-    _check_part_kind(kind)
-    _MODEL_PARTS[kind].pop(name, None)
-
-
-def declared_model_parts(kind: str) -> list[str]:
-    """Names a config accepts for ``kind``, in declaration order."""
-    _check_part_kind(kind)
-    return list(_MODEL_PARTS[kind])
-
-
-def model_part_info(kind: str, name: str) -> dict[str, Any]:
-    """What the config knows of the ``kind`` part ``name`` (a copy).
-
-    Raises
-    ------
-    ValueError
-        Unknown name: the message lists the registered parts of that kind and the closest match.
-    """
-    _check_part_kind(kind)
-    parts = _MODEL_PARTS[kind]
-    if not isinstance(name, str) or name not in parts:
-        import difflib
-
-        label = _PART_LABELS[kind]
-        close = difflib.get_close_matches(str(name), list(parts), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown {label} {name!r}.{hint} Registered {label}{'es' if label.endswith('s') else 's'}"
-                         f": {', '.join(repr(p) for p in parts)}. A {label} of your own is registered with "
-                         f"neurodecode.models.register_{kind} (import the module that registers it before "
-                         "loading the config).")
-    return dict(parts[name])
+def _input_kind(kind: str, name: str) -> str:
+    """``"vector"`` (fMRI) or ``"sequence"`` (M/EEG): what an adapter passes on, what a backbone takes."""
+    part = _part(kind, name)
+    return part.output_kind if kind == "adapter" else part.input_kind
 
 
 def _parts_schema(kind: str) -> Any:
     def schema(s: dict[str, Any]) -> None:
-        s["examples"] = declared_model_parts(kind)
+        s["examples"] = _part_names(kind)
     return schema
 
 
@@ -613,7 +484,7 @@ class MLPConfig(_Section):
     @classmethod
     def _heads(cls, v: list[str]) -> list[str]:
         for name in v:
-            model_part_info("head", name)  # unknown name: lists the registered heads and the closest match
+            _part("head", name)  # unknown name: lists the registered heads and the closest match
         if "pooled" not in v or len(set(v)) != len(v):
             raise ValueError(f"heads must include 'pooled' (the embedding used for training and evaluation) "
                              f"without repeats, got {v}")
@@ -622,7 +493,7 @@ class MLPConfig(_Section):
     @field_validator("loss", "adapter", "backbone", "token_loss", "lowlevel_loss")
     @classmethod
     def _registered_part(cls, v: str, info: ValidationInfo) -> str:
-        model_part_info(info.field_name, v)  # unknown name: lists the registered parts and the closest match
+        _part(info.field_name, v)  # unknown name: lists the registered parts and the closest match
         return v
 
     @field_validator("token_shape")
@@ -648,9 +519,9 @@ class MLPConfig(_Section):
 
     @model_validator(mode="after")
     def _loss_settings(self) -> MLPConfig:
-        # mirrors neurodecode.models.losses.resolve_temperature (kept torch-free: configs load without torch);
-        # a loss's (default temperature, default mode, allowed modes) come from the model-part catalogue
-        temperature = model_part_info("loss", self.loss).get("temperature")
+        # mirrors neurodecode.models.losses.resolve_temperature with messages in config keys; a loss's
+        # (default temperature, default mode, allowed modes) are its registered class's temperature_defaults
+        temperature = getattr(_part("loss", self.loss), "temperature_defaults", None)
         if temperature is None:  # mse, or a registered loss without a temperature
             given = [k for k in ("temperature", "temperature_mode") if getattr(self, k) is not None]
             if given:
@@ -803,22 +674,23 @@ class FitConfig(_Section):
     @model_validator(mode="after")
     def _dataset_options(self) -> FitConfig:
         ds = self.data.dataset
-        info = dataset_info(ds)
-        modality = info.modality
-        given = [k for k in _NSD_SIM_KEYS if k in self.simulate.model_fields_set and k not in info.simulate_keys]
+        info = _dataset_spec(ds)
+        modality, audio = info.modality, info.stimulus == "audio"
+        given = [k for k in _DATASET_SIM_KEYS
+                 if k in self.simulate.model_fields_set and k not in info.simulate_keys]
         if given:
             raise ValueError(f"simulate.{given[0]} applies to the {_owners(given[0], 'simulate_keys')} simulator "
                              f"only; data.dataset is {ds!r}. Pass this simulator's parameters in simulate.params")
-        if ds in AUDIO_DATASETS and "image_size" in self.simulate.model_fields_set:
+        if audio and "image_size" in self.simulate.model_fields_set:
             raise ValueError(f"simulate.image_size does not apply to {ds!r} (its stimuli are sounds)")
         if modality == "fmri" and not self.preprocessing.is_identity():
             how = "normalised by data.zscore" if "zscore" in info.data_keys else "fMRI"
             raise ValueError(f"the preprocessing section is for M/EEG data; {info.label} is {how}")
         speech = self.targets.encoder in ("melspec", "speech")
-        if ds in AUDIO_DATASETS and not speech:
+        if audio and not speech:
             raise ValueError(f"{ds!r} stimuli are speech: set targets.encoder=melspec (no weights) or "
                              "targets.encoder=speech with targets.weights=<wav2vec2 folder>")
-        if ds not in AUDIO_DATASETS and speech:
+        if not audio and speech:
             raise ValueError(f"targets.encoder={self.targets.encoder!r} embeds audio but {ds!r} stimuli are "
                              "images: use 'pixels' or an open_clip encoder")
         mlp = self.models.mlp
@@ -827,9 +699,8 @@ class FitConfig(_Section):
             want = "sequence" if meeg else "vector"  # M/EEG: (channels, time); fMRI: voxel vectors
             for key in ("adapter", "backbone"):
                 value = getattr(mlp, key)
-                if model_part_info(key, value).get("input_kind") != want:
-                    fit = {k: " or ".join(n for n in declared_model_parts(k)
-                                          if model_part_info(k, n).get("input_kind") == want)
+                if _input_kind(key, value) != want:
+                    fit = {k: " or ".join(n for n in _part_names(k) if _input_kind(k, n) == want)
                            for k in ("adapter", "backbone")}
                     raise ValueError(
                         f"models.mlp.{key}={value!r} does not fit {modality} data ({ds}): use adapter "
@@ -1057,14 +928,14 @@ def config_to_yaml(config: FitConfig) -> str:
     """The resolved config as YAML (what every run folder stores)."""
     tree = config.model_dump(mode="json")
     ds = config.data.dataset
-    info = dataset_info(ds)
+    info = _dataset_spec(ds)
     # keys that do not apply to this dataset are left out (they would be rejected)
-    for key in _NSD_DATA_KEYS:
+    for key in _DATASET_DATA_KEYS:
         if key not in info.data_keys:
             tree["data"].pop(key, None)
-    for key in _NSD_SIM_KEYS:
+    for key in _DATASET_SIM_KEYS:
         if key not in info.simulate_keys:
             tree["simulate"].pop(key, None)
-    if ds in AUDIO_DATASETS:
+    if info.stimulus == "audio":
         tree["simulate"].pop("image_size", None)
     return yaml.safe_dump(tree, sort_keys=False)

@@ -1,9 +1,9 @@
 """The registry lines of the built-in datasets: one :func:`register_dataset` call each.
 
 A dataset is its loader module (``nsd.py``, ``things_eeg.py``, ...) plus its simulator entry
-(``resolve`` + ``write``), registered here under its name. Their config-facing facts (modality, stimulus
-kind, first-class config keys) are also declared in ``neurodecode.config`` so that a config validates
-without importing the loaders; ``register_dataset`` refuses a spec that contradicts that declaration.
+(``resolve`` + ``write``), registered here under its name. The registry line is the only place a dataset
+is named: a run config (``neurodecode.config``, a higher layer) validates ``data.dataset`` and the
+dataset's first-class ``data.*`` / ``simulate.*`` keys against the registered :class:`DatasetSpec`.
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ A dataset is **one loader module and one simulator entry registered under its na
 simulator (a :class:`Simulator`: ``resolve`` validates the parameters, ``write`` writes the files in the
 dataset's own layout) and the few facts the rest of the package needs (modality, image or audio stimuli,
 the first-class config keys it takes). :func:`register_dataset` makes the name valid everywhere: in
-``simulate(name, ...)``, in a run config's ``data.dataset`` and in ``neurodecode fit``. The built-in
-datasets are registered in ``neurodecode/datasets/_builtins.py``, one ``register_dataset`` line each; a
-dataset of your own is registered the same way from your code (see ``docs/contributing.md``). Every
-registered dataset passes the same conformance suite (``tests/conformance/test_datasets.py``).
+``simulate(name, ...)``, in a run config's ``data.dataset`` (``neurodecode.config``, a higher layer,
+validates against this registry) and in ``neurodecode fit``. The registration is the only place a dataset
+is named: the built-in datasets are registered in ``neurodecode/datasets/_builtins.py``, one
+``register_dataset`` line each; a dataset of your own is registered the same way from your code (see
+``docs/contributing.md``). Every registered dataset passes the same conformance suite
+(``tests/conformance/test_datasets.py``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Any
 
-from ..config import DataConfig, DatasetInfo, declare_dataset, undeclare_dataset
 from ..utils import logger
 
 __all__ = ["Conformance", "DatasetSpec", "Simulator", "get_dataset", "list_datasets", "register_dataset",
            "unregister_dataset"]
+
+#: Modalities a dataset may have (which preprocessing, models and analyses apply).
+MODALITIES = ("fmri", "eeg", "meg")
+#: Stimulus kinds: image targets (pixels / open_clip) or sound targets (speech encoders).
+STIMULI = ("image", "audio")
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class Conformance:
     load_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _default_loader_kwargs(spec: DatasetSpec, data: DataConfig) -> dict[str, Any]:
+def _default_loader_kwargs(spec: DatasetSpec, data: Any) -> dict[str, Any]:
     """The first-class ``data.*`` keys the dataset takes, by name, then ``data.options``."""
     return {**{key: getattr(data, key) for key in spec.data_keys}, **data.options}
 
@@ -103,13 +109,17 @@ class DatasetSpec:
         Display name (``"THINGS-EEG2"``); defaults to ``name``.
     data_keys : tuple of str
         First-class ``data.*`` config keys passed to the loader by name (NSD: ``roi``, ``sessions``,
-        ``zscore``, ``betas_format``, ``nonfinite``). Empty (the default): ``data.options`` only.
+        ``zscore``, ``betas_format``, ``nonfinite``). Empty (the default): ``data.options`` only. Each must
+        be one of the run config's dataset-specific ``data.*`` keys (a config naming the dataset says so
+        otherwise).
     simulate_keys : tuple of str
         First-class ``simulate.*`` keys passed to the simulator by name (NSD: ``n_sessions``,
-        ``trials_per_session``, ``shared_fraction``); ``simulate.params`` passes the others.
+        ``trials_per_session``, ``shared_fraction``); ``simulate.params`` passes the others. Each must be one
+        of the run config's dataset-specific ``simulate.*`` keys.
     loader_kwargs : callable | None
-        Hook ``loader_kwargs(spec, data_config) -> dict``: the loader's keyword arguments for a run config's
-        ``data`` section. ``None``: the ``data_keys`` by name, then ``data.options``.
+        Hook ``loader_kwargs(spec, data) -> dict``: the loader's keyword arguments for a run config's
+        ``data`` section (a ``neurodecode.config.DataConfig``). ``None``: the ``data_keys`` by name, then
+        ``data.options``.
     test_split_hint : str
         What to change when a run finds no test trials (shown in the error).
     description : str
@@ -126,16 +136,27 @@ class DatasetSpec:
     label: str = ""
     data_keys: tuple[str, ...] = ()
     simulate_keys: tuple[str, ...] = ()
-    loader_kwargs: Callable[[DatasetSpec, DataConfig], dict[str, Any]] | None = None
+    loader_kwargs: Callable[[DatasetSpec, Any], dict[str, Any]] | None = None
     test_split_hint: str = "load more data so that some stimuli are in the test split"
     description: str = field(default="", compare=False)
     conformance: Conformance | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        info = self.info  # validates name, modality, stimulus
-        object.__setattr__(self, "label", info.label)
-        object.__setattr__(self, "data_keys", info.data_keys)
-        object.__setattr__(self, "simulate_keys", info.simulate_keys)
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise ValueError(f"a dataset name must be a Python identifier (e.g. 'my_eeg'), got {self.name!r}")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"dataset {self.name!r}: modality must be one of {MODALITIES}, got "
+                             f"{self.modality!r}")
+        if self.stimulus not in STIMULI:
+            raise ValueError(f"dataset {self.name!r}: stimulus must be one of {STIMULI}, got "
+                             f"{self.stimulus!r}")
+        for attr in ("data_keys", "simulate_keys"):
+            keys = getattr(self, attr)
+            if isinstance(keys, str) or not all(isinstance(k, str) and k.isidentifier() for k in keys):
+                raise ValueError(f"dataset {self.name!r}: {attr} must be a sequence of config key names, "
+                                 f"got {keys!r}")
+            object.__setattr__(self, attr, tuple(keys))
+        object.__setattr__(self, "label", self.label or self.name)
         if not callable(self.loader):
             raise TypeError(f"dataset {self.name!r}: loader must be callable, got {self.loader!r}")
         if not (isinstance(self.simulator, Simulator) and callable(self.simulator.resolve)
@@ -143,18 +164,12 @@ class DatasetSpec:
             raise TypeError(f"dataset {self.name!r}: simulator must be a Simulator(resolve=..., write=...), "
                             f"got {self.simulator!r}")
 
-    @property
-    def info(self) -> DatasetInfo:
-        """The config-facing facts (what ``neurodecode.config`` validates ``data.dataset`` against)."""
-        return DatasetInfo(self.name, self.modality, self.stimulus, self.label, tuple(self.data_keys),
-                           tuple(self.simulate_keys))
-
-    def load_kwargs(self, data: DataConfig) -> dict[str, Any]:
+    def load_kwargs(self, data: Any) -> dict[str, Any]:
         """Keyword arguments of :attr:`loader` for a run config's ``data`` section.
 
         Parameters
         ----------
-        data : DataConfig
+        data : neurodecode.config.DataConfig
             The ``data`` section of a run config.
 
         Returns
@@ -204,14 +219,13 @@ def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec
         raise ValueError(f"a dataset named {spec.name!r} is already registered ({old.label}, loader "
                          f"{getattr(old.loader, '__qualname__', old.loader)!r}); pass replace=True to "
                          "replace it or choose another name")
-    declare_dataset(spec.info, replace=replace)
     _REGISTRY[spec.name] = spec
     logger.debug("Registered dataset %r (%s, %s stimuli)", spec.name, spec.modality, spec.stimulus)
     return spec
 
 
 def unregister_dataset(name: str) -> DatasetSpec:
-    """Remove a registered dataset (and its config declaration); returns its spec.
+    """Remove a registered dataset; returns its spec.
 
     Parameters
     ----------
@@ -230,7 +244,6 @@ def unregister_dataset(name: str) -> DatasetSpec:
     """
     spec = get_dataset(name)
     del _REGISTRY[name]
-    undeclare_dataset(name)
     return spec
 
 
@@ -257,8 +270,9 @@ def get_dataset(name: str) -> DatasetSpec:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown dataset {name!r}.{hint} Registered datasets: "
-                         f"{', '.join(repr(n) for n in _REGISTRY)} (neurodecode.datasets.register_dataset "
-                         "adds one).")
+                         f"{', '.join(repr(n) for n in _REGISTRY)}. A dataset of your own is registered with "
+                         "neurodecode.datasets.register_dataset (import the module that registers it before "
+                         "loading a config that names it).")
     return spec
 
 

@@ -22,10 +22,12 @@ kind                      the registered object
 ``lowlevel_loss``         ``lowlevel`` head
 ========================  =====================================================================
 
-Registering also declares the name (and the facts a run config checks:
-``input_kind``, a loss's temperature) in :mod:`neurodecode.config`, so a
-registered part is valid in ``models.mlp.*`` at once. Unknown names raise a
-``ValueError`` listing the registered names and the closest match.
+The registration is the only place a part is named: a run config
+(:mod:`neurodecode.config`, a higher layer) checks the ``models.mlp.*`` names,
+the adapter / backbone kinds and a loss's temperature defaults against these
+registries and classes directly (:func:`get_part`), so a registered part is
+valid in ``models.mlp.*`` at once. Unknown names raise a ``ValueError``
+listing the registered names and the closest match.
 
 Examples
 --------
@@ -48,13 +50,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..config import declare_model_part, undeclare_model_part
 from ..utils import logger
 
-__all__ = ["DecoderSpec", "Registry", "build_loss", "get_adapter", "get_backbone", "get_head", "get_loss",
-           "get_lowlevel_loss", "get_token_loss", "list_adapters", "list_backbones", "list_heads", "list_losses",
-           "list_lowlevel_losses", "list_token_losses", "register_adapter", "register_backbone", "register_head",
-           "register_loss", "register_lowlevel_loss", "register_token_loss"]
+__all__ = ["PART_KINDS", "DecoderSpec", "Registry", "build_loss", "get_adapter", "get_backbone", "get_head",
+           "get_loss", "get_lowlevel_loss", "get_part", "get_token_loss", "list_adapters", "list_backbones",
+           "list_heads", "list_losses", "list_lowlevel_losses", "list_parts", "list_token_losses",
+           "register_adapter", "register_backbone", "register_head", "register_loss",
+           "register_lowlevel_loss", "register_token_loss"]
 
 T = TypeVar("T")
 INPUT_KINDS = ("vector", "sequence")
@@ -110,7 +112,8 @@ def unknown_name_message(label: str, name: Any, known: Sequence[str], register: 
     hint = f" Did you mean {close[0]!r}?" if close else ""
     plural = f"{label}es" if label.endswith("s") else f"{label}s"
     return (f"unknown {label} {name!r}.{hint} Registered {plural}: {', '.join(repr(k) for k in known)}. "
-            f"A {label} of your own is registered with neurodecode.models.{register}.")
+            f"A {label} of your own is registered with neurodecode.models.{register} (import the module that "
+            "registers it before building a decoder or loading a config that names it).")
 
 
 class Registry:
@@ -120,16 +123,17 @@ class Registry:
     ----------
     kind : str
         ``"adapter"``, ``"backbone"``, ``"head"``, ``"loss"``, ``"token_loss"`` or ``"lowlevel_loss"``
-        (the kind declared in :mod:`neurodecode.config`).
+        (the ``models.mlp.<kind>`` field of a run config that names it; ``heads`` for ``"head"``).
     label : str
         How messages name one part (``"low-level loss"``).
-    describe : callable
-        ``describe(obj) → dict`` of the facts a run config needs (declared with the name); raises
-        ``TypeError`` when ``obj`` lacks what the kind requires.
+    check : callable
+        ``check(obj)`` raises ``TypeError`` when ``obj`` lacks what the kind requires (called on
+        registering, so a registered part carries every fact the decoder, the trainer and a run config
+        read from it).
     """
 
-    def __init__(self, kind: str, label: str, describe: Callable[[Any], dict[str, Any]]) -> None:
-        self.kind, self.label, self._describe = kind, label, describe
+    def __init__(self, kind: str, label: str, check: Callable[[Any], None]) -> None:
+        self.kind, self.label, self._check = kind, label, check
         self._entries: dict[str, Any] = {}
 
     # -- container protocol ------------------------------------------------------------------------
@@ -170,7 +174,7 @@ class Registry:
                              f"got {name!r}")
 
         def decorator(obj: T) -> T:
-            info = self._describe(obj)
+            self._check(obj)
             old = self._entries.get(name)
             if old is not None and old is not obj and not _same_definition(old, obj) and not replace:
                 raise ValueError(f"{self.label} {name!r} is already registered ({_qualname(old)}); pass "
@@ -178,16 +182,20 @@ class Registry:
             if isinstance(obj, type):
                 obj.registered_name = name
             self._entries[name] = obj
-            declare_model_part(self.kind, name, **info)
             logger.debug("Registered %s %r: %s", self.label, name, _qualname(obj))
             return obj
 
         return decorator
 
     def unregister(self, name: str) -> None:
-        """Remove ``name`` (and its run-config declaration); no-op for an unknown name."""
-        if self._entries.pop(name, None) is not None:
-            undeclare_model_part(self.kind, name)
+        """Remove ``name``; no-op for an unknown name.
+
+        Parameters
+        ----------
+        name : str
+            A registered name.
+        """
+        self._entries.pop(name, None)
 
     # -- looking up -----------------------------------------------------------------------------
     def get(self, name: str) -> Any:
@@ -253,52 +261,108 @@ def _require(obj: Any, kind: str, attrs: Sequence[str]) -> None:
                         "docs/contributing.md, 'Adding a backbone, adapter, head or loss')")
 
 
-def _kind_of(obj: Any, attr: str) -> str:
+def _check_kind(obj: Any, attr: str) -> None:
     value = getattr(obj, attr)
     if value not in INPUT_KINDS:
         raise TypeError(f"{obj.__name__}.{attr} must be one of {INPUT_KINDS}, got {value!r}")
-    return value
 
 
-def _describe_adapter(obj: Any) -> dict[str, Any]:
+def _check_adapter(obj: Any) -> None:
     _require(obj, "adapter", ("output_kind", "from_decoder"))
-    return {"input_kind": _kind_of(obj, "output_kind")}
+    _check_kind(obj, "output_kind")
 
 
-def _describe_backbone(obj: Any) -> dict[str, Any]:
+def _check_backbone(obj: Any) -> None:
     _require(obj, "backbone", ("input_kind", "default_adapter", "from_decoder"))
-    return {"input_kind": _kind_of(obj, "input_kind")}
+    _check_kind(obj, "input_kind")
 
 
-def _describe_head(obj: Any) -> dict[str, Any]:
+def _check_head(obj: Any) -> None:
     _require(obj, "head", ("from_decoder",))
-    return {}
 
 
-def _describe_loss(obj: Any) -> dict[str, Any]:
+_TEMPERATURE_MODES = ("fixed", "learnable", "schedule")
+
+
+def _check_loss(obj: Any) -> None:
     if not (isinstance(obj, type) and callable(obj)):
         raise TypeError(f"a registered loss must be a class (called as loss(pred, target, ids)), got {obj!r}")
     temperature = getattr(obj, "temperature_defaults", None)
-    if temperature is not None:
+    if temperature is None:
+        return
+    try:
         t, mode, allowed = temperature
-        if mode not in allowed:
-            raise TypeError(f"{obj.__name__}.temperature_defaults: default mode {mode!r} is not in {allowed}")
-        temperature = (float(t), str(mode), tuple(allowed))
-    return {"temperature": temperature}
+        ok = float(t) > 0 and mode in allowed and set(allowed) <= set(_TEMPERATURE_MODES)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TypeError(f"{obj.__name__}.temperature_defaults must be None or (temperature > 0, default "
+                        f"mode, allowed modes) with the default mode among the allowed ones, all of "
+                        f"{_TEMPERATURE_MODES}; got {temperature!r}")
 
 
-def _describe_function(obj: Any) -> dict[str, Any]:
+def _check_function(obj: Any) -> None:
     if not callable(obj):
         raise TypeError(f"a registered head loss must be a function loss(pred, target), got {obj!r}")
-    return {}
 
 
-ADAPTER_REGISTRY: Registry = Registry("adapter", "adapter", _describe_adapter)
-BACKBONE_REGISTRY: Registry = Registry("backbone", "backbone", _describe_backbone)
-HEAD_REGISTRY: Registry = Registry("head", "head", _describe_head)
-LOSS_REGISTRY: Registry = Registry("loss", "loss", _describe_loss)
-TOKEN_LOSS_REGISTRY: Registry = Registry("token_loss", "token loss", _describe_function)
-LOWLEVEL_LOSS_REGISTRY: Registry = Registry("lowlevel_loss", "low-level loss", _describe_function)
+ADAPTER_REGISTRY: Registry = Registry("adapter", "adapter", _check_adapter)
+BACKBONE_REGISTRY: Registry = Registry("backbone", "backbone", _check_backbone)
+HEAD_REGISTRY: Registry = Registry("head", "head", _check_head)
+LOSS_REGISTRY: Registry = Registry("loss", "loss", _check_loss)
+TOKEN_LOSS_REGISTRY: Registry = Registry("token_loss", "token loss", _check_function)
+LOWLEVEL_LOSS_REGISTRY: Registry = Registry("lowlevel_loss", "low-level loss", _check_function)
+_REGISTRIES: dict[str, Registry] = {r.kind: r for r in (ADAPTER_REGISTRY, BACKBONE_REGISTRY, HEAD_REGISTRY,
+                                                        LOSS_REGISTRY, TOKEN_LOSS_REGISTRY,
+                                                        LOWLEVEL_LOSS_REGISTRY)}
+#: Kinds of model part, each the ``models.mlp.<kind>`` field of a run config that names one (``heads``
+#: lists ``head`` parts).
+PART_KINDS: tuple[str, ...] = tuple(_REGISTRIES)
+
+
+def _registry(kind: str) -> Registry:
+    if kind not in _REGISTRIES:
+        raise ValueError(f"unknown kind of model part {kind!r}; kinds: {', '.join(PART_KINDS)}")
+    return _REGISTRIES[kind]
+
+
+def get_part(kind: str, name: str) -> Any:
+    """The part of ``kind`` registered under ``name`` (what a run config validates ``models.mlp.*`` with).
+
+    Parameters
+    ----------
+    kind : {"adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss"}
+        The kind of part (see :data:`PART_KINDS`).
+    name : str
+        A registered name of that kind.
+
+    Returns
+    -------
+    part : type | callable
+        The registered class (a function for ``token_loss`` / ``lowlevel_loss``).
+
+    Raises
+    ------
+    ValueError
+        Unknown kind, or unknown name: the message lists the registered names and the closest match.
+    """
+    return _registry(kind).get(name)
+
+
+def list_parts(kind: str) -> list[str]:
+    """Registered names of one kind of part, in registration order.
+
+    Parameters
+    ----------
+    kind : {"adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss"}
+        The kind of part (see :data:`PART_KINDS`).
+
+    Returns
+    -------
+    names : list of str
+        The names.
+    """
+    return _registry(kind).names()
 
 
 # -- the public functions ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import FitConfig, dataset_info
+from ..config import FitConfig
 from ..utils import get_data_dir, logger
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def simulate_params(config: FitConfig) -> dict[str, Any]:
     ``snr``, the first-class ``simulate.*`` keys the dataset takes (its ``simulate_keys``), ``image_size``
     for image datasets, then ``simulate.params``.
     """
-    sim, info = config.simulate, dataset_info(config.data.dataset)
+    sim, info = config.simulate, dataset_spec(config)
     params: dict[str, Any] = {"snr": sim.snr}
     params.update({key: getattr(sim, key) for key in info.simulate_keys})
     if info.stimulus == "image":
@@ -112,7 +112,7 @@ def load_data(config: FitConfig) -> tuple[Path, Any]:
 
 def make_preprocessor(config: FitConfig) -> Any:
     """The M/EEG preprocessor of ``config.preprocessing`` (None for fMRI or when nothing is configured)."""
-    if dataset_info(config.data.dataset).modality == "fmri" or config.preprocessing.is_identity():
+    if dataset_spec(config).modality == "fmri" or config.preprocessing.is_identity():
         return None
     from ..preprocessing import MEEGPreprocessor
 

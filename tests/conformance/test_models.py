@@ -11,17 +11,18 @@ by the same tests:
   with the reason, in ``NO_GRADIENT`` (a subject not in the batch, a zero-initialised up-projection);
 - losses (training, token and low-level): a finite scalar, a finite non-zero gradient on the prediction,
   lower for matched than for shuffled pairs;
-- the run-config catalogue (``neurodecode.config``, torch-free) agrees with the registries.
+- names: unknown ones list the registered ones with the closest match, in the registries and in run configs.
 
 ``GatedMLP`` (backbone) and ``CosineEmbeddingLoss`` (loss) below are defined here with one registration line
 each; ``test_a_part_defined_outside_neurodecode_*`` shows they work in BrainDecoder, a run config and a
-Trainer epoch without touching a neurodecode file, and the parametrised tests check them like the others.
+Trainer epoch without touching a neurodecode file, ``test_the_registration_is_the_only_place_*`` that the
+registration is the only place a part is named (a run config validates it against the registries and reads
+its facts from the class), and the parametrised tests check them like the others.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import numpy as np
@@ -321,7 +322,7 @@ def test_head_loss(head, name):
     _check_loss(fn, pred, target)
 
 
-# -- names: errors and the run-config catalogue --------------------------------------------------------------
+# -- names: errors, and the registration as the only place a part is named -----------------------------------
 @pytest.mark.parametrize(("get", "typo", "right"), [(get_backbone, "mixr", "mixer"), (get_adapter, "linar", "linear"),
                                                     (get_head, "token", "tokens"), (get_loss, "infonc", "infonce")])
 def test_unknown_names_list_the_registered_ones(get, typo, right):
@@ -342,33 +343,43 @@ def test_unknown_names_in_the_decoder_config_and_trainer():
         build_loss("soft")
 
 
-def test_the_config_catalogue_matches_the_registries():
-    """neurodecode.config validates names torch-free from its catalogue; it must say what the classes say."""
-    for kind, names in (("adapter", list_adapters()), ("backbone", list_backbones()), ("head", list_heads()),
-                        ("loss", list_losses()), ("token_loss", list_token_losses()),
-                        ("lowlevel_loss", list_lowlevel_losses())):
-        assert set(config_mod.declared_model_parts(kind)) == set(names), kind
-    for name in list_adapters():
-        assert config_mod.model_part_info("adapter", name) == {"input_kind": get_adapter(name).output_kind}
-    for name in list_backbones():
-        assert config_mod.model_part_info("backbone", name) == {"input_kind": get_backbone(name).input_kind}
-    for name in list_losses():
-        want = getattr(get_loss(name), "temperature_defaults", None)
-        got = config_mod.model_part_info("loss", name)["temperature"]
-        assert (got is None) == (want is None), name
-        if want is not None:
-            assert math.isclose(got[0], want[0]) and got[1:] == (want[1], tuple(want[2])), name
+def test_the_registration_is_the_only_place_a_part_is_named():
+    """No catalogue: unregistered, a run config refuses the plugin names; the one registration call each,
+    with nothing declared anywhere else, makes them valid, and the config's checks read the class."""
+    _unregister_plugins()
+    try:
+        with pytest.raises(config_mod.ConfigError, match="unknown backbone 'conformance_gated_mlp'"):
+            config_mod.load_config(None, [f"models.mlp.backbone={PLUGINS['backbone']}"])
+        with pytest.raises(config_mod.ConfigError, match="unknown loss 'conformance_cosine'"):
+            config_mod.load_config(None, [f"models.mlp.loss={PLUGINS['loss']}"])
+    finally:
+        register_backbone(PLUGINS["backbone"])(GatedMLP)     # the registration lines, again
+        register_loss(PLUGINS["loss"])(CosineEmbeddingLoss)
+    cfg = config_mod.load_config(None, [f"models.mlp.backbone={PLUGINS['backbone']}",
+                                        f"models.mlp.loss={PLUGINS['loss']}"])
+    assert (cfg.models.mlp.backbone, cfg.models.mlp.loss) == (PLUGINS["backbone"], PLUGINS["loss"])
+    # GatedMLP.input_kind = "vector": the config refuses it for M/EEG data and names the fitting parts
+    with pytest.raises(config_mod.ConfigError, match="backbone='conformance_gated_mlp' does not fit eeg data"
+                       ".*backbone dilated_conv or atm"):
+        config_mod.load_config(None, ["data.dataset=things_eeg2", "models.mlp.adapter=subject_layer",
+                                      f"models.mlp.backbone={PLUGINS['backbone']}"])
+    # a loss's temperature defaults are read from its class
+    register_loss("conformance_warm")(type("WarmLoss", (CosineEmbeddingLoss,),
+                                           {"temperature_defaults": (0.5, "fixed", ("fixed",))}))
+    try:
+        warm = ["models.mlp.loss=conformance_warm"]
+        assert config_mod.load_config(None, [*warm, "models.mlp.temperature=0.2"])
+        with pytest.raises(config_mod.ConfigError, match="temperature_mode='learnable' is not available"):
+            config_mod.load_config(None, [*warm, "models.mlp.temperature_mode=learnable"])
+    finally:
+        LOSS_REGISTRY.unregister("conformance_warm")
 
 
-def test_the_builtin_catalogue_is_torch_free(tmp_path):
-    """A config naming built-in parts validates in a process that never imports torch."""
-    import subprocess
-    import sys
-
-    code = ("import sys; from neurodecode.config import load_config; "
-            "c = load_config(None, ['models.mlp.backbone=mixer', 'models.mlp.loss=mindeye2', "
-            "'models.mlp.heads=[pooled,lowlevel]']); assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+def test_a_loss_with_malformed_temperature_defaults_is_refused():
+    bad = type("BadLoss", (CosineEmbeddingLoss,), {"temperature_defaults": (0.5, "learnable", ("fixed",))})
+    with pytest.raises(TypeError, match="temperature_defaults"):
+        register_loss("conformance_bad_temperature")(bad)
+    assert "conformance_bad_temperature" not in list_losses()
 
 
 def test_registering_twice_needs_replace():

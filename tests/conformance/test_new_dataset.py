@@ -4,11 +4,15 @@ The test writes a toy dataset module (a loader and a simulator for a trivial on-
 temporary folder, imports it, registers it with one ``register_dataset(...)`` call, and then the same
 conformance checks as every built-in dataset pass on it, and ``neurodecode fit`` (the workflow API, a
 config naming the dataset, on its simulated data) runs to a ``metrics.json``. No neurodecode file is
-touched: the dataset lives outside the package and no file of the package names it.
+touched: the dataset lives outside the package and no file of the package names it. The registration is
+the only place the dataset is named: without it a run config refuses ``data.dataset: toy_eeg``; with that
+one call, and nothing declared anywhere else, the config accepts it and reads its facts (modality, stimulus
+kind) from the registered spec.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -27,8 +31,8 @@ from _dataset_checks import (
 )
 
 import neurodecode
-from neurodecode.config import ConfigError, load_config
-from neurodecode.datasets import get_dataset, list_datasets, unregister_dataset
+from neurodecode.config import AUDIO_DATASETS, DATASETS, ConfigError, load_config
+from neurodecode.datasets import get_dataset, list_datasets, register_dataset, unregister_dataset
 
 #: The whole dataset: one module a user writes (loader + simulator + its conformance case), and the
 #: registry line at its end. Layout: stimuli.npy (images), stimuli.tsv (ids, split),
@@ -153,14 +157,56 @@ def toy(tmp_path_factory):
             unregister_dataset("toy_eeg")
 
 
+MEEG = ["models.mlp.adapter=subject_layer", "models.mlp.backbone=dilated_conv"]
+
+
 def test_the_registry_line_makes_the_name_known_everywhere(toy):
     spec = toy
     assert get_dataset("toy_eeg") is spec and "toy_eeg" in list_datasets("eeg")
-    cfg = load_config(None, ["data.dataset=toy_eeg", "models.mlp.adapter=subject_layer",
-                             "models.mlp.backbone=dilated_conv"])
+    cfg = load_config(None, ["data.dataset=toy_eeg", *MEEG])
     assert cfg.data.dataset == "toy_eeg"
     with pytest.raises(ConfigError, match="Did you mean 'toy_eeg'"):
         load_config(None, ["data.dataset=toy_eg"])
+
+
+def test_the_registration_is_the_only_place_the_dataset_is_named(toy):
+    """Unregistered, the name is unknown to a run config; the one ``register_dataset`` call, with nothing
+    declared anywhere else, makes it valid, and the config's checks read the spec's facts."""
+    spec = toy
+    unregister_dataset("toy_eeg")
+    try:
+        with pytest.raises(ConfigError, match="unknown dataset 'toy_eeg'.*register_dataset"):
+            load_config(None, ["data.dataset=toy_eeg", *MEEG])
+        assert "toy_eeg" not in DATASETS
+    finally:
+        register_dataset(spec)  # the registry line, again
+    assert load_config(None, ["data.dataset=toy_eeg", *MEEG]).data.dataset == "toy_eeg"
+    assert DATASETS["toy_eeg"] == "eeg" and "toy_eeg" not in AUDIO_DATASETS
+    # the modality comes from the spec: an EEG dataset refuses the fMRI adapter and the fMRI-only keys
+    with pytest.raises(ConfigError, match="adapter='linear' does not fit eeg data"):
+        load_config(None, ["data.dataset=toy_eeg"])
+    with pytest.raises(ConfigError, match="data.roi applies to NSD only"):
+        load_config(None, ["data.dataset=toy_eeg", *MEEG, "data.roi=V1"])
+    # ... and so does the stimulus kind: the same files registered as a sound dataset need speech targets
+    sounds = dataclasses.replace(spec, name="toy_eeg_sounds", stimulus="audio")
+    register_dataset(sounds)
+    try:
+        assert "toy_eeg_sounds" in AUDIO_DATASETS
+        with pytest.raises(ConfigError, match="'toy_eeg_sounds' stimuli are speech"):
+            load_config(None, ["data.dataset=toy_eeg_sounds", *MEEG])
+        assert load_config(None, ["data.dataset=toy_eeg_sounds", *MEEG, "targets.encoder=melspec"])
+    finally:
+        unregister_dataset("toy_eeg_sounds")
+
+
+def test_a_spec_with_a_key_the_config_lacks_is_refused_by_name(toy):
+    bad = dataclasses.replace(toy, name="toy_eeg_bad_keys", data_keys=("montage",))
+    register_dataset(bad)
+    try:
+        with pytest.raises(ConfigError, match=r"DatasetSpec.data_keys \['montage'\] are not"):
+            load_config(None, ["data.dataset=toy_eeg_bad_keys", *MEEG])
+    finally:
+        unregister_dataset("toy_eeg_bad_keys")
 
 
 def test_the_same_conformance_checks_pass(toy, tmp_path):

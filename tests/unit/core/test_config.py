@@ -162,3 +162,27 @@ def test_saved_meeg_config_round_trips():
     assert "roi" not in tree["data"] and "n_sessions" not in tree["simulate"]
     assert "image_size" not in tree["simulate"]
     assert FitConfig.model_validate(tree) == cfg
+
+
+def test_unknown_names_list_the_registered_ones():
+    """data.dataset and models.mlp.* are checked against the registries, with a 'did you mean'."""
+    with pytest.raises(ConfigError, match=r"unknown dataset 'thing_eeg2'\. Did you mean 'things_eeg2'\?"
+                       r".*'nsd', 'things_eeg2', 'things_meg', 'masc'"):
+        load_config(None, ["data.dataset=thing_eeg2"])
+    with pytest.raises(ConfigError, match=r"unknown backbone 'mixr'\. Did you mean 'mixer'\?.*register_"):
+        load_config(None, ["models.mlp.backbone=mixr"])
+    with pytest.raises(ConfigError, match=r"unknown head 'token'\. Did you mean 'tokens'\?"):
+        load_config(None, ["models.mlp.heads=[pooled,token]"])
+    with pytest.raises(ConfigError, match=r"unknown token loss 'cosin'\. Did you mean 'cosine'\?"):
+        load_config(None, ["models.mlp.token_loss=cosin"])
+
+
+def test_importing_the_config_module_stays_cheap(tmp_path):
+    """Validation asks the registries (function-level imports); importing neurodecode.config does not."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import neurodecode.config; "
+            "loaded = [m for m in ('torch', 'neurodecode.datasets', 'neurodecode.models') "
+            "if m in sys.modules]; assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)

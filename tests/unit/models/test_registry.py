@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from neurodecode import config as config_mod
-from neurodecode.models import BrainDecoder, TrainingLoss, build_loss, list_losses, register_loss
+from neurodecode.models import BrainDecoder, TrainingLoss, build_loss, get_head, list_losses, register_loss
 from neurodecode.models.decoder import BACKBONES, HEADS, OUTPUTS
 from neurodecode.models.losses import TEMPERATURE_DEFAULTS, InfoNCELoss, MindEye2Loss, NormalizedMSELoss
-from neurodecode.models.registry import LOSS_REGISTRY
+from neurodecode.models.registry import LOSS_REGISTRY, PART_KINDS, get_part, list_parts
 from neurodecode.training.trainer import LOSSES
 
 
@@ -31,13 +31,26 @@ def test_name_views_are_live_and_tuple_like():
             return 0.5 * ((pred - target) ** 2).mean()
 
     try:
-        assert "unit_half_mse" in LOSSES and "unit_half_mse" in config_mod.declared_model_parts("loss")
+        assert "unit_half_mse" in LOSSES and "unit_half_mse" in list_parts("loss")
+        cfg = config_mod.load_config(None, ["models.mlp.loss=unit_half_mse"])  # the registration is enough
+        assert cfg.models.mlp.loss == "unit_half_mse"
         loss = build_loss("unit_half_mse", n_epochs=4, temperature_schedule=(0.1, 0.2))  # only what it takes
         assert isinstance(loss, HalfMSE) and loss.n_epochs == 4
         assert "unit_half_mse" not in TEMPERATURE_DEFAULTS
     finally:
         LOSS_REGISTRY.unregister("unit_half_mse")
-    assert "unit_half_mse" not in LOSSES and "unit_half_mse" not in config_mod.declared_model_parts("loss")
+    assert "unit_half_mse" not in LOSSES and "unit_half_mse" not in list_parts("loss")
+    with pytest.raises(config_mod.ConfigError, match="unknown loss 'unit_half_mse'"):
+        config_mod.load_config(None, ["models.mlp.loss=unit_half_mse"])
+
+
+def test_parts_by_kind():
+    assert list_parts("backbone") == list(BACKBONES) and get_part("head", "tokens") is get_head("tokens")
+    assert PART_KINDS == ("adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss")
+    with pytest.raises(ValueError, match="unknown kind of model part 'decoder'"):
+        list_parts("decoder")
+    with pytest.raises(ValueError, match="unknown backbone 'mixr'. Did you mean 'mixer'"):
+        get_part("backbone", "mixr")
 
 
 def test_training_loss_by_name_is_the_registered_class():
