@@ -504,29 +504,12 @@ def _make_info(n_channels: int, sfreq: float) -> Any:
 
 def write_masc(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     """Write a complete simulated MEG-MASC into ``root``; return the ground truth for the JSON."""
-    import mne
-    import mne_bids
-    from scipy.io import wavfile
-
     seed, sr, sfreq = p["seed"], p["audio_sfreq"], p["sfreq"]
 
     def rng_for(*key: int) -> np.random.Generator:
         return np.random.default_rng([seed, *key])
 
-    # vocabulary and stories (shared by every subject and session)
-    vocab = _make_vocabulary(rng_for(1), _N_VOCAB)
-    render_rng = rng_for(2)
-    for recipe in vocab:
-        recipe["wave"], recipe["bounds_samples"] = _render_word(recipe, sr, render_rng)
-    stories = [_make_story(STORIES[t], t, vocab, p, rng_for(3, t)) for t in range(p["n_stories"])]
-    audio_dir = root / "stimuli" / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
-    for story in stories:
-        for s in story["sounds"]:
-            wavfile.write(root / s["file"], sr, s["pcm"])
-    logger.info("Wrote %d stories (%d wav files, %d words)", len(stories),
-                sum(len(s["sounds"]) for s in stories), sum(s["n_words"] for s in stories))
-
+    vocab, stories = _write_stories(root, p, rng_for)
     n_ch = p["n_channels"]
     names = meeg.meg_channel_names(n_ch)
     pos = meeg.helmet_positions(n_ch)
@@ -543,51 +526,110 @@ def write_masc(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     sources: dict[int, dict[str, np.ndarray]] = {}
     for sub, ses, t in ProgressBar(jobs, total=len(jobs), desc="Simulating MEG-MASC", unit="recording"):
         if sub not in weights:
-            wrng = rng_for(4, sub)
-            sim = p["subject_similarity"]
-            shared = rng_for(4, 0).standard_normal((n_ch, p["n_mels"]))
-            W = (np.sqrt(sim) * shared + np.sqrt(1 - sim) * wrng.standard_normal((n_ch, p["n_mels"]))) \
-                * planted[:, None]
-            gain = _GAIN_T * wrng.lognormal(0.0, 0.15, n_ch)
-            weights[sub] = (W, gain)
+            weights[sub] = _subject_weights(p, planted, rng_for(4, sub), rng_for(4, 0))
             if nonlinear:
-                sources[sub] = _source_model(n_ch, p["n_mels"], planted, sim, rng_for(10, sub),
-                                             rng_for(10, 0))
+                sources[sub] = _source_model(n_ch, p["n_mels"], planted, p["subject_similarity"],
+                                             rng_for(10, sub), rng_for(10, 0))
             subjects[f"{sub:02d}"] = {"n_channels": n_ch, "signal_channels": [c for c, m in zip(names, planted)
                                                                              if m]}
         W, gain = weights[sub]
-        story = stories[t]
-        lay = _recording_layout(story, vocab, sfreq, sr, rng_for(5, sub, ses, t))
-        n_times = lay["n_times"]
-        sig = _planted_signal(lay["played"], n_times, W, planted, kernel, p, sources.get(sub),
+        lay = _recording_layout(stories[t], vocab, sfreq, sr, rng_for(5, sub, ses, t))
+        sig = _planted_signal(lay["played"], lay["n_times"], W, planted, kernel, p, sources.get(sub),
                               rng_for(11, sub, ses, t) if nonlinear else None)
-        nrng = rng_for(6, sub, ses, t)
-        noise = meeg.sensor_noise(nrng, 1, pos, n_times, sfreq)[0].astype(np.float64)
-        tt = np.arange(n_times) / sfreq
-        span = n_times / sfreq
-        dc = nrng.normal(0.0, 20.0, (n_ch, 1))
-        trend = nrng.normal(0.0, 5.0, (n_ch, 1)) * (tt / span - 0.5)
-        slow_f = nrng.uniform(0.002, 0.02)
-        slow = nrng.normal(0.0, 3.0, (n_ch, 1)) * np.sin(2 * np.pi * slow_f * tt + nrng.uniform(0, 2 * np.pi,
-                                                                                              (n_ch, 1)))
-        data = (p["snr"] * sig + noise + dc + trend + slow) * gain[:, None]
-
-        raw = mne.io.RawArray(data, info.copy(), verbose=False)
-        raw.set_meas_date(datetime.datetime(2021, 3, 1, 9, 0, tzinfo=datetime.timezone.utc)
-                          + datetime.timedelta(days=7 * sub + 2 * ses, minutes=20 * t))
-        raw.set_annotations(mne.Annotations(lay["onset"], lay["duration"], lay["description"]))
-        # MNE-BIDS saves FIF in the raw's original precision (double for a RawArray): go through a
-        # single-precision file, as real recordings are stored, to halve the size on disk
-        tmp_fif = root / ".tmp_raw.fif"
-        raw.save(tmp_fif, fmt="single", overwrite=True, verbose=False)
-        raw = mne.io.read_raw_fif(tmp_fif, preload=True, verbose=False)
-        tmp_fif.unlink()
-        bids_path = mne_bids.BIDSPath(subject=f"{sub:02d}", session=str(ses), task=str(t), root=root,
-                                      datatype="meg")
-        mne_bids.write_raw_bids(raw, bids_path, format="FIF", allow_preload=True, overwrite=True, verbose=False)
-        recordings[bids_path.basename] = {"n_times": n_times, "duration_s": n_times / sfreq,
-                                          "sound_onsets_s": lay["sound_onsets_s"]}
+        data = _recording_data(sig, gain, pos, p, rng_for(6, sub, ses, t))
+        basename = _write_recording(root, data, info, lay, sub, ses, t)
+        recordings[basename] = {"n_times": lay["n_times"], "duration_s": lay["n_times"] / sfreq,
+                                "sound_onsets_s": lay["sound_onsets_s"]}
     _write_readme(root, p, stories)
+    return _masc_truth(p, subjects, stories, vocab, recordings, lags, kernel, nonlinear)
+
+
+def _write_stories(root: Path, p: dict[str, Any],
+                   rng_for: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Render the vocabulary, build the stories (shared by every subject and session), write their wavs.
+
+    Returns the vocabulary and the stories.
+    """
+    from scipy.io import wavfile
+
+    sr = p["audio_sfreq"]
+    vocab = _make_vocabulary(rng_for(1), _N_VOCAB)
+    render_rng = rng_for(2)
+    for recipe in vocab:
+        recipe["wave"], recipe["bounds_samples"] = _render_word(recipe, sr, render_rng)
+    stories = [_make_story(STORIES[t], t, vocab, p, rng_for(3, t)) for t in range(p["n_stories"])]
+    audio_dir = root / "stimuli" / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    for story in stories:
+        for s in story["sounds"]:
+            wavfile.write(root / s["file"], sr, s["pcm"])
+    logger.info("Wrote %d stories (%d wav files, %d words)", len(stories),
+                sum(len(s["sounds"]) for s in stories), sum(s["n_words"] for s in stories))
+    return vocab, stories
+
+
+def _subject_weights(p: dict[str, Any], planted: np.ndarray, rng: np.random.Generator,
+                     shared_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Mel-to-sensor weights (n_channels, n_mels; 0 off the planted channels) and sensor gains (T).
+
+    The weights mix a part shared by every subject (``shared_rng``) and an own part (``rng``):
+    ``sqrt(similarity) * shared + sqrt(1 - similarity) * own``.
+    """
+    n_ch = len(planted)
+    sim = p["subject_similarity"]
+    shared = shared_rng.standard_normal((n_ch, p["n_mels"]))
+    W = (np.sqrt(sim) * shared + np.sqrt(1 - sim) * rng.standard_normal((n_ch, p["n_mels"]))) \
+        * planted[:, None]
+    gain = _GAIN_T * rng.lognormal(0.0, 0.15, n_ch)
+    return W, gain
+
+
+def _recording_data(sig: np.ndarray, gain: np.ndarray, pos: np.ndarray, p: dict[str, Any],
+                    rng: np.random.Generator) -> np.ndarray:
+    """Sensor data (T) of one recording: ``(snr * sig + noise + DC + linear trend + slow sinusoid) * gain``.
+
+    ``sig`` (n_channels, n_times) is the unit planted signal; ``rng`` draws the noise and the drifts.
+    """
+    n_ch, n_times = sig.shape
+    sfreq = p["sfreq"]
+    noise = meeg.sensor_noise(rng, 1, pos, n_times, sfreq)[0].astype(np.float64)
+    tt = np.arange(n_times) / sfreq
+    span = n_times / sfreq
+    dc = rng.normal(0.0, 20.0, (n_ch, 1))
+    trend = rng.normal(0.0, 5.0, (n_ch, 1)) * (tt / span - 0.5)
+    slow_f = rng.uniform(0.002, 0.02)
+    slow = rng.normal(0.0, 3.0, (n_ch, 1)) * np.sin(2 * np.pi * slow_f * tt + rng.uniform(0, 2 * np.pi,
+                                                                                          (n_ch, 1)))
+    return (p["snr"] * sig + noise + dc + trend + slow) * gain[:, None]
+
+
+def _write_recording(root: Path, data: np.ndarray, info: Any, lay: dict[str, Any], sub: int, ses: int,
+                     t: int) -> str:
+    """Write one recording (single-precision FIF with its annotations) with MNE-BIDS; return its basename."""
+    import mne
+    import mne_bids
+
+    raw = mne.io.RawArray(data, info.copy(), verbose=False)
+    raw.set_meas_date(datetime.datetime(2021, 3, 1, 9, 0, tzinfo=datetime.timezone.utc)
+                      + datetime.timedelta(days=7 * sub + 2 * ses, minutes=20 * t))
+    raw.set_annotations(mne.Annotations(lay["onset"], lay["duration"], lay["description"]))
+    # MNE-BIDS saves FIF in the raw's original precision (double for a RawArray): go through a
+    # single-precision file, as real recordings are stored, to halve the size on disk
+    tmp_fif = root / ".tmp_raw.fif"
+    raw.save(tmp_fif, fmt="single", overwrite=True, verbose=False)
+    raw = mne.io.read_raw_fif(tmp_fif, preload=True, verbose=False)
+    tmp_fif.unlink()
+    bids_path = mne_bids.BIDSPath(subject=f"{sub:02d}", session=str(ses), task=str(t), root=root,
+                                  datatype="meg")
+    mne_bids.write_raw_bids(raw, bids_path, format="FIF", allow_preload=True, overwrite=True, verbose=False)
+    return bids_path.basename
+
+
+def _masc_truth(p: dict[str, Any], subjects: dict[str, Any], stories: list[dict[str, Any]],
+                vocab: list[dict[str, Any]], recordings: dict[str, Any], lags: np.ndarray, kernel: np.ndarray,
+                nonlinear: bool) -> dict[str, Any]:
+    """The ground truth of a simulated MEG-MASC for ``simulation.json``."""
+    sr = p["audio_sfreq"]
     return {
         "signal_channels": subjects[f"{1:02d}"]["signal_channels"],
         "signal_regions": p["signal_channels"],

@@ -846,8 +846,6 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     table), ``sourcedata/sample_attributes_P{n}.csv`` (the same table), the images under
     ``images/`` (``images/<image_path>``), and ``simulation_stimuli.csv``.
     """
-    import mne
-
     seed = p["seed"]
 
     def rng_for(*key: int) -> np.random.Generator:
@@ -859,20 +857,7 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     n_catch = round(frac * n_main / (1.0 - frac)) if frac > 0 else 0
     n_catch_images = min(n_catch, 20)
     stim = _make_stimuli(n_train, ipc, n_test, n_catch_images, p["image_size"], rng_for(1))
-    rel, ids, splits = [], [], []
-    for ci, name in enumerate(stim["train_concepts"]):
-        for j in range(ipc):
-            rel.append(f"images_meg/{name}/{name}_{j + 1:02d}b.jpg")
-            ids.append(f"{name}_{j + 1:02d}b")
-            splits.append("train")
-    for name in stim["test_concepts"]:  # the real test paths are flat: images_test_meg/<file>
-        rel.append(f"images_test_meg/{name}_{ipc + 1:02d}s.jpg")
-        ids.append(f"{name}_{ipc + 1:02d}s")
-        splits.append("test")
-    for k in range(n_catch_images):
-        rel.append(f"images_catch_meg/catch_{k + 1:03d}.jpg")
-        ids.append(f"catch_{k + 1:03d}")
-        splits.append("catch")
+    rel, ids, splits = _meg_image_files(stim["train_concepts"], stim["test_concepts"], ipc, n_catch_images)
     _write_images(root / "images", rel, stim["images"], "Writing THINGS-MEG images")
     table = _stimulus_table(stim, ids, splits, [f"images/{r}" for r in rel])
     (root / "simulation_stimuli.csv").write_text(table.to_csv(index=False), encoding="utf-8")
@@ -883,7 +868,6 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     names = meg_ctf_names(pos)
     planted = signal_channel_mask(names, pos, p["signal_channels"])
     times = _meg_times(p["sfreq"])
-    ch_idx = np.arange(len(names))
     folder = root / "derivatives" / "preprocessed"
     folder.mkdir(parents=True, exist_ok=True)
     subjects: dict[str, Any] = {}
@@ -897,23 +881,11 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                                nl_rng=rng_for(6, subject) if nonlinear else None, nl_shared_rng=rng_for(6, 0))
         data = np.empty((len(imgs), len(names), len(times)), dtype=np.float32)
         lags = latency_jitter(rng_for(7, subject), len(imgs)) if nonlinear else None
-        _simulate_trials(data, imgs, model, ch_idx, pos, times, p["sfreq"], p["signal_window"],
+        _simulate_trials(data, imgs, model, np.arange(len(names)), pos, times, p["sfreq"], p["signal_window"],
                          rng_for(5, subject), f"P{subject} epochs", jitter=lags)
-        info = mne.create_info(names, p["sfreq"], "mag")
-        for ch, xyz in zip(info["chs"], pos):
-            ez = (xyz - np.array([0.0, 0.0, 0.04])) / np.linalg.norm(xyz - np.array([0.0, 0.0, 0.04]))
-            ex = np.cross([0.0, 0.0, 1.0], ez)
-            ex = ex / np.linalg.norm(ex) if np.linalg.norm(ex) > 1e-6 else np.array([1.0, 0.0, 0.0])
-            ch["loc"][:3] = xyz
-            ch["loc"][3:12] = np.concatenate([ex, np.cross(ez, ex), ez])
-        info["description"] = "neurodecode simulated THINGS-MEG (preprocessed epochs)"
-        events = np.column_stack([samples, np.zeros(len(samples), np.int64),
-                                  np.full(len(samples), _MEG_TRIGGER, np.int64)])
-        epochs = mne.EpochsArray(data, info, events, tmin=_MEG_TMIN, event_id={"image": _MEG_TRIGGER},
-                                 baseline=None, metadata=meta, verbose="error")
+        _save_meg_epochs(folder / f"preprocessed_P{subject}-epo.fif", data, _meg_info(names, pos, p["sfreq"]),
+                         samples, meta)
         del data
-        epochs.save(folder / f"preprocessed_P{subject}-epo.fif", overwrite=True, verbose="error")
-        del epochs
         src = root / "sourcedata" / f"sample_attributes_P{subject}.csv"
         src.parent.mkdir(parents=True, exist_ok=True)
         meta.to_csv(src, index=False)
@@ -934,3 +906,55 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
                     "tmin": _MEG_TMIN, "n_times": len(times)},
         "subjects": subjects,
     }
+
+
+def _meg_image_files(train_concepts: Sequence[str], test_concepts: Sequence[str], ipc: int,
+                     n_catch_images: int) -> tuple[list[str], list[str], list[str]]:
+    """Image paths (relative to ``images/``), stimulus ids and splits of a simulated THINGS-MEG.
+
+    Training images ``images_meg/<concept>/<concept>_NNb.jpg`` (``ipc`` per concept), one test image
+    per test concept ``images_test_meg/<concept>_NNs.jpg`` (flat, as in the real data; NN = ipc + 1),
+    then ``images_catch_meg/catch_NNN.jpg``.
+    """
+    rel, ids, splits = [], [], []
+    for name in train_concepts:
+        for j in range(ipc):
+            rel.append(f"images_meg/{name}/{name}_{j + 1:02d}b.jpg")
+            ids.append(f"{name}_{j + 1:02d}b")
+            splits.append("train")
+    for name in test_concepts:  # the real test paths are flat: images_test_meg/<file>
+        rel.append(f"images_test_meg/{name}_{ipc + 1:02d}s.jpg")
+        ids.append(f"{name}_{ipc + 1:02d}s")
+        splits.append("test")
+    for k in range(n_catch_images):
+        rel.append(f"images_catch_meg/catch_{k + 1:03d}.jpg")
+        ids.append(f"catch_{k + 1:03d}")
+        splits.append("catch")
+    return rel, ids, splits
+
+
+def _meg_info(names: list[str], pos: np.ndarray, sfreq: float) -> Any:
+    """``mne.Info`` of ``mag`` channels at ``pos`` with radial coil normals (from the helmet centre)."""
+    import mne
+
+    info = mne.create_info(names, sfreq, "mag")
+    for ch, xyz in zip(info["chs"], pos):
+        ez = (xyz - np.array([0.0, 0.0, 0.04])) / np.linalg.norm(xyz - np.array([0.0, 0.0, 0.04]))
+        ex = np.cross([0.0, 0.0, 1.0], ez)
+        ex = ex / np.linalg.norm(ex) if np.linalg.norm(ex) > 1e-6 else np.array([1.0, 0.0, 0.0])
+        ch["loc"][:3] = xyz
+        ch["loc"][3:12] = np.concatenate([ex, np.cross(ez, ex), ez])
+    info["description"] = "neurodecode simulated THINGS-MEG (preprocessed epochs)"
+    return info
+
+
+def _save_meg_epochs(path: Path, data: np.ndarray, info: Any, samples: np.ndarray,
+                     meta: pd.DataFrame) -> None:
+    """Save the epochs (one ``image`` event per trial at ``samples``, ``metadata=meta``) as ``-epo.fif``."""
+    import mne
+
+    events = np.column_stack([samples, np.zeros(len(samples), np.int64),
+                              np.full(len(samples), _MEG_TRIGGER, np.int64)])
+    epochs = mne.EpochsArray(data, info, events, tmin=_MEG_TMIN, event_id={"image": _MEG_TRIGGER},
+                             baseline=None, metadata=meta, verbose="error")
+    epochs.save(path, overwrite=True, verbose="error")

@@ -10,6 +10,7 @@ import logging
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -255,6 +256,320 @@ class _Audio:
             return path.as_posix()
 
 
+# -- pieces of load_masc ---------------------------------------------------------------------------
+_DROP_REASONS = ("recording", "wav", "split", "after_recording", "after_wav", "nonfinite")
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """The window and split parameters of one :func:`load_masc` call (as passed, not converted)."""
+
+    window_s: float
+    tmin: float
+    meg_offset_s: float
+    word_stride: int
+    test_ratio: float
+    val_ratio: float
+    split_seed: int
+    min_block_s: float
+
+
+@dataclass(frozen=True)
+class _MegGeometry:
+    """Sample geometry of one recording: rate, window length, length and non-finite samples."""
+
+    sfreq: float
+    n_times: int
+    n_samples: int
+    o_sfreq: float
+    bad_cum: np.ndarray | None  # cumulative count of non-finite samples at the recorded rate, or None
+    n_bad: int  # length of the non-finite mask (samples at the recorded rate)
+
+
+@dataclass
+class _Collected:
+    """What :func:`load_masc` gathers over the recordings."""
+
+    parts: list[np.ndarray] = field(default_factory=list)
+    ev_parts: list[pd.DataFrame] = field(default_factory=list)
+    stim_rows: list[dict] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    blocks: dict[Path, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    ref: dict | None = None
+    totals: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("words", "no_sound", *_DROP_REASONS), 0))
+
+
+def _check_masc_args(*, window_s: float, tmin: float, meg_offset_s: float, sfreq: float | None,
+                     audio_sfreq: float, word_stride: int, test_ratio: float, val_ratio: float,
+                     min_block_s: float, nonfinite: str) -> None:
+    """Raise the documented ``ValueError`` for the first invalid numeric argument of :func:`load_masc`."""
+    if not (np.isfinite(window_s) and window_s > 0):
+        raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
+    if not np.isfinite(tmin):
+        raise ValueError(f"tmin must be a finite number of seconds, got {tmin!r}")
+    if not np.isfinite(meg_offset_s):
+        raise ValueError(f"meg_offset_s must be a finite number of seconds, got {meg_offset_s!r}")
+    if sfreq is not None and not (np.isfinite(sfreq) and sfreq > 0):
+        raise ValueError(f"sfreq must be a positive rate in Hz or None, got {sfreq!r}")
+    if not (np.isfinite(audio_sfreq) and audio_sfreq > 0):
+        raise ValueError(f"audio_sfreq must be a positive rate in Hz, got {audio_sfreq!r}")
+    if isinstance(word_stride, bool) or not isinstance(word_stride, (int, np.integer)) or word_stride < 1:
+        raise ValueError(f"word_stride must be a positive int, got {word_stride!r}")
+    for name, r in (("test_ratio", test_ratio), ("val_ratio", val_ratio)):
+        if not (0.0 <= r <= 1.0):
+            raise ValueError(f"{name} must lie in [0, 1], got {r!r}")
+    if test_ratio + val_ratio > 1.0:
+        raise ValueError(f"test_ratio + val_ratio must be at most 1, got {test_ratio} + {val_ratio}")
+    if not (np.isfinite(min_block_s) and min_block_s >= 0):
+        raise ValueError(f"min_block_s must be a non-negative number of seconds, got {min_block_s!r}")
+    check_nonfinite_option(nonfinite)
+
+
+def _check_channels(ref: dict | None, meg: dict, path: Path) -> dict:
+    """The reference channels and rate (the first recording's), checking that ``meg`` has the same."""
+    if ref is None:
+        ref = {k: meg[k] for k in ("sfreq", "ch_names", "ch_types", "ch_pos")}
+        ref["path"] = path
+        return ref
+    if meg["ch_names"] != ref["ch_names"]:
+        diff = sorted(set(meg["ch_names"]) ^ set(ref["ch_names"]))[:6]
+        raise ValueError(f"MASC channels differ between {ref['path']} ({len(ref['ch_names'])} "
+                         f"channels) and {path} ({len(meg['ch_names'])} channels); differing "
+                         f"names include {diff}. Use picks= to select common channels.")
+    if meg["sfreq"] != ref["sfreq"]:
+        raise ValueError(f"MASC sampling rates differ between {ref['path']} ({ref['sfreq']} Hz) and "
+                         f"{path} ({meg['sfreq']} Hz); pass sfreq= to resample both.")
+    return ref
+
+
+def _words_with_sound(ev: pd.DataFrame, events_path: Path) -> tuple[pd.DataFrame, int]:
+    """The ``word`` rows of ``ev`` whose time in their wav is known, and how many were dropped (warned)."""
+    words = ev[ev["kind"] == "word"].copy()
+    valid = words["sound"].map(lambda s: isinstance(s, str)) & words["sound_time"].notna()
+    n_bad = int((~valid).sum())
+    if n_bad:
+        logger.warning("%s: %d of %d word(s) have no preceding sound event (or sound key), so their time in "
+                       "the audio is unknown: dropped. The events file may be damaged; re-download it.",
+                       events_path, n_bad, len(words))
+    return words[valid], n_bad
+
+
+def _warn_after_recording(words: pd.DataFrame, rec: Any, rec_s: float) -> int:
+    """Number of words whose onset lies after the end (``rec_s``) of the recording (warned)."""
+    after = int((words["onset"].to_numpy(dtype=float) >= rec_s).sum())
+    if after:
+        logger.warning("MASC recording %s is %.2f s long but %d of %d word(s) of %s lie after its end (last "
+                       "at %.2f s): it is shorter than its events say (truncated?), their segments are "
+                       "dropped. Re-download it.", rec.path, rec_s, after, len(words), rec.events.name,
+                       float(words["onset"].max()))
+    return after
+
+
+def _warn_after_wav(words: pd.DataFrame, path: Path, wave_s: float, events_name: str) -> int:
+    """Number of words whose time in the wav lies after its end (``wave_s``) (warned)."""
+    late = int((words["sound_time"].to_numpy(dtype=float) >= wave_s).sum())
+    if late:
+        logger.warning("Wav file %s is %.2f s long but %d of %d word(s) of %s lie after its end (last at "
+                       "%.2f s): it is shorter than the events say (truncated?), their segments are "
+                       "dropped. Re-download it.", path, wave_s, late, len(words), events_name,
+                       float(words["sound_time"].max()))
+    return late
+
+
+def _wav_blocks(words: pd.DataFrame, story: str, wav_key: str,
+                win: _Windows) -> tuple[np.ndarray, np.ndarray]:
+    """Block boundaries of one wav (``words`` sorted by ``sound_time``) and the split of each block."""
+    bounds = _make_blocks(words, win.min_block_s)
+    splits = np.array([_block_split(story, wav_key, j, win.split_seed, win.test_ratio, win.val_ratio)
+                       for j in range(len(bounds))])
+    return bounds, splits
+
+
+def _meg_window(onset: float, geom: _MegGeometry, win: _Windows) -> tuple[int, str | None]:
+    """First sample of the MEG window of a word at ``onset``, and why it is dropped (None: kept).
+
+    The reason is ``"recording"`` for a window outside the recording, ``"nonfinite"`` for one that
+    overlaps a non-finite sample.
+    """
+    start = int(np.rint((onset + win.tmin + win.meg_offset_s) * geom.sfreq))
+    if start < 0 or start + geom.n_times > geom.n_samples:
+        return start, "recording"
+    if geom.bad_cum is not None:
+        o0 = min(max(int(np.floor(start * geom.o_sfreq / geom.sfreq)), 0), geom.n_bad)
+        o1 = min(max(int(np.ceil((start + geom.n_times) * geom.o_sfreq / geom.sfreq)), o0), geom.n_bad)
+        if geom.bad_cum[o1] > geom.bad_cum[o0]:
+            return start, "nonfinite"
+    return start, None
+
+
+def _audio_window(sound_time: float, bounds: np.ndarray, splits: np.ndarray, *, wave_len: int,
+                  audio_sfreq: float, n_audio: int, win: _Windows) -> tuple[int, str | None, str | None]:
+    """First wav sample of a word's audio window, its split, and why it is dropped (None: kept).
+
+    The reason is ``"wav"`` for a window outside the wav, ``"split"`` for one that overlaps blocks of
+    different splits (then the split is None).
+    """
+    w0 = sound_time + win.tmin
+    a0 = int(np.rint(w0 * audio_sfreq))
+    if a0 < 0 or a0 + n_audio > wave_len:
+        return a0, None, "wav"
+    j0 = max(int(np.searchsorted(bounds, w0, side="right")) - 1, 0)
+    j1 = max(int(np.searchsorted(bounds, w0 + win.window_s, side="left")) - 1, j0)
+    seg_splits = set(splits[j0:j1 + 1].tolist())
+    if len(seg_splits) != 1:
+        return a0, None, "split"
+    return a0, seg_splits.pop(), None
+
+
+def _wav_segments(sound: str, words: pd.DataFrame, rec: Any, *, subject: int, story_default: str,
+                  audio: _Audio, blocks: dict, geom: _MegGeometry, win: _Windows, n_audio: int,
+                  counts: dict[str, int]) -> list[dict]:
+    """The segment rows of the words of one wav in one recording; drops are counted in ``counts``."""
+    path = audio.path(sound)
+    wi = audio.wave(path)
+    wave_len = len(audio.waves[wi])
+    counts["after_wav"] += _warn_after_wav(words, path, wave_len / audio.sfreq, rec.events.name)
+    w = words.sort_values("sound_time", kind="stable")
+    wav_key = path.name.split(".", 1)[0]
+    stories = w["story"].dropna()
+    story = str(stories.iloc[0]) if len(stories) else story_default
+    if path not in blocks:
+        blocks[path] = _wav_blocks(w, story, wav_key, win)
+    bounds, splits = blocks[path]
+    rel = audio.relpath(path)
+    rows: list[dict] = []
+    for k, (row, key) in enumerate(zip(w.itertuples(index=False), _word_keys(w))):
+        if k % win.word_stride:
+            continue
+        start, reason = _meg_window(row.onset, geom, win)
+        if reason is None:
+            a0, split, reason = _audio_window(row.sound_time, bounds, splits, wave_len=wave_len,
+                                              audio_sfreq=audio.sfreq, n_audio=n_audio, win=win)
+        if reason is not None:
+            counts[reason] += 1
+            continue
+        j = max(int(np.searchsorted(bounds, row.sound_time, side="right")) - 1, 0)
+        rows.append({
+            "subject": subject, "session": rec.session, "task": rec.task, "story": story,
+            "stimulus_id": f"{story}/{wav_key}/{key}", "word": row.word,
+            "word_index": row.word_index, "onset": float(row.onset), "sound": rel,
+            "sound_time": float(row.sound_time), "block": f"{story}/{wav_key}/b{j}",
+            "split": split, "_start": start, "_wave": wi, "_a0": a0,
+        })
+    return rows
+
+
+def _cut_windows(data: np.ndarray, starts: np.ndarray, n_times: int) -> np.ndarray:
+    """float32 (len(starts), n_channels, n_times): the windows of ``data`` starting at ``starts``."""
+    seg = np.empty((len(starts), data.shape[0], n_times), dtype=np.float32)
+    for i, s in enumerate(starts):
+        seg[i] = data[:, s:s + n_times]
+    return seg
+
+
+def _log_recording(rec: Any, n_words: int, n_segments: int, n_bad: int, counts: dict[str, int]) -> None:
+    """One line per recording: segments and drops (a WARNING when some are due to damage)."""
+    damaged = n_bad + counts["after_recording"] + counts["after_wav"] + counts["nonfinite"]
+    logger.log(logging.WARNING if damaged else logging.INFO,
+               "MASC sub-%s ses-%s task-%s: %d words, %d segments (dropped: %d windows past the recording, %d "
+               "past the wav, %d straddling splits%s)", rec.subject_label, rec.session_label, rec.task_label,
+               n_words, n_segments, counts["recording"], counts["wav"], counts["split"],
+               f"; because of damage: {n_bad} words without a sound event, {counts['after_recording']} "
+               f"words after the end of the recording, {counts['after_wav']} after the end of their wav, "
+               f"{counts['nonfinite']} windows with non-finite samples" if damaged else "")
+
+
+def _load_recording(rec: Any, root: Path, col: _Collected, win: _Windows, audio: _Audio, *, subject: int,
+                    n_audio: int, picks: Any, l_freq: float | None, h_freq: float | None,
+                    sfreq: float | None, nonfinite: str) -> None:
+    """Read one recording and add its segments, events, stimuli and counts to ``col``."""
+    if rec.events is None:
+        expected = rec.path.with_name(rec.path.name.rsplit("_meg.", 1)[0] + "_events.tsv")
+        raise FileNotFoundError(f"MASC events file not found: {expected} (next to {rec.path}). "
+                                f"{MASC_ROOT_HINT}.")
+    ev = read_masc_events(rec.events)
+    meg = _read_meg(rec, root, picks=picks, l_freq=l_freq, h_freq=h_freq, sfreq=sfreq, nonfinite=nonfinite)
+    bad, o_sf = meg.pop("bad"), meg.pop("o_sfreq")
+    col.ref = _check_channels(col.ref, meg, rec.path)
+    sf = meg["sfreq"]
+    n_times = round(win.window_s * sf)
+    if n_times < 1:
+        raise ValueError(f"window_s={win.window_s} s at sfreq={sf} Hz gives no sample; use a longer window.")
+    data = meg.pop("data")
+    col.files.append(str(rec.path))
+    geom = _MegGeometry(sf, n_times, data.shape[1], o_sf, None if bad is None else np.r_[0, np.cumsum(bad)],
+                        0 if bad is None else len(bad))
+
+    words, n_bad = _words_with_sound(ev, rec.events)
+    col.totals["words"] += len(words) + n_bad
+    col.totals["no_sound"] += n_bad
+    counts = dict.fromkeys(_DROP_REASONS, 0)
+    counts["after_recording"] = _warn_after_recording(words, rec, data.shape[1] / sf)
+    story_default = MASC_STORIES.get(rec.task, f"task-{rec.task}") if isinstance(rec.task, int) \
+        else f"task-{rec.task}"
+    seg_rows: list[dict] = []
+    for sound, w in words.groupby("sound", sort=False):
+        seg_rows += _wav_segments(sound, w, rec, subject=subject, story_default=story_default, audio=audio,
+                                  blocks=col.blocks, geom=geom, win=win, n_audio=n_audio, counts=counts)
+    seg_rows.sort(key=lambda r: r["onset"])
+    starts = np.array([r.pop("_start") for r in seg_rows], dtype=np.int64)
+    if len(starts):
+        col.parts.append(_cut_windows(data, starts, n_times))
+    del data
+    for r in seg_rows:
+        col.stim_rows.append({"stimulus_id": r["stimulus_id"], "_wave": r.pop("_wave"), "_a0": r.pop("_a0"),
+                              **{c: r[c] for c in ("story", "sound", "word", "word_index", "sound_time",
+                                                   "block", "split")}})
+    col.ev_parts.append(pd.DataFrame(seg_rows, columns=[c for c in _EVENT_COLUMNS if c != "repetition"]))
+    for key, value in counts.items():
+        col.totals[key] += value
+    _log_recording(rec, len(words) + n_bad, len(seg_rows), n_bad, counts)
+
+
+def _no_segment_message(sub_label: str, totals: dict[str, int], window_s: float, tmin: float) -> str:
+    """The error message when no word of the participant gives a segment (with every drop count)."""
+    return (f"load_masc found no segment for sub-{sub_label}: {totals['words']} word events, "
+            f"{totals['no_sound']} without a sound event, {totals['recording']} windows past the recording, "
+            f"{totals['wav']} past the wav ({totals['after_recording']} words after the end of the recording, "
+            f"{totals['after_wav']} after the end of their wav), {totals['nonfinite']} with non-finite samples, "
+            f"{totals['split']} straddling blocks of different splits "
+            f"(window_s={window_s}, tmin={tmin}). Check the events.tsv files, use a shorter window_s or a "
+            "larger min_block_s.")
+
+
+def _stack_parts(parts: list[np.ndarray], n_channels: int, n_times: int) -> np.ndarray:
+    """Concatenate the per-recording segments, emptying ``parts`` as it goes (bounds peak memory)."""
+    out = np.empty((sum(len(p) for p in parts), n_channels, n_times), dtype=np.float32)
+    k = 0
+    while parts:
+        p = parts.pop(0)
+        out[k:k + len(p)] = p
+        k += len(p)
+        del p
+    return out
+
+
+def _events_table(ev_parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The events of every recording, with ``repetition`` counted per ``stimulus_id`` in load order."""
+    events = pd.concat(ev_parts, ignore_index=True)
+    events["subject"] = events["subject"].astype(np.int64)
+    events["repetition"] = events.groupby("stimulus_id", sort=False).cumcount().astype(np.int64)
+    return events[_EVENT_COLUMNS]
+
+
+def _masc_stimuli(stim_rows: list[dict], audio: _Audio, n_audio: int, *, root: Path, audio_sfreq: float,
+                  tmin: float, window_s: float, word_stride: int) -> StimulusSet:
+    """The StimulusSet of the distinct ``stimulus_id`` (first occurrence), its audio cut lazily."""
+    stim = pd.DataFrame(stim_rows).drop_duplicates("stimulus_id", keep="first").reset_index(drop=True)
+    meta = stim[["story", "sound", "word", "word_index", "sound_time", "block", "split"]].copy()
+    meta.index = pd.Index(stim["stimulus_id"].to_numpy(), name="stimulus_id")
+    segments = WavSegments(audio.waves, stim["_wave"].to_numpy(), stim["_a0"].to_numpy(), n_audio)
+    source = f"{root / 'stimuli' / 'audio'} [window {tmin:g}..{tmin + window_s:g} s, stride {word_stride}]"
+    return StimulusSet(stim["stimulus_id"].tolist(), audio=segments, sfreq_audio=float(audio_sfreq),
+                       metadata=meta, source=source)
+
+
 # -- loader ----------------------------------------------------------------------------------------
 @verbose
 def load_masc(
@@ -413,204 +728,32 @@ def load_masc(
     n = _subject_number(subject)
     ses_req = _labels(sessions, "sessions")
     task_req = _labels(tasks, "tasks")
-    if not (np.isfinite(window_s) and window_s > 0):
-        raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
-    if not np.isfinite(tmin):
-        raise ValueError(f"tmin must be a finite number of seconds, got {tmin!r}")
-    if not np.isfinite(meg_offset_s):
-        raise ValueError(f"meg_offset_s must be a finite number of seconds, got {meg_offset_s!r}")
-    if sfreq is not None and not (np.isfinite(sfreq) and sfreq > 0):
-        raise ValueError(f"sfreq must be a positive rate in Hz or None, got {sfreq!r}")
-    if not (np.isfinite(audio_sfreq) and audio_sfreq > 0):
-        raise ValueError(f"audio_sfreq must be a positive rate in Hz, got {audio_sfreq!r}")
-    if isinstance(word_stride, bool) or not isinstance(word_stride, (int, np.integer)) or word_stride < 1:
-        raise ValueError(f"word_stride must be a positive int, got {word_stride!r}")
-    for name, r in (("test_ratio", test_ratio), ("val_ratio", val_ratio)):
-        if not (0.0 <= r <= 1.0):
-            raise ValueError(f"{name} must lie in [0, 1], got {r!r}")
-    if test_ratio + val_ratio > 1.0:
-        raise ValueError(f"test_ratio + val_ratio must be at most 1, got {test_ratio} + {val_ratio}")
-    if not (np.isfinite(min_block_s) and min_block_s >= 0):
-        raise ValueError(f"min_block_s must be a non-negative number of seconds, got {min_block_s!r}")
-    check_nonfinite_option(nonfinite)
+    _check_masc_args(window_s=window_s, tmin=tmin, meg_offset_s=meg_offset_s, sfreq=sfreq,
+                     audio_sfreq=audio_sfreq, word_stride=word_stride, test_ratio=test_ratio,
+                     val_ratio=val_ratio, min_block_s=min_block_s, nonfinite=nonfinite)
+    win = _Windows(window_s, tmin, meg_offset_s, word_stride, test_ratio, val_ratio, split_seed, min_block_s)
 
     recs = _select_recordings(root, n, ses_req, task_req)
     sub_label = str(recs["subject_label"].iloc[0])
     audio = _Audio(root, float(audio_sfreq))
     n_audio = round(window_s * audio_sfreq)
-    blocks: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
-    ref: dict | None = None
-    parts: list[np.ndarray] = []
-    ev_parts: list[pd.DataFrame] = []
-    stim_rows: list[dict] = []
-    files: list[str] = []
-    totals = dict.fromkeys(("words", "no_sound", "recording", "wav", "split", "after_recording", "after_wav",
-                            "nonfinite"), 0)
-
+    col = _Collected()
     for rec in ProgressBar(list(recs.itertuples(index=False)), desc=f"MEG-MASC sub-{sub_label}",
                            unit="recording"):
-        if rec.events is None:
-            expected = rec.path.with_name(rec.path.name.rsplit("_meg.", 1)[0] + "_events.tsv")
-            raise FileNotFoundError(f"MASC events file not found: {expected} (next to {rec.path}). "
-                                    f"{MASC_ROOT_HINT}.")
-        ev = read_masc_events(rec.events)
-        meg = _read_meg(rec, root, picks=picks, l_freq=l_freq, h_freq=h_freq, sfreq=sfreq, nonfinite=nonfinite)
-        bad, o_sf = meg.pop("bad"), meg.pop("o_sfreq")
-        bad_cum = None if bad is None else np.r_[0, np.cumsum(bad)]
-        if ref is None:
-            ref = {k: meg[k] for k in ("sfreq", "ch_names", "ch_types", "ch_pos")}
-            ref["path"] = rec.path
-        else:
-            if meg["ch_names"] != ref["ch_names"]:
-                diff = sorted(set(meg["ch_names"]) ^ set(ref["ch_names"]))[:6]
-                raise ValueError(f"MASC channels differ between {ref['path']} ({len(ref['ch_names'])} "
-                                 f"channels) and {rec.path} ({len(meg['ch_names'])} channels); differing "
-                                 f"names include {diff}. Use picks= to select common channels.")
-            if meg["sfreq"] != ref["sfreq"]:
-                raise ValueError(f"MASC sampling rates differ between {ref['path']} ({ref['sfreq']} Hz) and "
-                                 f"{rec.path} ({meg['sfreq']} Hz); pass sfreq= to resample both.")
-        sf = meg["sfreq"]
-        n_times = round(window_s * sf)
-        if n_times < 1:
-            raise ValueError(f"window_s={window_s} s at sfreq={sf} Hz gives no sample; use a longer window.")
-        data = meg.pop("data")
-        files.append(str(rec.path))
+        _load_recording(rec, root, col, win, audio, subject=n, n_audio=n_audio, picks=picks, l_freq=l_freq,
+                        h_freq=h_freq, sfreq=sfreq, nonfinite=nonfinite)
 
-        words = ev[ev["kind"] == "word"].copy()
-        totals["words"] += len(words)
-        valid = words["sound"].map(lambda s: isinstance(s, str)) & words["sound_time"].notna()
-        n_bad = int((~valid).sum())
-        totals["no_sound"] += n_bad
-        if n_bad:
-            logger.warning("%s: %d of %d word(s) have no preceding sound event (or sound key), so their time in "
-                           "the audio is unknown: dropped. The events file may be damaged; re-download it.",
-                           rec.events, n_bad, len(words))
-        words = words[valid]
-        rec_s = data.shape[1] / sf
-        after = int((words["onset"].to_numpy(dtype=float) >= rec_s).sum())
-        if after:
-            logger.warning("MASC recording %s is %.2f s long but %d of %d word(s) of %s lie after its end (last "
-                           "at %.2f s): it is shorter than its events say (truncated?), their segments are "
-                           "dropped. Re-download it.", rec.path, rec_s, after, len(words), rec.events.name,
-                           float(words["onset"].max()))
-        story_default = MASC_STORIES.get(rec.task, f"task-{rec.task}") if isinstance(rec.task, int) \
-            else f"task-{rec.task}"
-        seg_rows: list[dict] = []
-        counts = dict.fromkeys(("recording", "wav", "split", "after_recording", "after_wav", "nonfinite"), 0)
-        counts["after_recording"] = after
-        for sound, w in words.groupby("sound", sort=False):
-            path = audio.path(sound)
-            wi = audio.wave(path)
-            wave_len = len(audio.waves[wi])
-            wave_s = wave_len / audio.sfreq
-            late = int((w["sound_time"].to_numpy(dtype=float) >= wave_s).sum())
-            if late:
-                counts["after_wav"] += late
-                logger.warning("Wav file %s is %.2f s long but %d of %d word(s) of %s lie after its end (last at "
-                               "%.2f s): it is shorter than the events say (truncated?), their segments are "
-                               "dropped. Re-download it.", path, wave_s, late, len(w), rec.events.name,
-                               float(w["sound_time"].max()))
-            w = w.sort_values("sound_time", kind="stable")
-            wav_key = path.name.split(".", 1)[0]
-            stories = w["story"].dropna()
-            story = str(stories.iloc[0]) if len(stories) else story_default
-            if path not in blocks:
-                bounds = _make_blocks(w, min_block_s)
-                splits = np.array([_block_split(story, wav_key, j, split_seed, test_ratio, val_ratio)
-                                   for j in range(len(bounds))])
-                blocks[path] = (bounds, splits)
-            bounds, splits = blocks[path]
-            keys = _word_keys(w)
-            rel = audio.relpath(path)
-            for k, (row, key) in enumerate(zip(w.itertuples(index=False), keys)):
-                if k % word_stride:
-                    continue
-                start = int(np.rint((row.onset + tmin + meg_offset_s) * sf))
-                if start < 0 or start + n_times > data.shape[1]:
-                    counts["recording"] += 1
-                    continue
-                if bad_cum is not None:
-                    o0 = min(max(int(np.floor(start * o_sf / sf)), 0), len(bad))
-                    o1 = min(max(int(np.ceil((start + n_times) * o_sf / sf)), o0), len(bad))
-                    if bad_cum[o1] > bad_cum[o0]:
-                        counts["nonfinite"] += 1
-                        continue
-                w0 = row.sound_time + tmin
-                a0 = int(np.rint(w0 * audio.sfreq))
-                if a0 < 0 or a0 + n_audio > wave_len:
-                    counts["wav"] += 1
-                    continue
-                j0 = max(int(np.searchsorted(bounds, w0, side="right")) - 1, 0)
-                j1 = max(int(np.searchsorted(bounds, w0 + window_s, side="left")) - 1, j0)
-                seg_splits = set(splits[j0:j1 + 1].tolist())
-                if len(seg_splits) != 1:
-                    counts["split"] += 1
-                    continue
-                j = max(int(np.searchsorted(bounds, row.sound_time, side="right")) - 1, 0)
-                seg_rows.append({
-                    "subject": n, "session": rec.session, "task": rec.task, "story": story,
-                    "stimulus_id": f"{story}/{wav_key}/{key}", "word": row.word,
-                    "word_index": row.word_index, "onset": float(row.onset), "sound": rel,
-                    "sound_time": float(row.sound_time), "block": f"{story}/{wav_key}/b{j}",
-                    "split": seg_splits.pop(), "_start": start, "_wave": wi, "_a0": a0,
-                })
-        seg_rows.sort(key=lambda r: r["onset"])
-        starts = np.array([r.pop("_start") for r in seg_rows], dtype=np.int64)
-        if len(starts):
-            seg = np.empty((len(starts), data.shape[0], n_times), dtype=np.float32)
-            for i, s in enumerate(starts):
-                seg[i] = data[:, s:s + n_times]
-            parts.append(seg)
-        del data
-        for r in seg_rows:
-            stim_rows.append({"stimulus_id": r["stimulus_id"], "_wave": r.pop("_wave"), "_a0": r.pop("_a0"),
-                              **{c: r[c] for c in ("story", "sound", "word", "word_index", "sound_time",
-                                                   "block", "split")}})
-        ev_parts.append(pd.DataFrame(seg_rows, columns=[c for c in _EVENT_COLUMNS if c != "repetition"]))
-        for key, value in counts.items():
-            totals[key] += value
-        damaged = n_bad + counts["after_recording"] + counts["after_wav"] + counts["nonfinite"]
-        logger.log(logging.WARNING if damaged else logging.INFO,
-                   "MASC sub-%s ses-%s task-%s: %d words, %d segments (dropped: %d windows past the recording, %d "
-                   "past the wav, %d straddling splits%s)", rec.subject_label, rec.session_label, rec.task_label,
-                   len(words) + n_bad, len(seg_rows), counts["recording"], counts["wav"], counts["split"],
-                   f"; because of damage: {n_bad} words without a sound event, {counts['after_recording']} "
-                   f"words after the end of the recording, {counts['after_wav']} after the end of their wav, "
-                   f"{counts['nonfinite']} windows with non-finite samples" if damaged else "")
-
-    if ref is None:  # pragma: no cover - _select_recordings never returns an empty table
+    if col.ref is None:  # pragma: no cover - _select_recordings never returns an empty table
         raise FileNotFoundError(f"No MASC recording selected under {root}.")
-    n_total = sum(len(p) for p in parts)
-    if n_total == 0:
-        raise ValueError(
-            f"load_masc found no segment for sub-{sub_label}: {totals['words']} word events, "
-            f"{totals['no_sound']} without a sound event, {totals['recording']} windows past the recording, "
-            f"{totals['wav']} past the wav ({totals['after_recording']} words after the end of the recording, "
-            f"{totals['after_wav']} after the end of their wav), {totals['nonfinite']} with non-finite samples, "
-            f"{totals['split']} straddling blocks of different splits "
-            f"(window_s={window_s}, tmin={tmin}). Check the events.tsv files, use a shorter window_s or a "
-            "larger min_block_s.")
+    if sum(len(p) for p in col.parts) == 0:
+        raise ValueError(_no_segment_message(sub_label, col.totals, window_s, tmin))
+    ref, files = col.ref, col.files
     sf = ref["sfreq"]
     n_times = round(window_s * sf)
-    out = np.empty((n_total, len(ref["ch_names"]), n_times), dtype=np.float32)
-    k = 0
-    while parts:
-        p = parts.pop(0)
-        out[k:k + len(p)] = p
-        k += len(p)
-        del p
-    events = pd.concat(ev_parts, ignore_index=True)
-    events["subject"] = events["subject"].astype(np.int64)
-    events["repetition"] = events.groupby("stimulus_id", sort=False).cumcount().astype(np.int64)
-    events = events[_EVENT_COLUMNS]
-
-    stim = pd.DataFrame(stim_rows).drop_duplicates("stimulus_id", keep="first").reset_index(drop=True)
-    meta = stim[["story", "sound", "word", "word_index", "sound_time", "block", "split"]].copy()
-    meta.index = pd.Index(stim["stimulus_id"].to_numpy(), name="stimulus_id")
-    segments = WavSegments(audio.waves, stim["_wave"].to_numpy(), stim["_a0"].to_numpy(), n_audio)
-    source = f"{root / 'stimuli' / 'audio'} [window {tmin:g}..{tmin + window_s:g} s, stride {word_stride}]"
-    stimuli = StimulusSet(stim["stimulus_id"].tolist(), audio=segments, sfreq_audio=float(audio_sfreq),
-                          metadata=meta, source=source)
+    out = _stack_parts(col.parts, len(ref["ch_names"]), n_times)
+    events = _events_table(col.ev_parts)
+    stimuli = _masc_stimuli(col.stim_rows, audio, n_audio, root=root, audio_sfreq=audio_sfreq, tmin=tmin,
+                            window_s=window_s, word_stride=word_stride)
     info = {"modality": "meg", "sfreq": float(sf), "ch_names": list(ref["ch_names"]),
             "ch_types": list(ref["ch_types"]), "ch_pos": ref["ch_pos"],
             # the MEG's time axis (relative to the word onset); the audio window starts at audio_tmin
@@ -622,7 +765,7 @@ def load_masc(
     logger.info("MEG-MASC sub-%s: %d segments (%s) of %d stimuli from %d recording(s); %d dropped "
                 "straddling splits", sub_label, len(events),
                 ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test")), len(stimuli),
-                len(files), totals["split"])
+                len(files), col.totals["split"])
     return BrainTrials(out, events, info, stimuli)
 
 

@@ -91,6 +91,50 @@ def _from_mne(epochs: Any, *, stimulus_id: Any = None, subject: Any = 1, session
               source: str | None = None) -> BrainTrials:
     """Implementation; ``rows`` selects epochs without copying them, ``metadata`` overrides."""
     mne = import_mne()
+    epochs, source = _as_epochs(epochs, source, mne)
+    where = f" in {source}" if source else ""
+    n_all = len(epochs.events)
+    rows = np.arange(n_all) if rows is None else np.asarray(rows, dtype=np.int64)
+    meta = _selected_metadata(epochs.metadata if metadata is None else metadata, n_all, rows, where)
+
+    codes, names = _event_codes_names(epochs.events[rows, 2], epochs.event_id)
+    ev = meta.copy()
+    for col, val in (("event_code", codes), ("event_name", names),
+                     ("sample", epochs.events[rows, 0].astype(np.int64))):
+        if col not in ev.columns:
+            ev[col] = val
+    ev["subject"] = subject
+    if stimulus_id is None:
+        ev["stimulus_id"] = _default_stimulus_ids(codes, names)
+    else:
+        ev["stimulus_id"] = _metadata_column(meta, stimulus_id, "stimulus_id", where).to_numpy()
+    ev["session"] = _session_values(meta, session, where)
+    if repetition is None:
+        ev["repetition"] = ev.groupby(["subject", "stimulus_id"], sort=False).cumcount().to_numpy()
+    else:
+        ev["repetition"] = _metadata_column(meta, repetition, "repetition", where).to_numpy().astype(np.int64)
+    ev["split"] = _split_labels(ev, meta, split, where)
+    _check_split_values(ev["split"], where)
+
+    pick_idx, ch_names, ch_types, ch_pos = _picked_channels(epochs, picks, where, mne)
+    data = _read_epochs_data(epochs, rows, pick_idx, where)
+    info = {
+        "modality": _modality(ch_types),
+        "sfreq": float(epochs.info["sfreq"]),
+        "ch_names": ch_names,
+        "ch_types": ch_types,
+        "ch_pos": ch_pos,
+        "times": np.asarray(epochs.times, dtype=np.float64).copy(),
+        "tmin": float(epochs.times[0]),
+        "source": source,
+    }
+    ordered = ["subject", "session", "stimulus_id", "repetition", "split"]
+    ev = ev[ordered + [c for c in ev.columns if c not in ordered]]
+    return BrainTrials(data, ev, info)
+
+
+def _as_epochs(epochs: Any, source: str | None, mne: Any) -> tuple[Any, str | None]:
+    """``epochs`` as an ``mne.BaseEpochs`` (a path is read lazily) and where it comes from (or None)."""
     if isinstance(epochs, (str, Path)):
         source = str(Path(epochs).expanduser())
         epochs = read_epochs(epochs, preload=False)
@@ -100,75 +144,80 @@ def _from_mne(epochs: Any, *, stimulus_id: Any = None, subject: Any = 1, session
         )
     if source is None and getattr(epochs, "filename", None):
         source = str(epochs.filename)
-    where = f" in {source}" if source else ""
-    n_all = len(epochs.events)
-    rows = np.arange(n_all) if rows is None else np.asarray(rows, dtype=np.int64)
+    return epochs, source
 
-    meta = epochs.metadata if metadata is None else metadata
+
+def _selected_metadata(meta: pd.DataFrame | None, n_all: int, rows: np.ndarray, where: str) -> pd.DataFrame:
+    """The metadata rows ``rows`` (renumbered from 0); an empty frame when there is no metadata."""
     if meta is None:
         meta = pd.DataFrame(index=range(n_all))
     if len(meta) != n_all:
         raise ValueError(f"metadata has {len(meta)} rows but there are {n_all} epochs{where}")
-    meta = meta.reset_index(drop=True).iloc[rows].reset_index(drop=True)
+    return meta.reset_index(drop=True).iloc[rows].reset_index(drop=True)
 
-    def column(name: str, what: str) -> pd.Series:
-        if name not in meta.columns:
-            raise KeyError(
-                f"{what}={name!r} is not a column of the epochs metadata{where}; "
-                f"its columns are {list(meta.columns)}. Pass the right column name, or set "
-                "epochs.metadata to a DataFrame that has it."
-            )
-        return meta[name]
 
-    codes = epochs.events[rows, 2].astype(np.int64)
-    names_by_code = {int(v): k for k, v in epochs.event_id.items()}
+def _metadata_column(meta: pd.DataFrame, name: str, what: str, where: str) -> pd.Series:
+    """Column ``name`` of the metadata; a ``KeyError`` naming the argument ``what`` when it is missing."""
+    if name not in meta.columns:
+        raise KeyError(
+            f"{what}={name!r} is not a column of the epochs metadata{where}; "
+            f"its columns are {list(meta.columns)}. Pass the right column name, or set "
+            "epochs.metadata to a DataFrame that has it."
+        )
+    return meta[name]
+
+
+def _event_codes_names(event_codes: np.ndarray, event_id: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """int64 event codes and their names from ``event_id`` (the code as text when it has no name)."""
+    codes = np.asarray(event_codes).astype(np.int64)
+    names_by_code = {int(v): k for k, v in event_id.items()}
     names = np.array([names_by_code.get(int(c), str(int(c))) for c in codes], dtype=object)
-    ev = meta.copy()
-    for col, val in (("event_code", codes), ("event_name", names),
-                     ("sample", epochs.events[rows, 0].astype(np.int64))):
-        if col not in ev.columns:
-            ev[col] = val
-    ev["subject"] = subject
+    return codes, names
 
-    if stimulus_id is None:
-        if all(n == str(c) for n, c in zip(names, codes)):
-            ev["stimulus_id"] = codes
-        else:
-            ev["stimulus_id"] = names
-    else:
-        ev["stimulus_id"] = column(stimulus_id, "stimulus_id").to_numpy()
 
+def _default_stimulus_ids(codes: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """The event names, or the integer codes when every name is just its code."""
+    return codes if all(n == str(c) for n, c in zip(names, codes)) else names
+
+
+def _session_values(meta: pd.DataFrame, session: Any, where: str) -> Any:
+    """The ``session`` column: a metadata column (str), ``metadata["session"]`` or 1 (None), a constant."""
     if isinstance(session, str):
-        ev["session"] = column(session, "session").to_numpy()
-    elif session is None:
-        ev["session"] = meta["session"].to_numpy() if "session" in meta.columns else 1
-    else:
-        ev["session"] = session
+        return _metadata_column(meta, session, "session", where).to_numpy()
+    if session is None:
+        return meta["session"].to_numpy() if "session" in meta.columns else 1
+    return session
 
-    if repetition is None:
-        ev["repetition"] = ev.groupby(["subject", "stimulus_id"], sort=False).cumcount().to_numpy()
-    else:
-        ev["repetition"] = column(repetition, "repetition").to_numpy().astype(np.int64)
 
+def _split_labels(ev: pd.DataFrame, meta: pd.DataFrame, split: Any, where: str) -> Any:
+    """The ``split`` column from ``split``: a callable of the events (a bool array means "is test"),
+    a metadata column name, or None (``metadata["split"]`` if present, else ``"train"``)."""
     if callable(split):
         labels = np.asarray(split(ev.copy()))
         if labels.shape != (len(ev),):
             raise ValueError(f"split callable returned shape {labels.shape}, expected ({len(ev)},)")
         if labels.dtype == bool:
             labels = np.where(labels, "test", "train")
-        ev["split"] = labels
     elif isinstance(split, str):
-        ev["split"] = column(split, "split").astype(str).to_numpy()
+        labels = _metadata_column(meta, split, "split", where).astype(str).to_numpy()
     elif split is None:
-        ev["split"] = meta["split"].astype(str).to_numpy() if "split" in meta.columns else "train"
+        labels = meta["split"].astype(str).to_numpy() if "split" in meta.columns else "train"
     else:
         raise TypeError(f"split must be a column name, a callable or None, got {type(split).__name__}")
-    bad = sorted(set(map(str, pd.unique(ev["split"]))) - set(VALID_SPLITS))
+    return labels
+
+
+def _check_split_values(splits: pd.Series, where: str) -> None:
+    """Raise a ``ValueError`` listing the split values that are not in VALID_SPLITS."""
+    bad = sorted(set(map(str, pd.unique(splits))) - set(VALID_SPLITS))
     if bad:
         raise ValueError(f"split values {bad}{where} are not in {VALID_SPLITS}; map them first "
                          "(e.g. pass a callable as split=).")
 
-    # channels
+
+def _picked_channels(epochs: Any, picks: Any, where: str,
+                     mne: Any) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+    """Indices, names, types and positions ((n, 3), NaN when unknown) of the picked channels."""
     info_mne = epochs.info
     try:
         pick_idx = _picks_to_idx(info_mne, "data" if picks is None else picks, exclude=[])
@@ -183,14 +232,20 @@ def _from_mne(epochs: Any, *, stimulus_id: Any = None, subject: Any = 1, session
     ch_pos = ch_pos.reshape(-1, 3)
     unknown = ~np.isfinite(ch_pos).all(axis=1) | np.all(ch_pos == 0, axis=1)
     ch_pos[unknown] = np.nan
-    if any(t in _MEG_TYPES for t in ch_types):
-        modality = "meg"
-    elif any(t == "eeg" for t in ch_types):
-        modality = "eeg"
-    else:
-        modality = min(ch_types) if ch_types else None
+    return pick_idx, ch_names, ch_types, ch_pos
 
-    # data, read in chunks so only float32 is held for non-preloaded epochs
+
+def _modality(ch_types: list[str]) -> str | None:
+    """``"meg"`` if any MEG channel, else ``"eeg"`` if any EEG channel, else the first type in sort order."""
+    if any(t in _MEG_TYPES for t in ch_types):
+        return "meg"
+    if any(t == "eeg" for t in ch_types):
+        return "eeg"
+    return min(ch_types) if ch_types else None
+
+
+def _read_epochs_data(epochs: Any, rows: np.ndarray, pick_idx: np.ndarray, where: str) -> np.ndarray:
+    """float32 (len(rows), len(pick_idx), n_times), read in chunks (only float32 held if not preloaded)."""
     n_times = len(epochs.times)
     data = np.empty((len(rows), len(pick_idx), n_times), dtype=np.float32)
     starts = range(0, len(rows), _CHUNK)
@@ -203,17 +258,4 @@ def _from_mne(epochs: Any, *, stimulus_id: Any = None, subject: Any = 1, session
                           f"is truncated or corrupt ({type(err).__name__}: {err}). Re-download it (or re-save "
                           "it with mne).") from err
     logger.info("Read %d epochs × %d channels × %d times%s", len(rows), len(pick_idx), n_times, where)
-
-    info = {
-        "modality": modality,
-        "sfreq": float(info_mne["sfreq"]),
-        "ch_names": ch_names,
-        "ch_types": ch_types,
-        "ch_pos": ch_pos,
-        "times": np.asarray(epochs.times, dtype=np.float64).copy(),
-        "tmin": float(epochs.times[0]),
-        "source": source,
-    }
-    ordered = ["subject", "session", "stimulus_id", "repetition", "split"]
-    ev = ev[ordered + [c for c in ev.columns if c not in ordered]]
-    return BrainTrials(data, ev, info)
+    return data

@@ -925,9 +925,7 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     coordinates of every image and ``nl_rng`` draws the nonlinear model; ``rng`` makes exactly the same
     draws as in the linear mode, so both modes share the anatomy, the noise and the nuisance terms.
     """
-    from scipy.ndimage import gaussian_filter
-
-    from ..io.nsd import NSDLayout, write_betas, write_ctab, write_volume
+    from ..io.nsd import NSDLayout, write_betas, write_volume
 
     layout = NSDLayout(root)
     shape = tuple(p["grid"][subject - 1])
@@ -937,19 +935,7 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     brain_idx = np.flatnonzero(anat["brain"])
     n_brain = len(brain_idx)
     gen_in_brain = np.searchsorted(brain_idx, anat["general_idx"])
-
-    # ROI files (also lh./rh. halves), label tables, brain mask
-    for name, (vol, labels) in anat["rois"].items():
-        write_volume(layout.roi_file(subject, name), vol, aff)
-        for hemi, side in (("lh", anat["hemi_left"]), ("rh", ~anat["hemi_left"])):
-            write_volume(layout.roi_file(subject, name, hemi), np.where(side, vol, -1).astype(np.int16), aff)
-        write_ctab(layout.ctab_file(subject, name), labels)
-    write_volume(layout.brainmask(subject), anat["brain"].astype(np.uint8), aff)
-    # whole-cortex network atlas: an ordinary labelled volume + label table, outside NSD's own folders
-    atlas_vol, atlas_tsv = _network_atlas_paths(root, subject)
-    write_volume(atlas_vol, anat["networks"], aff)
-    atomic_write_text(atlas_tsv, "index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in
-                                                          NETWORK_LABELS.items()))
+    atlas_vol, atlas_tsv = _write_anatomy(layout, root, subject, anat, aff)
 
     # which images this subject sees, their signals
     n_trials, tps = design["n_trials"], p["trials_per_session"]
@@ -963,29 +949,21 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
     planted_general = signal_mask[gen_in_brain] & ~network_tuned[gen_in_brain]
 
     # per-voxel noise level, SNR, amplitude, baseline (PSC units)
-    shell_in_brain = anat["shell"].ravel()[brain_idx]
-    noise_sd = np.where(shell_in_brain, 1.5, 1.0) * rng.lognormal(0, 0.25, n_brain)
-    sig_cols = np.flatnonzero(signal_mask)
-    snr_v = np.zeros(n_brain)
-    snr_v[sig_cols] = p["snr"] * rng.lognormal(0, 0.35, len(sig_cols))
-    amp = (snr_v * noise_sd).astype(np.float32)
-    baseline = rng.normal(0.5, 0.6, n_brain)
-    loading = rng.uniform(0.5, 1.5, n_brain)
+    noise_sd, snr_v, baseline, loading = _voxel_levels(anat["shell"].ravel()[brain_idx], signal_mask,
+                                                       p["snr"], rng)
     # planted nsdgeneral voxels keep their stream / pRF signal, except those planted only through a
     # non-Visual network; those and planted voxels elsewhere get the networks' semantic tuning, computed
     # per block of trials
-    gen_cols = gen_in_brain[planted_general]
-    sig_rows = signals[:, planted_general]
-    del signals
     is_general = np.zeros(n_brain, bool)
     is_general[gen_in_brain] = True
     extra_cols = np.flatnonzero(signal_mask & (~is_general | network_tuned))
-    if len(extra_cols) and nonlinear is not None:
-        net_tuning = _TuningCurves(nonlinear["coords"][uniq], nonlinear["groups"], NETWORK_TUNING,
-                                   len(extra_cols), nl_rng)
-    elif len(extra_cols):
-        sem_c, w_extra = _network_weights(sem[uniq], groups, len(extra_cols), net_rng)
-    noise_norm = _smooth_noise_scale(_NOISE_SIGMA_VOX)
+    model = _BetaModel(shape=shape, brain_idx=brain_idx, noise_sd=noise_sd,
+                       amp=(snr_v * noise_sd).astype(np.float32), baseline=baseline, loading=loading,
+                       gen_cols=gen_in_brain[planted_general], sig_rows=signals[:, planted_general],
+                       extra_cols=extra_cols, noise_norm=_smooth_noise_scale(_NOISE_SIGMA_VOX),
+                       extra_signal=_network_signal(len(extra_cols), uniq, sem, groups, nonlinear,
+                                                    net_rng, nl_rng))
+    del signals
 
     ncsnr = np.zeros(int(np.prod(shape)), np.float32)
     ncsnr[brain_idx] = snr_v
@@ -993,48 +971,132 @@ def _simulate_subject(subject: int, root: Path, p: dict, design: dict, low: np.n
 
     desc = f"subj{subject:02d} sessions"
     for s in ProgressBar(range(p["n_sessions"]), total=p["n_sessions"], desc=desc, unit="session"):
-        offset = rng.normal(0, 0.8, n_brain) * noise_sd  # session offset (removed by session z-scoring)
-        scale = rng.lognormal(0, 0.2, n_brain)  # session gain drift
-        glob = rng.normal(0, 0.5, tps)  # per-trial global fluctuation
-        imgs = trial_img[s * tps:(s + 1) * tps]
-        betas = np.zeros((int(np.prod(shape)), tps), np.int16)
-        for t0 in range(0, tps, _NOISE_BLOCK):  # fixed-size blocks bound the memory on large grids
-            t1 = min(t0 + _NOISE_BLOCK, tps)
-            white = rng.standard_normal((t1 - t0, *shape), dtype=np.float32)
-            noise = gaussian_filter(white, sigma=(0, *(3 * [_NOISE_SIGMA_VOX])), mode="nearest")
-            del white
-            vals = noise.reshape(t1 - t0, -1)[:, brain_idx] * (noise_sd / noise_norm).astype(np.float32)
-            del noise
-            vals[:, gen_cols] += sig_rows[imgs[t0:t1]] * amp[gen_cols]
-            if len(extra_cols) and nonlinear is not None:
-                vals[:, extra_cols] += net_tuning(imgs[t0:t1]) * amp[extra_cols]
-            elif len(extra_cols):
-                vals[:, extra_cols] += (sem_c[imgs[t0:t1]] @ w_extra) * amp[extra_cols]
-            vals *= scale.astype(np.float32)
-            vals += (baseline + offset).astype(np.float32)
-            vals += np.outer(glob[t0:t1], loading).astype(np.float32)
-            betas[brain_idx, t0:t1] = np.clip(np.rint(vals.T * 300.0), -32768, 32767).astype(np.int16)
-        betas = betas.reshape(*shape, tps)
+        betas = _session_betas(model, trial_img[s * tps:(s + 1) * tps], tps, rng)
         for fmt in p["formats"]:
             write_betas(layout.betas_file(subject, s + 1, fmt), betas, aff)
+    return _subject_truth(anat, shape=shape, aff=aff, brain_idx=brain_idx, signal_mask=signal_mask,
+                          planted_general=planted_general, is_general=is_general,
+                          n_network_tuned=len(extra_cols), snr_v=snr_v, n_images=len(uniq),
+                          atlas=(atlas_vol.relative_to(root), atlas_tsv.relative_to(root)))
 
+
+def _write_anatomy(layout: Any, root: Path, subject: int, anat: dict, aff: np.ndarray) -> tuple[Path, Path]:
+    """Write the ROI volumes (also lh./rh. halves), label tables, brain mask and network atlas.
+
+    Returns the network atlas' volume and label table paths.
+    """
+    from ..io.nsd import write_ctab, write_volume
+
+    for name, (vol, labels) in anat["rois"].items():
+        write_volume(layout.roi_file(subject, name), vol, aff)
+        for hemi, side in (("lh", anat["hemi_left"]), ("rh", ~anat["hemi_left"])):
+            write_volume(layout.roi_file(subject, name, hemi), np.where(side, vol, -1).astype(np.int16), aff)
+        write_ctab(layout.ctab_file(subject, name), labels)
+    write_volume(layout.brainmask(subject), anat["brain"].astype(np.uint8), aff)
+    # whole-cortex network atlas: an ordinary labelled volume + label table, outside NSD's own folders
+    atlas_vol, atlas_tsv = _network_atlas_paths(root, subject)
+    write_volume(atlas_vol, anat["networks"], aff)
+    atomic_write_text(atlas_tsv, "index\tname\n" + "".join(f"{k}\t{v}\n" for k, v in
+                                                          NETWORK_LABELS.items()))
+    return atlas_vol, atlas_tsv
+
+
+def _voxel_levels(shell: np.ndarray, signal_mask: np.ndarray, snr: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per brain voxel: noise SD (x1.5 in the cortical ``shell``), SNR (0 unless in ``signal_mask``;
+    median ``snr`` among planted voxels), baseline (PSC) and global-fluctuation loading, drawn in this order.
+    """
+    n_brain = len(shell)
+    noise_sd = np.where(shell, 1.5, 1.0) * rng.lognormal(0, 0.25, n_brain)
+    sig_cols = np.flatnonzero(signal_mask)
+    snr_v = np.zeros(n_brain)
+    snr_v[sig_cols] = snr * rng.lognormal(0, 0.35, len(sig_cols))
+    baseline = rng.normal(0.5, 0.6, n_brain)
+    loading = rng.uniform(0.5, 1.5, n_brain)
+    return noise_sd, snr_v, baseline, loading
+
+
+def _network_signal(n_extra: int, uniq: np.ndarray, sem: np.ndarray, groups: dict[str, slice],
+                    nonlinear: dict[str, Any] | None, net_rng: np.random.Generator,
+                    nl_rng: np.random.Generator | None) -> Any:
+    """The unit signal of the ``n_extra`` network-tuned voxels, as a function of image rows (None if 0).
+
+    Nonlinear: Gaussian tuning curves (:data:`NETWORK_TUNING`, drawn from ``nl_rng``); linear: the
+    semantic features times the networks' weights (drawn from ``net_rng``).
+    """
+    if n_extra and nonlinear is not None:
+        return _TuningCurves(nonlinear["coords"][uniq], nonlinear["groups"], NETWORK_TUNING, n_extra, nl_rng)
+    if n_extra:
+        sem_c, w_extra = _network_weights(sem[uniq], groups, n_extra, net_rng)
+        return lambda images: sem_c[images] @ w_extra
+    return None
+
+
+class _BetaModel:
+    """The per-voxel terms of one subject's single-trial betas (see :func:`_session_betas`)."""
+
+    def __init__(self, *, shape: tuple[int, ...], brain_idx: np.ndarray, noise_sd: np.ndarray,
+                 amp: np.ndarray, baseline: np.ndarray, loading: np.ndarray, gen_cols: np.ndarray, sig_rows: np.ndarray,
+                 extra_cols: np.ndarray, noise_norm: float, extra_signal: Any) -> None:
+        self.shape, self.brain_idx, self.noise_sd, self.amp = shape, brain_idx, noise_sd, amp
+        self.baseline, self.loading, self.noise_norm = baseline, loading, noise_norm
+        self.gen_cols, self.sig_rows = gen_cols, sig_rows  # planted nsdgeneral voxels, signal per image
+        self.extra_cols, self.extra_signal = extra_cols, extra_signal  # network-tuned voxels
+
+
+def _session_betas(m: _BetaModel, imgs: np.ndarray, tps: int, rng: np.random.Generator) -> np.ndarray:
+    """int16 betas (*shape, tps) of one session (PSC x 300) for the image rows ``imgs`` of its trials.
+
+    Smoothed noise + planted signal, times a session gain drift, plus baseline, a session offset and a
+    per-trial global fluctuation; the noise is drawn in fixed blocks of trials (bounds the memory).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    n_brain = len(m.brain_idx)
+    offset = rng.normal(0, 0.8, n_brain) * m.noise_sd  # session offset (removed by session z-scoring)
+    scale = rng.lognormal(0, 0.2, n_brain)  # session gain drift
+    fluct = rng.normal(0, 0.5, tps)  # per-trial global fluctuation
+    betas = np.zeros((int(np.prod(m.shape)), tps), np.int16)
+    for t0 in range(0, tps, _NOISE_BLOCK):  # fixed-size blocks bound the memory on large grids
+        t1 = min(t0 + _NOISE_BLOCK, tps)
+        white = rng.standard_normal((t1 - t0, *m.shape), dtype=np.float32)
+        noise = gaussian_filter(white, sigma=(0, *(3 * [_NOISE_SIGMA_VOX])), mode="nearest")
+        del white
+        vals = noise.reshape(t1 - t0, -1)[:, m.brain_idx] * (m.noise_sd / m.noise_norm).astype(np.float32)
+        del noise
+        vals[:, m.gen_cols] += m.sig_rows[imgs[t0:t1]] * m.amp[m.gen_cols]
+        if m.extra_signal is not None:
+            vals[:, m.extra_cols] += m.extra_signal(imgs[t0:t1]) * m.amp[m.extra_cols]
+        vals *= scale.astype(np.float32)
+        vals += (m.baseline + offset).astype(np.float32)
+        vals += np.outer(fluct[t0:t1], m.loading).astype(np.float32)
+        betas[m.brain_idx, t0:t1] = np.clip(np.rint(vals.T * 300.0), -32768, 32767).astype(np.int16)
+    return betas.reshape(*m.shape, tps)
+
+
+def _subject_truth(anat: dict, *, shape: tuple[int, ...], aff: np.ndarray, brain_idx: np.ndarray,
+                   signal_mask: np.ndarray, planted_general: np.ndarray, is_general: np.ndarray,
+                   n_network_tuned: int, snr_v: np.ndarray, n_images: int,
+                   atlas: tuple[Path, Path]) -> dict[str, Any]:
+    """The ground truth of one subject for ``simulation.json`` (``atlas``: paths relative to the root)."""
     counts = {name: {lab: int((vol == k).sum()) for k, lab in labels.items()}
               for name, (vol, labels) in anat["rois"].items()}
     net_in_brain = anat["networks"].ravel()[brain_idx]
     planted = {lab: int((planted_general & (anat["streams"] == k)).sum()) for k, lab in STREAM_LABELS.items()}
     planted.update({lab: int((planted_general & (anat["prf"] == k)).sum()) for k, lab in PRF_LABELS.items()})
     planted.update({lab: int((signal_mask & (net_in_brain == k)).sum()) for k, lab in NETWORK_LABELS.items()})
+    sig_cols = np.flatnonzero(signal_mask)
     return {
-        "grid": list(shape), "affine": aff.tolist(), "n_brain_voxels": int(n_brain),
+        "grid": list(shape), "affine": aff.tolist(), "n_brain_voxels": len(brain_idx),
         "n_nsdgeneral_voxels": len(anat["general_idx"]), "n_signal_voxels": int(signal_mask.sum()),
         "n_signal_voxels_outside_nsdgeneral": int((signal_mask & ~is_general).sum()),
-        "n_network_tuned_voxels": len(extra_cols),
+        "n_network_tuned_voxels": n_network_tuned,
         "signal_voxels_per_roi": planted, "roi_voxel_counts": counts,
         "median_ncsnr_signal_voxels": float(np.median(snr_v[sig_cols])) if len(sig_cols) else 0.0,
-        "n_images_seen": len(uniq),
+        "n_images_seen": n_images,
         "network_atlas": {
-            "volume": atlas_vol.relative_to(root).as_posix(),
-            "labels": atlas_tsv.relative_to(root).as_posix(),
+            "volume": atlas[0].as_posix(),
+            "labels": atlas[1].as_posix(),
             "voxel_counts": {lab: int((anat["networks"] == k).sum()) for k, lab in NETWORK_LABELS.items()},
             "n_cortex_voxels": int(anat["shell"].sum()),
         },

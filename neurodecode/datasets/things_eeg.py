@@ -170,29 +170,13 @@ def load_things_eeg2(
     """
     check_option("variant", variant, ("auto", "official", "atm"))
     check_nonfinite_option(nonfinite)
-    splits = [split] if isinstance(split, str) else list(split)
-    if not splits:
-        raise ValueError("split must name at least one of 'train', 'test'")
-    for s in splits:
-        check_option("split", s, ("train", "test"))
-    splits = [s for s in ("train", "test") if s in splits]
+    splits = _requested_splits(split)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"THINGS-EEG2 root not found: {root}. {_ROOT_HINT}")
     if isinstance(subject, bool) or not isinstance(subject, (int, np.integer)) or subject < 1:
         raise ValueError(f"subject must be a positive int (1..10), got {subject!r}")
-    if variant == "auto":
-        found = [v for v in ("official", "atm") if _variant_dir(root, v, subject).is_dir()]
-        if not found:
-            raise FileNotFoundError(
-                f"No preprocessed data for subject {subject} under {root}: neither "
-                f"{_variant_dir(root, 'official', subject)} nor {_variant_dir(root, 'atm', subject)} exists. "
-                f"{_ROOT_HINT}")
-        variant = found[0]
-    sub_dir = _variant_dir(root, variant, subject)
-    if not sub_dir.is_dir():
-        raise FileNotFoundError(f"THINGS-EEG2 subject folder not found: {sub_dir} ({variant} variant). "
-                                f"{_ROOT_HINT}")
+    variant, sub_dir = _subject_dir(root, variant, subject)
 
     parts, ev_parts, files = [], [], []
     ref: tuple[Path, list[str], np.ndarray] | None = None
@@ -202,30 +186,14 @@ def load_things_eeg2(
         path = sub_dir / fname
         rec = read_things_eeg2(path)
         data = rec["data"]
-        if ref is None:
-            ref = (path, rec["ch_names"], rec["times"])
-        else:
-            if rec["ch_names"] != ref[1]:
-                raise ValueError(f"THINGS-EEG2 channels differ: {ref[0]} has {len(ref[1])} channels "
-                                 f"{ref[1][:5]}... but {path} has {len(rec['ch_names'])} "
-                                 f"{rec['ch_names'][:5]}...; both files must come from the same preprocessing.")
-            if len(rec["times"]) != len(ref[2]) or not np.allclose(rec["times"], ref[2]):
-                raise ValueError(f"THINGS-EEG2 time axes differ between {ref[0]} and {path}; both files "
-                                 "must come from the same preprocessing.")
+        ref = _check_same_axes(ref, path, rec)
         table = _image_table(root, kind)
         n_cond, n_rep = data.shape[:2]
         if n_cond != len(table):
             raise _count_mismatch(path, n_cond, table, root / "image_set" / f"{kind}_images")
         tables[s] = table
         parts.append(data)
-        cond = np.repeat(np.arange(n_cond), n_rep)
-        ev = table.drop(columns="path").iloc[cond].reset_index(drop=True)
-        ev.insert(0, "subject", int(subject))
-        ev.insert(1, "session", 0)
-        ev["condition"] = cond
-        ev["repetition"] = np.tile(np.arange(n_rep), n_cond)
-        ev["split"] = s
-        ev_parts.append(ev)
+        ev_parts.append(_split_events(table, n_cond, n_rep, int(subject), s))
         files.append(str(path))
         logger.info("THINGS-EEG2 sub-%02d %s: %d conditions x %d repetitions from %s",
                     int(subject), s, n_cond, n_rep, path)
@@ -233,16 +201,7 @@ def load_things_eeg2(
     if ref is None:  # pragma: no cover - splits is never empty here
         raise ValueError("split must name at least one of 'train', 'test'")
     n_ch, n_t = len(ref[1]), len(ref[2])
-    out = np.empty((sum(p.shape[0] * p.shape[1] for p in parts), n_ch, n_t), dtype=np.float32)
-    bad = np.zeros(len(out), dtype=bool)
-    k = 0
-    for p, s, path in zip(parts, splits, files):
-        n = p.shape[0] * p.shape[1]
-        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, reported just below
-            out[k:k + n] = p.reshape(n, n_ch, n_t)
-        bad[k:k + n] = check_finite(out[k:k + n], file=f"{path} (subject {int(subject)}, split {s})",
-                                    nonfinite=nonfinite, what="trial", fix=_REDOWNLOAD_EEG)
-        k += n
+    out, bad = _stack_trials(parts, splits, files, n_ch, n_t, subject=int(subject), nonfinite=nonfinite)
     events = pd.concat(ev_parts, ignore_index=True)
     events = events[["subject", "session", "stimulus_id", "concept", "concept_index", "image_index",
                      "condition", "repetition", "split"]]
@@ -255,17 +214,99 @@ def load_things_eeg2(
         events = events.iloc[keep].reset_index(drop=True)
 
     times = np.asarray(ref[2], dtype=float)
-    sfreq = float(1.0 / np.median(np.diff(times))) if n_t > 1 else float("nan")
-    sfreq = float(np.round(sfreq, 6))
-    info = {"modality": "eeg", "sfreq": sfreq, "ch_names": list(ref[1]), "times": times,
+    info = {"modality": "eeg", "sfreq": _sfreq_of(times), "ch_names": list(ref[1]), "times": times,
             "tmin": float(times[0]) if n_t else float("nan"), "ch_pos": _ch_pos(list(ref[1])),
             "variant": variant, "subject": int(subject), "files": files}
+    stimuli = _image_stimuli(tables, splits, root, images=images, image_size=image_size)
+    return BrainTrials(out, events, info, stimuli)
 
+
+def _requested_splits(split: str | Sequence[str]) -> list[str]:
+    """The requested splits, checked, in file order (train first)."""
+    splits = [split] if isinstance(split, str) else list(split)
+    if not splits:
+        raise ValueError("split must name at least one of 'train', 'test'")
+    for s in splits:
+        check_option("split", s, ("train", "test"))
+    return [s for s in ("train", "test") if s in splits]
+
+
+def _subject_dir(root: Path, variant: str, subject: int) -> tuple[str, Path]:
+    """The variant (``"auto"`` resolved: official when present, else ATM) and the subject's folder."""
+    if variant == "auto":
+        found = [v for v in ("official", "atm") if _variant_dir(root, v, subject).is_dir()]
+        if not found:
+            raise FileNotFoundError(
+                f"No preprocessed data for subject {subject} under {root}: neither "
+                f"{_variant_dir(root, 'official', subject)} nor {_variant_dir(root, 'atm', subject)} exists. "
+                f"{_ROOT_HINT}")
+        variant = found[0]
+    sub_dir = _variant_dir(root, variant, subject)
+    if not sub_dir.is_dir():
+        raise FileNotFoundError(f"THINGS-EEG2 subject folder not found: {sub_dir} ({variant} variant). "
+                                f"{_ROOT_HINT}")
+    return variant, sub_dir
+
+
+def _check_same_axes(ref: tuple[Path, list[str], np.ndarray] | None, path: Path,
+                     rec: dict) -> tuple[Path, list[str], np.ndarray]:
+    """The reference (path, channels, times) of the first file, checking that ``rec`` has the same."""
+    if ref is None:
+        return (path, rec["ch_names"], rec["times"])
+    if rec["ch_names"] != ref[1]:
+        raise ValueError(f"THINGS-EEG2 channels differ: {ref[0]} has {len(ref[1])} channels "
+                         f"{ref[1][:5]}... but {path} has {len(rec['ch_names'])} "
+                         f"{rec['ch_names'][:5]}...; both files must come from the same preprocessing.")
+    if len(rec["times"]) != len(ref[2]) or not np.allclose(rec["times"], ref[2]):
+        raise ValueError(f"THINGS-EEG2 time axes differ between {ref[0]} and {path}; both files "
+                         "must come from the same preprocessing.")
+    return ref
+
+
+def _split_events(table: pd.DataFrame, n_cond: int, n_rep: int, subject: int, split: str) -> pd.DataFrame:
+    """One row per (condition, repetition), condition-major, from the image ``table`` of one split."""
+    cond = np.repeat(np.arange(n_cond), n_rep)
+    ev = table.drop(columns="path").iloc[cond].reset_index(drop=True)
+    ev.insert(0, "subject", subject)
+    ev.insert(1, "session", 0)
+    ev["condition"] = cond
+    ev["repetition"] = np.tile(np.arange(n_rep), n_cond)
+    ev["split"] = split
+    return ev
+
+
+def _stack_trials(parts: list[np.ndarray], splits: list[str], files: list[str], n_ch: int, n_t: int, *,
+                  subject: int, nonfinite: str) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (n_trials, n_ch, n_t) of the (condition, repetition, ...) arrays, and the non-finite trials.
+
+    With ``nonfinite="error"`` a non-finite trial raises (naming the file, subject and split).
+    """
+    out = np.empty((sum(p.shape[0] * p.shape[1] for p in parts), n_ch, n_t), dtype=np.float32)
+    bad = np.zeros(len(out), dtype=bool)
+    k = 0
+    for p, s, path in zip(parts, splits, files):
+        n = p.shape[0] * p.shape[1]
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, reported just below
+            out[k:k + n] = p.reshape(n, n_ch, n_t)
+        bad[k:k + n] = check_finite(out[k:k + n], file=f"{path} (subject {subject}, split {s})",
+                                    nonfinite=nonfinite, what="trial", fix=_REDOWNLOAD_EEG)
+        k += n
+    return out, bad
+
+
+def _sfreq_of(times: np.ndarray) -> float:
+    """Sampling rate from the median spacing of ``times``, rounded to 6 decimals (NaN for < 2 times)."""
+    sfreq = float(1.0 / np.median(np.diff(times))) if len(times) > 1 else float("nan")
+    return float(np.round(sfreq, 6))
+
+
+def _image_stimuli(tables: dict[str, pd.DataFrame], splits: list[str], root: Path, *, images: bool,
+                   image_size: int | None) -> StimulusSet:
+    """The StimulusSet of the images of ``splits`` (read lazily when ``images``), with concept prompts."""
     stim = pd.concat([tables[s].assign(split=s) for s in splits], ignore_index=True)
     meta = stim[["concept", "concept_index", "image_index", "split"]].copy()
     meta.index = pd.Index(stim["stimulus_id"], name="stimulus_id")
     meta["prompt"] = "This picture is " + meta["concept"]
     lazy = LazyImageFiles(stim["path"].tolist(), image_size) if images else None
-    stimuli = StimulusSet(stim["stimulus_id"].tolist(), images=lazy, metadata=meta,
-                          source=str(root / "image_set"))
-    return BrainTrials(out, events, info, stimuli)
+    return StimulusSet(stim["stimulus_id"].tolist(), images=lazy, metadata=meta,
+                       source=str(root / "image_set"))
