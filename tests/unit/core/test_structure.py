@@ -141,3 +141,29 @@ def test_import_is_cheap_and_side_effect_free(tmp_path):
             "heavy=[m for m in ('torch','matplotlib','nilearn','h5py','open_clip') if m in sys.modules]; "
             "assert not heavy, heavy; assert set(os.listdir('.'))==before")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def _code_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body, its docstring excluded."""
+    body = fn.body
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        if len(body) == 1:
+            return 0
+        first = body[1]
+    return fn.end_lineno - first.lineno + 1
+
+
+def test_no_function_is_longer_than_80_code_lines():
+    """Long functions are split into pieces with one job each (and tests of their own)."""
+    long = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = _code_lines(node)
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PKG)}:{node.lineno} {node.name}: {n} lines")
+    assert not long, f"split these (> {MAX_FUNCTION_LINES} code lines):\n" + "\n".join(long)
