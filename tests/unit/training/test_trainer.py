@@ -109,7 +109,7 @@ def test_bad_inputs_raise_clearly(data):
         Trainer(BrainDecoder({1: 40}, embed_dim=3)).fit(sub1, targets)
     with pytest.raises(ValueError, match="Subject 1 has 40 features.*expects 41"):
         Trainer(BrainDecoder({1: 41}, embed_dim=DIM)).fit(sub1, targets)
-    with pytest.raises(ValueError, match="'loss' parameter"):
+    with pytest.raises(ValueError, match="unknown loss 'hinge'. Registered losses: 'infonce'"):
         Trainer(_model(trials), loss="hinge").fit(trials, targets)
     with pytest.raises(KeyError, match="no embedding"):
         Trainer(_model(trials)).fit(trials, targets.subset(range(10)))
