@@ -2,6 +2,7 @@
 
 from ._checks import check_option, check_path, check_random_state, ensure_finite, resolve_device
 from ._config import KNOWN_CONFIG, get_config, get_data_dir
+from ._docs import docdict, fill_doc
 from ._fileio import (
                       atomic_path,
                       atomic_write_bytes,
@@ -22,12 +23,14 @@ __all__ = [
     "check_option",
     "check_path",
     "ensure_finite",
+    "fill_doc",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "available_cpus",
     "check_random_state",
+    "docdict",
     "get_config",
     "get_data_dir",
     "json_float",

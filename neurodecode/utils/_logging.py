@@ -11,6 +11,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from ._docs import fill_doc
+
 logger = logging.getLogger("neurodecode")
 logger.propagate = False
 if not logger.handlers:
@@ -53,6 +55,11 @@ def set_log_level(verbose: bool | str | int | None = None) -> int:
     verbose : bool | str | int | None
         ``True`` → INFO, ``False`` → WARNING, a level name or number.
         ``None`` reads ``NEURODECODE_LOGGING_LEVEL`` (default INFO).
+
+    Returns
+    -------
+    old_level : int
+        The previous log level, as a number.
     """
     old = logger.level
     level = _parse_level(verbose)
@@ -63,8 +70,14 @@ def set_log_level(verbose: bool | str | int | None = None) -> int:
 
 
 @contextmanager
+@fill_doc
 def use_log_level(verbose: bool | str | int | None):
-    """Context manager that changes the log level temporarily."""
+    """Context manager that changes the log level temporarily.
+
+    Parameters
+    ----------
+    %(verbose)s
+    """
     level = _parse_level(verbose)
     if level is None:
         yield
@@ -82,6 +95,17 @@ def verbose(func: F) -> F:
 
     Raises ``TypeError`` at decoration time if the function has no ``verbose``
     parameter (as MNE's decorator does).
+
+    Parameters
+    ----------
+    func : callable
+        Function with a ``verbose`` parameter.
+
+    Returns
+    -------
+    wrapper : callable
+        ``func`` wrapped so that each call runs under the log level of its
+        ``verbose`` argument (see :func:`use_log_level`).
     """
     sig = inspect.signature(func)
     if "verbose" not in sig.parameters:
@@ -98,7 +122,15 @@ def verbose(func: F) -> F:
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
-    """Emit a warning that points at the first frame outside neurodecode."""
+    """Emit a warning that points at the first frame outside neurodecode.
+
+    Parameters
+    ----------
+    message : str
+        The warning message (also logged at DEBUG level).
+    category : type of Warning
+        Warning class.
+    """
     import neurodecode
 
     root = os.path.dirname(neurodecode.__file__)
