@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..utils import ProgressBar, check_option, logger, verbose
+from ..utils import ProgressBar, check_option, fill_doc, logger, verbose
 from .stats import bootstrap_ci, fdr_bh, noise_ceiling, permutation_pvalue
 
 __all__ = ["LESIONS", "METRICS", "RETRAINS", "STRATEGIES", "AblationResult", "ablate"]
@@ -464,6 +464,7 @@ def _finish_frame(frame: pd.DataFrame, alpha: float, test: Any, regions: Mapping
 
 
 @verbose
+@fill_doc
 def ablate(estimator: Any, train: Any, test: Any, targets: Any, atlas: Any, *,
            strategies: Sequence[str] = ("zero",), metrics: Sequence[str] = METRICS, n_null: int = 200,
            n_null_retrain: int = 20, n_boot: int = 1000, ci: float = 0.95, alpha: float = 0.05,
@@ -514,8 +515,7 @@ def ablate(estimator: Any, train: Any, test: Any, targets: Any, atlas: Any, *,
     random_state : int
         Seeds the null regions, the permutations, the candidate subsets and
         the bootstrap.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -9,12 +9,13 @@ import numpy as np
 from numpy.random import Generator
 
 from ..tasks.bootstrap import bootstrap_counts, check_ci, check_n_boot, percentile_interval
-from ..utils import check_option, check_random_state, verbose
+from ..utils import check_option, check_random_state, fill_doc, verbose
 
 __all__ = ["bootstrap_ci", "fdr_bh", "noise_ceiling", "permutation_pvalue"]
 
 
 @verbose
+@fill_doc
 def bootstrap_ci(values: Any, statistic: Callable[..., Any] = np.mean, *, n_boot: int = 1000,
                  ci: float = 0.95, random_state: None | int | Generator = 0,
                  return_replicates: bool = False,
@@ -40,8 +41,7 @@ def bootstrap_ci(values: Any, statistic: Callable[..., Any] = np.mean, *, n_boot
         Seed of the resampling.
     return_replicates : bool
         Also return the bootstrap replicates.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -79,6 +79,7 @@ def bootstrap_ci(values: Any, statistic: Callable[..., Any] = np.mean, *, n_boot
 
 
 @verbose
+@fill_doc
 def permutation_pvalue(observed: Any, null_samples: Any, *,
                        alternative: Literal["greater", "less", "two-sided"] = "greater",
                        verbose: bool | str | int | None = None) -> float | np.ndarray:
@@ -97,8 +98,7 @@ def permutation_pvalue(observed: Any, null_samples: Any, *,
     alternative : "greater" | "less" | "two-sided"
         ``"greater"`` counts null values >= observed; ``"less"`` null values <= observed;
         ``"two-sided"`` is ``min(1, 2 * min(p_greater, p_less))``.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -130,6 +130,7 @@ def permutation_pvalue(observed: Any, null_samples: Any, *,
 
 
 @verbose
+@fill_doc
 def fdr_bh(pvals: Any, alpha: float = 0.05, *,
            verbose: bool | str | int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Benjamini-Hochberg false discovery rate correction (independent or positively dependent tests).
@@ -140,8 +141,7 @@ def fdr_bh(pvals: Any, alpha: float = 0.05, *,
         P-values, any shape.
     alpha : float
         FDR level used for ``reject``.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..utils import ProgressBar, logger, verbose
+from ..utils import ProgressBar, fill_doc, logger, verbose
 
 __all__ = ["crop_times", "decode_time_windows", "time_windows"]
 
@@ -117,6 +117,7 @@ def crop_times(trials: Any, start: float, stop: float) -> Any:
 
 
 @verbose
+@fill_doc
 def decode_time_windows(train: Any, test: Any, targets: Any, windows: Sequence[Sequence[float]], *,
                         alphas: Sequence[float] = (1e0, 1e1, 1e2, 1e3, 1e4, 1e5), cv: int | None = None,
                         n_candidates: int | None = 200, n_repeats: int = 10, topk: Sequence[int] = (1, 5),
@@ -139,8 +140,7 @@ def decode_time_windows(train: Any, test: Any, targets: Any, windows: Sequence[S
         :func:`~neurodecode.tasks.evaluate_retrieval` (``n_candidates=None``: all test
         items of the smallest subject); retrieval runs within each
         subject and the value is the mean over subjects (subject-stratified bootstrap).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -29,7 +29,7 @@ from ..io.masc import (
     read_participants,
     read_wav,
 )
-from ..utils import ProgressBar, check_path, logger, verbose, warn
+from ..utils import ProgressBar, check_path, fill_doc, logger, verbose, warn
 from ..utils.imports import import_optional
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
@@ -572,6 +572,7 @@ def _masc_stimuli(stim_rows: list[dict], audio: _Audio, n_audio: int, *, root: P
 
 # -- loader ----------------------------------------------------------------------------------------
 @verbose
+@fill_doc
 def load_masc(
     root: str | Path,
     subject: int | str,
@@ -652,8 +653,7 @@ def load_masc(
         the counts; ``"drop"`` sets them to 0 before filtering and drops the
         segments whose window overlaps one, with a WARNING giving the counts.
         In a run config: ``data.options.nonfinite``.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..io.mne import import_mne, read_epochs
-from ..utils import ProgressBar, logger, verbose
+from ..utils import ProgressBar, fill_doc, logger, verbose
 from ._trials import VALID_SPLITS, BrainTrials
 
 __all__ = ["from_mne"]
@@ -28,6 +28,7 @@ _CHUNK = 256
 
 
 @verbose
+@fill_doc
 def from_mne(
     epochs: Any,
     *,
@@ -65,8 +66,7 @@ def from_mne(
         stimulus (per subject) by order of appearance, from 0.
     picks : str | list | None
         Channels to keep (as in ``mne.Epochs.pick``); default all data channels.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

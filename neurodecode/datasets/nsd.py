@@ -28,7 +28,7 @@ from ..io.nsd import (
     read_volume,
 )
 from ..preprocessing.fmri import zscore_sessions
-from ..utils import ProgressBar, check_option, logger, verbose, warn
+from ..utils import ProgressBar, check_option, fill_doc, logger, verbose, warn
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
 
@@ -41,6 +41,7 @@ _REDOWNLOAD = "re-download this file"
 
 
 @verbose
+@fill_doc
 def load_nsd(
     root: str | Path,
     subject: int,
@@ -96,8 +97,7 @@ def load_nsd(
         infinite values; ``"drop"`` drops the trials holding any, logging a
         WARNING with the file and the counts (before z-scoring, so the
         session statistics stay finite). In a run config: ``data.nonfinite``.
-    verbose : bool | str | int | None
-        Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+    %(verbose)s
 
     Returns
     -------

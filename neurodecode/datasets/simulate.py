@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..utils import ProgressBar, atomic_write_json, atomic_write_text, get_data_dir, logger, verbose
+from ..utils import ProgressBar, atomic_write_json, atomic_write_text, fill_doc, get_data_dir, logger, verbose
 from ..utils.locks import hold_lock
 from . import _procedural as proc
 from ._sim_meeg import check_int as _check_int
@@ -47,6 +47,7 @@ _SIMULATORS = SimulatorView()
 # Public entry point
 # ============================================================================
 @verbose
+@fill_doc
 def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 2, seed: int = 0,
              overwrite: bool = False, verbose: bool | str | int | None = None, **params: Any) -> Path:
     """Write a simulated dataset in a real dataset's on-disk layout.
@@ -87,8 +88,7 @@ def simulate(name: str, out_dir: str | Path | None = None, *, n_subjects: int = 
         then reuses its dataset or is refused as above. Temporary folders of
         a killed simulation (``.<name>.simulating-*``) are removed by the next
         call into the same ``out_dir``.
-    verbose : bool | str | int | None
-        Log level for this call (``None`` keeps the current level).
+    %(verbose)s
     **params
         Dataset-specific parameters (the M/EEG simulators' parameters are
         listed in ``docs/simulator.md`` and in the docstrings of

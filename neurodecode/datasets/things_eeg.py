@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..io.checks import check_finite, check_nonfinite_option
 from ..io.things_eeg import LazyImageFiles, read_things_eeg2
-from ..utils import check_option, logger, verbose
+from ..utils import check_option, fill_doc, logger, verbose
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
 
@@ -95,6 +95,7 @@ def _ch_pos(ch_names: list[str]) -> np.ndarray | None:
 
 
 @verbose
+@fill_doc
 def load_things_eeg2(
     root: str | Path,
     subject: int,
@@ -136,8 +137,7 @@ def load_things_eeg2(
         infinite): ``"error"`` (default) raises a ``ValueError`` naming the
         file, subject, split and counts; ``"drop"`` drops those trials with a
         WARNING giving the counts. In a run config: ``data.options.nonfinite``.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -12,7 +12,7 @@ import pandas as pd
 from ..io.checks import check_finite, check_nonfinite_option
 from ..io.mne import read_epochs
 from ..io.things_eeg import LazyImageFiles
-from ..utils import check_path, logger, verbose
+from ..utils import check_path, fill_doc, logger, verbose
 from ._stimuli import StimulusSet
 from ._trials import BrainTrials
 from .mne import _from_mne
@@ -33,6 +33,7 @@ def _concept(image_path: str) -> str:
 
 
 @verbose
+@fill_doc
 def load_things_meg(
     root: str | Path,
     subject: int,
@@ -71,8 +72,7 @@ def load_things_meg(
         (default) raises a ``ValueError`` naming the file, the sessions and
         the counts; ``"drop"`` drops those epochs with a WARNING giving the
         counts. In a run config: ``data.options.nonfinite``.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

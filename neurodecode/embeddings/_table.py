@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_path, check_path, ensure_finite, logger, verbose
+from ..utils import atomic_path, check_path, ensure_finite, fill_doc, logger, verbose
 
 _FORMAT = "neurodecode.StimulusEmbeddings"
 _FORMAT_VERSION = 1
@@ -189,6 +189,7 @@ class StimulusEmbeddings:
 
     # -- I/O -----------------------------------------------------------------------
     @verbose
+    @fill_doc
     def save(self, path: str | Path, *, verbose: bool | str | int | None = None) -> Path:
         """Save to ``.npz`` or ``.safetensors`` (chosen by the suffix), atomically.
 
@@ -199,8 +200,7 @@ class StimulusEmbeddings:
         ----------
         path : str | Path
             Output file ending in ``.npz`` or ``.safetensors``.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -230,6 +230,7 @@ class StimulusEmbeddings:
 
     @classmethod
     @verbose
+    @fill_doc
     def load(cls, path: str | Path, *, verbose: bool | str | int | None = None) -> StimulusEmbeddings:
         """Load a table written by :meth:`save`.
 
@@ -237,8 +238,7 @@ class StimulusEmbeddings:
         ----------
         path : str | Path
             A ``.npz`` or ``.safetensors`` file.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_path, atomic_write_json, get_data_dir, logger, verbose, warn
+from ..utils import atomic_path, atomic_write_json, fill_doc, get_data_dir, logger, verbose, warn
 from ..utils.locks import LOCK_NAME, hold_lock
 
 _FORMAT = "neurodecode.EmbeddingCache"
@@ -236,6 +236,7 @@ class EmbeddingCache:
 
     # -- main entry ---------------------------------------------------------------
     @verbose
+    @fill_doc
     def get_or_compute(self, encoder_key: str, weights_hash: str, ids: Sequence[Any],
                        compute_fn: Callable[[list[Any]], Any], *, kind: str = "pooled", dataset: str = "",
                        chunk_size: int | None = None, verbose: bool | str | int | None = None) -> np.ndarray:
@@ -261,8 +262,7 @@ class EmbeddingCache:
         chunk_size : int | None
             Commit to disk after every chunk of this many computed ids (None: one
             chunk); after an interruption the committed chunks are reused.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------

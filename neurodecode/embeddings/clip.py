@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..utils import ProgressBar, check_option, logger, resolve_device, verbose
+from ..utils import ProgressBar, check_option, fill_doc, logger, resolve_device, verbose
 from ..utils.imports import import_optional
 from .hub import looks_like_repo_id, resolve_hf_snapshot
 
@@ -110,6 +110,7 @@ def _project(x: Any, proj: Any) -> Any:
     return proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
 
 
+@fill_doc
 class ClipEncoder:
     """An open_clip model embedding images and texts, with weights from disk.
 
@@ -134,8 +135,7 @@ class ClipEncoder:
         Seed of the random initialisation (the global torch RNG is untouched).
     batch_size : int
         Images or texts per forward pass.
-    verbose : bool | str | int | None
-        Log level while loading.
+    %(verbose)s
 
     Attributes
     ----------
@@ -256,6 +256,7 @@ class ClipEncoder:
 
     # -- images ------------------------------------------------------------------
     @verbose
+    @fill_doc
     def embed_images(self, images: Any, *, outputs: Sequence[str] = ("pooled", "tokens"),
                      verbose: bool | str | int | None = None) -> dict[str, np.ndarray]:
         """Embed images through the model's own preprocessing.
@@ -266,8 +267,7 @@ class ClipEncoder:
             uint8 RGB images (any size: the model's transform resizes and crops).
         outputs : sequence of ``"pooled"`` | ``"tokens"``
             What to return (tokens are large: skip them when not needed).
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -350,6 +350,7 @@ class ClipEncoder:
         return pooled, tokens
 
     @verbose
+    @fill_doc
     def embed_texts(self, texts: Sequence[str], *, outputs: Sequence[str] = ("pooled", "tokens"),
                     verbose: bool | str | int | None = None) -> dict[str, np.ndarray]:
         """Embed texts with the model's own tokenizer.
@@ -360,8 +361,7 @@ class ClipEncoder:
             E.g. captions.
         outputs : sequence of ``"pooled"`` | ``"tokens"``
             What to return.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -423,6 +423,7 @@ def _to_table(ids: list[Any], values: np.ndarray, name: str):
 
 
 @verbose
+@fill_doc
 def embed_clip_images(stimuli: Any, stimulus_ids: Sequence[Any] | None = None, *,
                       encoder: str | ClipEncoder = "ViT-L-14", weights: str | Path | None = None,
                       output: Literal["pooled", "tokens"] = "pooled", cache_dir: str | Path | None = None,
@@ -450,8 +451,7 @@ def embed_clip_images(stimuli: Any, stimulus_ids: Sequence[Any] | None = None, *
     device, precision, tokens, allow_random : see :class:`ClipEncoder`
     batch_size : int | None
         Images per forward pass (default 32).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -478,6 +478,7 @@ def embed_clip_images(stimuli: Any, stimulus_ids: Sequence[Any] | None = None, *
 
 
 @verbose
+@fill_doc
 def embed_captions(stimuli: Any, stimulus_ids: Sequence[Any] | None = None, *,
                    encoder: str | ClipEncoder = "ViT-L-14", weights: str | Path | None = None,
                    output: Literal["pooled", "tokens"] = "pooled", cache_dir: str | Path | None = None,
@@ -494,8 +495,7 @@ def embed_captions(stimuli: Any, stimulus_ids: Sequence[Any] | None = None, *,
         Which stimuli (default: all); each must have at least one caption.
     encoder, weights, output, cache_dir, device, precision, tokens, allow_random, batch_size
         As in :func:`embed_clip_images` (texts instead of images).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import ProgressBar, logger, verbose
+from ..utils import ProgressBar, fill_doc, logger, verbose
 from ._table import StimulusEmbeddings
 
 __all__ = ["embed_lowlevel", "load_vae", "vae_downscale"]
@@ -92,6 +92,7 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 @verbose
+@fill_doc
 def embed_lowlevel(stimuli: Any, stimulus_ids: Sequence[Any], *, size: int = 16, vae: Any = None,
                    batch_size: int = 16, device: Any = "cpu",
                    verbose: bool | str | int | None = None) -> StimulusEmbeddings:
@@ -112,8 +113,7 @@ def embed_lowlevel(stimuli: Any, stimulus_ids: Sequence[Any], *, size: int = 16,
         Images encoded at once (also bounds memory: images are read per batch).
     device : str | torch.device
         Where the VAE runs.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

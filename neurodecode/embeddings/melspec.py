@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..preprocessing.audio import mel_filterbank, melspectrogram
-from ..utils import ProgressBar, logger, verbose
+from ..utils import ProgressBar, fill_doc, logger, verbose
 
 __all__ = ["embed_melspec", "mel_filterbank", "melspectrogram"]
 
@@ -21,6 +21,7 @@ _CHUNK = 256  # stimuli read and transformed at once
 
 
 @verbose
+@fill_doc
 def embed_melspec(stimuli: Any, stimulus_ids: Any = None, *, n_mels: int = 20, frame_rate: float = 10.0,
                   standardize: bool = True, verbose: bool | str | int | None = None):
     """Log-mel spectrograms of the audio segments of a StimulusSet.
@@ -47,8 +48,7 @@ def embed_melspec(stimuli: Any, stimulus_ids: Any = None, *, n_mels: int = 20, f
         embedded together. This is a fixed transform of the audio — no brain
         data is involved — so computing it on train and test stimuli together
         leaks no brain information. A band with zero variance is only centred.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

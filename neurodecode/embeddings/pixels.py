@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import ProgressBar, logger, verbose
+from ..utils import ProgressBar, fill_doc, logger, verbose
 
 
 def pixel_features(images: np.ndarray, size: int = 16, grayscale: bool = False) -> np.ndarray:
@@ -58,6 +58,7 @@ def pixel_features(images: np.ndarray, size: int = 16, grayscale: bool = False) 
 
 
 @verbose
+@fill_doc
 def embed_images(stimuli: Any, stimulus_ids: Any = None, *, encoder: Any = "pixels", size: int = 16,
                  grayscale: bool = False, batch_size: int | None = None, weights: Any = None,
                  output: str = "pooled", cache_dir: Any = None, verbose: Any = None, **clip_kwargs: Any):
@@ -90,8 +91,7 @@ def embed_images(stimuli: Any, stimulus_ids: Any = None, *, encoder: Any = "pixe
         CLIP tokens, e.g. to train a decoder's tokens head on the simulator.
     cache_dir : str | Path | None
         CLIP only: cache the embeddings on disk in this folder.
-    verbose : bool | str | int | None
-        Log level for this call (``None``: the current level).
+    %(verbose)s
     **clip_kwargs
         ``device``, ``precision``, ``tokens``, ``allow_random`` of
         :class:`~neurodecode.embeddings.ClipEncoder`.

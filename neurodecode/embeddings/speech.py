@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import ProgressBar, logger, resolve_device, verbose
+from ..utils import ProgressBar, fill_doc, logger, resolve_device, verbose
 from ..utils.imports import import_optional
 from .hub import looks_like_repo_id, resolve_hf_snapshot
 
@@ -100,6 +100,7 @@ def resample_frames(frames: np.ndarray, frame_times: np.ndarray, target_times: n
     return frames[:, left] * (1 - w)[None, :, None] + frames[:, right] * w[None, :, None]
 
 
+@fill_doc
 class SpeechEncoder:
     """A wav2vec2-style speech model (transformers) from a local folder.
 
@@ -123,8 +124,7 @@ class SpeechEncoder:
         Torch device (``"cpu"``, ``"cuda"``, ``"auto"``).
     batch_size : int
         Segments per forward pass.
-    verbose : bool | str | int | None
-        Log level while loading.
+    %(verbose)s
 
     Attributes
     ----------
@@ -223,6 +223,7 @@ class SpeechEncoder:
         return (np.arange(n_frames) * self.hop + (self.receptive_field - 1) / 2) / self.sfreq_model
 
     @verbose
+    @fill_doc
     def embed(self, audio: Any, sfreq_audio: float, *, target_sfreq: float | None = None,
               verbose: bool | str | int | None = None) -> np.ndarray:
         """Hidden states of ``layer`` for equal-length audio segments.
@@ -240,8 +241,7 @@ class SpeechEncoder:
             round(duration_s * target_sfreq)`` and frame ``j`` is at ``j /
             target_sfreq`` s from the segment start. None: the model's own
             frames (:attr:`frame_rate`, times :meth:`frame_times`).
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -285,6 +285,7 @@ class SpeechEncoder:
 
 
 @verbose
+@fill_doc
 def embed_audio(stimuli: Any, stimulus_ids: Any = None, *, weights: str | Path | SpeechEncoder | None = None,
                 layer: int = -1, target_sfreq: float | None = None, cache_dir: str | Path | None = None,
                 allow_random: bool = False, device: str = "cpu", batch_size: int = 8,
@@ -307,8 +308,7 @@ def embed_audio(stimuli: Any, stimulus_ids: Any = None, *, weights: str | Path |
     cache_dir : str | Path | None
         Cache the embeddings in this folder (:class:`EmbeddingCache`); None: no cache.
     allow_random, device, batch_size : see :class:`SpeechEncoder`
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils import check_option, logger, verbose
+from ..utils import check_option, fill_doc, logger, verbose
 from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectLayer  # noqa: F401 (old names)
 from .backbones import (  # noqa: F401 (old names)
     ChannelAttentionEncoder,
@@ -446,6 +446,7 @@ class BrainDecoder(nn.Module):
 
     # -- inference on BrainTrials ------------------------------------------------------
     @verbose
+    @fill_doc
     def predict(self, trials: Any, *, output: str = "pooled", batch_size: int = 256,
                 device: str | torch.device = "cpu",
                 verbose: bool | str | int | None = None) -> np.ndarray | dict[str, np.ndarray]:
@@ -466,8 +467,7 @@ class BrainDecoder(nn.Module):
             Trials per forward pass.
         device : str | torch.device
             Where to run (the model is moved there).
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -512,6 +512,7 @@ class BrainDecoder(nn.Module):
 
     # -- persistence -------------------------------------------------------------------
     @verbose
+    @fill_doc
     def save_pretrained(self, save_directory: str | Path, *,
                         verbose: bool | str | int | None = None) -> Path:
         """Write ``model.safetensors`` and ``config.json`` (class, version, config) to a folder.
@@ -520,8 +521,7 @@ class BrainDecoder(nn.Module):
         ----------
         save_directory : str | Path
             Created if needed; files are replaced atomically.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -532,6 +532,7 @@ class BrainDecoder(nn.Module):
 
     @classmethod
     @verbose
+    @fill_doc
     def from_pretrained(cls, save_directory: str | Path, *, device: str | torch.device = "cpu",
                         verbose: bool | str | int | None = None) -> BrainDecoder:
         """Rebuild a model saved by :meth:`save_pretrained` (safetensors, never pickle).
@@ -542,8 +543,7 @@ class BrainDecoder(nn.Module):
             Folder holding ``config.json`` and ``model.safetensors``.
         device : str | torch.device
             Where to load the weights.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------

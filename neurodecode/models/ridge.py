@@ -17,7 +17,7 @@ import torch
 from scipy import linalg
 
 from ..datasets import check_no_leakage
-from ..utils import ProgressBar, check_random_state, logger, verbose
+from ..utils import ProgressBar, check_random_state, fill_doc, logger, verbose
 from .pretrained import read_pretrained, write_pretrained
 
 try:  # scikit-learn is optional: with it, RidgeDecoder is a full sklearn estimator.
@@ -483,6 +483,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
 
     # -- fitting -------------------------------------------------------------------
     @verbose
+    @fill_doc
     def fit(self, X: Any, y: Any, *, verbose: bool | str | int | None = None) -> RidgeDecoder:
         """Fit on arrays, choosing alpha by cross-validation on ``X, y`` only.
 
@@ -492,8 +493,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
             Training responses (e.g. voxels).
         y : array-like, shape (n_samples,) or (n_samples, n_targets)
             Training targets (e.g. stimulus embeddings).
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -603,6 +603,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
 
     # -- BrainTrials ---------------------------------------------------------------------
     @verbose
+    @fill_doc
     def fit_trials(self, trials: Any, targets: Any, *,
                    verbose: bool | str | int | None = None) -> RidgeDecoder:
         """Fit one ridge per subject from BrainTrials and their stimulus embeddings.
@@ -614,8 +615,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
             beyond the first axis are flattened.
         targets : StimulusEmbeddings
             Embedding of every ``stimulus_id`` in ``trials``.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -681,6 +681,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
         return out
 
     @verbose
+    @fill_doc
     def save_pretrained(self, save_directory: str | Path, *,
                         verbose: bool | str | int | None = None) -> Path:
         """Save to a folder: ``model.safetensors`` (weights) + ``config.json``.
@@ -689,8 +690,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
         ----------
         save_directory : str | Path
             Created if needed; existing files are replaced atomically.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -716,6 +716,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
 
     @classmethod
     @verbose
+    @fill_doc
     def from_pretrained(cls, save_directory: str | Path, *,
                         verbose: bool | str | int | None = None) -> RidgeDecoder:
         """Load a RidgeDecoder written by :meth:`save_pretrained` (no pickle).
@@ -724,8 +725,7 @@ class RidgeDecoder(_RegressorMixin, _Base):
         ----------
         save_directory : str | Path
             Folder holding ``config.json`` and ``model.safetensors``.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..utils import logger, verbose
+from ..utils import fill_doc, logger, verbose
 
 __all__ = ["zscore_sessions"]
 
@@ -17,6 +17,7 @@ def _as_slice(rows: np.ndarray) -> slice | np.ndarray:
 
 
 @verbose
+@fill_doc
 def zscore_sessions(data: np.ndarray, sessions: np.ndarray, train_mask: np.ndarray, *,
                     verbose: bool | str | int | None = None) -> np.ndarray:
     """Z-score every voxel within each session, using training trials only.
@@ -35,8 +36,7 @@ def zscore_sessions(data: np.ndarray, sessions: np.ndarray, train_mask: np.ndarr
         Session label of each trial.
     train_mask : array of bool, shape (n_trials,)
         True for trials allowed in the statistics (e.g. ``split == "train"``).
-    verbose : bool | str | int | None
-        Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+    %(verbose)s
 
     Returns
     -------

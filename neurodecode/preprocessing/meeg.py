@@ -27,7 +27,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
-from ..utils import check_option, logger, verbose, warn
+from ..utils import check_option, fill_doc, logger, verbose, warn
 from ..utils.imports import import_optional
 from .channels import resolve_channels, sensor_regions
 
@@ -292,6 +292,7 @@ def _subset_channels(info: dict, idx: list[int]) -> dict:
 
 
 @verbose
+@fill_doc
 def pick_channels(trials: TrialsT, picks: str | Sequence[str], *,
                   verbose: bool | str | int | None = None) -> TrialsT:
     """Keep the channels named by ``picks``, in their original order.
@@ -308,8 +309,7 @@ def pick_channels(trials: TrialsT, picks: str | Sequence[str], *,
         ``"grad"``, ``"eog"``, ...; ``"meg"`` selects magnetometers and
         gradiometers). Without ``ch_types`` every channel has the type
         ``info["modality"]``.
-    verbose : bool | str | int | None
-        Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+    %(verbose)s
 
     Returns
     -------
@@ -352,6 +352,7 @@ def _check_time(name: str, value: Any) -> None:
 
 
 @verbose
+@fill_doc
 def crop(trials: TrialsT, tmin: float | None = None, tmax: float | None = None, *,
          verbose: bool | str | int | None = None) -> TrialsT:
     """Keep the samples between ``tmin`` and ``tmax`` (both included).
@@ -367,8 +368,7 @@ def crop(trials: TrialsT, tmin: float | None = None, tmax: float | None = None, 
         M/EEG trials with ``info["times"]`` (or ``tmin`` and ``sfreq``).
     tmin, tmax : float | None
         Window in seconds relative to the event.
-    verbose : bool | str | int | None
-        Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+    %(verbose)s
 
     Returns
     -------
@@ -422,6 +422,7 @@ def _check_baseline(baseline: Any) -> tuple[float | None, float | None]:
 
 
 @verbose
+@fill_doc
 def apply_baseline(trials: TrialsT, baseline: tuple[float | None, float | None] = (None, 0.0), *,
                    verbose: bool | str | int | None = None) -> TrialsT:
     """Subtract each trial's per-channel mean over a baseline window.
@@ -435,8 +436,7 @@ def apply_baseline(trials: TrialsT, baseline: tuple[float | None, float | None] 
         epoch. Bounds are rounded to the sampling grid and included, as in
         :func:`crop`. The default
         ``(None, 0.0)`` uses everything before the event.
-    verbose : bool | str | int | None
-        Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+    %(verbose)s
 
     Returns
     -------
@@ -483,6 +483,7 @@ def _check_band(l_freq: Any, h_freq: Any) -> None:
 
 
 @verbose
+@fill_doc
 def filter_trials(trials: TrialsT, l_freq: float | None = None, h_freq: float | None = None, *,
                   verbose: bool | str | int | None = None) -> TrialsT:
     """Zero-phase FIR filter along time: band-pass, high-pass or low-pass.
@@ -503,8 +504,7 @@ def filter_trials(trials: TrialsT, l_freq: float | None = None, h_freq: float | 
         Lower pass-band edge in Hz (high-pass), or None.
     h_freq : float | None
         Upper pass-band edge in Hz (low-pass), below Nyquist, or None.
-    verbose : bool | str | int | None
-        Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+    %(verbose)s
 
     Returns
     -------
@@ -559,6 +559,7 @@ def filter_trials(trials: TrialsT, l_freq: float | None = None, h_freq: float | 
 
 
 @verbose
+@fill_doc
 def resample_trials(trials: TrialsT, sfreq: float, *, verbose: bool | str | int | None = None) -> TrialsT:
     """Resample along time with a polyphase anti-aliasing filter.
 
@@ -576,8 +577,7 @@ def resample_trials(trials: TrialsT, sfreq: float, *, verbose: bool | str | int 
         M/EEG trials with ``info["sfreq"]``.
     sfreq : float
         New sampling frequency in Hz.
-    verbose : bool | str | int | None
-        Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+    %(verbose)s
 
     Returns
     -------
@@ -744,6 +744,7 @@ class RobustScaler(_ParamsMixin):
         return float(qr[0]), float(qr[1])
 
     @verbose
+    @fill_doc
     def fit(self, trials: _Trials, *, verbose: bool | str | int | None = None) -> RobustScaler:
         """Learn each subject's per-channel median and IQR from every row of ``trials``.
 
@@ -751,8 +752,7 @@ class RobustScaler(_ParamsMixin):
         ----------
         trials : BrainTrials
             **Training** M/EEG trials (all rows are used).
-        verbose : bool | str | int | None
-            Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+        %(verbose)s
 
         Returns
         -------
@@ -802,6 +802,7 @@ class RobustScaler(_ParamsMixin):
         return self
 
     @verbose
+    @fill_doc
     def transform(self, trials: TrialsT, *, verbose: bool | str | int | None = None) -> TrialsT:
         """Scale with the fitted statistics of each trial's subject, then clip.
 
@@ -809,8 +810,7 @@ class RobustScaler(_ParamsMixin):
         ----------
         trials : BrainTrials
             M/EEG trials of fitted subjects, with the channels seen in ``fit``.
-        verbose : bool | str | int | None
-            Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+        %(verbose)s
 
         Returns
         -------
@@ -867,6 +867,7 @@ class RobustScaler(_ParamsMixin):
         return _assemble(trials, groups, arrays, [g.info for g in groups], record)
 
     @verbose
+    @fill_doc
     def fit_transform(self, trials: TrialsT, *, verbose: bool | str | int | None = None) -> TrialsT:
         """Fit on all rows of ``trials`` and transform them.
 
@@ -874,8 +875,7 @@ class RobustScaler(_ParamsMixin):
         ----------
         trials : BrainTrials
             **Training** M/EEG trials.
-        verbose : bool | str | int | None
-            Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+        %(verbose)s
 
         Returns
         -------
@@ -1012,6 +1012,7 @@ class MEEGPreprocessor(_ParamsMixin):
         self.n_train_trials_ = len(train.events)
 
     @verbose
+    @fill_doc
     def fit(self, trials: _Trials, *, verbose: bool | str | int | None = None) -> MEEGPreprocessor:
         """Fit the scaler on the rows of ``trials`` with ``split == "train"``.
 
@@ -1019,8 +1020,7 @@ class MEEGPreprocessor(_ParamsMixin):
         ----------
         trials : BrainTrials
             M/EEG trials; only training rows are used (others are ignored).
-        verbose : bool | str | int | None
-            Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+        %(verbose)s
 
         Returns
         -------
@@ -1046,6 +1046,7 @@ class MEEGPreprocessor(_ParamsMixin):
         return self
 
     @verbose
+    @fill_doc
     def transform(self, trials: TrialsT, *, verbose: bool | str | int | None = None) -> TrialsT:
         """Apply every step to all rows of ``trials``.
 
@@ -1053,8 +1054,7 @@ class MEEGPreprocessor(_ParamsMixin):
         ----------
         trials : BrainTrials
             M/EEG trials of the subjects seen in ``fit``, any split.
-        verbose : bool | str | int | None
-            Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+        %(verbose)s
 
         Returns
         -------
@@ -1082,6 +1082,7 @@ class MEEGPreprocessor(_ParamsMixin):
         return out
 
     @verbose
+    @fill_doc
     def fit_transform(self, trials: TrialsT, *, verbose: bool | str | int | None = None) -> TrialsT:
         """Fit on the training rows and transform all rows (the steps run once).
 
@@ -1089,8 +1090,7 @@ class MEEGPreprocessor(_ParamsMixin):
         ----------
         trials : BrainTrials
             M/EEG trials with at least one ``split == "train"`` row.
-        verbose : bool | str | int | None
-            Log level for this call (see :func:`neurodecode.utils.set_log_level`).
+        %(verbose)s
 
         Returns
         -------

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..utils import check_option, logger, verbose
+from ..utils import check_option, fill_doc, logger, verbose
 from .figures import _COLORS, _new_figure
 from .report import Report, _fmt_ci
 
@@ -157,6 +157,7 @@ def _symmetric_limit(values: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- bar chart
 @verbose
+@fill_doc
 def plot_ablation_bars(frame: Any, *, strategy: str | None = None, metric: str | None = None,
                        ax: Any = None, alpha: float = 0.05, max_regions: int | None = 50,
                        figsize: tuple[float, float] | None = None,
@@ -186,8 +187,7 @@ def plot_ablation_bars(frame: Any, *, strategy: str | None = None, metric: str |
         Show at most this many regions (the largest effects; the rest is logged). None: all.
     figsize : tuple of float | None
         Size of a new figure in inches; chosen from the number of regions when None.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -434,6 +434,7 @@ def _plot_spheres(fig: Any, rows: Any, atlas: Any, info: Mapping[str, Any], titl
 
 
 @verbose
+@fill_doc
 def plot_ablation_map(frame: Any, atlas: Any, info: Mapping[str, Any], *, strategy: str | None = None,
                       metric: str | None = None, title: str | None = None, alpha: float = 0.05,
                       display: Literal["auto", "slices", "glass"] = "auto", bg_img: Any = None,
@@ -482,8 +483,7 @@ def plot_ablation_map(frame: Any, atlas: Any, info: Mapping[str, Any], *, strate
         Background of the slices (e.g. the subject's mean functional image).
     figsize : tuple of float | None
         Figure size in inches.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -607,6 +607,7 @@ def _method_html(frame: Any, alpha: float) -> str:
 
 
 @verbose
+@fill_doc
 def add_ablation_section(report: Report, frame: Any, *, atlas: Any = None, info: Mapping[str, Any] | None = None,
                          title: str = "Ablation", section: str = "Ablation", alpha: float = 0.05,
                          maps: bool = True, verbose: bool | str | int | None = None) -> Report:
@@ -638,8 +639,7 @@ def add_ablation_section(report: Report, frame: Any, *, atlas: Any = None, info:
         Significance level on the BH-FDR corrected p-values.
     maps : bool
         Add the maps (when ``atlas`` and ``info`` are given).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..tasks.retrieval import RetrievalScores, metric_label
-from ..utils import check_option, verbose
+from ..utils import check_option, fill_doc, verbose
 
 __all__ = ["fig_to_png", "plot_retrieval_bars", "plot_time_windows", "plot_topk_curve",
            "plot_training_curves"]
@@ -62,6 +62,7 @@ def _fmt(value: float) -> str:
 
 
 @verbose
+@fill_doc
 def plot_retrieval_bars(scores_by_model: Mapping[str, RetrievalScores] | RetrievalScores,
                         metric: str = "nway_top1_forward", *, show_mean: bool = True,
                         figsize: tuple[float, float] | None = None,
@@ -80,8 +81,7 @@ def plot_retrieval_bars(scores_by_model: Mapping[str, RetrievalScores] | Retriev
         Bars are labelled with ``value [ci_low, ci_high]`` when there are at most 16.
     figsize : tuple of float | None
         Figure size in inches; chosen from the number of bars when None.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -143,6 +143,7 @@ def plot_retrieval_bars(scores_by_model: Mapping[str, RetrievalScores] | Retriev
 
 
 @verbose
+@fill_doc
 def plot_topk_curve(scores_by_model: Mapping[str, RetrievalScores] | RetrievalScores, *,
                     direction: Literal["forward", "backward", "both"] = "both",
                     figsize: tuple[float, float] | None = None,
@@ -157,8 +158,7 @@ def plot_topk_curve(scores_by_model: Mapping[str, RetrievalScores] | RetrievalSc
         Brain → image (``"forward"``), image → brain (``"backward"``), or one panel for each.
     figsize : tuple of float | None
         Figure size in inches.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -198,6 +198,7 @@ def plot_topk_curve(scores_by_model: Mapping[str, RetrievalScores] | RetrievalSc
 
 
 @verbose
+@fill_doc
 def plot_time_windows(scores: Any, *, metric: str = "nway_top1_forward",
                       figsize: tuple[float, float] | None = None,
                       verbose: bool | str | int | None = None):
@@ -213,8 +214,7 @@ def plot_time_windows(scores: Any, *, metric: str = "nway_top1_forward",
         Column to plot.
     figsize : tuple of float | None
         Figure size in inches.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -245,6 +245,7 @@ def plot_time_windows(scores: Any, *, metric: str = "nway_top1_forward",
     return fig
 
 
+@fill_doc
 def plot_training_curves(histories: Mapping[str, Any], *, figsize: tuple[float, float] | None = None,
                          verbose: bool | str | int | None = None):
     """Training curves of trained decoders: losses and validation retrieval per epoch.
@@ -257,8 +258,7 @@ def plot_training_curves(histories: Mapping[str, Any], *, figsize: tuple[float, 
         ``val_top1`` and ``val_chance``).
     figsize : tuple of float | None
         Figure size in inches.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

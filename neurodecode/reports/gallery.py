@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_write_text, logger, verbose
+from ..utils import atomic_write_text, fill_doc, logger, verbose
 from .report import _config_to_text, _content_security_policy, _fmt, _image_to_uint8, _png_data_uri, _slug
 
 __all__ = ["Gallery", "GalleryItem", "build_gallery", "gallery_items"]
@@ -212,6 +212,7 @@ def _per_item_values(values: Any, n: int, what: str) -> list[Any]:
 
 
 @verbose
+@fill_doc
 def gallery_items(seen: Any, reconstructions: Any = None, *, ids: Sequence[Any] | None = None,
                   lowlevel: Any = None, decoded_captions: Sequence[str | None] | None = None,
                   true_captions: Any = None, subjects: Any = None, scores: Any = None,
@@ -240,8 +241,7 @@ def gallery_items(seen: Any, reconstructions: Any = None, *, ids: Sequence[Any] 
     scores : dict of str to array-like | pandas.DataFrame | None
         Per-item metrics: ``metric -> values`` with one value per item, or a DataFrame with
         one row per item and one column per metric.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -582,6 +582,7 @@ class Gallery:
         return self._render(standalone=True)
 
     @verbose
+    @fill_doc
     def save(self, path: str | Path, *, verbose: bool | str | int | None = None) -> Path:
         """Write the page to ``path`` atomically (an error never leaves a partial file).
 
@@ -589,8 +590,7 @@ class Gallery:
         ----------
         path : str | Path
             Output ``.html`` file; parent folders are created.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -614,6 +614,7 @@ class Gallery:
 
 
 @verbose
+@fill_doc
 def build_gallery(items: Sequence[GalleryItem], *, title: str = "neurodecode reconstructions",
                   metrics: Any = None, config: Any = None, per_item_metrics: Any = None,
                   thumbnail_size: int | tuple[int, int] | None = None,
@@ -651,8 +652,7 @@ def build_gallery(items: Sequence[GalleryItem], *, title: str = "neurodecode rec
         Downscale every image to fit in this box (an int is the longest side, in pixels)
         to keep the file small; None embeds images at full resolution. Images are never
         upscaled.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..tasks.retrieval import RetrievalScores
-from ..utils import atomic_write_text, logger, to_jsonable, verbose
+from ..utils import atomic_write_text, fill_doc, logger, to_jsonable, verbose
 from .figures import _as_one_scores, _as_scores_by_model
 
 __all__ = ["Report", "build_retrieval_report"]
@@ -224,6 +224,7 @@ class Report:
         return self
 
     @verbose
+    @fill_doc
     def add_metrics_table(self, scores: Any, *, title: str = "Retrieval metrics",
                           section: str = "Metrics", caption: str | None = None,
                           groups: bool = True, verbose: bool | str | int | None = None) -> Report:
@@ -244,8 +245,7 @@ class Report:
             Text under the title; defaults to the protocol description.
         groups : bool
             Also add one table per model with the per-group (per-subject) scores.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -289,6 +289,7 @@ class Report:
         return self._add("metrics", html, title=title, section=section, caption=caption)
 
     @verbose
+    @fill_doc
     def add_figure(self, fig: Any, *, title: str, caption: str | None = None,
                    section: str = "Figures", dpi: int = 110,
                    verbose: bool | str | int | None = None) -> Report:
@@ -306,8 +307,7 @@ class Report:
             Section the item goes in.
         dpi : int
             Resolution used to rasterise a matplotlib figure.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -318,6 +318,7 @@ class Report:
         return self._add("figure", html, title=title, section=section, caption=caption)
 
     @verbose
+    @fill_doc
     def add_image_rows(self, query_images: Any, retrieved_images: Any, *,
                        titles: Sequence[str] | None = None, correct: Any = None,
                        title: str = "Retrieved images", caption: str | None = None,
@@ -343,8 +344,7 @@ class Report:
             Section the item goes in.
         thumb_px : int
             Longest side of each embedded thumbnail, in pixels.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -386,6 +386,7 @@ class Report:
         return self._add("images", html, title=title, section=section, caption=caption)
 
     @verbose
+    @fill_doc
     def add_html(self, html: str, *, title: str, section: str = "Notes",
                  caption: str | None = None, verbose: bool | str | int | None = None) -> Report:
         """Add a raw HTML fragment (trusted; inserted as is).
@@ -400,8 +401,7 @@ class Report:
             Section the item goes in.
         caption : str | None
             Text under the title.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -410,6 +410,7 @@ class Report:
         return self._add("html", str(html), title=title, section=section, caption=caption)
 
     @verbose
+    @fill_doc
     def add_config(self, config: Any, *, title: str = "Run configuration",
                    section: str = "Configuration",
                    verbose: bool | str | int | None = None) -> Report:
@@ -423,8 +424,7 @@ class Report:
             Item title.
         section : str
             Section the item goes in.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -472,6 +472,7 @@ class Report:
                                csp=_content_security_policy())
 
     @verbose
+    @fill_doc
     def save(self, path: str | Path, *, verbose: bool | str | int | None = None) -> Path:
         """Write the report to ``path`` atomically (an error never leaves a partial file).
 
@@ -479,8 +480,7 @@ class Report:
         ----------
         path : str | Path
             Output ``.html`` file; parent folders are created.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -542,6 +542,7 @@ def best_model_table(models: Mapping[str, Any]) -> str:
 
 
 @verbose
+@fill_doc
 def build_retrieval_report(results: Mapping[str, RetrievalScores] | RetrievalScores, *,
                            query_images: Any = None, retrieved_images: Any = None,
                            correct: Any = None, row_titles: Sequence[str] | None = None,
@@ -579,8 +580,7 @@ def build_retrieval_report(results: Mapping[str, RetrievalScores] | RetrievalSco
         Report title.
     example_caption : str | None
         Caption of the example rows (default: a generic explanation).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

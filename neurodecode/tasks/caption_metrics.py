@@ -52,6 +52,7 @@ from ..utils import (
     check_option,
     check_random_state,
     ensure_finite,
+    fill_doc,
     json_float,
     logger,
     to_jsonable,
@@ -264,6 +265,7 @@ def _resolve_tokenizer(tokenizer: str) -> str:
 
 
 @verbose
+@fill_doc
 def tokenize_captions(captions: Sequence[str], *,
                       tokenizer: Literal["auto", "ptb", "python", "none"] = "auto",
                       verbose: bool | str | int | None = None) -> list[str]:
@@ -278,8 +280,7 @@ def tokenize_captions(captions: Sequence[str], *,
         Java); ``"python"``: the pure-Python re-implementation; ``"auto"``: ``"ptb"`` when
         available, else ``"python"``; ``"none"``: return the captions unchanged (already
         tokenised).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -893,6 +894,7 @@ def _embed_texts(encoder: Any, texts: list[str], prompt: str) -> np.ndarray:
 
 
 @verbose
+@fill_doc
 def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[str]], *,
                       image_embeddings: Any = None, candidate_embeddings: Any = None,
                       reference_embeddings: Any = None, encoder: Any = None, images: Any = None,
@@ -939,8 +941,7 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
         Confidence level of the percentile intervals.
     random_state : None | int | numpy.random.Generator
         Seed of the bootstrap.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

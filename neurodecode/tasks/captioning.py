@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..models.pretrained import read_pretrained, write_pretrained
-from ..utils import ProgressBar, check_option, check_path, ensure_finite, logger, verbose, warn
+from ..utils import ProgressBar, check_option, check_path, ensure_finite, fill_doc, logger, verbose, warn
 
 __all__ = ["CaptionBank", "PrefixCaptioner"]
 
@@ -122,6 +122,7 @@ class CaptionBank:
 
     @classmethod
     @verbose
+    @fill_doc
     def from_encoder(cls, captions: Sequence[str] | Mapping[Any, Sequence[str]], encoder: Any, *,
                      ids: Sequence[Any] | None = None, prompt: str = "",
                      verbose: bool | str | int | None = None) -> CaptionBank:
@@ -138,8 +139,7 @@ class CaptionBank:
             As in the constructor.
         prompt : str
             Text prepended to every caption before embedding (none by default).
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -200,6 +200,7 @@ class CaptionBank:
         return out
 
     @verbose
+    @fill_doc
     def search(self, decoded: Any, k: int = 1, *, exclude_ids: Sequence[Any] | None = None,
                unique: bool = True, batch_size: int = 1024,
                verbose: bool | str | int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -220,8 +221,7 @@ class CaptionBank:
             Skip captions whose text equals one already returned for the query.
         batch_size : int
             Queries per similarity block (bounds memory).
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -279,6 +279,7 @@ class CaptionBank:
         return picked
 
     @verbose
+    @fill_doc
     def retrieve(self, decoded: Any, k: int = 1, *, exclude_ids: Sequence[Any] | None = None,
                  unique: bool = True, verbose: bool | str | int | None = None) -> list[list[str]]:
         """The ``k`` captions most similar (cosine) to each decoded embedding.
@@ -294,8 +295,7 @@ class CaptionBank:
             that query; pass the test stimulus ids to avoid leakage (see :meth:`search`).
         unique : bool
             Do not return the same caption text twice for one query.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -590,6 +590,7 @@ class PrefixCaptioner(nn.Module):
         return input_ids, mask
 
     @verbose
+    @fill_doc
     def fit(self, embeddings: Any, captions: Sequence[str] | Sequence[Sequence[str]],
             tokenizer: Any = None, *, epochs: int = 10, batch_size: int = 40, lr: float = 2e-5,
             weight_decay: float = 0.0, warmup_steps: int = 0,
@@ -632,8 +633,7 @@ class PrefixCaptioner(nn.Module):
         seed : int
             Seed of the shuffling, the noise and (with ``freeze_lm=False``) the LM's dropout;
             the same seed gives the same model.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -727,6 +727,7 @@ class PrefixCaptioner(nn.Module):
 
     # ------------------------------------------------------------------ generation
     @verbose
+    @fill_doc
     def generate(self, embeddings: Any, *, max_length: int = 30, num_beams: int = 1, tokenizer: Any = None,
                  batch_size: int = 64, verbose: bool | str | int | None = None,
                  **generate_kwargs: Any) -> list[str]:
@@ -744,8 +745,7 @@ class PrefixCaptioner(nn.Module):
             Overrides the stored tokenizer for decoding.
         batch_size : int
             Embeddings per ``generate`` call.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
         **generate_kwargs
             Passed to the LM's ``generate`` (e.g. ``repetition_penalty``, ``length_penalty``).
 
@@ -797,6 +797,7 @@ class PrefixCaptioner(nn.Module):
         }
 
     @verbose
+    @fill_doc
     def save_pretrained(self, folder: str | Path, *, save_language_model: bool | Literal["auto"] = "auto",
                         verbose: bool | str | int | None = None) -> Path:
         """Save to ``folder``: ``model.safetensors`` + ``config.json`` (mapping network), LM, tokenizer.
@@ -810,8 +811,7 @@ class PrefixCaptioner(nn.Module):
             fine-tuned or has no folder of its own; otherwise only its path is recorded (a
             frozen GPT-2 need not be copied next to every captioner; :meth:`from_pretrained`
             can be pointed elsewhere with ``language_model=``).
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -838,6 +838,7 @@ class PrefixCaptioner(nn.Module):
 
     @classmethod
     @verbose
+    @fill_doc
     def from_pretrained(cls, folder: str | Path, *, language_model: Any = None, tokenizer: Any = None,
                         device: str = "cpu", verbose: bool | str | int | None = None) -> PrefixCaptioner:
         """Load a captioner written by :meth:`save_pretrained` (local files only).
@@ -853,8 +854,7 @@ class PrefixCaptioner(nn.Module):
             Overrides the saved tokenizer.
         device : str
             Where to put the model.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------

@@ -49,6 +49,7 @@ from ..utils import (
     atomic_path,
     atomic_write_json,
     check_option,
+    fill_doc,
     logger,
     resolve_device,
     verbose,
@@ -244,6 +245,7 @@ class EmbeddingPrior:
         return out
 
     @verbose
+    @fill_doc
     def fit(self, brain: Any, image: Any, *, verbose: bool | str | int | None = None) -> EmbeddingPrior:
         """Train on aligned (brain, image) embedding pairs.
 
@@ -253,8 +255,7 @@ class EmbeddingPrior:
             Decoded embeddings (row ``i`` decodes the stimulus of row ``i`` of ``image``).
         image : array | Tensor, shape (n, d_out) | (n, t, d_out)
             Target image embeddings, in the generator's space.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -380,6 +381,7 @@ def _is_vq(vae: Any) -> bool:
 
 
 @verbose
+@fill_doc
 def decode_lowlevel(vae: Any, latents: Any, *, scaled: bool = True, batch_size: int = 8, device: Any = None,
                     verbose: bool | str | int | None = None) -> np.ndarray:
     """Decode predicted autoencoder latents into (blurry) RGB images.
@@ -400,8 +402,7 @@ def decode_lowlevel(vae: Any, latents: Any, *, scaled: bool = True, batch_size: 
         Latents per decoder call.
     device : str | torch.device | None
         Where to run; default the autoencoder's device.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -494,6 +495,7 @@ class ReconstructionResult:
                 f"each | backend={self.backend!r}>")
 
     @verbose
+    @fill_doc
     def save(self, out_dir: str | Path, *, samples: bool | None = None,
              verbose: bool | str | int | None = None) -> Path:
         """Write PNGs and an atomic ``manifest.json``.
@@ -507,8 +509,7 @@ class ReconstructionResult:
             Output folder (created).
         samples : bool | None
             Write every sample; None: only when there were several per trial.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------
@@ -744,6 +745,7 @@ class Reconstructor:
 
     @classmethod
     @verbose
+    @fill_doc
     def from_pretrained(cls, backend: Backend, path_or_repo_id: str | Path | None = None, *,
                         ip_adapter: Any = None, ip_adapter_scale: float | None = None, device: str = "auto",
                         dtype: DType = "auto", verbose: bool | str | int | None = None,
@@ -776,8 +778,7 @@ class Reconstructor:
             ``pipe.set_ip_adapter_scale`` (diffusers' default 1.0).
         device, dtype : str
             As for :class:`Reconstructor`; weights are loaded in ``dtype``.
-        verbose : bool | str | int | None
-            Log level while loading.
+        %(verbose)s
         **kwargs
             Other :class:`Reconstructor` parameters.
 
@@ -896,6 +897,7 @@ class Reconstructor:
 
     # -- stage 2 ---------------------------------------------------------------------
     @verbose
+    @fill_doc
     def reconstruct(self, embeds: Any, lowlevel: Any = None, *, seeds: int | Sequence[int] = 0,
                     ids: Sequence[Any] | None = None, prompts: str | Sequence[str] | None = None,
                     selection_embeds: Any = None,
@@ -926,8 +928,7 @@ class Reconstructor:
         selection_embeds : array | None
             What the selector compares samples with, one row per trial; default
             the pooled input embedding (before the prior), else the conditioning.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------

@@ -38,6 +38,7 @@ from ..utils import (
     check_option,
     check_random_state,
     ensure_finite,
+    fill_doc,
     json_float,
     logger,
     to_jsonable,
@@ -138,6 +139,7 @@ def _competitor_counts(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 # --------------------------------------------------------------------------- helpers
 @verbose
+@fill_doc
 def retrieve(pred: Any, target: Any, k: int = 5, *,
              direction: Literal["forward", "backward"] = "forward",
              verbose: bool | str | int | None = None) -> np.ndarray:
@@ -156,8 +158,7 @@ def retrieve(pred: Any, target: Any, k: int = 5, *,
         ``"forward"``: queries are rows of ``pred``, candidates rows of ``target``
         (brain → image). ``"backward"``: queries are rows of ``target``, candidates
         rows of ``pred`` (image → brain).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -178,6 +179,7 @@ def retrieve(pred: Any, target: Any, k: int = 5, *,
 
 
 @verbose
+@fill_doc
 def identification_2way(pred: Any, target: Any, *,
                         direction: Literal["forward", "backward"] = "forward",
                         verbose: bool | str | int | None = None) -> float:
@@ -194,8 +196,7 @@ def identification_2way(pred: Any, target: Any, *,
     direction : "forward" | "backward"
         ``"forward"`` compares ``sim(pred_i, target_i)`` with ``sim(pred_i, target_j)``
         (brain → image); ``"backward"`` compares it with ``sim(pred_j, target_i)``.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -210,6 +211,7 @@ def identification_2way(pred: Any, target: Any, *,
 
 
 @verbose
+@fill_doc
 def topk_accuracy(pred: Any, target: Any, k: int | Sequence[int] = 1, *,
                   direction: Literal["forward", "backward"] = "forward",
                   verbose: bool | str | int | None = None) -> float | np.ndarray:
@@ -223,8 +225,7 @@ def topk_accuracy(pred: Any, target: Any, k: int | Sequence[int] = 1, *,
         Rank cut-off(s). Chance is ``min(k, n_items) / n_items``.
     direction : "forward" | "backward"
         Brain → image (``"forward"``) or image → brain (``"backward"``).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -683,6 +684,7 @@ def _retrieval_groups(groups: Any, n: int, n_candidates: int) -> tuple[np.ndarra
 
 
 @verbose
+@fill_doc
 def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_repeats: int = 30,
                        topk: Sequence[int] = (1, 5, 10), n_boot: int = 1000, ci: float = 0.95,
                        groups: Any = None, random_state: None | int | Generator = 0,
@@ -716,8 +718,7 @@ def evaluate_retrieval(pred: Any, target: Any, *, n_candidates: int = 300, n_rep
         groups and ``groups`` the per-group scores.
     random_state : None | int | numpy.random.Generator
         Seed for the candidate draws and the bootstrap.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..datasets import check_no_leakage
 from ..models.registry import build_loss
-from ..utils import logger, verbose
+from ..utils import fill_doc, logger, verbose
 from .trainer import Trainer
 
 __all__ = ["AdaptResult", "adapt_subject"]
@@ -165,6 +165,7 @@ def _parameter_roles(model: Any, subject: Any) -> tuple[set[str], set[str]]:
 
 
 @verbose
+@fill_doc
 def adapt_subject(model: Any, trials: Any, targets: Any, *, reset: bool = True, freeze_epochs: int = 5,
                   max_epochs: int = 20, shared_lr_scale: float = 0.1, lr: float = 1e-3,
                   batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu",
@@ -219,8 +220,7 @@ def adapt_subject(model: Any, trials: Any, targets: Any, *, reset: bool = True, 
         If given, phase ``k`` writes its checkpoints to ``checkpoint_dir/phase{k}``.
     resume : bool
         Resume each phase from its newest checkpoint (with ``checkpoint_dir``).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import AblationConfig, FitConfig
-from ..utils import atomic_write_json, logger, verbose
+from ..utils import atomic_write_json, fill_doc, logger, verbose
 from ._data import load_data, preprocess
 from ._run import FitResult, _complete_or_removed, _fresh_dir, _output_dir
 
@@ -111,6 +111,7 @@ def ablate_run(config: FitConfig, ac: AblationConfig, run_dir: Path, root: Path,
 
 
 @verbose
+@fill_doc
 def run_ablate(run_dir: str | Path, atlas: str | None = None, *, strategies: list[str] | None = None,
                metrics: list[str] | None = None, model: str | None = None, n_null: int | None = None,
                n_null_retrain: int | None = None, transforms: str | None = None,
@@ -133,8 +134,7 @@ def run_ablate(run_dir: str | Path, atlas: str | None = None, *, strategies: lis
         :class:`neurodecode.config.AblationConfig`).
     output : str | Path | None
         Output folder (default ``<run_dir>/ablation-<atlas>``, numbered if taken).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..utils import atomic_write_json, logger, resolve_device, verbose
+from ..utils import atomic_write_json, fill_doc, logger, resolve_device, verbose
 from ._data import load_subject, preprocess, simulated_root
 from ._run import FitResult, _claim_run_dir, _complete_or_removed, _fresh_dir
 from ._targets import stimulus_targets
 
 
 @verbose
+@fill_doc
 def run_adapt(run_dir: str | Path, subject: int, *, data_root: str | Path | None = None,
               fraction: float = 0.1, max_epochs: int = 20, freeze_epochs: int = 5,
               output: str | Path | None = None, verbose: Any = None) -> FitResult:
@@ -35,8 +36,7 @@ def run_adapt(run_dir: str | Path, subject: int, *, data_root: str | Path | None
         Adaptation epochs in total, and how many of them train the new adapter only.
     output : str | Path | None
         Output folder; default ``<run_dir>/adapted/subjNN`` (never overwritten).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import FitConfig, config_to_yaml
-from ..utils import atomic_path, atomic_write_json, atomic_write_text, logger, verbose
+from ..utils import atomic_path, atomic_write_json, atomic_write_text, fill_doc, logger, verbose
 from ..utils.locks import lock_folder
 from ._data import dataset_spec, load_data, no_test_hint, pooled_subjects, preprocess
 from ._models import predict_mlp, predict_ridge
@@ -85,6 +85,7 @@ def _time_window_sweep(config: FitConfig, train: Any, test: Any, targets: Any) -
 
 
 @verbose
+@fill_doc
 def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = None,
             resume: str | Path | None = None, verbose: Any = None) -> FitResult:
     """Run a whole fit: load (or simulate) data, preprocess, fit decoders, evaluate, report.
@@ -107,8 +108,7 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
         A checkpoint of other training data or settings is refused; a
         finished run (``run.json`` written) is left unchanged.
         Cannot be combined with ``run_dir``.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..utils import atomic_write_json, logger, resolve_device, verbose
+from ..utils import atomic_write_json, fill_doc, logger, resolve_device, verbose
 from ._data import load_data, preprocess
 from ._run import FitResult, _complete_or_removed, _fresh_dir, _output_dir
 
 
 @verbose
+@fill_doc
 def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str = "unclip",
                     limit: int | None = 16, n_samples: int = 1, steps: int | None = None,
                     strength: float = 0.75, seed: int = 0, batch_size: int = 4, device: str = "auto",
@@ -62,8 +63,7 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
         ``effnet``, ``swav``; see :func:`~neurodecode.tasks.metrics.evaluate_reconstructions`):
         each adds its metrics (AlexNet-2/5, Inception, CLIP two-way; EffNet-B / SwAV distance)
         to PixCorr and SSIM.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

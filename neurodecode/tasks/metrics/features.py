@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ...utils import ProgressBar, check_option, logger, resolve_device, verbose
+from ...utils import ProgressBar, check_option, fill_doc, logger, resolve_device, verbose
 from ...utils.imports import import_optional
 from ._images import _ImageSet, _resize, resized_hw
 
@@ -359,6 +359,7 @@ class FeatureExtractor:
         return captured
 
     @verbose
+    @fill_doc
     def extract(self, images: Any, *, verbose: bool | str | int | None = None) -> dict[str, np.ndarray]:
         """Flattened features of ``images``, one array per layer.
 
@@ -366,8 +367,7 @@ class FeatureExtractor:
         ----------
         images : array-like, shape (n_images, height, width, 3) or (n_images, 3, height, width)
             uint8 (0-255) or float (0-1) RGB images.
-        verbose : bool | str | int | None
-            Log level for this call.
+        %(verbose)s
 
         Returns
         -------

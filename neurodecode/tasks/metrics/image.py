@@ -33,7 +33,16 @@ from typing import Any
 import numpy as np
 from numpy.random import Generator
 
-from ...utils import ProgressBar, check_option, check_random_state, json_float, logger, verbose, warn
+from ...utils import (
+    ProgressBar,
+    check_option,
+    check_random_state,
+    fill_doc,
+    json_float,
+    logger,
+    verbose,
+    warn,
+)
 from ..bootstrap import bootstrap_counts, check_ci, percentile_interval
 from ..retrieval import _from_json_float
 from ._images import RGB2GRAY_WEIGHTS, _check_pair, _check_same_resized, _ImageSet, _resize
@@ -163,6 +172,7 @@ def _summary(values: np.ndarray, name: str, per_image: bool) -> float | np.ndarr
 
 
 @verbose
+@fill_doc
 def pixcorr(recon_images: Any, target_images: Any, *, per_image: bool = False, size: int = PIXEL_SIZE,
             antialias: bool = False, batch_size: int = 32,
             verbose: bool | str | int | None = None) -> float | np.ndarray:
@@ -187,8 +197,7 @@ def pixcorr(recon_images: Any, target_images: Any, *, per_image: bool = False, s
         Antialias the resize when downsampling (``False`` = MindEye2's torchvision 0.15).
     batch_size : int
         Images resized at a time (bounds memory).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -203,6 +212,7 @@ def pixcorr(recon_images: Any, target_images: Any, *, per_image: bool = False, s
 
 
 @verbose
+@fill_doc
 def ssim(recon_images: Any, target_images: Any, *, per_image: bool = False, size: int = PIXEL_SIZE,
          antialias: bool = False, batch_size: int = 32,
          verbose: bool | str | int | None = None) -> float | np.ndarray:
@@ -230,8 +240,7 @@ def ssim(recon_images: Any, target_images: Any, *, per_image: bool = False, size
         Antialias the resize when downsampling (``False`` = MindEye2's torchvision 0.15).
     batch_size : int
         Images processed at a time.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -343,6 +352,7 @@ def _corr_distance_per_image(recon: np.ndarray, target: np.ndarray) -> np.ndarra
 
 
 @verbose
+@fill_doc
 def two_way_identification(recon_feats: Any, target_feats: Any, *, per_image: bool = False,
                            verbose: bool | str | int | None = None) -> float | np.ndarray:
     """2-way identification on features, exactly as MindEye2's ``two_way_identification``.
@@ -360,8 +370,7 @@ def two_way_identification(recon_feats: Any, target_feats: Any, *, per_image: bo
         Features of the stimuli, aligned row by row.
     per_image : bool
         Return the per-reconstruction fractions instead of their mean.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -381,6 +390,7 @@ def two_way_identification(recon_feats: Any, target_feats: Any, *, per_image: bo
 
 
 @verbose
+@fill_doc
 def correlation_distance(recon_feats: Any, target_feats: Any, *, per_image: bool = False,
                          verbose: bool | str | int | None = None) -> float | np.ndarray:
     """Correlation distance ``1 - r`` between the features of each reconstruction and its stimulus.
@@ -397,8 +407,7 @@ def correlation_distance(recon_feats: Any, target_feats: Any, *, per_image: bool
         Features of the stimuli, aligned row by row.
     per_image : bool
         Return the per-image distances instead of their mean.
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------
@@ -665,6 +674,7 @@ def _description(names: Sequence[str], n_boot: int, ci: float, antialias: bool) 
 
 
 @verbose
+@fill_doc
 def evaluate_reconstructions(recon_images: Any, target_images: Any, *,
                              metrics: Sequence[str] = DEFAULT_METRICS,
                              networks: Mapping[str, Any] | None = None, allow_random: bool = False,
@@ -704,8 +714,7 @@ def evaluate_reconstructions(recon_images: Any, target_images: Any, *,
         which resized torch tensors with torchvision 0.15 (no antialiasing).
     random_state : None | int | numpy.random.Generator
         Seed of the bootstrap (and of random network weights).
-    verbose : bool | str | int | None
-        Log level for this call.
+    %(verbose)s
 
     Returns
     -------

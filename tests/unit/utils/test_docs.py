@@ -89,3 +89,15 @@ def test_every_entry_is_used_or_public():
     assert set(unused) <= set(_docs.PUBLIC_ENTRIES), (
         f"docdict entries used nowhere: {sorted(set(unused) - set(_docs.PUBLIC_ENTRIES))}; use them in a "
         "docstring (%(key)s with @fill_doc), or list them in PUBLIC_ENTRIES")
+
+
+def test_no_hand_written_verbose_paragraph_is_left():
+    """Shared parameters are documented once, in the docdict (tools/apply_docdict.py --check exits 0)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run([sys.executable, str(root / "tools" / "apply_docdict.py"), "--check"], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
