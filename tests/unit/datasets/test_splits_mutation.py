@@ -36,3 +36,10 @@ def test_shared_stimulus_is_refused_even_across_id_types():
         check_no_leakage(train, _trials(["test"], ["1"]))
     check_no_leakage(train, _trials(["test", "test"], ["3", "4"]))     # disjoint: fine
     assert issubclass(DataLeakageError, ValueError)
+
+
+def test_default_place_is_named_training():
+    with pytest.raises(DataLeakageError, match="were passed to training\\."):
+        check_no_leakage(_trials(["test"], ["a"]))
+    with pytest.raises(DataLeakageError, match="are in both the training and the test trials"):
+        check_no_leakage(_trials(["train"], ["a"]), _trials(["test"], ["a"]))

@@ -94,3 +94,104 @@ def test_too_few_samples(data):
     with pytest.raises(ValueError, match="cv=5 folds need at least 5"):
         RidgeDecoder(alphas=(1.0, 2.0), cv=5).fit(X[:4], Y[:4])
     RidgeDecoder(alphas=(1.0, 2.0), cv=4).fit(X[:4], Y[:4])       # exactly cv samples is enough
+
+
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("intercept", [True, False])
+def test_kfold_scores_equal_brute_force_r2(wide, intercept):
+    rng = np.random.default_rng(3)
+    X = 0.05 * rng.normal(size=(12, 30 if wide else 4))      # small eigenvalues (< 1) on purpose
+    Y = X @ rng.normal(size=(X.shape[1], 2)) + 0.02 * rng.normal(size=(12, 2)) + 1.0
+    alphas = (1e-3, 0.05, 3.0)
+    m = RidgeDecoder(alphas=alphas, cv=3, fit_intercept=intercept).fit(X, Y)
+    folds = np.array_split(np.arange(12), 3)
+    want = []
+    for a in alphas:
+        r2 = []
+        for va in folds:
+            tr = np.setdiff1d(np.arange(12), va)
+            W, b = _closed(X[tr], Y[tr], a, intercept)
+            pred = X[va] @ W.T + b
+            r2.append(1 - ((Y[va] - pred) ** 2).sum(0) / ((Y[va] - Y[va].mean(0)) ** 2).sum(0))
+        want.append(np.mean(r2))
+    np.testing.assert_allclose(m.cv_scores_, want, rtol=1e-6, atol=1e-9)
+
+
+def test_precision_rules_and_single_subject_predict(data):
+    from neurodecode.models import ridge as ridge_mod
+
+    big = ridge_mod._MIXED_MIN_SAMPLES
+    assert not RidgeDecoder(precision="float64")._use_mixed(big, big + 1)    # float64 is never mixed
+    assert not RidgeDecoder(precision="mixed")._use_mixed(10, 5)             # covariance mode: never
+    assert RidgeDecoder(precision="mixed")._use_mixed(10, 50)
+    assert RidgeDecoder(precision="auto")._use_mixed(big, big + 1)
+    assert not RidgeDecoder(precision="auto")._use_mixed(big - 1, big + 1)
+    X, Y = data
+    one = RidgeDecoder(alphas=(1.0,)).fit(X, Y)
+    wrapper = RidgeDecoder(alphas=(1.0,))
+    wrapper.subject_models_ = {"s1": one}
+    np.testing.assert_array_equal(wrapper.predict(X), one.predict(X))
+    wrapper.subject_models_ = {"s1": one, "s2": one}
+    with pytest.raises(ValueError, match="several subjects"):
+        wrapper.predict(X)
+
+
+def test_mixed_precision_loo_matches_float64():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(20, 60))
+    Y = X @ rng.normal(size=(60, 3)) * 0.1 + rng.normal(size=(20, 3))
+    alphas = (1e-2, 1.0, 1e2, 1e4)
+    mixed = RidgeDecoder(alphas=alphas, cv=None, precision="mixed").fit(X, Y)
+    exact = RidgeDecoder(alphas=alphas, cv=None, precision="float64").fit(X, Y)
+    np.testing.assert_allclose(mixed.cv_scores_, exact.cv_scores_, rtol=1e-3)
+    assert mixed.alpha_ == exact.alpha_
+    np.testing.assert_allclose(mixed.coef_, exact.coef_, rtol=1e-6, atol=1e-9)
+
+
+def test_tiny_alpha_kfold_refit_is_least_squares():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(20, 3)) * 10
+    Y = X @ np.array([[1.0], [-2.0], [0.5]]) + 0.1 * rng.normal(size=(20, 1)) + 4.0
+    m = RidgeDecoder(alphas=(1e-12, 1e-11), cv=2).fit(X, Y)       # trace / alpha > 1e10: eigh branch
+    W, b = _closed(X, Y, m.alpha_)
+    np.testing.assert_allclose(m.coef_, W, rtol=1e-8)
+    np.testing.assert_allclose(m.intercept_, b, rtol=1e-8)
+
+
+def test_refit_forgets_the_previous_fit(data):
+    X, Y = data
+    m = RidgeDecoder(alphas=(1.0,)).fit(X, Y)
+    m.subject_models_ = {"s": m}
+    m.alphas = (-1.0,)
+    with pytest.raises(ValueError, match="alphas"):
+        m.fit(X, Y)
+    for name in ("coef_", "intercept_", "alpha_", "subject_models_", "n_features_in_"):
+        assert not hasattr(m, name), name
+
+
+def test_without_scikit_learn(monkeypatch, data):
+    from neurodecode.models import ridge as ridge_mod
+
+    monkeypatch.setattr(ridge_mod, "_HAS_SKLEARN", False)
+    X, Y = data
+    m = RidgeDecoder(alphas=(2.0,)).fit(X.tolist(), Y.tolist())     # plain lists are converted
+    W, b = _closed(X, Y, 2.0)
+    np.testing.assert_allclose(m.coef_, W, atol=1e-8)
+    np.testing.assert_allclose(m.predict(X.tolist()), X @ W.T + b, atol=1e-8)
+    assert m.n_features_in_ == 5
+    bad = Y.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN"):
+        RidgeDecoder(alphas=(2.0,)).fit(X, bad)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        RidgeDecoder(alphas=(2.0,)).fit(np.where(X > 1, np.nan, X), Y)
+    with pytest.raises(ValueError, match="samples but y has"):
+        RidgeDecoder(alphas=(2.0,)).fit(X, Y[:-1])
+    with pytest.raises(ValueError, match="requires y"):
+        RidgeDecoder(alphas=(2.0,)).fit(X, None)
+    with pytest.raises(ValueError, match="expecting 5 features"):
+        m.predict(X[:, :4])
+    with pytest.raises(ValueError, match="2-D"):
+        m.predict(X[0])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        RidgeDecoder().predict(X)

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 import neurodecode
-from neurodecode.utils import docdict, fill_doc
-from neurodecode.utils import _docs
+from neurodecode.utils import _docs, docdict, fill_doc
 
 PKG = Path(neurodecode.__file__).parent
 
