@@ -40,6 +40,43 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Document every field in the class docstring's Parameters section, from the field itself."""
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.__doc__ = _document_fields(cls.__doc__ or "", cls.model_fields)
+
+
+def _type_text(annotation: Any) -> str:
+    """A field's annotation as numpydoc type text (``float``, ``'a' | 'b'``, ``list of int | None``)."""
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    if text is None:
+        text = repr(annotation).replace("typing.", "").replace("neurodecode.config.", "")
+    return text.replace("NoneType", "None")
+
+
+def _document_fields(doc: str, fields: Mapping[str, Any]) -> str:
+    """``doc`` with a numpydoc Parameters section listing ``fields`` (type, default, description)."""
+    from pydantic_core import PydanticUndefined
+
+    lines = []
+    for name, field in fields.items():
+        kind = _type_text(field.annotation)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            lines.append(f"{name} : {kind}")  # a section (not built here: its validators import the registries)
+        else:
+            default = field.default
+            if default is PydanticUndefined and field.default_factory is not None:
+                default = field.default_factory()
+            lines.append(f"{name} : {kind}, default {default!r}")
+        description = (field.description or "").replace("\n", " ")
+        if not description and isinstance(field.annotation, type) and field.annotation.__doc__:
+            description = f"The ``{name}.*`` keys: {field.annotation.__doc__.strip().splitlines()[0]}"
+        lines.append(f"    {description or 'See the config key reference (neurodecode fit --help-config).'}")
+    if not lines:
+        return doc
+    return doc.rstrip() + "\n\nParameters\n----------\n" + "\n".join(lines) + "\n"
+
 
 # -- datasets a config may name ----------------------------------------------------------------
 # A dataset is named in one place, its registration (``neurodecode.datasets.register_dataset``; the
@@ -605,7 +642,13 @@ class PreprocessingConfig(_Section):
         return v
 
     def is_identity(self) -> bool:
-        """True when no step is configured."""
+        """Whether no preprocessing step is configured.
+
+        Returns
+        -------
+        identity : bool
+            True when every step (picks, filters, resampling, crop, baseline, scaler) is None.
+        """
         return all(getattr(self, k) is None for k in
                    ("picks", "l_freq", "h_freq", "sfreq", "tmin", "tmax", "baseline", "scaler"))
 
@@ -735,7 +778,20 @@ class FitConfig(_Section):
 # -- helpers ------------------------------------------------------------------------------------
 
 def valid_keys(model: type[BaseModel] = FitConfig, prefix: str = "") -> list[str]:
-    """All dotted keys a config accepts (``models.mlp.lr``, ...)."""
+    """All dotted keys a config accepts (``models.mlp.lr``, ...).
+
+    Parameters
+    ----------
+    model : type of BaseModel
+        The config section (default: the whole run config).
+    prefix : str
+        Prepended to every key (the dotted path of ``model`` in the run config).
+
+    Returns
+    -------
+    keys : list of str
+        Every leaf key, dotted.
+    """
     keys = []
     for name, field in model.model_fields.items():
         ann = field.annotation
@@ -747,7 +803,20 @@ def valid_keys(model: type[BaseModel] = FitConfig, prefix: str = "") -> list[str
 
 
 def describe_keys(model: type[BaseModel] = FitConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(key, default, description) for every leaf key, for ``--help`` and docs."""
+    """(key, default, description) for every leaf key, for ``--help`` and docs.
+
+    Parameters
+    ----------
+    model : type of BaseModel
+        The config section to describe (default: the whole run config).
+    prefix : str
+        Prepended to every key (the dotted path of ``model`` in the run config).
+
+    Returns
+    -------
+    rows : list of (str, object, str)
+        Dotted key, default value and description of every leaf key.
+    """
     rows = []
     for name, field in model.model_fields.items():
         ann = field.annotation
@@ -779,7 +848,20 @@ def _format_errors(err: ValidationError, source: str) -> str:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``a.b.c=value`` (value read as YAML: numbers, lists, null, strings)."""
+    """Parse ``a.b.c=value`` (value read as YAML: numbers, lists, null, strings).
+
+    Parameters
+    ----------
+    text : str
+        One ``--set`` argument.
+
+    Returns
+    -------
+    path : list of str
+        The dotted key split at the dots.
+    value : object
+        The value as YAML reads it (the raw text when it is not valid YAML).
+    """
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r} (e.g. --set models.mlp.max_epochs=10)")
     key, raw = text.split("=", 1)
@@ -884,6 +966,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     overrides : list of str
         ``a.b=c`` strings applied on top (values parsed as YAML).
 
+    Returns
+    -------
+    config : FitConfig
+        The validated run config, ``${NEURODECODE_...}`` values resolved.
+
     Raises
     ------
     ConfigError
@@ -925,7 +1012,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_to_yaml(config: FitConfig) -> str:
-    """The resolved config as YAML (what every run folder stores)."""
+    """The resolved config as YAML (what every run folder stores).
+
+    Parameters
+    ----------
+    config : FitConfig
+        A validated run config.
+
+    Returns
+    -------
+    text : str
+        YAML in field order, without the dataset-specific keys that do not apply to its dataset.
+    """
     tree = config.model_dump(mode="json")
     ds = config.data.dataset
     info = _dataset_spec(ds)
