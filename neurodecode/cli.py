@@ -210,7 +210,13 @@ def _add_config_command(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``neurodecode`` command."""
+    """The argument parser of the ``neurodecode`` command.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        The parser, with one subcommand per command (``fit``, ``adapt``, ``config``, ...).
+    """
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -344,7 +350,19 @@ def _run_config(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``neurodecode`` console script."""
+    """Entry point of the ``neurodecode`` console script.
+
+    Parameters
+    ----------
+    argv : sequence of str | None
+        The command-line arguments, without the program name. None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        The exit status: 0 on success, 1 on an error, 2 on a configuration error or no command,
+        130 when interrupted.
+    """
     import os
 
     from ._compat import ensure_torchvision

@@ -257,6 +257,16 @@ def read_atlas_labels(path: str | Path) -> dict[int, str]:
     Accepted: FreeSurfer colour tables / LUTs (``.ctab``, ``.lut``, ``.txt``: ``index name [r g b a]``
     lines, ``#`` comments), TSV/CSV with columns ``index``/``name`` (else the first two columns), and
     plain ``.txt`` with one name per line (values 1..n). Value 0 (background) is dropped.
+
+    Parameters
+    ----------
+    path : str | Path
+        The label table file.
+
+    Returns
+    -------
+    labels : dict of int → str
+        ``{value: region name}``, without the background value 0.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -1204,9 +1214,35 @@ class SubjectAtlas(Atlas):
         return self.atlas(subject)._null_sampler(info, feature_shape, size, subject)
 
     def region_image(self, values: Mapping[str, float], info: dict) -> Any:
+        """Paint one value per region into the data grid, with the atlas of ``info["subject"]``.
+
+        Parameters
+        ----------
+        values : mapping of region → float
+            E.g. the score drop when the region is ablated.
+        info : dict
+            The info of one subject (``trials.by_subject()[s].info``); must hold ``"subject"``.
+
+        Returns
+        -------
+        img : nibabel.Nifti1Image
+            The subject atlas's :meth:`Atlas.region_image`.
+        """
         return self._from_info(info).region_image(values, info)
 
     def region_centroids(self, info: dict) -> dict[str, tuple[float, float, float]]:
+        """Centre of every region in mm, with the atlas of ``info["subject"]``.
+
+        Parameters
+        ----------
+        info : dict
+            The ``info`` of the trials the regions are placed on; must hold ``"subject"``.
+
+        Returns
+        -------
+        centroids : dict of str → tuple of float
+            ``region → (x, y, z)``, from the subject atlas's :meth:`Atlas.region_centroids`.
+        """
         return self._from_info(info).region_centroids(info)
 
 

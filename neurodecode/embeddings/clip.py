@@ -37,6 +37,13 @@ CLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin
 
 
 def import_open_clip():
+    """Import ``open_clip`` or raise ``ImportError`` naming the ``clip`` extra.
+
+    Returns
+    -------
+    open_clip : module
+        The ``open_clip`` module.
+    """
     return import_optional("open_clip", extra="clip", what="CLIP encoders")
 
 

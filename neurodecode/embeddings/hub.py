@@ -26,7 +26,18 @@ def _hf_cache_dir() -> Path:
 
 
 def looks_like_repo_id(weights: str | Path) -> bool:
-    """True for ``"org/name"`` or ``"hf-hub:org/name"`` strings that are not existing paths."""
+    """True for ``"org/name"`` or ``"hf-hub:org/name"`` strings that are not existing paths.
+
+    Parameters
+    ----------
+    weights : str | Path
+        A ``weights=`` value: a Hugging Face repo id or a local path.
+
+    Returns
+    -------
+    is_repo_id : bool
+        Whether ``weights`` is a string shaped like a repo id that names no existing path.
+    """
     return isinstance(weights, str) and not Path(weights).expanduser().exists() \
         and bool(_REPO_ID.match(weights))
 
@@ -43,6 +54,11 @@ def resolve_hf_snapshot(repo_id: str, *, what: str, needs: Sequence[str]) -> Pat
     needs : sequence of str
         File names of which at least one must be in the snapshot (e.g. the
         weight files); used to check the snapshot and in the error message.
+
+    Returns
+    -------
+    folder : Path
+        The snapshot folder in the local Hugging Face cache.
 
     Raises
     ------

@@ -44,7 +44,18 @@ _MNE_DAMAGE = re.compile(r"truncat|invalid tag|corrupt|unexpected end|end of fil
 
 
 def mne_damage(caught: Any) -> list[str]:
-    """The messages of recorded warnings (``catch_warnings(record=True)``) that report file damage."""
+    """The messages of recorded warnings (``catch_warnings(record=True)``) that report file damage.
+
+    Parameters
+    ----------
+    caught : list of warnings.WarningMessage
+        The warnings recorded by ``warnings.catch_warnings(record=True)``.
+
+    Returns
+    -------
+    messages : list of str
+        The messages that report a truncated or corrupt file (empty when none does).
+    """
     return [str(w.message) for w in caught if _MNE_DAMAGE.search(str(w.message))]
 
 
@@ -54,7 +65,19 @@ def _key(path: Path) -> tuple[str, int, int]:
 
 
 def is_gzip_verified(path: str | Path) -> bool:
-    """Whether ``path`` (as it is now: same size and mtime) was verified whole in this process."""
+    """Whether ``path`` (as it is now: same size and mtime) was verified whole in this process.
+
+    Parameters
+    ----------
+    path : str | Path
+        A gzip file.
+
+    Returns
+    -------
+    verified : bool
+        True when it was verified with its current size and modification time; False otherwise
+        (also when it cannot be read).
+    """
     try:
         return _key(Path(path)) in _VERIFIED
     except OSError:
@@ -62,12 +85,35 @@ def is_gzip_verified(path: str | Path) -> bool:
 
 
 def mark_gzip_verified(path: str | Path) -> None:
-    """Record that ``path`` was read to the end of its last gzip member without error."""
+    """Record that ``path`` was read to the end of its last gzip member without error.
+
+    Parameters
+    ----------
+    path : str | Path
+        The gzip file, recorded with its current size and modification time.
+    """
     _VERIFIED.add(_key(Path(path)))
 
 
 def gzip_error(path: str | Path, err: BaseException, what: str, fix: str = "re-download it") -> OSError:
-    """An OSError naming the file, what is wrong with its gzip stream, and ``fix``."""
+    """An OSError naming the file, what is wrong with its gzip stream, and ``fix``.
+
+    Parameters
+    ----------
+    path : str | Path
+        The damaged gzip file.
+    err : BaseException
+        The error raised while reading it (``OSError``, ``EOFError`` or ``zlib.error``).
+    what : str
+        What the file is, for the message (``"NSD betas file"``).
+    fix : str
+        What the user should do, for the message.
+
+    Returns
+    -------
+    error : OSError
+        The error to raise (it is returned, not raised).
+    """
     msg = str(err).lower()
     if isinstance(err, EOFError) or "end-of-stream" in msg:
         cause = "it is truncated (the compressed stream ends before its end marker)"
@@ -124,7 +170,23 @@ def verify_gzip(path: str | Path, *, what: str = "file", fix: str = "re-download
 
 
 def check_nonfinite_option(nonfinite: Any) -> str:
-    """Validate a loader's ``nonfinite`` option."""
+    """Validate a loader's ``nonfinite`` option.
+
+    Parameters
+    ----------
+    nonfinite : str
+        The value given; one of :data:`NONFINITE_OPTIONS` (``"error"``, ``"drop"``).
+
+    Returns
+    -------
+    nonfinite : str
+        The same value.
+
+    Raises
+    ------
+    ValueError
+        If ``nonfinite`` is not an allowed value.
+    """
     if nonfinite not in NONFINITE_OPTIONS:
         raise ValueError(f"Invalid value for the 'nonfinite' parameter. Allowed values are 'error', 'drop', "
                          f"but got {nonfinite!r} instead.")
@@ -227,6 +289,28 @@ def check_affine(affine: Any, ref_affine: Any, *, file: str | Path, ref_file: st
 
     Two volumes on the same grid but with different affines place their
     voxels at different positions, so a mask would select the wrong voxels.
+
+    Parameters
+    ----------
+    affine : array-like, shape (4, 4)
+        The affine of ``file``.
+    ref_affine : array-like, shape (4, 4)
+        The affine of the data, ``ref_file``.
+    file : str | Path
+        The file checked (e.g. the mask), named in the message.
+    ref_file : str | Path
+        The data file, named in the message.
+    what : str
+        What ``file`` is, for the message.
+    atol : float
+        Absolute tolerance of the element-wise comparison.
+    fix : str
+        What the user should do, for the message.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or an element differs by more than ``atol``.
     """
     a = np.asarray(affine, dtype=float)
     b = np.asarray(ref_affine, dtype=float)

@@ -414,7 +414,19 @@ def masc_recordings(root: str | Path) -> pd.DataFrame:
 
 
 def read_participants(root: str | Path) -> list[str]:
-    """Subject labels (without ``sub-``) listed in ``participants.tsv`` (empty if absent)."""
+    """Subject labels (without ``sub-``) listed in ``participants.tsv`` (empty if absent).
+
+    Parameters
+    ----------
+    root : str | Path
+        The BIDS root folder of the dataset.
+
+    Returns
+    -------
+    subjects : list of str
+        The ``participant_id`` values without ``sub-``, in file order; empty when there is no
+        ``participants.tsv``.
+    """
     p = Path(root).expanduser() / "participants.tsv"
     if not p.is_file():
         return []

@@ -30,7 +30,13 @@ _RAW_READERS = {
 
 
 def import_mne() -> ModuleType:
-    """Import :mod:`mne` or raise ``ImportError`` with the install command."""
+    """Import :mod:`mne` or raise ``ImportError`` with the install command.
+
+    Returns
+    -------
+    mne : module
+        The :mod:`mne` module.
+    """
     try:
         import mne
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -110,6 +116,18 @@ def read_raw(path: str | Path, *, preload: bool = True) -> Any:
 
     Supported: ``.fif``/``.fif.gz``, ``.edf``, ``.bdf``, ``.vhdr`` (BrainVision,
     with its ``.vmrk``/``.eeg`` beside it), ``.set`` (EEGLAB) and ``.ds`` (CTF folder).
+
+    Parameters
+    ----------
+    path : str | Path
+        The recording file (or ``.ds`` folder).
+    preload : bool
+        Load the data into memory (not passed to the CTF reader).
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        The recording.
     """
     p = _exists(path, "Recording")
     name = p.name.lower()

@@ -192,6 +192,11 @@ def write_things_eeg2(path: str | Path, data: np.ndarray, ch_names: Sequence[str
         ``n_times`` long (the data are its tail, as ATM crops ``[..., 50:]``).
     variant : ``"official"`` | ``"atm"``
         ``official`` uses ``np.save`` of the dict; ``atm`` uses ``pickle.dump``.
+
+    Returns
+    -------
+    path : Path
+        The file written.
     """
     if variant not in ("official", "atm"):
         raise ValueError(f"variant must be 'official' or 'atm', got {variant!r}")

@@ -172,6 +172,22 @@ class LinearAdapter(_SubjectModule):
 
     def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
+        """Map one batch of a single subject to the shared latent.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_inputs[subject])
+            The subject's input features.
+        subject : int | str
+            The subject all rows of ``x`` come from.
+        generator : torch.Generator | None
+            Unused (the adapter has no dropout); accepted for a common signature.
+
+        Returns
+        -------
+        latent : Tensor, shape (batch, hidden_dim)
+            The subject's linear map of ``x``.
+        """
         key = self._key(subject)
         if x.ndim != 2 or x.shape[1] != self.sizes[key]:
             raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}), got "
@@ -339,6 +355,22 @@ class PooledAdapter(_SubjectModule):
 
     def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
+        """Pool one batch of a single subject and map it to the shared latent.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_inputs[subject])
+            The subject's voxels.
+        subject : int | str
+            The subject all rows of ``x`` come from.
+        generator : torch.Generator | None
+            Source of the dropout mask in training mode (for reproducible training).
+
+        Returns
+        -------
+        latent : Tensor, shape (batch, hidden_dim)
+            Pooled, bottleneck, linear, LayerNorm, GELU and dropout.
+        """
         key = self._key(subject)
         if x.ndim != 2 or x.shape[1] != self.sizes[key]:
             raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}), got "
@@ -385,6 +417,22 @@ class SubjectBuilder(_SubjectModule):
 
     def forward(self, z: torch.Tensor, subject: Any, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
+        """Rebuild one subject's (pooled) input from the shared latent.
+
+        Parameters
+        ----------
+        z : Tensor, shape (batch, hidden_dim)
+            Shared latents.
+        subject : int | str
+            The subject whose input to rebuild.
+        generator : torch.Generator | None
+            Unused (the builder has no dropout); accepted for a common signature.
+
+        Returns
+        -------
+        rebuilt : Tensor, shape (batch, n_outputs[subject])
+            Linear, LayerNorm, GELU and the optional low-rank residual.
+        """
         key = self._key(subject)
         h = F.gelu(self.norms[key](self.linears[key](z)))
         return self.loras[key](h) if self.loras is not None else h
@@ -508,6 +556,22 @@ class SubjectLayer(_SubjectModule):
 
     def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
+        """Mix the channels of one batch of a single subject.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_chans[subject], n_times)
+            The subject's recordings.
+        subject : int | str
+            The subject all rows of ``x`` come from.
+        generator : torch.Generator | None
+            Unused (the layer has no dropout); accepted for a common signature.
+
+        Returns
+        -------
+        mixed : Tensor, shape (batch, n_outputs, n_times)
+            ``W_subject @ x`` at every time sample.
+        """
         key = self._key(subject)
         if x.ndim != 3 or x.shape[1] != self.sizes[key]:
             raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}, "
@@ -737,6 +801,22 @@ class SpatialAttention(_SubjectModule):
 
     def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
+        """Merge the sensors of one batch of a single subject into virtual channels.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_chans[subject], n_times)
+            The subject's recordings.
+        subject : int | str
+            The subject all rows of ``x`` come from.
+        generator : torch.Generator | None
+            Source of the sensor-dropout centre in training mode (for reproducible training).
+
+        Returns
+        -------
+        merged : Tensor, shape (batch, n_virtual, n_times)
+            The attention-merged channels, after the optional 1×1 convolution and subject layer.
+        """
         key = self._key(subject)
         if x.ndim != 3 or x.shape[1] != self.sizes[key]:
             raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}, "

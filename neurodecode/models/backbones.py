@@ -210,6 +210,20 @@ class ResidualMLP(nn.Module):
         _maybe_init(self, device)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Run the residual blocks on one batch of latents.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, dim)
+            The adapter's output.
+        generator : torch.Generator | None
+            Source of the dropout masks in training mode (for reproducible training).
+
+        Returns
+        -------
+        h : Tensor, shape (batch, dim)
+            The latents after every residual block.
+        """
         for block in self.blocks:
             x = block(x, generator)
         return x
@@ -316,6 +330,20 @@ class MLPMixer(nn.Module):
         _maybe_init(self, device)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Run the mixer blocks on one batch of latents split into ``n_tokens`` tokens.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, dim)
+            The adapter's output.
+        generator : torch.Generator | None
+            Source of the dropout masks in training mode (for reproducible training).
+
+        Returns
+        -------
+        h : Tensor, shape (batch, dim)
+            The mixed tokens, flattened back and layer-normalised.
+        """
         h = x.reshape(len(x), self.n_tokens, self.token_dim)
         for block in self.blocks:
             h = block(h, generator)
@@ -477,6 +505,20 @@ class DilatedConvNet(nn.Module):
         _maybe_init(self, device)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode one batch of multichannel time series.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_chans, n_times)
+            The adapter's output (``n_times`` is checked when it was given).
+        generator : torch.Generator | None
+            Source of the dropout masks in training mode (for reproducible training).
+
+        Returns
+        -------
+        h : Tensor, shape (batch, out_channels) | (batch, out_channels, n_times)
+            Pooled over time, or with the time axis kept when ``pool=None``.
+        """
         _check_seq_input(x, self.n_chans, self.n_times, "DilatedConvNet")
         h = self.proj_in(x)
         for block in self.blocks:
@@ -654,6 +696,20 @@ class ChannelAttentionEncoder(nn.Module):
         _maybe_init(self, device)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode one batch of EEG epochs.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_chans, n_times)
+            The adapter's output.
+        generator : torch.Generator | None
+            Source of the dropout masks in training mode (for reproducible training).
+
+        Returns
+        -------
+        h : Tensor, shape (batch, out_dim) | (batch, out_dim, n_pooled)
+            One vector per epoch, or one per conv position when ``pool=None``.
+        """
         _check_seq_input(x, self.n_chans, self.n_times, "ChannelAttentionEncoder")
         h = self.embed(x)                                   # (batch, n_chans, d_model): channels as tokens
         for layer in self.layers:

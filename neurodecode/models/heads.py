@@ -173,6 +173,20 @@ class PooledHead(nn.Module):
         _maybe_init(self, device)
 
     def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Map one batch of backbone outputs to the pooled embedding.
+
+        Parameters
+        ----------
+        h : Tensor, shape (batch, in_dim)
+            The backbone's output.
+        generator : torch.Generator | None
+            Unused (the head has no dropout); accepted for a common signature.
+
+        Returns
+        -------
+        embedding : Tensor, shape (batch, embed_dim)
+            The predicted embedding (after the projector, when there is one).
+        """
         out = self.proj(self.norm(h))
         if self.projector is None:
             return out
@@ -230,6 +244,20 @@ class SequenceHead(nn.Module):
         _maybe_init(self, device)
 
     def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Map one batch of backbone sequences to flattened time-resolved embeddings.
+
+        Parameters
+        ----------
+        h : Tensor, shape (batch, in_dim, time)
+            The backbone's output sequence (built with ``pool=None``).
+        generator : torch.Generator | None
+            Unused (the head has no dropout); accepted for a common signature.
+
+        Returns
+        -------
+        embedding : Tensor, shape (batch, n_frames * dim)
+            The ``(n_frames, dim)`` embedding of each row, flattened frame-major.
+        """
         if h.ndim != 3:
             raise ValueError(f"SequenceHead expects a (batch, channels, time) sequence, got {tuple(h.shape)}; "
                              "build the backbone with pool=None")
@@ -314,6 +342,20 @@ class TokenHead(nn.Module):
         _maybe_init(self, device)
 
     def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Map one batch of backbone outputs to token sequences.
+
+        Parameters
+        ----------
+        h : Tensor, shape (batch, in_dim)
+            The backbone's output.
+        generator : torch.Generator | None
+            Unused (the head has no dropout); accepted for a common signature.
+
+        Returns
+        -------
+        tokens : Tensor, shape (batch, n_tokens, token_dim)
+            The predicted tokens, layer-normalised over ``token_dim``.
+        """
         if self.token_proj is None:
             t = self.fc(h).reshape(len(h), self.n_tokens, self.token_dim)
         else:
@@ -412,6 +454,20 @@ class LowLevelHead(nn.Module):
         _maybe_init(self, device)
 
     def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Map one batch of backbone outputs to image-VAE latents.
+
+        Parameters
+        ----------
+        h : Tensor, shape (batch, in_dim)
+            The backbone's output.
+        generator : torch.Generator | None
+            Source of the dropout mask in training mode (for reproducible training).
+
+        Returns
+        -------
+        latents : Tensor, shape (batch, channels, height, width)
+            The predicted latents, of shape ``latent_shape`` per row.
+        """
         x = _dropout(self.fc(h), self.p, self.training, generator)
         x = self.norm(x.reshape(len(h), self.base, self.h0, self.w0))
         for up in self.ups:

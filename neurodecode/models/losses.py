@@ -255,6 +255,13 @@ class ClipLoss(nn.Module):
         return info_nce(pred, target, 1.0 / inv_t, ids=ids)
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's ``repr``.
+
+        Returns
+        -------
+        text : str
+            The current temperature and whether it is learnable.
+        """
         return f"temperature={self.temperature:.4g}, learnable={self.learnable}"
 
 
@@ -776,6 +783,13 @@ class TrainingLoss(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must define objective(pred, target, ids, temperature)")
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's ``repr``.
+
+        Returns
+        -------
+        text : str
+            The loss's name, current temperature and mode (and schedule / BiMixCo epochs).
+        """
         out = f"{self.name!r}, temperature={self.temperature:.4g}, mode={self.temperature_mode!r}"
         if self.temperature_mode == "schedule":
             out += f", schedule={self.temperature_schedule}"
@@ -800,6 +814,22 @@ class InfoNCELoss(TrainingLoss):
 
     def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
                   temperature: float | torch.Tensor) -> torch.Tensor:
+        """Symmetric CLIP loss of unmixed rows at ``temperature`` (:func:`info_nce`).
+
+        Parameters
+        ----------
+        pred, target : Tensor, shape (batch, dim)
+            Decoded and stimulus embeddings of the same trials.
+        ids : Tensor of int, shape (batch,) | None
+            Stimulus codes (repeats of a stimulus are positives, not negatives).
+        temperature : float | Tensor
+            Softmax temperature (a tensor in learnable mode).
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            The symmetric InfoNCE loss.
+        """
         return info_nce(pred, target, temperature, ids=ids)
 
 
@@ -819,6 +849,22 @@ class SoftClipLoss(TrainingLoss):
 
     def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
                   temperature: float | torch.Tensor) -> torch.Tensor:
+        """SoftCLIP loss of unmixed rows at ``temperature`` (:func:`soft_clip`).
+
+        Parameters
+        ----------
+        pred, target : Tensor, shape (batch, dim)
+            Decoded and stimulus embeddings of the same trials.
+        ids : Tensor of int, shape (batch,) | None
+            Ignored: SoftCLIP's soft targets come from the target embeddings' similarities.
+        temperature : float | Tensor
+            Softmax temperature (a tensor in learnable mode).
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            The SoftCLIP loss.
+        """
         return soft_clip(pred, target, temperature)
 
 
@@ -855,10 +901,33 @@ class ClipMSELoss(TrainingLoss):
 
     def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
                   temperature: float | torch.Tensor) -> torch.Tensor:
+        """``clip_weight × CLIP + (1 − clip_weight) × MSE`` of unmixed rows.
+
+        Parameters
+        ----------
+        pred, target : Tensor, shape (batch, dim)
+            Decoded and stimulus embeddings of the same trials.
+        ids : Tensor of int, shape (batch,) | None
+            Stimulus codes for the CLIP term (repeats of a stimulus are positives, not negatives).
+        temperature : float | Tensor
+            Softmax temperature (a tensor in learnable mode).
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            The weighted sum of the CLIP loss at ``temperature`` and the MSE.
+        """
         clip = info_nce(pred, target, temperature, ids=ids)
         return self.clip_weight * clip + (1.0 - self.clip_weight) * F.mse_loss(pred, target)
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's ``repr``.
+
+        Returns
+        -------
+        text : str
+            The :class:`TrainingLoss` settings and ``clip_weight``.
+        """
         return f"{super().extra_repr()}, clip_weight={self.clip_weight:g}"
 
 
@@ -878,6 +947,22 @@ class BrainMagickClipLoss(TrainingLoss):
 
     def objective(self, pred: torch.Tensor, target: torch.Tensor, ids: torch.Tensor | None,
                   temperature: float | torch.Tensor) -> torch.Tensor:
+        """Brain → stimulus CLIP loss of unmixed rows, as in brainmagick (:func:`candidate_clip`).
+
+        Parameters
+        ----------
+        pred, target : Tensor, shape (batch, dim)
+            Decoded and stimulus embeddings of the same trials.
+        ids : Tensor of int, shape (batch,) | None
+            Stimulus codes: rows sharing an id are all positives.
+        temperature : float | Tensor
+            Softmax temperature (a tensor in learnable mode).
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+            The candidate CLIP loss.
+        """
         return candidate_clip(pred, target, temperature, ids=ids)
 
 
@@ -1013,4 +1098,11 @@ class WeightedLoss(nn.Module):
         return total
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's ``repr``.
+
+        Returns
+        -------
+        text : str
+            The weighted sum, e.g. ``1·prior + 0.033·clip``.
+        """
         return " + ".join(f"{w:g}·{name}" for name, w in self.weights.items())

@@ -18,6 +18,22 @@ def write_pretrained(folder: str | Path, tensors: dict[str, Any], config: dict[s
 
     ``config.json`` holds ``{"class", "neurodecode_version", **config}``; the
     weights file is replaced only once it is completely written.
+
+    Parameters
+    ----------
+    folder : str | Path
+        The output folder (created if needed).
+    tensors : dict of str → Tensor | array
+        The weights, all torch tensors or all numpy arrays (saved with safetensors).
+    config : dict
+        JSON-serialisable settings, written to ``config.json``.
+    class_name : str
+        The class that wrote the folder, stored in ``config.json`` and the weights' metadata.
+
+    Returns
+    -------
+    folder : Path
+        The folder written.
     """
     from .. import __version__
 
@@ -41,6 +57,24 @@ def read_pretrained(folder: str | Path, *, class_name: str, framework: str = "pt
 
     Raises a clear error naming the file when the folder, the config or the
     weights are missing, unreadable, or belong to another class.
+
+    Parameters
+    ----------
+    folder : str | Path
+        A folder written by :func:`write_pretrained`.
+    class_name : str
+        The class expected in ``config.json``.
+    framework : str
+        ``"pt"``: torch tensors; anything else: numpy arrays.
+    device : str
+        Where torch tensors are loaded (``framework="pt"`` only).
+
+    Returns
+    -------
+    config : dict
+        The content of ``config.json`` (including ``"class"`` and ``"neurodecode_version"``).
+    tensors : dict of str → Tensor | array
+        The weights.
     """
     hint = f"Write it with {class_name}.save_pretrained(folder)"
     folder = check_path(folder, what=f"{class_name} folder", kind="dir", hint=hint)

@@ -199,7 +199,23 @@ class Registry:
 
     # -- looking up -----------------------------------------------------------------------------
     def get(self, name: str) -> Any:
-        """The object registered under ``name``; ``ValueError`` (registered names, closest match) if none."""
+        """The object registered under ``name``; ``ValueError`` (registered names, closest match) if none.
+
+        Parameters
+        ----------
+        name : str
+            A registered name.
+
+        Returns
+        -------
+        obj : type | callable
+            The registered class or function.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is not registered; the message lists the registered names and the closest match.
+        """
         obj = self._entries.get(name) if isinstance(name, str) else None
         if obj is None:
             raise ValueError(unknown_name_message(self.label, name, list(self._entries),
@@ -207,11 +223,23 @@ class Registry:
         return obj
 
     def names(self) -> list[str]:
-        """Registered names, in registration order."""
+        """Registered names, in registration order.
+
+        Returns
+        -------
+        names : list of str
+            A new list of the names.
+        """
         return list(self._entries)
 
     def view(self) -> RegisteredNames:
-        """A live, tuple-like view of the registered names (for ``check_option`` and messages)."""
+        """A live, tuple-like view of the registered names (for ``check_option`` and messages).
+
+        Returns
+        -------
+        view : RegisteredNames
+            A read-only view that follows later registrations and removals.
+        """
         return RegisteredNames(self)
 
 

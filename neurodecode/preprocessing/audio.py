@@ -20,12 +20,34 @@ _FRAME_BLOCK = 2048  # frames transformed at once (bounds the memory of long rec
 
 
 def hz_to_mel(freq: np.ndarray | float) -> np.ndarray:
-    """HTK mel scale: ``2595 * log10(1 + f / 700)``."""
+    """HTK mel scale: ``2595 * log10(1 + f / 700)``.
+
+    Parameters
+    ----------
+    freq : float | array
+        Frequencies in Hz.
+
+    Returns
+    -------
+    mel : array
+        The frequencies in mel (a NumPy float for a scalar input).
+    """
     return 2595.0 * np.log10(1.0 + np.asarray(freq, dtype=float) / 700.0)
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
-    """Inverse of :func:`hz_to_mel`."""
+    """Inverse of :func:`hz_to_mel`.
+
+    Parameters
+    ----------
+    mel : float | array
+        Frequencies in mel.
+
+    Returns
+    -------
+    freq : array
+        The frequencies in Hz (a NumPy float for a scalar input).
+    """
     return 700.0 * (10.0 ** (np.asarray(mel, dtype=float) / 2595.0) - 1.0)
 
 
@@ -109,7 +131,20 @@ def mel_filterbank(n_fft: int, sfreq: float, n_mels: int, fmin: float = 0.0,
 
 
 def default_n_fft(sfreq: float, frame_rate: float) -> int:
-    """Default FFT length: the smallest power of two >= max(2 hops, 25 ms of audio)."""
+    """Default FFT length: the smallest power of two >= max(2 hops, 25 ms of audio).
+
+    Parameters
+    ----------
+    sfreq : float
+        Audio sampling rate in Hz.
+    frame_rate : float
+        Spectrogram frames per second (one hop is ``sfreq / frame_rate`` samples).
+
+    Returns
+    -------
+    n_fft : int
+        The FFT length in samples (a power of two, at least 2).
+    """
     need = max(2.0 * sfreq / frame_rate, 0.025 * sfreq, 2.0)
     return int(2 ** math.ceil(math.log2(need)))
 

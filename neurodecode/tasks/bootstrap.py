@@ -15,6 +15,23 @@ from ..utils import check_random_state
 
 
 def check_ci(ci: float) -> float:
+    """Validate a confidence level.
+
+    Parameters
+    ----------
+    ci : float
+        The confidence level, strictly between 0 and 1 (e.g. 0.95).
+
+    Returns
+    -------
+    ci : float
+        The level as a float.
+
+    Raises
+    ------
+    ValueError
+        If ``ci`` is not strictly between 0 and 1.
+    """
     ci = float(ci)
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be strictly between 0 and 1 (e.g. 0.95), got {ci!r}")
@@ -22,6 +39,23 @@ def check_ci(ci: float) -> float:
 
 
 def check_n_boot(n_boot: int) -> int:
+    """Validate a number of bootstrap replicates.
+
+    Parameters
+    ----------
+    n_boot : int
+        The number of replicates, a positive integer.
+
+    Returns
+    -------
+    n_boot : int
+        The number as an int.
+
+    Raises
+    ------
+    ValueError
+        If ``n_boot`` is a bool, not an integer value, or < 1.
+    """
     if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     return int(n_boot)
@@ -32,6 +66,20 @@ def bootstrap_counts(n_items: int, n_boot: int, random_state=None) -> np.ndarray
 
     Row ``b`` is the multinomial count vector of one resample of ``n_items`` items
     with replacement, so every row sums to ``n_items``.
+
+    Parameters
+    ----------
+    n_items : int
+        Number of items resampled.
+    n_boot : int
+        Number of bootstrap replicates.
+    random_state : None | int | numpy.random.Generator
+        Seed or generator of the resampling (see :func:`neurodecode.utils.check_random_state`).
+
+    Returns
+    -------
+    counts : array of int, shape (n_boot, n_items)
+        How many times each item was drawn in each replicate.
     """
     rng = check_random_state(random_state)
     idx = rng.integers(0, n_items, size=(n_boot, n_items))
@@ -41,7 +89,23 @@ def bootstrap_counts(n_items: int, n_boot: int, random_state=None) -> np.ndarray
 
 
 def percentile_interval(replicates: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over axis 0 of ``replicates`` (NaN replicates ignored)."""
+    """Percentile interval over axis 0 of ``replicates`` (NaN replicates ignored).
+
+    Parameters
+    ----------
+    replicates : array, shape (n_boot, ...)
+        Bootstrap replicates of one or more statistics.
+    ci : float
+        Confidence level in (0, 1); the bounds are the ``(1 - ci) / 2`` and ``(1 + ci) / 2``
+        quantiles.
+
+    Returns
+    -------
+    low : array, shape (...)
+        Lower bound of each statistic.
+    high : array, shape (...)
+        Upper bound of each statistic.
+    """
     alpha = (1.0 - ci) / 2.0
     reps = np.asarray(replicates, dtype=float)
     if np.isnan(reps).any():

@@ -765,7 +765,7 @@ def compute_ref_clip_score(image_embeddings: Any, candidate_embeddings: Any, ref
 class CaptionScores:
     """Caption metrics with bootstrap confidence intervals.
 
-    Attributes
+    Parameters
     ----------
     metrics : dict
         ``key -> {"value", "ci_low", "ci_high"}`` for every metric computed, in report order
@@ -813,6 +813,12 @@ class CaptionScores:
         ----------
         percent : bool
             Multiply values and bounds by 100 (the scale of BrainHub's tables).
+
+        Returns
+        -------
+        frame : pandas.DataFrame
+            One row per computed or unavailable metric, in :data:`METRIC_LABELS` order
+            (unavailable ones with NaN values, ``available=False`` and the reason in ``note``).
         """
         import pandas as pd
 
@@ -831,7 +837,14 @@ class CaptionScores:
         return pd.DataFrame(rows, columns=columns)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`."""
+        """JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`.
+
+        Returns
+        -------
+        data : dict
+            ``metrics``, ``labels``, ``per_image``, ``unavailable``, ``n_images`` and ``protocol``
+            (the bootstrap replicates are not written).
+        """
         return {
             "metrics": {k: {kk: json_float(v) for kk, v in d.items()} for k, d in self.metrics.items()},
             "labels": {k: METRIC_LABELS[k] for k in self.metrics},
@@ -844,7 +857,18 @@ class CaptionScores:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaptionScores:
-        """Rebuild scores from :meth:`to_dict` output."""
+        """Rebuild scores from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        data : dict
+            The output of :meth:`to_dict` (e.g. read back from JSON); ``None`` values become NaN.
+
+        Returns
+        -------
+        scores : CaptionScores
+            The scores, without bootstrap replicates.
+        """
         def f(v):
             return float("nan") if v is None else float(v)
 

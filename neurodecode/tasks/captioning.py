@@ -169,7 +169,23 @@ class CaptionBank:
         return self._rows_by_id
 
     def without(self, ids: Sequence[Any]) -> CaptionBank:
-        """A new bank without the captions of the stimuli ``ids`` (e.g. all test stimuli)."""
+        """A new bank without the captions of the stimuli ``ids`` (e.g. all test stimuli).
+
+        Parameters
+        ----------
+        ids : sequence
+            Stimulus ids whose captions to drop (ids not in the bank are ignored).
+
+        Returns
+        -------
+        bank : CaptionBank
+            A new bank with the other captions, their embeddings and ids.
+
+        Raises
+        ------
+        ValueError
+            If the bank has no ids, or dropping ``ids`` leaves it empty.
+        """
         if self.ids is None:
             raise ValueError("this CaptionBank has no ids; build it with ids= (or a mapping) to drop stimuli")
         drop = {_as_py(i) for i in ids}
@@ -508,7 +524,18 @@ class PrefixCaptioner(nn.Module):
                 f"({n_lm:,} params)>")
 
     def prefix(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Prefix token embeddings, shape (batch, prefix_length, n_embd), from (batch, embed_dim)."""
+        """Prefix token embeddings, shape (batch, prefix_length, n_embd), from (batch, embed_dim).
+
+        Parameters
+        ----------
+        embeddings : Tensor, shape (batch, embed_dim)
+            Stimulus (or decoded) embeddings; L2-normalised first when ``normalize``.
+
+        Returns
+        -------
+        prefix : Tensor, shape (batch, prefix_length, n_embd)
+            The mapping network's output, in the language model's embedding dtype.
+        """
         x = embeddings.to(self.device, dtype=torch.float32)
         if x.ndim != 2 or x.shape[1] != self.embed_dim:
             raise ValueError(f"embeddings must have shape (batch, {self.embed_dim}), got {tuple(x.shape)}")
@@ -554,7 +581,18 @@ class PrefixCaptioner(nn.Module):
         return self.language_model(inputs_embeds=inputs, attention_mask=mask, labels=full_labels)
 
     def train(self, mode: bool = True) -> PrefixCaptioner:
-        """Set training mode; a frozen language model stays in eval mode (no dropout), as in ClipCap."""
+        """Set training mode; a frozen language model stays in eval mode (no dropout), as in ClipCap.
+
+        Parameters
+        ----------
+        mode : bool
+            True: training mode; False: evaluation mode.
+
+        Returns
+        -------
+        self : PrefixCaptioner
+            The captioner.
+        """
         super().train(mode)
         if mode and not any(p.requires_grad for p in self.language_model.parameters()):
             self.language_model.eval()

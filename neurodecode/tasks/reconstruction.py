@@ -319,7 +319,18 @@ class EmbeddingPrior:
         return out.to(t.device) if is_tensor else out.cpu().numpy()
 
     def transform(self, x: Any) -> np.ndarray:
-        """Map embeddings, float32 array of shape ``x.shape[:-1] + (out_dim_,)``."""
+        """Map embeddings, float32 array of shape ``x.shape[:-1] + (out_dim_,)``.
+
+        Parameters
+        ----------
+        x : array | Tensor, shape (n, in_dim_) | (n, t, in_dim_)
+            Decoded embeddings, in the space the prior was fitted on.
+
+        Returns
+        -------
+        mapped : array of float32, shape (..., out_dim_)
+            The embeddings mapped into the generator's space.
+        """
         return _to_numpy(self(_to_tensor(x, "x")), "x").astype(np.float32)
 
 
@@ -449,7 +460,7 @@ def _resize01(images_u8: np.ndarray, height: int, width: int) -> Any:
 class ReconstructionResult:
     """What :meth:`Reconstructor.reconstruct` returns.
 
-    Attributes
+    Parameters
     ----------
     images : array of uint8, shape (n, H, W, 3)
         The selected reconstruction of each trial.
@@ -885,11 +896,26 @@ class Reconstructor:
         return _to_uint8(images)
 
     @verbose
+    @fill_doc
     def decode_lowlevel(self, latents: Any, *, scaled: bool = True,
                         verbose: bool | str | int | None = None) -> np.ndarray:
         """Decode low-level latents with ``lowlevel_vae`` or the backend's autoencoder.
 
         See :func:`decode_lowlevel` for the parameters; returns uint8 (n, H, W, 3).
+
+        Parameters
+        ----------
+        latents : array | Tensor, shape (n, latent_channels, h, w)
+            Predicted latents (:class:`~neurodecode.models.DecoderOutput` ``lowlevel``).
+        scaled : bool
+            The latents are multiplied by the autoencoder's ``scaling_factor`` (see
+            :func:`decode_lowlevel`).
+        %(verbose)s
+
+        Returns
+        -------
+        images : array of uint8, shape (n, H, W, 3)
+            The decoded (blurry) images.
         """
         vae = self.lowlevel_vae if self.lowlevel_vae is not None else self._backend.vae
         device = self._backend.device if vae is self._backend.vae else None

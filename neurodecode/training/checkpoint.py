@@ -294,6 +294,11 @@ def remove_stale_temporaries(checkpoint_dir: str | Path) -> None:
     ``trainer_state.json`` (half-written or half-deleted). Call it only while
     no other process writes ``checkpoint_dir`` (the :class:`~neurodecode.training.Trainer`
     holds the folder's lock when it does).
+
+    Parameters
+    ----------
+    checkpoint_dir : str | Path
+        The checkpoint folder; nothing happens if it does not exist.
     """
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():

@@ -25,6 +25,18 @@ class RaggedData:
 
     @classmethod
     def from_blocks(cls, blocks: Sequence[Any]) -> RaggedData:
+        """All the trials of ``blocks``, block after block.
+
+        Parameters
+        ----------
+        blocks : sequence of array-like
+            One array per subject, shape ``(n_trials_b, *feature_shape_b)``.
+
+        Returns
+        -------
+        data : RaggedData
+            Every row of the first block, then of the second, and so on.
+        """
         idx = [np.column_stack([np.full(len(b), i), np.arange(len(b))]) for i, b in enumerate(blocks)]
         return cls(blocks, np.concatenate(idx) if idx else np.zeros((0, 2), int))
 

@@ -17,6 +17,16 @@ def import_optional(module: str, *, extra: str, what: str) -> ModuleType:
         The neurodecode extra that installs it (``pip install 'neurodecode[extra]'``).
     what : str
         What needs it, for the message (e.g. ``"CLIP encoders"``).
+
+    Returns
+    -------
+    module : module
+        The imported module.
+
+    Raises
+    ------
+    ImportError
+        If ``module`` is not installed, naming the extra to install.
     """
     from .._compat import ensure_torchvision
 

@@ -86,7 +86,17 @@ def acquire_lock(path: str | Path, *, wait: bool = True, what: str = "") -> Any:
 
 
 def release_lock(lock: Any, path: str | Path, *, remove: bool = True) -> None:
-    """Release ``lock`` taken on ``path``, removing the lock file first (while still held)."""
+    """Release ``lock`` taken on ``path``, removing the lock file first (while still held).
+
+    Parameters
+    ----------
+    lock : filelock.FileLock
+        A lock returned by :func:`acquire_lock`.
+    path : str | Path
+        The lock file it holds.
+    remove : bool
+        Remove the lock file before releasing the lock.
+    """
     if remove:
         with suppress(OSError):
             os.unlink(path)
@@ -96,6 +106,22 @@ def release_lock(lock: Any, path: str | Path, *, remove: bool = True) -> None:
 @contextmanager
 def hold_lock(path: str | Path, *, wait: bool = True, what: str = "", remove: bool = True) -> Iterator[None]:
     """Hold the lock ``path`` for the ``with`` block (see :func:`acquire_lock`).
+
+    Parameters
+    ----------
+    path : str | Path
+        The lock file; its folder must exist.
+    wait : bool
+        Block until the lock is free, or raise at once when another process holds it.
+    what : str
+        What the holder does, for the waiting and error messages.
+    remove : bool
+        Remove the lock file when the block ends.
+
+    Yields
+    ------
+    None
+        The lock is held while the ``with`` block runs and released when it ends.
 
     Raises
     ------
@@ -120,9 +146,15 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     belongs to another command: it is entered only when that lock can be taken
     (its writer is dead), never while its writer is alive.
 
+    Parameters
+    ----------
+    folder : str | Path
+        The folder to clean; the caller holds its lock.
+
     Returns
     -------
     removed : list of Path
+        The files and folders removed.
     """
     removed: list[Path] = []
     _clean(Path(folder), removed)
@@ -182,6 +214,22 @@ class FolderClaim:
     and the folder holds nothing but its ``disposable`` files (and empty
     sub-folders), those are removed, and so is the folder itself if this
     claim created it; the lock is released in any case.
+
+    Parameters
+    ----------
+    path : Path
+        The claimed folder.
+    lock : filelock.FileLock
+        The held lock on ``path / LOCK_NAME``.
+    created : list of Path
+        The folders the claim created (``path`` and its missing parents, deepest first),
+        removed again when the claim is given up empty.
+    fresh : bool
+        Whether the folder held no files when claimed (only then is it cleaned up on error).
+    disposable : sequence of str
+        Files (relative POSIX paths) not worth keeping alone (e.g. ``config.yaml``).
+    what : str
+        What the folder is, for messages.
     """
 
     def __init__(self, path: Path, lock: Any, *, created: list[Path], fresh: bool,
@@ -205,8 +253,16 @@ class FolderClaim:
             self.release()
 
     def remove_if_empty(self) -> bool:
-        """Remove what this claim wrote when nothing worth keeping was written (and the folder if it
-        created it); True when the folder was emptied."""
+        """Remove what this claim wrote when nothing worth keeping was written.
+
+        The folder itself (and the parents the claim made) is removed too when this claim created it.
+
+        Returns
+        -------
+        emptied : bool
+            True when the folder was emptied; False when it holds other files, is gone, or the
+            claim was already released.
+        """
         if self._lock is None or not self.path.is_dir():
             return False
         if _has_files(self.path, self.disposable + tuple(_tmp_names(self.path))):
@@ -326,6 +382,20 @@ def claim_folder(base: str | Path, *, numbered: bool = False, allow_existing: bo
 
 def lock_folder(path: str | Path, *, what: str = "run") -> FolderClaim:
     """Claim an existing folder (e.g. a run to resume); refused while another process writes it.
+
+    Stale temporaries of killed writers in the folder are removed first.
+
+    Parameters
+    ----------
+    path : str | Path
+        The folder; it must exist.
+    what : str
+        What the folder is, for messages.
+
+    Returns
+    -------
+    claim : FolderClaim
+        The claim, holding the folder's lock.
 
     Raises
     ------

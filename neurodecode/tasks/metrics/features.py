@@ -46,7 +46,7 @@ CLIP_LAYER = "encode_image"
 class NetworkSpec:
     """How MindEye2 runs one feature network, and where its weights come from.
 
-    Attributes
+    Parameters
     ----------
     name : str
         Key used by :class:`FeatureExtractor` and ``evaluate_reconstructions(networks=...)``.
@@ -108,7 +108,18 @@ def _import_torchvision() -> Any:
 
 
 def weights_hint(network: str) -> str:
-    """One sentence naming the file to download for ``network`` and where from."""
+    """One sentence naming the file to download for ``network`` and where from.
+
+    Parameters
+    ----------
+    network : str
+        A key of :data:`NETWORKS` (``"alexnet"``, ``"inception"``, ``"clip"``, ...).
+
+    Returns
+    -------
+    hint : str
+        The sentence, for error messages.
+    """
     spec = NETWORKS[network]
     return (f"Download {spec.weights_file} ({spec.label}) from {spec.download} on a machine with network "
             f"access and pass its local path (nothing is downloaded by neurodecode).")
@@ -332,7 +343,19 @@ class FeatureExtractor:
         return f"<FeatureExtractor | {self.network} | {', '.join(self.layers)} | {src} | {self.device}>"
 
     def preprocess(self, x: Any) -> Any:
-        """MindEye2's preprocessing of a float tensor batch (b, 3, h, w) in [0, 1]."""
+        """MindEye2's preprocessing of a float tensor batch (b, 3, h, w) in [0, 1].
+
+        Parameters
+        ----------
+        x : Tensor, shape (b, 3, h, w)
+            Float images in [0, 1].
+
+        Returns
+        -------
+        x : Tensor, shape (b, 3, h', w')
+            Bilinearly resized so the shorter side is ``spec.input_size`` (no crop), then
+            normalised with ``spec.mean`` and ``spec.std``.
+        """
         import torch
 
         x = _resize(x, self.spec.input_size, antialias=self.antialias)

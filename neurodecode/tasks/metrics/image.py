@@ -433,7 +433,7 @@ def _weighted_nanmean(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
 class ReconstructionScores:
     """Reconstruction metrics with bootstrap confidence intervals.
 
-    Attributes
+    Parameters
     ----------
     metrics : dict
         ``name -> {"value", "ci_low", "ci_high", "chance", "higher_is_better"}`` for every
@@ -472,7 +472,18 @@ class ReconstructionScores:
 
     @staticmethod
     def label(name: str) -> str:
-        """MindEye2's column name of metric ``name`` (e.g. ``"AlexNet(2)"``)."""
+        """MindEye2's column name of metric ``name`` (e.g. ``"AlexNet(2)"``).
+
+        Parameters
+        ----------
+        name : str
+            A metric name (``"alexnet2"``, ``"clip"``, ...).
+
+        Returns
+        -------
+        label : str
+            The column name; ``name`` itself for a metric without one.
+        """
         return METRICS[name].label if name in METRICS else name
 
     def __getitem__(self, name: str) -> float:
@@ -521,7 +532,19 @@ class ReconstructionScores:
                                            "direction", "n_images"])
 
     def to_dict(self, *, per_image: bool = True) -> dict[str, Any]:
-        """JSON-serialisable dict (NaN written as ``None``); inverse of :meth:`from_dict`."""
+        """JSON-serialisable dict (NaN written as ``None``); inverse of :meth:`from_dict`.
+
+        Parameters
+        ----------
+        per_image : bool
+            Also write the per-image scores (``"per_image"``).
+
+        Returns
+        -------
+        data : dict
+            ``metrics`` (with their labels), ``n_images``, ``protocol`` and, with ``per_image``,
+            ``per_image`` (the bootstrap replicates are not written).
+        """
         out: dict[str, Any] = {
             "metrics": {name: {"label": self.label(name), "value": json_float(d["value"]),
                                "ci_low": json_float(d["ci_low"]), "ci_high": json_float(d["ci_high"]),
@@ -537,7 +560,18 @@ class ReconstructionScores:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReconstructionScores:
-        """Rebuild scores written by :meth:`to_dict` (without bootstrap replicates)."""
+        """Rebuild scores written by :meth:`to_dict` (without bootstrap replicates).
+
+        Parameters
+        ----------
+        data : mapping
+            The output of :meth:`to_dict` (e.g. read back from JSON); ``None`` values become NaN.
+
+        Returns
+        -------
+        scores : ReconstructionScores
+            The scores, without bootstrap replicates.
+        """
         metrics = {name: {"value": _from_json_float(d["value"]), "ci_low": _from_json_float(d["ci_low"]),
                           "ci_high": _from_json_float(d["ci_high"]), "chance": _from_json_float(d["chance"]),
                           "higher_is_better": bool(d["higher_is_better"])}
