@@ -70,3 +70,23 @@ def test_shape_checks(fn):
         fn(torch.zeros(4, 3), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="shape"):
         fn(torch.zeros(4), torch.zeros(4))
+
+
+def test_training_loss_keeps_a_fixed_brainmagick_temperature(pair):
+    from neurodecode.models.losses import TrainingLoss
+
+    pred, target = pair
+    loss = TrainingLoss("brainmagick_clip", temperature=0.5)
+    assert float(loss(pred, target)) == pytest.approx(float(candidate_clip(pred, target, 0.5)), rel=1e-6)
+    assert float(loss(pred, target)) != pytest.approx(float(candidate_clip(pred, target, 1.0)), rel=1e-3)
+
+
+@pytest.mark.parametrize("bad", [1.5, True, 0, 4, "2", np.float64(2.0)])
+def test_set_epoch_takes_only_integer_epochs_in_range(bad):
+    from neurodecode.models.losses import TrainingLoss
+
+    loss = TrainingLoss("infonce", n_epochs=3)
+    with pytest.raises(ValueError, match=r"epoch must be an int in \[1, 3\]"):
+        loss.set_epoch(bad)
+    loss.set_epoch(np.int64(3))
+    loss.set_epoch(1)

@@ -195,3 +195,13 @@ def test_without_scikit_learn(monkeypatch, data):
         m.predict(X[0])
     with pytest.raises(RuntimeError, match="not fitted"):
         RidgeDecoder().predict(X)
+
+
+def test_kfold_refit_with_as_many_samples_as_features():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(6, 6))                                   # n == p: kernel form
+    Y = rng.normal(size=(6, 2))
+    m = RidgeDecoder(alphas=(0.5, 5.0), cv=2).fit(X, Y)
+    W, b = _closed(X, Y, m.alpha_)
+    np.testing.assert_allclose(m.coef_, W, atol=1e-8)
+    np.testing.assert_allclose(m.intercept_, b, atol=1e-8)

@@ -1,0 +1,143 @@
+"""NSD on-disk layout: exact paths, and which sessions / subjects are discovered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import pytest
+
+from neurodecode.io import NSDLayout
+
+
+def test_layout_paths_are_the_real_nsd_names(tmp_path):
+    lay = NSDLayout(tmp_path)
+    b = tmp_path / "nsddata_betas/ppdata/subj02/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+    assert lay.betas_file(2, 3, "hdf5") == b / "betas_session03.hdf5"
+    assert lay.betas_file(2, 40, ".nii.gz") == b / "betas_session40.nii.gz"
+    assert lay.ncsnr(2) == b / "ncsnr.nii.gz"
+    s = tmp_path / "nsddata/ppdata/subj02"
+    assert lay.roi_file(2, "nsdgeneral") == s / "func1pt8mm/roi/nsdgeneral.nii.gz"
+    assert lay.roi_file(2, "prf-visualrois", "lh") == s / "func1pt8mm/roi/lh.prf-visualrois.nii.gz"
+    assert lay.brainmask(2) == s / "func1pt8mm/brainmask.nii.gz"
+    assert lay.mni_transform(2) == s / "transforms/MNI-to-func1pt8.nii.gz"
+    assert lay.responses(2) == s / "behav/responses.tsv"
+    assert lay.ctab_file(2, "streams") == tmp_path / "nsddata/freesurfer/subj02/label/streams.mgz.ctab"
+    assert lay.coco_captions("val2017") == tmp_path / "coco/annotations/captions_val2017.json"
+    assert lay.mindeye2_betas(7) == tmp_path / "betas_all_subj07_fp32_renorm.hdf5"
+    assert lay.mindeye2_subj_indices() == tmp_path / "COCO_73k_subj_indices.hdf5"
+    assert repr(NSDLayout("/x/nsd")) == "NSDLayout('/x/nsd')"
+    assert NSDLayout("~/nsd").root == Path("~/nsd").expanduser()
+    with pytest.raises(ValueError, match="'ext'"):
+        lay.betas_file(1, 1, "mat")
+    with pytest.raises(ValueError, match="'hemi'"):
+        lay.roi_file(1, "x", "both")
+
+
+def test_sessions_and_subjects_found(tmp_path):
+    lay = NSDLayout(tmp_path)
+    assert lay.sessions_found(1) == [] and lay.subjects_found() == []
+    d = lay.betas_dir(1)
+    d.mkdir(parents=True)
+    for name in ("betas_session10.hdf5", "betas_session02.nii.gz", "betas_session02.hdf5", "betas_session3.mat",
+                 "xbetas_session04.hdf5", "betas_session05.hdf5.tmp"):
+        (d / name).write_text("")
+    assert lay.sessions_found(1) == [2, 10]
+    (tmp_path / "nsddata/ppdata/subj05").mkdir(parents=True)
+    (tmp_path / "nsddata/ppdata/subj5").mkdir(parents=True)
+    (tmp_path / "nsddata/ppdata/subj06").write_text("a file")
+    (tmp_path / "betas_all_subj08_fp32_renorm.hdf5").write_text("")
+    (tmp_path / "betas_all_subj9_fp32_renorm.hdf5").write_text("")
+    assert lay.subjects_found() == [1, 5, 8]
+
+
+def test_nonzero_mask_reads_every_block_of_volumes(tmp_path):
+    from neurodecode.io import read_betas_nonzero_mask, write_betas
+
+    betas = np.zeros((3, 2, 2, 5), dtype=np.int16)
+    betas[0, 0, 0, 0] = 7          # first volume
+    betas[2, 1, 1, 4] = -3         # last volume only: in the third block of 2
+    for name in ("betas_session01.nii.gz", "betas_session01.hdf5"):
+        p = write_betas(tmp_path / name, betas)
+        mask = read_betas_nonzero_mask(p, block=2)
+        assert mask.shape == (3, 2, 2) and mask.sum() == 2, name
+        assert mask[0, 0, 0] and mask[2, 1, 1], name
+
+
+def test_nifti_read_is_the_same_streamed_and_after_verification(tmp_path):
+    from neurodecode.io import read_betas_masked, write_betas
+
+    rng = np.random.default_rng(0)
+    betas = rng.integers(-900, 900, size=(4, 3, 2, 6)).astype(np.int16)
+    mask = rng.random((4, 3, 2)) > 0.4
+    want = betas[mask].T.astype(np.float32) / np.float32(300)
+    for name in ("betas_session01.nii.gz", "betas_session02.nii"):
+        p = write_betas(tmp_path / name, betas)
+        first = read_betas_masked(p, mask)     # .nii.gz: streamed and gzip-verified
+        second = read_betas_masked(p, mask)    # now read through nibabel's proxy
+        np.testing.assert_array_equal(first, want)
+        np.testing.assert_array_equal(second, want)
+
+
+def test_lazy_rows_boolean_and_repeated_indices(tmp_path):
+    import h5py
+
+    from neurodecode.io import LazyHDF5Rows
+
+    data = np.arange(5 * 2, dtype=np.int32).reshape(5, 2)
+    with h5py.File(tmp_path / "x.hdf5", "w") as f:
+        f["imgBrick"] = data
+    rows = LazyHDF5Rows(tmp_path / "x.hdf5", "imgBrick")
+    np.testing.assert_array_equal(rows[np.array([False, True, False, True, False])], data[[1, 3]])
+    np.testing.assert_array_equal(rows[[3, 1, 3, -1]], data[[3, 1, 3, 4]])
+    np.testing.assert_array_equal(rows[-5], data[0])
+    assert rows[np.zeros(0, int)].shape == (0, 2) and len(rows) == 5
+    with pytest.raises(IndexError):
+        rows[5]
+    with pytest.raises(IndexError):
+        rows[-6]
+
+
+def test_coco_captions_file_round_trip(tmp_path):
+    import json
+
+    from neurodecode.io import read_coco_captions, write_coco_captions
+
+    p = write_coco_captions(tmp_path / "captions_val2017.json", {5: [" a dog "], 2: ["x", "y"]})
+    obj = json.loads(p.read_text())
+    assert obj["info"] == {"description": "COCO captions (neurodecode writer)"}
+    assert [im["id"] for im in obj["images"]] == [2, 5]
+    assert read_coco_captions(p) == {2: ["x", "y"], 5: ["a dog"]}
+
+
+def test_ctab_comments_and_single_token_lines(tmp_path):
+    from neurodecode.io import read_ctab
+
+    p = tmp_path / "streams.mgz.ctab"
+    p.write_text("#$Id: a FreeSurfer header\n# two words\n\n0 Unknown\n1 early\n7\n")
+    assert read_ctab(p) == {0: "Unknown", 1: "early", 7: "7"}
+    p.write_text("0 Unknown\nV1 1\n")
+    with pytest.raises(ValueError, match="Line 2"):
+        read_ctab(p)
+
+
+def test_h5_suffix_is_hdf5(tmp_path):
+    from neurodecode.io import read_betas_masked, read_betas_shape, write_betas
+
+    betas = np.arange(2 * 3 * 2 * 4, dtype=np.int16).reshape(2, 3, 2, 4)
+    p = write_betas(tmp_path / "betas_session01.h5", betas)
+    grid, n_t, _ = read_betas_shape(p)
+    assert grid == (2, 3, 2) and n_t == 4
+    mask = np.ones((2, 3, 2), bool)
+    np.testing.assert_array_equal(read_betas_masked(p, mask, scale=1.0), betas[mask].T)
+
+
+def test_missing_files_are_named_with_where_they_live(tmp_path):
+    from neurodecode.io import read_coco_captions, read_expdesign
+
+    with pytest.raises(FileNotFoundError, match="^COCO captions file not found"):
+        read_coco_captions(tmp_path / "captions_val2017.json")
+    with pytest.raises(FileNotFoundError, match="^NSD design file not found: .*It lives at "
+                                                "nsddata/experiments/nsd/nsd_expdesign.mat under the NSD root"):
+        read_expdesign(tmp_path / "nsd_expdesign.mat")
