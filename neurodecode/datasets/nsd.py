@@ -164,7 +164,7 @@ def load_nsd(
     offsets = _global_offsets(layout, subject, n_t, files)
     design = read_expdesign(_require_design(layout))
     ids_all, tenk_all, shared = _design_ids(design, subject, layout.expdesign)
-    stim_info = read_stim_info(layout.stim_info) if layout.stim_info.is_file() else None
+    stim_info = _read_stim_info(layout, ids_all)
     events = _build_events(subject, n_t, offsets, ids_all, tenk_all, shared, stim_info,
                            layout.expdesign)
 
@@ -421,6 +421,23 @@ def _design_ids(design: dict, subject: int, path: Path) -> tuple[np.ndarray, np.
                          f"has {si.shape[1]} columns; please re-download this file.")
     ids_all = si[subject - 1, mo - 1] - 1  # 0-based 73k id per global trial
     return ids_all.astype(np.int64), mo.astype(np.int64), (sh - 1).astype(np.int64)
+
+
+def _read_stim_info(layout: NSDLayout, ids: np.ndarray) -> pd.DataFrame | None:
+    """``nsd_stim_info_merged.csv`` if present, after checking it describes every image the design uses.
+
+    A truncated copy still parses (pandas reads the rows before the cut), so its length is checked against
+    the largest 0-based 73k id of the design: a short table would silently drop COCO ids and captions.
+    """
+    if not layout.stim_info.is_file():
+        return None
+    table = read_stim_info(layout.stim_info)
+    used_max = int(np.max(ids)) if len(ids) else -1
+    if used_max >= len(table):
+        raise OSError(f"{layout.stim_info} describes {len(table)} images but the design uses 73k id {used_max} "
+                      "(0-based): the file is truncated. Please re-download it from the NSD bucket "
+                      "(nsddata/experiments/nsd/nsd_stim_info_merged.csv).")
+    return table
 
 
 def _build_events(subject: int, n_t: dict[int, int], offsets: dict[int, int], ids_all: np.ndarray,
@@ -709,7 +726,7 @@ def _load_mindeye2(layout: NSDLayout, subject: int, *, roi: Any, sessions: Any, 
         n_t = {s: min(t_ses, n_rows - (s - 1) * t_ses) for s in wanted}
         offsets = {s: (s - 1) * t_ses for s in wanted}
         ids_all, tenk_all, shared = _mindeye2_design(layout, subject, n_rows)
-        stim_info = read_stim_info(layout.stim_info) if layout.stim_info.is_file() else None
+        stim_info = _read_stim_info(layout, ids_all)
         events = _build_events(subject, n_t, offsets, ids_all, tenk_all, shared, stim_info,
                                layout.expdesign if layout.expdesign.is_file() else
                                layout.mindeye2_subj_indices())

@@ -28,6 +28,9 @@ def main() -> None:
     if seed:  # an independent sample: never one of the default 40-per-module sample's mutants
         base_k = int(os.environ.get("MUTATION_BASE_K", "40"))
         exclude = {n for t in TARGETS for n in _pick(t, base_k, "")}
+        if seed != "2":  # a held-out sample: neither of the two samples the *_mutation.py tests were written on
+            second_k = int(os.environ.get("MUTATION_SECOND_K", "25"))
+            exclude |= {n for t in TARGETS for n in _pick(t, second_k, "2", exclude)}
     for t in TARGETS:
         if words and not any(w in t for w in words):
             continue

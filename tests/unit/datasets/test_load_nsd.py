@@ -279,6 +279,16 @@ def test_lazy_images_and_captions(mini):
     np.testing.assert_array_equal(sub.get_images(ids[::-1])[:, 0, 0, 0], ids[::-1])
 
 
+def test_truncated_stim_info_is_refused_by_name(mini, tmp_path):
+    """A CSV cut mid-file still parses; the loader must notice it no longer covers the design's images."""
+    root = _copy(mini[0], tmp_path)
+    path = NSDLayout(root).stim_info
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:5])
+    with pytest.raises(OSError, match=r"nsd_stim_info_merged\.csv describes \d+ images but the design uses.*truncated"):
+        load_nsd(root, SUBJECT, verbose=False)
+
+
 def test_no_stimuli_file_and_curated_captions(tmp_path):
     make_nsd_mini(tmp_path, formats=("hdf5",), captions=False, stimuli=False)
     tr = load_nsd(tmp_path, SUBJECT, verbose=False)
