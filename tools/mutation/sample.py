@@ -3,6 +3,8 @@
     python tools/mutation/sample.py 60            # 60 mutants per target module (all if fewer)
     python tools/mutation/sample.py 60 nsd ridge  # only modules whose path contains one of the words
     MUTATION_SEED=2 python tools/mutation/sample.py 25   # another sample, disjoint from the default 40
+    MUTATION_SEED=3 python tools/mutation/sample.py 20   # held out: disjoint from the default 40 and seed 2's 25
+    MUTATION_SEED=4 python tools/mutation/sample.py 20   # held out: disjoint from all three above
 
 The full run takes hours on a 2-core machine (see docs/testing.md); a fixed-seed
 sample gives an unbiased kill-rate estimate per module in minutes, and the
@@ -31,6 +33,9 @@ def main() -> None:
         if seed != "2":  # a held-out sample: neither of the two samples the *_mutation.py tests were written on
             second_k = int(os.environ.get("MUTATION_SECOND_K", "25"))
             exclude |= {n for t in TARGETS for n in _pick(t, second_k, "2", exclude)}
+        if seed not in ("2", "3"):  # sample 3 (seed 3, 20 per module) was looked at too: seed 4 excludes it
+            third_k = int(os.environ.get("MUTATION_THIRD_K", "20"))
+            exclude |= {n for t in TARGETS for n in _pick(t, third_k, "3", exclude)}
     for t in TARGETS:
         if words and not any(w in t for w in words):
             continue

@@ -167,3 +167,17 @@ def test_permutation_pvalue_vector_less_and_two_sided_per_test():
     null = np.array([[0.0, 10.0], [1.0, 11.0], [2.0, 12.0]])
     np.testing.assert_allclose(permutation_pvalue([1.0, 9.0], null, alternative="less"), [3 / 4, 1 / 4])
     np.testing.assert_allclose(permutation_pvalue([1.0, 9.0], null, alternative="two-sided"), [1.0, 2 / 4])
+
+
+@pytest.mark.parametrize("statistic", [np.std, np.median, np.mean])
+def test_bootstrap_of_float32_values_is_computed_in_float64(statistic):
+    """float32 scores (a float32 decoder's output) are bootstrapped in float64: the interval and the replicates
+    equal those of the same values given as float64 (a float32 std / median would differ at ~1e-8)."""
+    v32 = (np.random.default_rng(3).normal(size=(40, 2)) * 1e3 + 1e4).astype(np.float32)
+    kw = {"statistic": statistic, "n_boot": 50, "ci": 0.9, "random_state": 1, "return_replicates": True}
+    lo32, hi32, r32 = bootstrap_ci(v32, **kw)
+    lo64, hi64, r64 = bootstrap_ci(v32.astype(np.float64), **kw)
+    assert r32.dtype == np.float64
+    np.testing.assert_array_equal(r32, r64)
+    np.testing.assert_array_equal(lo32, lo64)
+    np.testing.assert_array_equal(hi32, hi64)

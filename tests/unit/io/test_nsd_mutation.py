@@ -141,3 +141,39 @@ def test_missing_files_are_named_with_where_they_live(tmp_path):
     with pytest.raises(FileNotFoundError, match="^NSD design file not found: .*It lives at "
                                                 "nsddata/experiments/nsd/nsd_expdesign.mat under the NSD root"):
         read_expdesign(tmp_path / "nsd_expdesign.mat")
+
+
+@pytest.mark.parametrize("which", ["masterordering", "subjectim", "sharedix"])
+def test_expdesign_refuses_0_based_indices_naming_the_array(tmp_path, which):
+    """Each of the three index arrays must be 1-based (MATLAB); a 0 anywhere is refused by name, nothing written."""
+    from neurodecode.io import read_expdesign, write_expdesign
+
+    good = {"masterordering": np.arange(1, 31), "subjectim": np.arange(1, 81).reshape(8, 10),
+            "sharedix": np.array([1, 5, 9])}
+    p = tmp_path / "nsd_expdesign.mat"
+    write_expdesign(p, **good)
+    d = read_expdesign(p)
+    for k, v in good.items():
+        np.testing.assert_array_equal(d[k], v)
+    bad = dict(good)
+    bad[which] = good[which].copy()
+    bad[which].flat[-1] = 0
+    q = tmp_path / "bad.mat"
+    with pytest.raises(ValueError, match=rf"^{which} must hold 1-based indices \(>= 1\), got a minimum of 0"):
+        write_expdesign(q, **bad)
+    assert not q.exists()
+
+
+def test_stimuli_hdf5_round_trip_one_image_per_chunk(tmp_path):
+    """Images read back bit for bit; the dataset is chunked one image per chunk so that reading one stimulus
+    (LazyHDF5Rows, a DataLoader worker) touches one image, not the whole brick."""
+    import h5py
+
+    from neurodecode.io import write_stimuli_hdf5
+
+    imgs = np.random.default_rng(0).integers(0, 256, size=(5, 6, 7, 3), dtype=np.uint8)
+    p = write_stimuli_hdf5(tmp_path / "nsd_stimuli.hdf5", imgs)
+    with h5py.File(p, "r") as f:
+        ds = f["imgBrick"]
+        assert ds.chunks == (1, 6, 7, 3) and ds.dtype == np.uint8
+        np.testing.assert_array_equal(ds[()], imgs)

@@ -90,3 +90,52 @@ def test_set_epoch_takes_only_integer_epochs_in_range(bad):
         loss.set_epoch(bad)
     loss.set_epoch(np.int64(3))
     loss.set_epoch(1)
+
+
+def _np_bimixco(pred, target, perm, lam, temperature, ids=None):
+    """MindEye's BiMixCo: soft labels lam * own + (1 - lam) * own[perm], symmetric cross-entropy."""
+    n = len(pred)
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    same = (ids[:, None] == ids[None, :]).astype(float)
+    own = same / same.sum(1, keepdims=True)
+    labels = lam[:, None] * own + (1 - lam)[:, None] * own[perm]
+    z = _unit(pred) @ _unit(target).T / temperature
+    return (-(labels * _np_logsoftmax(z)).sum(1).mean() - (labels.T * _np_logsoftmax(z.T)).sum(1).mean()) / 2
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+def test_bimixco_equals_the_numpy_formula(pair, with_ids):
+    from neurodecode.models.losses import bimixco
+
+    pred, target = pair
+    perm = [2, 1, 0, 4, 3]                           # row 1 mixed with itself
+    lam = [0.3, 0.55, 0.9, 0.1, 0.7]                 # plain floats: read at the predictions' precision
+    ids = [0, 1, 0, 2, 3] if with_ids else None
+    want = _np_bimixco(pred.numpy(), target.numpy(), np.array(perm), np.array(lam), 0.2, ids)
+    got = bimixco(pred, target, torch.tensor(perm), lam, 0.2, ids=None if ids is None else torch.tensor(ids))
+    assert got.dtype == torch.float64 and float(got) == pytest.approx(want, rel=1e-12)
+    # float32 predictions with float64 lambdas: the loss stays float32
+    got32 = bimixco(pred.float(), target.float(), perm, np.array(lam), 0.2)
+    assert got32.dtype == torch.float32
+    assert float(got32) == pytest.approx(_np_bimixco(pred.numpy(), target.numpy(), np.array(perm), np.array(lam), 0.2),
+                                         rel=1e-5)
+    with pytest.raises(ValueError, match="perm and lambdas"):
+        bimixco(pred, target, perm, lam[:4])
+
+
+def test_weighted_loss_zero_weight_is_allowed_and_bad_weights_refused():
+    from neurodecode.models.losses import WeightedLoss
+
+    wl = WeightedLoss({"a": 0.0, "b": 2, "c": 0.5})
+    a, b, c = torch.tensor(3.0), torch.tensor(1.5), torch.tensor(-4.0)
+    total = wl({"a": a, "b": b, "c": c, "unused": torch.tensor(100.0)})
+    assert float(total) == pytest.approx(0.0 * 3.0 + 2 * 1.5 + 0.5 * -4.0)
+    assert wl.last_terms == {"a": 3.0, "b": 1.5, "c": -4.0} and wl.weights == {"a": 0.0, "b": 2.0, "c": 0.5}
+    assert repr(wl).endswith("(0·a + 2·b + 0.5·c)")
+    for bad in (-1e-9, float("nan"), True, "1", None, float("-inf")):
+        with pytest.raises(ValueError, match="must be a float >= 0"):
+            WeightedLoss({"a": 1.0, "b": bad})
+    with pytest.raises(ValueError, match="non-empty"):
+        WeightedLoss({})
+    with pytest.raises(ValueError, match="Missing loss terms"):
+        wl({"a": a, "b": b})

@@ -205,3 +205,36 @@ def test_kfold_refit_with_as_many_samples_as_features():
     W, b = _closed(X, Y, m.alpha_)
     np.testing.assert_allclose(m.coef_, W, atol=1e-8)
     np.testing.assert_allclose(m.intercept_, b, atol=1e-8)
+
+
+def _loo_mse_kernel(X, Y, alpha, intercept):
+    """Brute-force leave-one-out MSE in the kernel form (an n × n float64 solve per left-out row)."""
+    err = []
+    for i in range(len(X)):
+        m = np.arange(len(X)) != i
+        xm, ym = (X[m].mean(0), Y[m].mean(0)) if intercept else (0.0, 0.0)
+        Xc, Yc = X[m] - xm, Y[m] - ym
+        dual = np.linalg.solve(Xc @ Xc.T + alpha * np.eye(len(Xc)), Yc)
+        err.append(((X[i] - xm) @ (Xc.T @ dual) + ym - Y[i]) ** 2)
+    return np.mean(err, axis=0)
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_mixed_precision_rescores_close_tiny_alphas_exactly(intercept):
+    """Mixed-precision LOO on a wide, nearly noiseless problem: the tiny alphas are too close for float32, so
+    they are re-scored in float64 (Cholesky, or the eigendecomposition when trace/alpha >= 1e10); the choice,
+    its score and the weights equal brute-force leave-one-out and the float64 decoder."""
+    rng = np.random.default_rng(8)
+    X = 0.1 * rng.normal(size=(12, 30)) + (0.5 if not intercept else 0.0)
+    Y = X @ rng.normal(size=(30, 2)) + 1e-3 * rng.normal(size=(12, 2)) + (0.0 if not intercept else 2.0)
+    alphas = (1e-12, 1e-4, 10.0)                   # trace(K) ~ 4: 1e-12 takes the eigen fallback
+    mixed = RidgeDecoder(alphas=alphas, cv=None, fit_intercept=intercept, precision="mixed").fit(X, Y)
+    exact = RidgeDecoder(alphas=alphas, cv=None, fit_intercept=intercept, precision="float64").fit(X, Y)
+    loo = np.array([_loo_mse_kernel(X, Y, a, intercept).mean() for a in alphas])
+    best = int(np.argmin(loo))
+    assert mixed.alpha_ == exact.alpha_ == alphas[best]
+    assert mixed.best_score_ == pytest.approx(-loo[best], rel=1e-5)
+    assert exact.best_score_ == pytest.approx(-loo[best], rel=1e-5)
+    np.testing.assert_allclose(exact.cv_scores_, -loo, rtol=1e-5)
+    np.testing.assert_allclose(mixed.cv_scores_, -loo, rtol=1e-2)
+    np.testing.assert_allclose(mixed.predict(X), exact.predict(X), rtol=1e-6, atol=1e-8)

@@ -181,3 +181,14 @@ def test_a_failed_clean_up_never_breaks_a_save_or_hides_the_error(tmp_path, monk
     (tmp_path / ".tmp-step-000000009-1").mkdir()
     remove_stale_temporaries(tmp_path)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000000001"]
+
+
+def test_incomplete_checkpoint_error_lists_exactly_what_is_missing(tmp_path):
+    """Resuming names every missing part, in order: the model file, then the missing keys of each state."""
+    save_checkpoint(tmp_path, 3, weights={"ema": {"w": torch.zeros(1)}},
+                    training_state={k: v for k, v in _TRAINING.items() if k != "optimizer"},
+                    trainer_state={k: v for k, v in _TRAINER.items() if k not in ("epoch", "settings")})
+    with pytest.raises(CheckpointError) as err:
+        load_latest_checkpoint(tmp_path)
+    assert ("is damaged: it lacks model.safetensors, trainer_state.json:epoch, trainer_state.json:settings, "
+            "training_state.pt:optimizer. Remove") in str(err.value)
