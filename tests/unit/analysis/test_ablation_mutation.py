@@ -178,3 +178,40 @@ def test_ablate_uses_n_candidates_and_a_given_fit_fn(small):
     assert calls and all(shape == (40, 4) for shape in calls)
     f = res.to_frame()
     np.testing.assert_allclose(f["score"], 0.0)                    # zero predictions tie: all fail
+
+
+def _bh_by_hand(p):
+    """Benjamini–Hochberg q-values: q_(i) = min_{j >= i} p_(j) m / j."""
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    order = np.argsort(p)
+    q_sorted = np.minimum.accumulate((p[order] * m / np.arange(1, m + 1))[::-1])[::-1]
+    q = np.empty(m)
+    q[order] = q_sorted
+    return q
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.3, 0.7])
+def test_ablate_fdr_significance_and_rank_use_the_given_alpha(small, alpha):
+    """Per strategy x metric: p_fdr = BH q-values of the regions' p-values, significant = q <= alpha
+    (the user's alpha, not the default 0.05), rank by effect, largest first."""
+    from neurodecode.analysis.ablation import ablate
+
+    ridge, train, test, targets, atlas = small
+    res = ablate(ridge, train, test, targets, atlas, strategies=("zero", "mean"), metrics=("top1", "2way"),
+                 n_null=3, n_boot=10, alpha=alpha)
+    assert res.settings["alpha"] == alpha
+    f = res.to_frame()
+    assert len(f) == 2 * 2 * 2                                      # 2 regions x 2 strategies x 2 metrics
+    for _, g in f.groupby(["strategy", "metric"]):
+        assert set(g["region"]) == {"A", "B"}
+        q = _bh_by_hand(g["p_value"])
+        np.testing.assert_allclose(g["p_fdr"], q)
+        assert (g["p_value"] >= 1 / 4).all()                        # (1 + #null >= obs) / (1 + 3)
+        np.testing.assert_array_equal(g["significant"].to_numpy(bool), q <= alpha)
+        want_rank = g["effect"].rank(ascending=False, method="first").astype(int)
+        np.testing.assert_array_equal(g["rank"], want_rank)
+    if alpha == 0.7:                                                # region A (the informative one) is
+        assert f.loc[f["region"] == "A", "significant"].any()      # significant at a lenient alpha
+    if alpha == 0.05:
+        assert not f["significant"].any()                           # p >= 1/4 with 3 null draws

@@ -181,3 +181,14 @@ def test_bootstrap_of_float32_values_is_computed_in_float64(statistic):
     np.testing.assert_array_equal(r32, r64)
     np.testing.assert_array_equal(lo32, lo64)
     np.testing.assert_array_equal(hi32, hi64)
+
+
+def test_bootstrap_ci_default_is_1000_resamples():
+    """The documented default (n_boot=1000): same interval and replicates as asking for 1000."""
+    x = np.random.default_rng(5).standard_normal(30)
+    lo, hi, reps = bootstrap_ci(x, return_replicates=True)
+    assert reps.shape == (1000,)
+    lo2, hi2, reps2 = bootstrap_ci(x, n_boot=1000, return_replicates=True)
+    assert (lo, hi) == (lo2, hi2)
+    np.testing.assert_array_equal(reps, reps2)
+    assert bootstrap_ci(x) == bootstrap_ci(x, n_boot=1000, ci=0.95, random_state=0)

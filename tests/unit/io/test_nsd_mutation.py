@@ -177,3 +177,26 @@ def test_stimuli_hdf5_round_trip_one_image_per_chunk(tmp_path):
         ds = f["imgBrick"]
         assert ds.chunks == (1, 6, 7, 3) and ds.dtype == np.uint8
         np.testing.assert_array_equal(ds[()], imgs)
+
+
+@pytest.mark.parametrize("name", ["betas_session01.hdf5", "betas_session01.nii.gz", "betas_session01.nii"])
+def test_masked_betas_are_divided_by_the_scale_in_every_output_dtype(tmp_path, name):
+    """``read_betas_masked`` = ``betas[mask].T / scale`` for float and integer outputs, every format."""
+    from neurodecode.io import read_betas_masked, write_betas
+
+    rng = np.random.default_rng(3)
+    # multiples of 300 (whole percent signal change) so the quotient is exact in every dtype
+    betas = (rng.integers(-20, 20, size=(4, 3, 2, 5)) * 300).astype(np.int16)
+    mask = rng.random((4, 3, 2)) > 0.3
+    p = write_betas(tmp_path / name, betas)
+    raw = betas[mask].T.astype(np.float64)
+    for dtype in (np.float32, np.float64, np.int32, np.int64):
+        got = read_betas_masked(p, mask, dtype=dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, (raw / 300).astype(dtype))
+        assert np.abs(got).max() <= 20                              # PSC, not PSC x 300 x 300
+    for scale in (1.0, 100.0):                                      # a user scale, preallocated int output
+        out = np.full((betas.shape[3], int(mask.sum())), -1, dtype=np.int32)
+        res = read_betas_masked(p, mask, out=out, scale=scale)
+        assert res is out
+        np.testing.assert_array_equal(out, (raw / scale).astype(np.int32))

@@ -139,3 +139,66 @@ def test_weighted_loss_zero_weight_is_allowed_and_bad_weights_refused():
         WeightedLoss({})
     with pytest.raises(ValueError, match="Missing loss terms"):
         wl({"a": a, "b": b})
+
+
+def test_mindeye2_loss_phases_keep_repeated_images_as_positives(pair):
+    """The Trainer's mindeye2 loss: BiMixCo (with ids) for the first epochs at the base
+    temperature, then SoftCLIP on the cosine schedule; validation always SoftCLIP at the base."""
+    from neurodecode.models.losses import MINDEYE2_TEMPERATURE, TrainingLoss, cosine_anneal, info_nce
+
+    pred, target = pair
+    ids = torch.tensor([0, 1, 0, 2, 1])                       # two images shown twice in the batch
+    perm, lam = torch.tensor([3, 1, 4, 0, 2]), torch.tensor([0.8, 0.4, 1.0, 0.35, 0.6], dtype=torch.float64)
+    loss = TrainingLoss("mindeye2", n_epochs=6, mixco_fraction=0.34)
+    assert loss.n_mixco_epochs == 2
+    for epoch in (1, 2):
+        loss.set_epoch(epoch)
+        assert loss.mixes_inputs
+        want = _np_bimixco(pred.numpy(), target.numpy(), perm.numpy(), lam.numpy(), MINDEYE2_TEMPERATURE,
+                           ids.numpy())
+        assert float(loss(pred, target, ids, perm=perm, lambdas=lam)) == pytest.approx(want, rel=1e-10)
+        # ids matter: without them the repeats are negatives, a different (larger) loss
+        assert want != pytest.approx(_np_bimixco(pred.numpy(), target.numpy(), perm.numpy(), lam.numpy(),
+                                                 MINDEYE2_TEMPERATURE), rel=1e-3)
+        # unmixed rows (lambda = 1): BiMixCo is InfoNCE with the same shared-id positives
+        ones = torch.ones(5, dtype=torch.float64)
+        assert float(loss(pred, target, ids, perm=perm, lambdas=ones)) == pytest.approx(
+            float(info_nce(pred, target, MINDEYE2_TEMPERATURE, ids=ids)), rel=1e-10)
+        with pytest.raises(ValueError, match="BiMixCo epoch"):
+            loss(pred, target, ids)
+    schedule = cosine_anneal(0.004, 0.0075, 4)
+    for epoch in range(3, 7):
+        loss.set_epoch(epoch)
+        assert not loss.mixes_inputs and loss.temperature == pytest.approx(schedule[epoch - 3])
+        assert float(loss(pred, target, ids)) == pytest.approx(
+            float(soft_clip(pred, target, float(schedule[epoch - 3]))), rel=1e-10)
+        with pytest.raises(ValueError, match="does not"):
+            loss(pred, target, ids, perm=perm, lambdas=lam)
+        assert float(loss.validation_loss(pred, target, ids)) == pytest.approx(
+            float(soft_clip(pred, target, MINDEYE2_TEMPERATURE)), rel=1e-10)
+
+
+def test_mixco_draws_everything_from_the_generator():
+    """mixco: x̃ = λ x + (1 − λ) x[perm]; perm, selection and λ ~ Beta(β, β) all from the generator,
+    with λ streams that differ between generator states (not a handful of reused seeds)."""
+    from neurodecode.models.losses import mixco
+
+    x = torch.randn(64, 3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    xm, perm, lam = mixco(x, beta=0.15, select_prob=0.5, generator=torch.Generator().manual_seed(7))
+    # reference: the same draws, in the documented order, from a generator in the same state
+    g = torch.Generator().manual_seed(7)
+    want_perm = torch.randperm(64, generator=g)
+    select = torch.rand(64, generator=g) < 0.5
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    want_lam = np.where(select.numpy(), np.random.default_rng(seed).beta(0.15, 0.15, size=64), 1.0)
+    assert torch.equal(perm, want_perm)
+    np.testing.assert_array_equal(lam.numpy(), want_lam)
+    want_x = want_lam[:, None, None] * x.numpy() + (1 - want_lam)[:, None, None] * x.numpy()[want_perm.numpy()]
+    np.testing.assert_allclose(xm.numpy(), want_x, rtol=0, atol=1e-15)
+    # λ of 200 generator states: 200 different Beta streams, U-shaped around a mean of 1/2
+    firsts = []
+    for s in range(200):
+        lam = mixco(x, select_prob=1.0, generator=torch.Generator().manual_seed(s))[2].numpy()
+        firsts.append(lam[0])
+    assert len(set(firsts)) == 200
+    assert 0.35 < np.mean(firsts) < 0.65 and np.mean((np.array(firsts) < 0.1) | (np.array(firsts) > 0.9)) > 0.5

@@ -408,3 +408,80 @@ def test_combine_refuses_bad_input_and_pools_curves_on_shared_k():
     for key in ("forward", "backward", "chance"):
         np.testing.assert_allclose(pooled.topk_curve[key], (parts["small"].topk_curve[key]
                                                              + parts["large"].topk_curve[key][:5]) / 2)
+
+
+def _three_subjects():
+    rng = np.random.default_rng(11)
+    target = rng.standard_normal((36, 6))
+    pred = target + 1.5 * rng.standard_normal((36, 6))
+    groups = np.repeat(["s1", "s2", "s3"], 12)
+    return pred, target, groups
+
+
+def _assert_same_scores(a, b):
+    assert list(a.metrics) == list(b.metrics)
+    for name in a.metrics:
+        assert a.metrics[name] == pytest.approx(b.metrics[name], rel=1e-12), name
+    assert set(a.topk_curve) == set(b.topk_curve)
+    for key in a.topk_curve:
+        np.testing.assert_allclose(a.topk_curve[key], b.topk_curve[key], rtol=1e-12, err_msg=key)
+
+
+def test_combine_of_per_subject_scores_equals_the_grouped_evaluation():
+    """Scoring each subject separately then ``combine`` = ``evaluate_retrieval(groups=...)``, values and
+    every CI, top-k curve included (both the stratified bootstrap of the same item resamples)."""
+    from neurodecode.tasks.retrieval import RetrievalScores, evaluate_retrieval
+
+    pred, target, groups = _three_subjects()
+    kw = {"n_candidates": 8, "n_repeats": 5, "topk": (1, 3), "n_boot": 200}
+    grouped = evaluate_retrieval(pred, target, groups=groups, random_state=np.random.default_rng(2), **kw)
+    rng = np.random.default_rng(2)                                 # the same stream, group after group
+    per = {g: evaluate_retrieval(pred[groups == g], target[groups == g], random_state=rng, **kw)
+           for g in ("s1", "s2", "s3")}
+    for s in per.values():
+        assert s.replicates is not None and s.curve_replicates is not None
+        n_k = len(s.topk_curve["k"])
+        assert s.curve_replicates.shape == (200, 2 * n_k)
+        low, high = np.percentile(s.curve_replicates, [2.5, 97.5], axis=0)
+        np.testing.assert_allclose(s.topk_curve["forward_ci_low"], low[:n_k])
+        np.testing.assert_allclose(s.topk_curve["backward_ci_high"], high[n_k:])
+    pooled = RetrievalScores.combine(per)
+    _assert_same_scores(pooled, grouped)
+    assert pooled.curve_replicates is not None and "stratified by group" in pooled.protocol["bootstrap"]
+    # brute force: the pooled curve CI is the percentile interval of the mean of the subjects' replicates
+    mean_reps = np.mean([s.curve_replicates for s in per.values()], axis=0)
+    n_k = len(pooled.topk_curve["k"])
+    low, high = np.percentile(mean_reps, [2.5, 97.5], axis=0)
+    np.testing.assert_allclose(pooled.topk_curve["forward_ci_low"], low[:n_k])
+    np.testing.assert_allclose(pooled.topk_curve["backward_ci_high"], high[n_k:])
+    # from JSON (no replicates): the normal approximation, which is a different interval
+    loaded = RetrievalScores.combine({g: s.to_dict() for g, s in per.items()})
+    assert loaded.curve_replicates is None and "normal" in loaded.protocol["bootstrap"]
+    np.testing.assert_allclose(loaded.topk_curve["forward"], pooled.topk_curve["forward"])
+    assert not np.allclose(loaded.topk_curve["forward_ci_low"], pooled.topk_curve["forward_ci_low"])
+
+
+def test_metrics_json_writes_k_as_integers_and_round_trips_exactly():
+    """``to_dict`` → JSON text → ``from_dict`` → ``to_dict`` gives the same text; the k of every curve is
+    written as JSON integers (``1``, not ``1.0``), values as floats or null."""
+    import json
+
+    from neurodecode.tasks.retrieval import RetrievalScores, evaluate_retrieval
+
+    pred, target, groups = _three_subjects()
+    for kw in ({"groups": groups}, {"n_boot": 0}):
+        s = evaluate_retrieval(pred, target, n_candidates=8, n_repeats=3, topk=(1,), **{"n_boot": 50, **kw})
+        text = json.dumps(s.to_dict(), sort_keys=True)
+        data = json.loads(text)
+        curves = [data["topk_curve"], *data["group_topk_curves"].values()]
+        assert len(curves) == (4 if "groups" in kw else 1)
+        for c in curves:
+            assert c["k"] and all(type(v) is int for v in c["k"])
+            assert c["k"] == list(range(1, len(c["k"]) + 1))
+            for key, vals in c.items():
+                if key != "k":
+                    assert all(v is None or type(v) is float for v in vals), key
+        assert ('"k": [1, 2, 3' in text) and ('"k": [1.0' not in text)
+        back = RetrievalScores.from_dict(data)
+        assert json.dumps(back.to_dict(), sort_keys=True) == text
+        assert back.topk_curve["k"].dtype.kind == "i"
