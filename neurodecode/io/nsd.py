@@ -542,6 +542,10 @@ def write_volume(path: str | Path, volume: np.ndarray, affine: np.ndarray | None
     if vol.dtype == bool:
         vol = vol.astype(np.uint8)
     elif vol.dtype.kind == "i" and vol.dtype.itemsize > 4:
+        info = np.iinfo(np.int32)
+        if vol.size and (vol.min() < info.min or vol.max() > info.max):
+            raise ValueError(f"Cannot write {path}: integer values outside the int32 range "
+                             f"[{vol.min()}, {vol.max()}] would wrap; NIfTI label volumes are stored as int32.")
         vol = vol.astype(np.int32)
     elif vol.dtype.kind == "f" and vol.dtype.itemsize > 4:
         vol = vol.astype(np.float32)

@@ -192,3 +192,22 @@ def test_bootstrap_ci_default_is_1000_resamples():
     assert (lo, hi) == (lo2, hi2)
     np.testing.assert_array_equal(reps, reps2)
     assert bootstrap_ci(x) == bootstrap_ci(x, n_boot=1000, ci=0.95, random_state=0)
+
+
+def test_permutation_pvalue_with_a_single_null_sample():
+    """One permutation is a valid (coarse) test: p is 1/2 or 1, never 0; zero permutations are refused."""
+    from neurodecode.analysis.stats import permutation_pvalue
+
+    assert permutation_pvalue(0.8, [0.1]) == 0.5                 # (1 + 0) / (1 + 1)
+    assert permutation_pvalue(0.8, [0.8]) == 1.0                 # ties count as extreme
+    assert permutation_pvalue(0.8, [0.9]) == 1.0
+    assert permutation_pvalue(0.8, [0.1], alternative="less") == 1.0
+    assert permutation_pvalue(0.8, [0.9], alternative="less") == 0.5
+    assert permutation_pvalue(0.8, [0.1], alternative="two-sided") == 1.0   # min(1, 2 · 1/2)
+    got = permutation_pvalue([0.8, 0.0, -1.0], [[0.1, 0.5, -1.0]])          # vector form, shape (1, 3)
+    np.testing.assert_array_equal(got, [0.5, 1.0, 1.0])
+    for empty in ([], np.empty((0, 3))):
+        with pytest.raises(ValueError, match="at least one null statistic"):
+            permutation_pvalue(0.8 if len(np.shape(empty)) == 1 else [0.8, 0.0, -1.0], empty)
+    with pytest.raises(ValueError, match="at least one null statistic"):
+        permutation_pvalue(0.8, 0.1)

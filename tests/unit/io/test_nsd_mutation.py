@@ -200,3 +200,107 @@ def test_masked_betas_are_divided_by_the_scale_in_every_output_dtype(tmp_path, n
         res = read_betas_masked(p, mask, out=out, scale=scale)
         assert res is out
         np.testing.assert_array_equal(out, (raw / scale).astype(np.int32))
+
+
+# -- sample 5: never-written HDF5 chunks, .h5 non-zero masks, integer volumes ------------------------
+
+def _sparse_betas_h5(path, fill):
+    """NSD layout (T, Z, Y, X), one voxel per chunk, only some chunks ever written."""
+    import h5py
+
+    rng = np.random.default_rng(5)
+    n_t, X, Y, Z = 4, 3, 3, 2
+    written = np.zeros((X, Y, Z), bool)
+    written[[0, 1, 2, 0, 2], [0, 1, 2, 2, 1], [0, 0, 1, 1, 0]] = True   # the diagonal x == y and two others
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("betas", shape=(n_t, Z, Y, X), dtype=np.int16, chunks=(n_t, 1, 1, 1),
+                             fillvalue=fill)
+        for x, y, z in zip(*np.nonzero(written)):
+            d[:, z, y, x] = rng.integers(-3000, 3000, n_t)
+        full = d[...]                                       # h5py's own read: fill value where unwritten
+        assert d.id.get_num_chunks() == written.sum()       # the others were really never allocated
+    return full.transpose(3, 2, 1, 0), written               # (X, Y, Z, T)
+
+
+@pytest.mark.parametrize("fill", [0, 600])
+@pytest.mark.parametrize("suffix", [".hdf5", ".h5"])
+def test_never_written_chunks_read_as_the_fill_value_of_their_own_voxel(tmp_path, fill, suffix):
+    """A sparse betas file reads like h5py's full read: each voxel its own series, fill value if unwritten."""
+    from neurodecode.io import read_betas_masked, read_betas_nonzero_mask
+
+    p = tmp_path / f"betas_session01{suffix}"
+    betas, written = _sparse_betas_h5(p, fill)
+    for mask in (np.ones(written.shape, bool), ~written, written):
+        got = read_betas_masked(p, mask, scale=300.0, dtype=np.float64)
+        np.testing.assert_array_equal(got, betas[mask].T / 300.0)
+    unwritten = read_betas_masked(p, ~written, scale=1.0)
+    assert np.all(unwritten == fill)                         # nothing of another voxel leaks in
+    nonzero = read_betas_nonzero_mask(p)
+    np.testing.assert_array_equal(nonzero, np.any(betas != 0, axis=-1))
+    if fill == 0:
+        np.testing.assert_array_equal(nonzero, written)
+    else:
+        assert nonzero.all()
+
+
+def test_nonzero_mask_of_an_h5_file_equals_the_hdf5_one(tmp_path):
+    from neurodecode.io import read_betas_nonzero_mask, write_betas
+
+    rng = np.random.default_rng(0)
+    betas = (rng.integers(-2, 3, size=(3, 4, 2, 5)) * (rng.random((3, 4, 2, 1)) < 0.4)).astype(np.int16)
+    want = np.any(betas != 0, axis=-1)
+    assert 0 < want.sum() < want.size
+    for name in ("b.h5", "b.hdf5", "b.nii.gz"):
+        np.testing.assert_array_equal(read_betas_nonzero_mask(write_betas(tmp_path / name, betas)), want)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.intp, int, np.int32, np.int16, np.uint8, np.uint16, bool])
+def test_integer_volumes_round_trip_as_integers(tmp_path, dtype):
+    """ROI volumes (-1 / 0 / k labels) built with numpy's default int are written as integer labels."""
+    from neurodecode.io.nsd import read_volume, write_volume
+
+    vol = np.zeros((3, 4, 2), dtype=dtype)
+    vol[1, 2, 1] = 1
+    if np.dtype(dtype).kind in "iu" and np.dtype(dtype) != np.uint8:
+        vol[0, 0, 0] = 7 if np.dtype(dtype).kind == "u" else -1
+        vol[2, 3, 0] = 255
+    aff = np.diag([1.8, 1.8, 1.8, 1.0])
+    data, affine = read_volume(write_volume(tmp_path / "roi.nii.gz", vol, aff))
+    assert data.dtype.kind in "iu"
+    np.testing.assert_array_equal(data, vol.astype(np.int64))
+    np.testing.assert_allclose(affine, aff, rtol=1e-6)           # stored as float32 in the header
+
+
+def test_float_volumes_are_written_as_float32(tmp_path):
+    from neurodecode.io.nsd import read_volume, write_volume
+
+    vol = np.linspace(-1, 1, 24).reshape(2, 3, 4)
+    data, _ = read_volume(write_volume(tmp_path / "ncsnr.nii.gz", vol))
+    assert data.dtype == np.float32
+    np.testing.assert_array_equal(data, vol.astype(np.float32))
+
+
+def test_uint64_labels_are_never_silently_written_as_floats(tmp_path):
+    """A uint64 label volume is either refused or kept integer: never float32 (labels > 2^24 would merge)."""
+    from neurodecode.io.nsd import read_volume, write_volume
+
+    vol = np.zeros((2, 2, 2), dtype=np.uint64)
+    vol[0, 1, 1] = 2 ** 24 + 1
+    try:
+        p = write_volume(tmp_path / "labels.nii.gz", vol)
+    except Exception:                                        # noqa: BLE001 (refused: fine)
+        return
+    data, _ = read_volume(p)
+    assert data.dtype.kind in "iu"
+    np.testing.assert_array_equal(data, vol)
+
+
+def test_int64_labels_outside_int32_are_refused_not_wrapped(tmp_path):
+    """write_volume stores integer labels as int32: a value outside that range is refused, never wrapped."""
+    from neurodecode.io.nsd import write_volume
+
+    vol = np.zeros((2, 2, 2), dtype=np.int64)
+    vol[1, 1, 1] = 2 ** 32 + 5
+    with pytest.raises(ValueError, match=r"outside the int32 range \[0, 4294967301\] would wrap"):
+        write_volume(tmp_path / "labels.nii.gz", vol)
+    assert not (tmp_path / "labels.nii.gz").exists()

@@ -202,3 +202,96 @@ def test_mixco_draws_everything_from_the_generator():
         firsts.append(lam[0])
     assert len(set(firsts)) == 200
     assert 0.35 < np.mean(firsts) < 0.65 and np.mean((np.array(firsts) < 0.1) | (np.array(firsts) > 0.9)) > 0.5
+
+
+# -- repeated images in a batch through the loss modules (sample 5) ---------------------------------
+
+def _np_info_nce(pred, target, temperature, ids=None):
+    """Symmetric InfoNCE with every row sharing an id a positive, equal weights (numpy, float64)."""
+    n = len(pred)
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    same = (ids[:, None] == ids[None, :]).astype(float)
+    lab = same / same.sum(1, keepdims=True)
+    z = _unit(np.asarray(pred)) @ _unit(np.asarray(target)).T / temperature
+    return (-(lab * _np_logsoftmax(z)).sum(1).mean() - (lab * _np_logsoftmax(z.T)).sum(1).mean()) / 2
+
+
+_REPEATS = torch.tensor([4, 4, 1, 7, 4])     # image 4 shown three times in the batch
+
+
+@pytest.mark.parametrize("mode", ["fixed", "learnable", "schedule"])
+def test_infonce_training_loss_counts_repeated_images_as_positives(pair, mode):
+    """``TrainingLoss("infonce")`` is ``info_nce`` with ids, in training and validation, in every mode."""
+    from neurodecode.models.losses import TrainingLoss
+
+    pred, target = pair
+    kw = {"temperature_schedule": (0.4, 0.1), "n_epochs": 3} if mode == "schedule" else {}
+    loss = TrainingLoss("infonce", temperature=0.3, temperature_mode=mode, **kw)
+    if mode == "schedule":
+        loss.set_epoch(3)
+        t_train = 0.1                                         # the cosine schedule ends at its end value
+    elif mode == "learnable":
+        t_train = float(1.0 / loss.logit_scale.detach().exp())  # 0.3 stored as a float32 log scale
+        assert t_train == pytest.approx(0.3, rel=1e-6)
+    else:
+        t_train = 0.3
+    t_val = 0.3 if mode != "learnable" else t_train
+    got = float(loss(pred, target, _REPEATS).detach())
+    assert got == pytest.approx(_np_info_nce(pred, target, t_train, _REPEATS), rel=1e-6)
+    assert float(loss.validation_loss(pred, target, _REPEATS).detach()) == pytest.approx(
+        _np_info_nce(pred, target, t_val, _REPEATS), rel=1e-6)
+    # the repeats matter: counting them as negatives gives another number
+    assert abs(got - _np_info_nce(pred, target, t_train)) > 1e-3
+    assert float(loss(pred, target).detach()) == pytest.approx(_np_info_nce(pred, target, t_train), rel=1e-6)
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_clip_loss_module_counts_repeated_images_as_positives(pair, learnable):
+    from neurodecode.models.losses import ClipLoss
+
+    pred, target = pair
+    loss = ClipLoss(0.2, learnable=learnable)
+    t = loss.temperature
+    assert t == pytest.approx(0.2, rel=1e-6)
+    got = float(loss(pred, target, _REPEATS).detach())
+    assert got == pytest.approx(_np_info_nce(pred, target, t, _REPEATS), rel=1e-6)
+    assert abs(got - _np_info_nce(pred, target, t)) > 1e-3
+    assert float(loss(pred, target).detach()) == pytest.approx(_np_info_nce(pred, target, t), rel=1e-6)
+    if learnable:                                             # the temperature is trained through the loss
+        loss(pred, target, _REPEATS).backward()
+        assert loss.logit_scale.grad is not None and float(loss.logit_scale.grad) != 0.0
+
+
+def test_clip_mse_weights_and_their_boundaries(pair):
+    """ATM: ``w·InfoNCE(ids) + (1 − w)·MSE``; w = 0 (pure MSE) and w = 1 (pure CLIP) are accepted."""
+    from neurodecode.models.losses import TrainingLoss
+
+    pred, target = pair
+    mse = float(((pred - target) ** 2).mean())
+    for w in (0, 0.0, 0.25, 1, 1.0):
+        loss = TrainingLoss("clip_mse", temperature=0.5, temperature_mode="fixed", clip_weight=w)
+        assert loss.clip_weight == float(w)
+        want = w * _np_info_nce(pred, target, 0.5, _REPEATS) + (1 - w) * mse
+        assert float(loss(pred, target, _REPEATS)) == pytest.approx(want, rel=1e-6), w
+    for bad in (-0.01, 1.01, float("nan"), True, "0.5", None):
+        with pytest.raises(ValueError, match="clip_weight must be a number in"):
+            TrainingLoss("clip_mse", clip_weight=bad)
+
+
+def test_mindeye2_mixco_fraction_zero_means_no_bimixco_epoch(pair):
+    """``mixco_fraction=0``: every epoch is SoftCLIP on the schedule, no perm / lambdas needed."""
+    from neurodecode.models.losses import TrainingLoss
+
+    pred, target = pair
+    loss = TrainingLoss("mindeye2", mixco_fraction=0, n_epochs=4, temperature_schedule=(0.4, 0.1))
+    assert loss.n_mixco_epochs == 0 and loss.mixco_fraction == 0.0
+    for epoch in range(1, 5):
+        loss.set_epoch(epoch)
+        assert not loss.mixes_inputs
+        assert float(loss(pred, target)) == pytest.approx(float(soft_clip(pred, target, loss.temperature)),
+                                                          rel=1e-9)
+    full = TrainingLoss("mindeye2", mixco_fraction=1, n_epochs=4)
+    assert full.n_mixco_epochs == 4
+    for bad in (-0.5, 1.5, float("inf"), False):
+        with pytest.raises(ValueError, match="mixco_fraction must be a number in"):
+            TrainingLoss("mindeye2", mixco_fraction=bad, n_epochs=4)

@@ -192,3 +192,63 @@ def test_incomplete_checkpoint_error_lists_exactly_what_is_missing(tmp_path):
         load_latest_checkpoint(tmp_path)
     assert ("is damaged: it lacks model.safetensors, trainer_state.json:epoch, trainer_state.json:settings, "
             "training_state.pt:optimizer. Remove") in str(err.value)
+
+
+# -- sample 5: failures while pruning old checkpoints ------------------------------------------------
+
+def _steps(d):
+    return [int(p.name.split("-")[1]) for p in list_checkpoints(d)]
+
+
+def test_pruning_goes_on_past_a_checkpoint_that_cannot_be_renamed(tmp_path, monkeypatch):
+    """One old checkpoint that cannot be moved (busy, permissions) is kept; the others are still pruned."""
+    for step in (1, 2, 3, 4):
+        _save(tmp_path, step, keep_last=None)
+    real = os.replace
+
+    def replace(src, dst):
+        if os.path.basename(str(src)) == "step-000000001":
+            raise PermissionError("busy")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    path = _save(tmp_path, 5, keep_last=2)
+    assert path.name == "step-000000005"
+    assert _steps(tmp_path) == [1, 4, 5]                    # 2 and 3 pruned although 1 could not be
+    monkeypatch.setattr(os, "replace", real)
+    _save(tmp_path, 6, keep_last=2)                          # the next save prunes it
+    assert _steps(tmp_path) == [5, 6]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    w, _, st = load_checkpoint(latest_checkpoint(tmp_path))
+    assert st["global_step"] == 6 and torch.equal(w["model"]["w"], torch.full((2, 2), 6.0))
+
+
+def test_a_failing_delete_while_pruning_never_breaks_the_save(tmp_path, monkeypatch):
+    """Deleting a pruned checkpoint fails: the save succeeds, the old step is gone from the list, its
+    renamed folder is left as a stale temporary (removed later by ``remove_stale_temporaries``)."""
+    import shutil
+
+    for step in (1, 2, 3):
+        _save(tmp_path, step, keep_last=None)
+    real = shutil.rmtree
+
+    def rmtree(path, ignore_errors=False, **kw):
+        if os.path.basename(str(path)).startswith(".old-step-000000001"):
+            if not ignore_errors:
+                raise OSError("device busy")
+            return None
+        return real(path, ignore_errors=ignore_errors, **kw)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    path = _save(tmp_path, 4, keep_last=3)
+    assert path == latest_checkpoint(tmp_path) and _steps(tmp_path) == [2, 3, 4]
+    w, _, st = load_checkpoint(path)
+    assert st["global_step"] == 4 and torch.equal(w["model"]["w"], torch.full((2, 2), 4.0))
+    stale = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len(stale) == 1 and stale[0].startswith(".old-step-000000001-")
+    # a later save with more pruning still works and still prunes
+    _save(tmp_path, 5, keep_last=1)
+    assert _steps(tmp_path) == [5]
+    monkeypatch.setattr(shutil, "rmtree", real)
+    remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000005"]
