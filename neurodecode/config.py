@@ -15,6 +15,7 @@ importing this module does not.
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -828,6 +829,14 @@ def describe_keys(model: type[BaseModel] = FitConfig, prefix: str = "") -> list[
     return rows
 
 
+def _list_hint(loc: str, error: Mapping[str, Any]) -> str:
+    """How to write a list when a list key got a comma-separated string (``--set data.subjects=1,2``)."""
+    value = error.get("input")
+    if error.get("type") == "list_type" and isinstance(value, str) and "," in value:
+        return f"; write a list in brackets: --set {loc}=[{value}] (or {loc}: [{value}] in YAML)"
+    return ""
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"Invalid config ({source}):"]
     for e in err.errors():
@@ -838,11 +847,13 @@ def _format_errors(err: ValidationError, source: str) -> str:
                         if (k.startswith(parent + ".") if parent else True)]
             siblings = sorted({s.split(".")[0] for s in siblings})
             where = f"in '{parent}'" if parent else "at the top level"
-            lines.append(f"  - unknown key '{loc}'. Valid keys {where}: {', '.join(siblings)}")
+            close = difflib.get_close_matches(str(e["loc"][-1]), siblings, n=1, cutoff=0.6)
+            hint = f" Did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
+            lines.append(f"  - unknown key '{loc}'.{hint} Valid keys {where}: {', '.join(siblings)}")
         elif not loc or isinstance(e.get("input"), dict):
             lines.append(f"  - {loc or 'config'}: {e['msg'].removeprefix('Value error, ')}")
         else:
-            lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r}){_list_hint(loc, e)}")
     lines.append("Run `neurodecode fit --help-config` to list every key with its default.")
     return "\n".join(lines)
 

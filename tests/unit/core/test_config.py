@@ -186,3 +186,15 @@ def test_importing_the_config_module_stays_cheap(tmp_path):
             "loaded = [m for m in ('torch', 'neurodecode.datasets', 'neurodecode.models') "
             "if m in sys.modules]; assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_a_typo_gets_the_nearest_key_and_a_comma_list_gets_the_list_syntax():
+    with pytest.raises(ConfigError, match=r"unknown key 'models\.mlp\.lrr'\. Did you mean 'models\.mlp\.lr'\?"):
+        load_config(overrides=["models.mlp.lrr=1e-3"])
+    with pytest.raises(ConfigError, match=r"unknown key 'evaluaton'\. Did you mean 'evaluation'\?"):
+        load_config(overrides=["evaluaton.n_boot=10"])
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["models.mlp.zzzz=1"])
+    assert "Did you mean" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"write a list in brackets: --set data\.subjects=\[1,2\]"):
+        load_config(overrides=["data.subjects=1,2"])
