@@ -349,6 +349,24 @@ def _run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The extra that installs each optional top-level module (``pip install 'neurodecode[EXTRA]'``).
+OPTIONAL_EXTRAS = {"mne": "meg", "mne_bids": "meg", "nilearn": "fmri", "open_clip": "clip", "torchvision": "clip",
+                   "diffusers": "diffusion", "transformers": "speech", "pycocoevalcap": "captioning",
+                   "matplotlib": "report", "skimage": "metrics", "sklearn": "bench"}
+
+
+def _missing_dependency(err: ImportError) -> str:
+    """The message of an ImportError, with the extra to install when the missing module is an optional one."""
+    text = str(err)
+    if "pip install" in text:  # raised by neurodecode.utils.import_optional, which names the extra already
+        return text
+    name = (err.name or "").split(".")[0]
+    extra = OPTIONAL_EXTRAS.get(name)
+    if extra is None:
+        return f"{text} (a dependency is missing or broken; reinstall neurodecode with pip)"
+    return f"{text}: this command needs the optional dependency {name!r}: pip install 'neurodecode[{extra}]'"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neurodecode`` console script.
 
@@ -384,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (FileNotFoundError, FileExistsError, ValueError, TypeError, OSError, KeyError) as err:
         print(f"neurodecode {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except ImportError as err:
+        print(f"neurodecode {args.command}: error: {_missing_dependency(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:
         print(_interrupted(args, err), file=sys.stderr)

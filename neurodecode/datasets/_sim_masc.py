@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..utils import ProgressBar, logger
+from ..utils.imports import import_optional
 from . import _sim_meeg as meeg
 from ._sim_meeg import check_float as _check_float
 from ._sim_meeg import check_int as _check_int
@@ -504,6 +505,8 @@ def _make_info(n_channels: int, sfreq: float) -> Any:
 
 def write_masc(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     """Write a complete simulated MEG-MASC into ``root``; return the ground truth for the JSON."""
+    for module in ("mne", "mne_bids"):  # before any file is written
+        import_optional(module, extra="meg", what="simulated MEG-MASC files")
     seed, sr, sfreq = p["seed"], p["audio_sfreq"], p["sfreq"]
 
     def rng_for(*key: int) -> np.random.Generator:

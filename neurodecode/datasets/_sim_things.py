@@ -33,6 +33,7 @@ import pandas as pd
 
 from ..io.things_eeg import write_things_eeg2 as _write_eeg2_file
 from ..utils import ProgressBar, logger
+from ..utils.imports import import_optional
 from . import _procedural as proc
 from ._sim_meeg import (
     LATENCY_MAX,
@@ -846,6 +847,8 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     table), ``sourcedata/sample_attributes_P{n}.csv`` (the same table), the images under
     ``images/`` (``images/<image_path>``), and ``simulation_stimuli.csv``.
     """
+    for module in ("mne",):  # before any file is written
+        import_optional(module, extra="meg", what="simulated THINGS-MEG files")
     seed = p["seed"]
 
     def rng_for(*key: int) -> np.random.Generator:

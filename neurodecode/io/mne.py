@@ -40,7 +40,8 @@ def import_mne() -> ModuleType:
     try:
         import mne
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("Reading M/EEG files needs MNE-Python: pip install 'mne>=1.6'") from err
+        raise ImportError("Reading M/EEG files needs MNE-Python: pip install 'neurodecode[meg]' "
+                          "(or 'neurodecode[eeg]')") from err
     return mne
 
 

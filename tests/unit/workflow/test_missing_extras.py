@@ -1,0 +1,42 @@
+"""A missing optional dependency is a clear error naming the extra, never a raw ModuleNotFoundError."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# sys.modules[name] = None makes "import name" raise ModuleNotFoundError, as if it were not installed
+_DRIVER = """
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None
+from neurodecode.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def _run(blocked, argv, tmp_path):
+    code = _DRIVER.format(blocked=list(blocked), argv=list(argv))
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("dataset", ["things_meg", "masc"])
+def test_simulating_meg_without_mne_names_the_extra(dataset, tmp_path):
+    proc = _run(["mne", "mne_bids"], ["simulate", dataset, str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "pip install 'neurodecode[meg]'" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.fif"))
+
+
+def test_an_unexpected_missing_optional_module_still_names_its_extra():
+    from neurodecode.cli import _missing_dependency
+
+    err = ModuleNotFoundError("No module named 'nilearn'", name="nilearn")
+    assert _missing_dependency(err).endswith("pip install 'neurodecode[fmri]'")
+    ours = ImportError("CLIP encoders need open_clip: pip install 'neurodecode[clip]'")
+    assert _missing_dependency(ours) == str(ours)
+    other = ModuleNotFoundError("No module named 'foo'", name="foo")
+    assert "reinstall neurodecode" in _missing_dependency(other)
