@@ -1,7 +1,7 @@
 """Deep decoder vs ridge on every recipe's simulator: headline metric with CIs, wall time, peak RSS.
 
 Each recipe runs **exactly the simulator command documented in its header** (the ``--set`` overrides
-after ``neurodecode fit pipelines/NAME.yaml`` under "On the simulator"), so this benchmark also checks the
+after ``neurodecode fit NAME`` under "On the simulator"), so this benchmark also checks the
 promise that a newcomer can finish those commands; the embedded demo runs with no overrides. Every run
 happens in this one process, one after another, with ``simulate.response`` set to each requested
 simulator mode (``linear``: responses linear in the stimulus features; ``nonlinear``: the realistic mode,
@@ -103,7 +103,7 @@ def run_one(recipe: str, mode: str, out_dir: Path) -> dict:
     from neurodecode.utils import use_log_level
     from neurodecode.workflow import run_fit
 
-    path = None if recipe == "demo" else REPO / "pipelines" / f"{recipe}.yaml"
+    path = None if recipe == "demo" else REPO / "neurodecode" / "pipelines" / f"{recipe}.yaml"
     overrides = [] if path is None else header_overrides(path)
     overrides += [f"output_dir={out_dir}", f"simulate.response={mode}"]
     config = load_config(path, overrides)

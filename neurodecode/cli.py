@@ -8,6 +8,7 @@ adapt     adapt a fitted run's decoder to a new subject from few trials
 reconstruct  reconstruct a fitted run's test images with a diffusion backend (gallery + metrics)
 ablate    ablate atlas regions of a fitted run's decoder (effects, CIs, permutation p-values, FDR, maps)
 config    print the resolved config of a recipe, or every key with its default
+recipes   list the recipes shipped with neurodecode
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ examples:
   neurodecode fit
       the embedded demo: simulates NSD in the real on-disk layout (cached), loads it with
       load_nsd, fits a ridge baseline and a contrastive MLP, writes runs/demo/report.html
-  neurodecode fit pipelines/nsd_ridge.yaml --root /data/natural-scenes-dataset
-      the same on real NSD (the bucket root holding nsddata/, nsddata_betas/, nsddata_stimuli/)
-  neurodecode fit pipelines/demo.yaml --set models.mlp.max_epochs=5 --set data.subjects=[1]
+  neurodecode fit nsd_ridge --root /data/natural-scenes-dataset
+      a recipe shipped with neurodecode (`neurodecode recipes` lists them) on real NSD (the bucket root holding nsddata/, nsddata_betas/, nsddata_stimuli/)
+  neurodecode fit demo --set models.mlp.max_epochs=5 --set data.subjects=[1]
       any recipe with overrides; values are read as YAML (numbers, lists, null)
   neurodecode fit --help-config
       every config key with its default and meaning
@@ -75,7 +76,8 @@ def _add_fit_command(sub: Any) -> None:
                     "(MindEye2 protocol, bootstrap CIs) and write config, weights, metrics.json and "
                     "report.html. With no recipe, runs the embedded demo on simulated NSD.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FIT_EPILOG)
-    fit.add_argument("recipe", nargs="?", help="YAML recipe (see pipelines/); default: the embedded demo")
+    fit.add_argument("recipe", nargs="?", help="a shipped recipe's name (`neurodecode recipes`) or a path to "
+                     "a YAML recipe; default: the embedded demo")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set models.mlp.lr=1e-3 (repeatable)")
     fit.add_argument("--root", help="dataset root on disk (same as --set data.root=PATH)")
@@ -205,8 +207,16 @@ def _add_config_command(sub: Any) -> None:
     """The ``config`` command."""
     cfg = sub.add_parser("config", help="print the resolved config of a recipe as YAML",
                          description="Print the resolved config (recipe + --set overrides) as YAML.")
-    cfg.add_argument("recipe", nargs="?", help="YAML recipe; default: the embedded demo")
+    cfg.add_argument("recipe", nargs="?", help="a shipped recipe's name or a YAML file; default: the embedded demo")
     cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _add_recipes_command(sub: Any) -> None:
+    """The ``recipes`` command."""
+    rec = sub.add_parser("recipes", help="list the recipes shipped with neurodecode, one line each",
+                         description="List the recipes shipped with neurodecode. Run one with "
+                                     "`neurodecode fit NAME`; print it with `neurodecode config NAME`.")
+    rec.add_argument("--path", action="store_true", help="also print where each recipe file is")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ablate_command(sub)
     _add_simulate_command(sub)
     _add_config_command(sub)
+    _add_recipes_command(sub)
     return parser
 
 
@@ -342,6 +353,20 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_recipes(args: argparse.Namespace) -> int:
+    from .config import RECIPE_DIR, list_recipes
+
+    recipes = list_recipes()
+    width = max(len(name) for name in recipes)
+    for name, summary in recipes.items():
+        print(f"{name:<{width}}  {summary}")
+        if args.path:
+            print(f"{'':<{width}}  {RECIPE_DIR / (name + '.yaml')}")
+    print("\nRun one with `neurodecode fit NAME` (add --root DIR for real data); "
+          "print it with `neurodecode config NAME`.")
+    return 0
+
+
 def _run_config(args: argparse.Namespace) -> int:
     from .config import config_to_yaml, load_config
 
@@ -350,9 +375,10 @@ def _run_config(args: argparse.Namespace) -> int:
 
 
 #: The extra that installs each optional top-level module (``pip install 'neurodecode[EXTRA]'``).
-OPTIONAL_EXTRAS = {"mne": "meg", "mne_bids": "meg", "nilearn": "fmri", "open_clip": "clip", "torchvision": "clip",
-                   "diffusers": "diffusion", "transformers": "speech", "pycocoevalcap": "captioning",
-                   "matplotlib": "report", "skimage": "metrics", "sklearn": "bench"}
+OPTIONAL_EXTRAS = {"mne": "meeg", "mne_bids": "meeg", "nilearn": "fmri", "open_clip": "clip", "torchvision": "clip",
+                   "diffusers": "generation", "transformers": "generation", "pycocoevalcap": "generation",
+                   "skimage": "generation", "sklearn": "bench", "submitit": "cluster",
+                   "tensorboard": "tracking", "wandb": "tracking", "mlflow": "tracking"}
 
 
 def _missing_dependency(err: ImportError) -> str:
@@ -394,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config,
-                "reconstruct": _run_reconstruct, "ablate": _run_ablate}
+                "reconstruct": _run_reconstruct, "ablate": _run_ablate, "recipes": _run_recipes}
     try:
         return handlers[args.command](args)
     except ConfigError as err:

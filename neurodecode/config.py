@@ -967,13 +967,70 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: The folder of the recipes shipped inside the package (``neurodecode recipes`` lists them).
+RECIPE_DIR = Path(__file__).resolve().parent / "pipelines"
+
+
+def list_recipes() -> dict[str, str]:
+    """The recipes shipped with neurodecode, each with its one-line summary.
+
+    Returns
+    -------
+    recipes : dict of str to str
+        Recipe name (what ``neurodecode fit NAME`` takes) → the ``# Summary:`` line of its header.
+    """
+    out = {}
+    for path in sorted(RECIPE_DIR.glob("*.yaml")):
+        lines = [line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
+        summary = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Summary:")),
+                       lines[0] if lines else "")
+        out[path.stem] = summary
+    return out
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """The YAML file of a recipe given by name or by path.
+
+    A path to an existing file wins; otherwise a bare name (no folder, no ``.yaml``) is looked up among
+    the recipes shipped in the package, so ``neurodecode fit nsd_ridge`` works after a plain
+    ``pip install``.
+
+    Parameters
+    ----------
+    recipe : str | Path
+        A recipe name (``"nsd_ridge"``) or a path to a YAML file.
+
+    Returns
+    -------
+    path : Path
+        The recipe file.
+
+    Raises
+    ------
+    ConfigError
+        When neither a file nor a shipped recipe of that name exists; the message lists the shipped recipes.
+    """
+    p = Path(recipe).expanduser()
+    if p.is_file():
+        return p
+    shipped = RECIPE_DIR / f"{p.stem}.yaml"
+    if p.suffix not in (".yaml", ".yml") and len(p.parts) == 1 and shipped.is_file():
+        return shipped
+    names = ", ".join(list_recipes())
+    near = difflib.get_close_matches(p.stem, list(list_recipes()), n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    raise ConfigError(f"Config file not found: {p}.{hint} Give a path to a YAML recipe or the name of a "
+                      f"recipe shipped with neurodecode: {names} (`neurodecode recipes` describes them).")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> FitConfig:
     """Build a :class:`FitConfig` from a YAML file and ``key=value`` overrides.
 
     Parameters
     ----------
     path : str | Path | None
-        A YAML recipe (e.g. ``pipelines/demo.yaml``); ``None`` = the defaults.
+        A YAML recipe: the name of a recipe shipped with neurodecode (``"nsd_ridge"``, see
+        :func:`list_recipes`) or a path to a YAML file; ``None`` = the defaults.
     overrides : list of str
         ``a.b=c`` strings applied on top (values parsed as YAML).
 
@@ -992,9 +1049,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     tree: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"Config file not found: {p}. Recipes live in the repository's pipelines/ folder.")
+        p = recipe_path(path)
         try:
             loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # safe: a yaml.SafeLoader subclass
         except _DuplicateKeyError as err:

@@ -506,7 +506,7 @@ def _make_info(n_channels: int, sfreq: float) -> Any:
 def write_masc(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     """Write a complete simulated MEG-MASC into ``root``; return the ground truth for the JSON."""
     for module in ("mne", "mne_bids"):  # before any file is written
-        import_optional(module, extra="meg", what="simulated MEG-MASC files")
+        import_optional(module, extra="meeg", what="simulated MEG-MASC files")
     seed, sr, sfreq = p["seed"], p["audio_sfreq"], p["sfreq"]
 
     def rng_for(*key: int) -> np.random.Generator:

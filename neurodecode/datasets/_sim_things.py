@@ -848,7 +848,7 @@ def write_things_meg(root: Path, p: dict[str, Any]) -> dict[str, Any]:
     ``images/`` (``images/<image_path>``), and ``simulation_stimuli.csv``.
     """
     for module in ("mne",):  # before any file is written
-        import_optional(module, extra="meg", what="simulated THINGS-MEG files")
+        import_optional(module, extra="meeg", what="simulated THINGS-MEG files")
     seed = p["seed"]
 
     def rng_for(*key: int) -> np.random.Generator:

@@ -153,7 +153,7 @@ def _read_meg(rec: Any, root: Path, *, picks: Any, l_freq: float | None, h_freq:
     before filtering and returned as ``bad`` (samples at the recorded rate) so
     the segments that overlap them can be dropped (``"drop"``).
     """
-    mne_bids = import_optional("mne_bids", extra="meg", what="load_masc")
+    mne_bids = import_optional("mne_bids", extra="meeg", what="load_masc")
     import mne
 
     bids_path = mne_bids.BIDSPath(subject=rec.subject_label, session=rec.session_label, task=rec.task_label,

@@ -50,7 +50,7 @@ def load_vae(path: str | Path, *, device: Any = "cpu") -> Any:
     from ..utils.imports import import_optional
     from .hub import looks_like_repo_id, resolve_hf_snapshot
 
-    diffusers = import_optional("diffusers", extra="diffusion", what="VAE low-level targets")
+    diffusers = import_optional("diffusers", extra="generation", what="VAE low-level targets")
     src = Path(str(path)).expanduser()
     if looks_like_repo_id(str(path)):
         src = resolve_hf_snapshot(str(path), what="image VAE", needs=("model_index.json", "config.json"))

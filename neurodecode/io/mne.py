@@ -40,8 +40,7 @@ def import_mne() -> ModuleType:
     try:
         import mne
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("Reading M/EEG files needs MNE-Python: pip install 'neurodecode[meg]' "
-                          "(or 'neurodecode[eeg]')") from err
+        raise ImportError("Reading M/EEG files needs MNE-Python: pip install 'neurodecode[meeg]'") from err
     return mne
 
 

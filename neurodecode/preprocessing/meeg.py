@@ -517,7 +517,7 @@ def filter_trials(trials: TrialsT, l_freq: float | None = None, h_freq: float | 
         If both frequencies are None, one is not positive, ``l_freq >= h_freq``
         or ``h_freq`` is at or above the Nyquist frequency.
     ImportError
-        If MNE is not installed (``pip install 'neurodecode[meg]'``).
+        If MNE is not installed (``pip install 'neurodecode[meeg]'``).
 
     Examples
     --------
@@ -528,7 +528,7 @@ def filter_trials(trials: TrialsT, l_freq: float | None = None, h_freq: float | 
     _check_band(l_freq, h_freq)
     if l_freq is None and h_freq is None:
         raise ValueError("filter_trials needs l_freq and/or h_freq (in Hz); both are None")
-    mne = import_optional("mne", extra="meg", what="Filtering")
+    mne = import_optional("mne", extra="meeg", what="Filtering")
     groups = _groups(trials)
     arrays = []
     for g in groups:

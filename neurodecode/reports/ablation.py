@@ -373,7 +373,7 @@ def _nilearn_plot(func_name: str, *args: Any, **kwargs: Any) -> Any:
     try:
         from nilearn import plotting
     except ImportError as err:
-        raise _MapPlotError(f"nilearn is not installed ({err}); pip install nilearn") from err
+        raise _MapPlotError(f"nilearn is not installed ({err}); pip install 'neurodecode[fmri]'") from err
     try:
         return getattr(plotting, func_name)(*args, **kwargs)
     except Exception as err:
@@ -413,7 +413,7 @@ def _plot_volume(fig: Any, rows: Any, atlas: Any, info: Mapping[str, Any], title
         try:
             from nilearn.datasets import load_mni152_template
         except ImportError as err:
-            raise _MapPlotError(f"nilearn is not installed ({err}); pip install nilearn") from err
+            raise _MapPlotError(f"nilearn is not installed ({err}); pip install 'neurodecode[fmri]'") from err
         bg_img = load_mni152_template(resolution=2)
     _nilearn_plot("plot_stat_map", img, bg_img=bg_img, cut_coords=cut, symmetric_cbar=True,
                   draw_cross=False, **common)

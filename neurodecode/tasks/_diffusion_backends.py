@@ -70,7 +70,7 @@ DEFAULT_SAMPLING = {"unclip": (20, 10.0), "kandinsky": (50, 4.0), "ip_adapter": 
 
 def import_diffusers() -> Any:
     """Import diffusers after the torchvision repair, or raise naming the extra."""
-    return import_optional("diffusers", extra="diffusion", what="Diffusion reconstruction backends")
+    return import_optional("diffusers", extra="generation", what="Diffusion reconstruction backends")
 
 
 def _versatile_base() -> Any:
@@ -695,7 +695,7 @@ _TINY_CHARS = "abcdefghijklmnopqrstuvwxyz"
 
 def _tiny_tokenizer(model_max_length: int) -> Any:
     """A CLIP tokenizer with a 54-token character vocabulary, built offline from files we write."""
-    transformers = import_optional("transformers", extra="diffusion", what="Stable Diffusion text encoders")
+    transformers = import_optional("transformers", extra="generation", what="Stable Diffusion text encoders")
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for c in _TINY_CHARS:
         vocab[c] = len(vocab)
@@ -709,7 +709,7 @@ def _tiny_tokenizer(model_max_length: int) -> Any:
 
 def _text_encoder(hidden: int, layers: int, heads: int, *, projection: int | None = None,
                   max_len: int = 77, vocab_size: int = 49408, act: str = "quick_gelu") -> Any:
-    transformers = import_optional("transformers", extra="diffusion", what="Stable Diffusion text encoders")
+    transformers = import_optional("transformers", extra="generation", what="Stable Diffusion text encoders")
     cfg = transformers.CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=hidden,
                                       intermediate_size=hidden * 4, num_attention_heads=heads,
                                       num_hidden_layers=layers, vocab_size=vocab_size,
@@ -739,7 +739,7 @@ def _vae(size: str) -> Any:
 
 
 def _tiny_clip_vision(dim: int) -> tuple[Any, Any]:
-    transformers = import_optional("transformers", extra="diffusion", what="CLIP image encoders")
+    transformers = import_optional("transformers", extra="generation", what="CLIP image encoders")
     enc = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(
         hidden_size=dim, projection_dim=dim, num_hidden_layers=2, num_attention_heads=4, image_size=32,
         intermediate_size=37, patch_size=8)).eval()

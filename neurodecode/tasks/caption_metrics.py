@@ -114,7 +114,7 @@ def caption_metric_availability() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     base = None
     if root is None:
-        base = "pycocoevalcap is not installed (pip install 'neurodecode[captioning]')"
+        base = "pycocoevalcap is not installed (pip install 'neurodecode[generation]')"
     elif java is None:
         base = ("no `java` executable on PATH (install a Java runtime, e.g. `apt-get install "
                 "default-jre-headless` or `conda install -c conda-forge openjdk`)")

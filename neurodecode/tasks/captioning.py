@@ -360,7 +360,7 @@ class _TransformerMapper(nn.Module):
 def _import_transformers():
     from ..utils.imports import import_optional
 
-    return import_optional("transformers", extra="captioning", what="Prefix captioners")
+    return import_optional("transformers", extra="generation", what="Prefix captioners")
 
 
 def _load_language_model(source: Any, random_state: int) -> tuple[nn.Module, str | None]:

@@ -34,7 +34,7 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def _fit(recipe, sets, out):
-    argv = ["fit", "-q", str(REPO / "pipelines" / recipe)]
+    argv = ["fit", "-q", str(REPO / "neurodecode" / "pipelines" / recipe)]
     for s in [*sets, f"output_dir={out}"]:
         argv += ["--set", s]
     assert main(argv) == 0

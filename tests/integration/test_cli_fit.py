@@ -90,7 +90,7 @@ def test_help_mentions_everything(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     out = capsys.readouterr().out
-    for word in ("--set", "--root", "report.html", "metrics.json", "pipelines/"):
+    for word in ("--set", "--root", "report.html", "metrics.json", "neurodecode recipes"):
         assert word in out
     assert main(["fit", "--help-config"]) == 0
     assert "models.mlp.max_epochs" in capsys.readouterr().out

@@ -77,7 +77,7 @@ def _token_history(run):
 
 
 def test_mindeye_recipe_on_the_simulator(data_dir):
-    run = _fit(REPO / "pipelines" / "nsd_mindeye.yaml",
+    run = _fit(REPO / "neurodecode" / "pipelines" / "nsd_mindeye.yaml",
                [*PIXELS[:2], "targets.output=tokens", "models.mlp.max_epochs=3"], data_dir / "runs")
     # targets.size=6: 36 pixel tokens × RGB
     metrics = _check_run(run, adapter="linear", backbone="mixer", heads=["pooled", "tokens"],
@@ -87,7 +87,7 @@ def test_mindeye_recipe_on_the_simulator(data_dir):
 
 
 def test_mindbridge_recipe_on_the_simulator(data_dir):
-    run = _fit(REPO / "pipelines" / "nsd_mindbridge.yaml",
+    run = _fit(REPO / "neurodecode" / "pipelines" / "nsd_mindbridge.yaml",
                [*PIXELS, "models.mlp.adapter_kwargs={pool_size: 64, rank: 8, dropout: 0.1}"], data_dir / "runs")
     _check_run(run, adapter="pooled", backbone="mlp", heads=["pooled"])
     cfg = json.loads((run / "models" / "mlp" / "config.json").read_text())["config"]

@@ -104,7 +104,7 @@ _ALLOWED_UNEXPECTED = {"swav": ("projection_head.", "prototypes.")}
 
 
 def _import_torchvision() -> Any:
-    return import_optional("torchvision", extra="metrics", what="Reconstruction feature metrics")
+    return import_optional("torchvision", extra="generation", what="Reconstruction feature metrics")
 
 
 def weights_hint(network: str) -> str:

@@ -11,11 +11,11 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_are_the_demo_recipe():
-    demo = load_config(REPO / "pipelines" / "demo.yaml")
+    demo = load_config(REPO / "neurodecode" / "pipelines" / "demo.yaml")
     assert demo == FitConfig()
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", sorted((REPO / "neurodecode" / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_validates_and_has_no_machine_paths(recipe, monkeypatch, tmp_path):
     text = recipe.read_text()
     for name in ("NSD_ROOT", "THINGS_EEG2_ROOT", "THINGS_MEG_ROOT", "MASC_ROOT", "SPEECH_WEIGHTS", "ATLAS_DIR"):
@@ -73,7 +73,7 @@ def test_valid_keys_cover_sections():
 
 
 def test_root_placeholder(monkeypatch, tmp_path):
-    recipe = REPO / "pipelines" / "nsd_ridge.yaml"
+    recipe = REPO / "neurodecode" / "pipelines" / "nsd_ridge.yaml"
     monkeypatch.delenv("NEURODECODE_NSD_ROOT", raising=False)
     with pytest.raises(ConfigError, match="NEURODECODE_NSD_ROOT is not set.*--root"):
         load_config(recipe)

@@ -84,7 +84,7 @@ def test_other_yaml_errors_still_clear(tmp_path):
         load_config(p)
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", sorted((REPO / "neurodecode" / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_recipes_have_no_duplicate_keys(recipe, monkeypatch, tmp_path):
     for name in (
         "NSD_ROOT",

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from deep_vs_ridge import header_overrides  # noqa: E402
 
-RECIPES = sorted(p for p in (REPO / "pipelines").glob("*.yaml")
+RECIPES = sorted(p for p in (REPO / "neurodecode" / "pipelines").glob("*.yaml")
                  if "On the simulator" in p.read_text())
 
 
@@ -46,7 +46,7 @@ def test_flow_mapping_without_space_is_refused():
 
 def test_header_parser(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("# On the simulator (no data):\n#   neurodecode fit pipelines/r.yaml --set a=1 \\\n"
+    recipe.write_text("# On the simulator (no data):\n#   neurodecode fit r --set a=1 \\\n"
                       "#       --set \"b={c: 2}\"\nname: r\n")
     assert header_overrides(recipe) == ["a=1", "b={c: 2}"]
     recipe.write_text("name: r\n")

@@ -26,7 +26,7 @@ def _run(blocked, argv, tmp_path):
 def test_simulating_meg_without_mne_names_the_extra(dataset, tmp_path):
     proc = _run(["mne", "mne_bids"], ["simulate", dataset, str(tmp_path / "out")], tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "pip install 'neurodecode[meg]'" in proc.stderr
+    assert "pip install 'neurodecode[meeg]'" in proc.stderr
     assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.fif"))
 

@@ -1,0 +1,87 @@
+"""A non-editable install, used from an empty folder, runs the documented commands.
+
+The wheel is built from a copy of the sources (package, pyproject, README) and installed with
+``pip install --no-deps --target``; the commands then run with only that folder on the path, from an
+empty working directory, so nothing of the checkout (recipes, templates) can leak in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["simulate.n_subjects=2", "simulate.n_sessions=3", "simulate.trials_per_session=120",
+        "simulate.image_size=24", "simulate.snr=2.0", "targets.size=6", "models.mlp.max_epochs=4",
+        "models.mlp.hidden_dim=32", "models.mlp.batch_size=32", "evaluation.n_boot=50",
+        "evaluation.n_repeats=3", "evaluation.n_candidates=20", "report.n_examples=2", "report.n_retrieved=3"]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(site folder, empty working folder) of a wheel install of the current sources."""
+    base = tmp_path_factory.mktemp("wheel")
+    src = base / "src"
+    src.mkdir()
+    shutil.copytree(REPO / "neurodecode", src / "neurodecode",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(base / "dist")],
+                   check=True, capture_output=True, timeout=300)
+    wheels = list((base / "dist").glob("neurodecode-*.whl"))
+    assert len(wheels) == 1
+    site = base / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheels[0])],
+                   check=True, capture_output=True, timeout=300)
+    work = base / "empty"
+    work.mkdir()
+    return site, work
+
+
+def _run(installed, *args, timeout=300):
+    site, work = installed
+    env = {**os.environ, "PYTHONPATH": str(site), "NEURODECODE_DATA": str(work.parent / "data"),
+           "OMP_NUM_THREADS": "1"}
+    code = "import sys; from neurodecode.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_the_wheel_is_what_runs(installed):
+    site, work = installed
+    proc = subprocess.run([sys.executable, "-c", "import neurodecode; print(neurodecode.__file__)"], cwd=work,
+                          env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True)
+    assert Path(proc.stdout.strip()).is_relative_to(site)
+    shipped = sorted(p.name for p in (site / "neurodecode" / "pipelines").glob("*.yaml"))
+    assert shipped == sorted(p.name for p in (REPO / "neurodecode" / "pipelines").glob("*.yaml"))
+    assert (site / "neurodecode" / "reports" / "templates" / "retrieval_report.html.jinja").is_file()
+
+
+def test_recipes_and_config_by_name(installed):
+    proc = _run(installed, "recipes")
+    assert proc.returncode == 0, proc.stderr
+    assert "nsd_ridge" in proc.stdout and "things_eeg_atm" in proc.stdout
+    proc = _run(installed, "config", "nsd_ridge", "--set", "data.root=/data/nsd")
+    assert proc.returncode == 0, proc.stderr
+    assert "name: nsd_ridge" in proc.stdout
+
+
+def test_fit_a_shipped_recipe_by_name(installed):
+    site, work = installed
+    sets = [a for s in [*TINY, f"output_dir={work.parent / 'runs'}"] for a in ("--set", s)]
+    proc = _run(installed, "fit", "demo", "-q", *sets)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((work.parent / "runs" / "demo" / "metrics.json").read_text())
+    assert metrics["simulated"] is True and metrics["subjects"] == [1, 2]
+    assert set(metrics["models"]) == {"ridge", "mlp"}
+    assert (work.parent / "runs" / "demo" / "report.html").is_file()
+    assert not any(work.iterdir())  # nothing written into the working folder
