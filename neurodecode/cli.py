@@ -413,12 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never a silent download from the command line
-    ensure_torchvision()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command not in _LIGHT_COMMANDS:  # the light ones never import torch(vision): they answer at once
+        ensure_torchvision()
     handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config,
                 "reconstruct": _run_reconstruct, "ablate": _run_ablate, "recipes": _run_recipes}
     try:
@@ -436,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_interrupted(args, err), file=sys.stderr)
         return 130
 
+
+#: Commands that need neither torch nor torchvision (so the torchvision repair is not imported for them).
+_LIGHT_COMMANDS = ("recipes", "download", "summarize")
 
 #: Commands that write a new folder from a fitted run and cannot resume.
 _NO_RESUME = ("adapt", "ablate", "reconstruct")

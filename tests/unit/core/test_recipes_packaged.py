@@ -84,3 +84,13 @@ def test_extras_are_grouped_by_task():
     from neurodecode.cli import OPTIONAL_EXTRAS
 
     assert set(OPTIONAL_EXTRAS.values()) <= set(extras)
+
+
+def test_listing_recipes_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from neurodecode.cli import main; main(['recipes']); "
+            "print('torch' in sys.modules, 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "False False"
