@@ -45,7 +45,7 @@ STRATEGIES = LESIONS + RETRAINS
 #: ``top1``: the true stimulus is the most similar of the candidates (chance 1/m);
 #: ``2way``: fraction of the other candidates it beats (chance 0.5).
 METRICS = ("top1", "2way")
-_COLUMNS = ["atlas", "region", "strategy", "metric", "n_features", "baseline", "score", "score_ci_low",
+_COLUMNS = ["atlas", "region", "strategy", "metric", "n_features", "baseline", "chance", "score", "score_ci_low",
             "score_ci_high", "effect", "effect_ci_low", "effect_ci_high", "null_mean", "null_low",
             "null_high", "n_null", "p_value", "p_fdr", "significant", "rank", "noise_ceiling"]
 
@@ -195,11 +195,13 @@ class AblationResult:
     atlas: Any = field(default=None, repr=False)
 
     def to_frame(self) -> pd.DataFrame:
-        """The tidy table: ``atlas, region, strategy, metric, n_features, baseline, score,
+        """The tidy table: ``atlas, region, strategy, metric, n_features, baseline, chance, score,
         score_ci_low, score_ci_high, effect, effect_ci_low, effect_ci_high, null_mean, null_low,
-        null_high, n_null, p_value, p_fdr, significant, rank, noise_ceiling`` (rank 1 = largest
-        effect; ``noise_ceiling``: the mean NSD noise ceiling in % of the region's voxels from
-        ``ncsnr``, for the number of repetitions averaged per test item; NaN without ncsnr).
+        null_high, n_null, p_value, p_fdr, significant, rank, noise_ceiling`` (``baseline``: the
+        intact decoder's score, or chance for ``alone``; ``chance``: the metric's chance level;
+        rank 1 = largest effect; ``noise_ceiling``: the mean NSD noise ceiling in % of the
+        region's voxels from ``ncsnr``, for the number of repetitions averaged per test item;
+        NaN without ncsnr).
 
         Returns
         -------
@@ -441,6 +443,7 @@ class _RegionScorer:
                 "atlas": getattr(atlas, "name", type(atlas).__name__), "region": name, "strategy": strategy,
                 "metric": m, "n_features": int(sum(sizes.values())),
                 "baseline": baseline[m]["chance"] if strategy == "alone" else baseline[m]["value"],
+                "chance": baseline[m]["chance"],
                 "score": float(sc[m].mean()), "score_ci_low": float(s_lo), "score_ci_high": float(s_hi),
                 "effect": float(eff.mean()), "effect_ci_low": float(e_lo), "effect_ci_high": float(e_hi),
                 "null_mean": float(null[m].mean()), "null_low": float(np.percentile(null[m], 2.5)),

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..utils import check_option, fill_doc, logger, verbose
 from .figures import _COLORS, _new_figure
-from .report import Report, _fmt_ci
+from .report import Report, _fmt, _fmt_ci
 
 __all__ = ["ablation_table_html", "add_ablation_section", "plot_ablation_bars", "plot_ablation_map"]
 
@@ -528,9 +528,12 @@ def ablation_table_html(frame: Any, *, alpha: float = 0.05) -> str:
     """An HTML table of the ablation results, every estimate with its CI or p-value.
 
     Columns: region, strategy, metric, n_features, score [CI], effect [CI], null mean
-    [2.5–97.5 % of random same-size regions], p, p (FDR), significant (``p_fdr < alpha``).
-    An ``atlas`` column is added when the frame holds several atlases. Rows are grouped
-    by strategy × metric (frame order) and sorted by decreasing effect. All text is escaped.
+    [2.5–97.5 % of random same-size regions], p, p (FDR), significant (``p_fdr < alpha``),
+    then what each score is compared with: the frame's ``baseline`` (the intact decoder's
+    score; chance for ``alone``) and the metric's ``chance`` level ("n/a" when the frame has
+    no such column). An ``atlas`` column is added when the frame holds several atlases. Rows
+    are grouped by strategy × metric (frame order) and sorted by decreasing effect. All text
+    is escaped.
 
     Parameters
     ----------
@@ -547,7 +550,8 @@ def ablation_table_html(frame: Any, *, alpha: float = 0.05) -> str:
     several_atlases = "atlas" in frame.columns and frame["atlas"].astype(str).nunique() > 1
     head = (["atlas"] if several_atlases else []) + [
         "region", "strategy", "metric", "n_features", "score [95% CI]", "effect [95% CI]",
-        "null mean [2.5–97.5 %]", "p", "p (FDR)", f"significant (FDR &lt; {alpha:g})"]
+        "null mean [2.5–97.5 %]", "p", "p (FDR)", f"significant (FDR &lt; {alpha:g})",
+        "baseline (intact decoder; chance for alone)", "chance"]
     with_nc = "noise_ceiling" in frame.columns and bool(np.isfinite(_col(frame, "noise_ceiling")).any())
     if with_nc:
         head.append("noise ceiling (% of variance, NSD ncsnr)")
@@ -572,7 +576,7 @@ def ablation_table_html(frame: Any, *, alpha: float = 0.05) -> str:
                 _fmt_ci({"value": num("null_mean"), "ci_low": num("null_low"),
                          "ci_high": num("null_high")}),
                 _fmt_p(num("p_value")), _fmt_p(num("p_fdr")),
-                "<strong>yes</strong>" if sig[i] else "no"]
+                "<strong>yes</strong>" if sig[i] else "no", _fmt(num("baseline")), _fmt(num("chance"))]
             if with_nc:
                 nc = num("noise_ceiling")
                 cells.append(f"{nc:.1f}" if np.isfinite(nc) else "n/a")

@@ -3,8 +3,8 @@
 One row per test item: the image the subject saw, the low-level (blurry) reconstruction,
 the final reconstruction(s) best first, the decoded caption next to the true captions,
 and one column per per-item metric. Clicking a column header sorts the rows. An optional
-table of aggregate metrics (value, CI, chance, which direction is better) and the run
-configuration sit above and below the rows.
+table of aggregate metrics (value, CI, chance, the shuffled-pairing and mean-image
+baselines, which direction is better) and the run configuration sit above and below the rows.
 
 The page is a single file rendered with the jinja2 template
 ``templates/gallery.html.jinja``: CSS inline, images as base64 PNG data URIs, one small
@@ -351,7 +351,7 @@ def _float(v: Any) -> float:
 
 
 def _metric_rows(metrics: Any) -> list[dict[str, Any]]:
-    """Rows of the aggregate table: metric, group, value, CI, chance and direction as text."""
+    """Rows of the aggregate table: metric, group, value, CI, chance, baselines and direction as text."""
     if metrics is None:
         return []
     rows = []
@@ -367,11 +367,14 @@ def _metric_rows(metrics: Any) -> list[dict[str, Any]]:
         low, high = _float(rec.get("ci_low")), _float(rec.get("ci_high"))
         chance = _float(rec.get("chance"))
         direction = _direction(rec.get("direction", rec.get("better")), name)
+        shuffled, mean_image = _float(rec.get("shuffled")), _float(rec.get("mean_image"))
         rows.append({"metric": name, "group": group, "value": _fmt(_float(rec["value"])),
                      "better": direction,
                      "ci_low": _fmt(low) if math.isfinite(low) else "",
                      "ci_high": _fmt(high) if math.isfinite(high) else "",
                      "chance": _fmt(chance) if math.isfinite(chance) else "",
+                     "shuffled": _fmt(shuffled) if math.isfinite(shuffled) else "",
+                     "mean_image": _fmt(mean_image) if math.isfinite(mean_image) else "",
                      "direction": {"higher": "↑ higher", "lower": "↓ lower"}.get(direction or "", "")})
     return rows
 
@@ -640,7 +643,9 @@ def build_gallery(items: Sequence[GalleryItem], *, title: str = "neurodecode rec
         indexed by metric), or a dict ``metric -> {"value", "ci_low", "ci_high", "chance",
         "direction"}`` (or ``metric -> value``). ``direction`` is ``"higher"`` or
         ``"lower"`` (which is better); when absent it is guessed from the name for
-        distances such as EffNet-B and SwAV.
+        distances such as EffNet-B and SwAV. Optional ``shuffled`` and ``mean_image``
+        (e.g. from ``ReconstructionScores.to_frame()``) fill the "shuffled pairing" and
+        "mean image" baseline columns; a metric without them shows ``—`` there.
     config : dict | pydantic model | dataclass | None
         Run configuration, shown as YAML at the end of the page.
     per_item_metrics : dict | pandas.DataFrame | list of str | None

@@ -278,12 +278,14 @@ class Report:
                 for name in s.metrics:
                     cells = "".join(f"<td>{_fmt_ci(s.groups[g][name])}</td>" for g in gnames
                                     if name in s.groups[g])
+                    gchance = sorted({_fmt(s.groups[g][name].get("chance", np.nan)) for g in gnames
+                                      if name in s.groups[g]})   # the groups' (1/m differs with their size)
                     grows.append(f"<tr><td>{_html.escape(s.label(name))}</td>{cells}"
-                                 f"<td>{_fmt_ci(s.metrics[name])}</td></tr>")
+                                 f"<td>{_fmt_ci(s.metrics[name])}</td><td>{' / '.join(gchance)}</td></tr>")
                 label = f" — {_html.escape(model)}" if model else ""
                 html += (f"<p class=\"nd-caption\">Per group{label} ({ci_txt}):</p>"
                          f'<table class="nd-table"><thead><tr><th>metric</th>{ghead}'
-                         f"<th>mean over groups</th></tr></thead><tbody>{''.join(grows)}</tbody></table>")
+                         f"<th>mean over groups</th><th>chance</th></tr></thead><tbody>{''.join(grows)}</tbody></table>")
         if caption is None:
             caption = first.description or None
         return self._add("metrics", html, title=title, section=section, caption=caption)
@@ -505,7 +507,7 @@ class Report:
 
 # --------------------------------------------------------------------------- standard report
 def best_model_table(models: Mapping[str, Any]) -> str:
-    """HTML table naming the best model on each metric and whether its CI separates it from the next.
+    """HTML table naming the best model on each metric, whether its CI separates it from the next, and chance.
 
     Parameters
     ----------
@@ -533,11 +535,12 @@ def best_model_table(models: Mapping[str, Any]) -> str:
         else:
             verdict = "within CI"
         label = first.label(name) if name in first.metrics else name
+        chance = " / ".join(sorted({_fmt(float(d.get("chance", np.nan))) for d in have.values()}))
         rows.append(f"<tr><td>{_html.escape(label)}</td><td><b>{_html.escape(order[0])}</b></td>"
                     f"<td>{_fmt_ci(best)}</td><td>{_html.escape(order[1])}</td><td>{_fmt_ci(second)}</td>"
-                    f"<td>{verdict}</td></tr>")
+                    f"<td>{chance}</td><td>{verdict}</td></tr>")
     return ('<table class="nd-table"><thead><tr><th>metric</th><th>best</th><th>value [CI]</th>'
-            "<th>runner-up</th><th>value [CI]</th><th>difference</th></tr></thead>"
+            "<th>runner-up</th><th>value [CI]</th><th>chance</th><th>difference</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 

@@ -5,6 +5,8 @@ its *count vector*: how many times each item was drawn (a multinomial draw). A
 statistic that is a (weighted) mean of per-item values then becomes one matrix
 product, ``counts @ values / n``, for all replicates at once, and the same count
 matrix can be reused for every metric so that their replicates are paired.
+
+:func:`random_derangement` draws the wrong pairings of the shuffled-pairing baselines.
 """
 
 from __future__ import annotations
@@ -115,3 +117,33 @@ def percentile_interval(replicates: np.ndarray, ci: float) -> tuple[np.ndarray, 
         low = np.quantile(reps, alpha, axis=0)
         high = np.quantile(reps, 1.0 - alpha, axis=0)
     return low, high
+
+
+def random_derangement(n_items: int, random_state=None) -> np.ndarray:
+    """A uniformly random permutation of ``range(n_items)`` with no fixed point.
+
+    Used by the shuffled-pairing baselines of the task scorers: item ``i`` is scored against
+    the reference of item ``perm[i]``, never its own. Drawn by rejection (a random permutation
+    is a derangement with probability ~1/e, 1/2 for two items).
+
+    Parameters
+    ----------
+    n_items : int
+        Number of items, at least 2.
+    random_state : None | int | numpy.random.Generator
+        Seed or generator (see :func:`neurodecode.utils.check_random_state`).
+
+    Returns
+    -------
+    perm : array of int, shape (n_items,)
+        ``perm[i] != i`` for every ``i``.
+    """
+    n_items = int(n_items)
+    if n_items < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got {n_items}")
+    rng = check_random_state(random_state)
+    idx = np.arange(n_items)
+    while True:
+        perm = rng.permutation(n_items)
+        if not np.any(perm == idx):
+            return perm

@@ -29,7 +29,8 @@ multiply every value by 100. This module follows that protocol:
   and the highest cosine between the candidate and its reference captions.
 
 :func:`evaluate_captions` computes them all with bootstrap confidence intervals (resampling
-images) and returns a :class:`CaptionScores`.
+images) and a shuffled-pairing baseline (each caption against another image's references),
+and returns a :class:`CaptionScores`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from ..utils import (
     verbose,
     warn,
 )
-from .bootstrap import bootstrap_counts, check_ci, percentile_interval
+from .bootstrap import bootstrap_counts, check_ci, percentile_interval, random_derangement
 
 __all__ = [
     "PUNCTUATIONS", "CaptionScores", "caption_metric_availability", "compute_bleu", "compute_cider",
@@ -79,6 +80,10 @@ METRIC_LABELS = {
 }
 _TEXT_METRICS = ("bleu", "meteor", "rouge_l", "cider", "spice")
 _METRIC_GROUPS = _TEXT_METRICS + ("clip_s", "refclip_s")
+#: Derangements averaged in the shuffled-pairing baseline.
+N_DERANGEMENTS = 5
+#: Metrics without a shuffled baseline: each would need another run of its Java program.
+_NOT_SHUFFLED = ("meteor", "spice")
 _TOKENIZERS = ("auto", "ptb", "python", "none")
 
 _PTB_JAR = "stanford-corenlp-3.4.1.jar"
@@ -770,7 +775,10 @@ class CaptionScores:
     metrics : dict
         ``key -> {"value", "ci_low", "ci_high"}`` for every metric computed, in report order
         (keys ``bleu1`` … ``bleu4``, ``meteor``, ``rouge_l``, ``cider``, ``spice``,
-        ``clip_s``, ``refclip_s``; labels in :data:`METRIC_LABELS`). Values are on
+        ``clip_s``, ``refclip_s``; labels in :data:`METRIC_LABELS`), plus ``"shuffled"``
+        when the baseline was computed: the metric with every caption scored against another
+        image's references (and image), the mean over 5 seeded derangements (NaN for METEOR
+        and SPICE, whose Java programs would have to run again). Values are on
         pycocoevalcap's scale (BrainHub's tables show them × 100).
     per_image : dict of ndarray
         ``key -> (n_images,)`` per-image scores (for BLEU, pycocoevalcap's per-image BLEU;
@@ -807,7 +815,7 @@ class CaptionScores:
         return self.metrics[key]["value"]
 
     def to_frame(self, *, percent: bool = False):
-        """Tidy :class:`pandas.DataFrame`: metric, label, value, ci_low, ci_high, available, note.
+        """Tidy :class:`pandas.DataFrame`: metric, label, value, ci_low, ci_high, shuffled, available, note.
 
         Parameters
         ----------
@@ -818,7 +826,8 @@ class CaptionScores:
         -------
         frame : pandas.DataFrame
             One row per computed or unavailable metric, in :data:`METRIC_LABELS` order
-            (unavailable ones with NaN values, ``available=False`` and the reason in ``note``).
+            (unavailable ones with NaN values, ``available=False`` and the reason in ``note``);
+            ``shuffled`` is the shuffled-pairing baseline (NaN where not computed).
         """
         import pandas as pd
 
@@ -829,11 +838,12 @@ class CaptionScores:
                 d = self.metrics[key]
                 rows.append({"metric": key, "label": label, "value": d["value"] * scale,
                              "ci_low": d["ci_low"] * scale, "ci_high": d["ci_high"] * scale,
-                             "available": True, "note": ""})
+                             "shuffled": d.get("shuffled", float("nan")) * scale, "available": True, "note": ""})
             elif key in self.unavailable:
                 rows.append({"metric": key, "label": label, "value": float("nan"), "ci_low": float("nan"),
-                             "ci_high": float("nan"), "available": False, "note": self.unavailable[key]})
-        columns = ["metric", "label", "value", "ci_low", "ci_high", "available", "note"]
+                             "ci_high": float("nan"), "shuffled": float("nan"), "available": False,
+                             "note": self.unavailable[key]})
+        columns = ["metric", "label", "value", "ci_low", "ci_high", "shuffled", "available", "note"]
         return pd.DataFrame(rows, columns=columns)
 
     def to_dict(self) -> dict[str, Any]:
@@ -885,10 +895,15 @@ class CaptionScores:
         ci = p.get("ci", 0.95)
         head = (f"<CaptionScores | {self.n_images} images, tokenizer {p.get('tokenizer', '?')}, "
                 f"{ci:.0%} bootstrap CI ({p.get('n_boot', '?')} resamples)>")
-        lines = [head, f"  {'metric':<10}  {'value':>7}  {f'{ci:.0%} CI':<17}"]
+        shuffled = any("shuffled" in d for d in self.metrics.values())
+        lines = [head, f"  {'metric':<10}  {'value':>7}  {f'{ci:.0%} CI':<17}"
+                       + ("  shuffled pairing" if shuffled else "")]
         for key, d in self.metrics.items():
+            base = ""
+            if shuffled:
+                base = f"  {d['shuffled']:>7.4f}" if math.isfinite(d.get("shuffled", math.nan)) else "        —"
             lines.append(f"  {METRIC_LABELS[key]:<10}  {d['value']:>7.4f}  "
-                         f"[{d['ci_low']:.4f}, {d['ci_high']:.4f}]")
+                         f"[{d['ci_low']:.4f}, {d['ci_high']:.4f}]{base}")
         for key, why in self.unavailable.items():
             lines.append(f"  {METRIC_LABELS[key]:<10}  unavailable: {why[:80]}")
         return "\n".join(lines)
@@ -926,7 +941,7 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
                       metrics: Sequence[str] | str | None = None,
                       tokenizer: Literal["auto", "ptb", "python", "none"] = "auto",
                       n_boot: int = 1000, ci: float = 0.95,
-                      random_state: None | int | np.random.Generator = 0,
+                      random_state: None | int | np.random.Generator = 0, baselines: bool = True,
                       verbose: bool | str | int | None = None) -> CaptionScores:
     """Score decoded captions against reference captions (BrainHub / COCO-caption protocol).
 
@@ -964,7 +979,13 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
     ci : float
         Confidence level of the percentile intervals.
     random_state : None | int | numpy.random.Generator
-        Seed of the bootstrap.
+        Seed of the bootstrap and of the baseline's derangements.
+    baselines : bool
+        Also score a shuffled pairing (``metrics[key]["shuffled"]``): each caption against
+        the references (and, for CLIP-S / RefCLIP-S, the image) of another item, the mean over
+        5 seeded derangements. It reruns BLEU, ROUGE-L and CIDEr on the re-paired captions
+        (pure Python, cheap) and reuses the CLIP embeddings; METEOR and SPICE get none (NaN),
+        since each would need another run of its Java program.
     %(verbose)s
 
     Returns
@@ -1023,8 +1044,15 @@ def evaluate_captions(candidates: Sequence[str], references: Sequence[Sequence[s
     names, low, high, replicates = _caption_intervals(values, mean_items, shift, bleu_stats, n, n_boot, ci, rng)
     out_metrics = {name: {"value": float(values[name]), "ci_low": float(low[i]), "ci_high": float(high[i])}
                    for i, name in enumerate(names)}
+    seed = int(rng.integers(0, 2**31 - 1))  # drawn after the bootstrap, which it leaves unchanged
+    if baselines:
+        shuffled = _shuffled_scores(names, n, cands, refs, img_emb, cand_emb, ref_emb, seed)
+        for name in names:
+            out_metrics[name]["shuffled"] = shuffled.get(name, math.nan)
     ordered_unavail = {k: unavailable[k] for k in METRIC_LABELS if k in unavailable}
     protocol = _caption_protocol(kind, clip_prompt, encoder, n_boot, ci)
+    protocol["baselines"] = ({"n_derangements": N_DERANGEMENTS, "seed": seed, "not_shuffled": list(_NOT_SHUFFLED),
+                              "description": _SHUFFLED_TEXT} if baselines else None)
     return CaptionScores(metrics=out_metrics, per_image=per_image, unavailable=ordered_unavail,
                          n_images=n, protocol=protocol, replicates=replicates)
 
@@ -1147,6 +1175,46 @@ def _caption_intervals(values: dict, mean_items: dict, shift: dict, bleu_stats: 
         replicates = np.stack(cols, axis=1)
         low, high = percentile_interval(replicates, ci)
     return names, low, high, replicates
+
+
+_SHUFFLED_TEXT = (f"Shuffled pairing: every metric with each caption scored against the references (and image) of "
+                  f"another item, the mean over {N_DERANGEMENTS} derangements (no caption with its own item) drawn "
+                  "from random_state; not computed for METEOR and SPICE (another Java run each). A caption beats "
+                  "trivial only where its value beats that.")
+
+
+def _shuffled_scores(names: Sequence[str], n: int, cands: Any, refs: Any, img_emb: Any, cand_emb: Any,
+                     ref_emb: Any, seed: int) -> dict[str, float]:
+    """Each metric in ``names`` (but METEOR, SPICE) with caption i scored against item ``perm[i]``, averaged.
+
+    The same scorers as the values, on the tokenised captions and embeddings already computed: BLEU,
+    ROUGE-L and CIDEr with the references re-paired (CIDEr's idf, from the set of references, is
+    unchanged), CLIP-S and RefCLIP-S with the image (and reference) embeddings re-paired.
+    """
+    if n < 2:
+        return {}
+    rng = np.random.default_rng([int(seed), 2])
+    acc: dict[str, list[float]] = defaultdict(list)
+    ref_list = None
+    if "refclip_s" in names and ref_emb is not None:
+        ref_list = _as_reference_list(ref_emb, n, cand_emb.shape[1])
+    for _ in range(N_DERANGEMENTS):
+        perm = random_derangement(n, rng)
+        if cands is not None:
+            prefs = [refs[j] for j in perm]
+            if "bleu1" in names:
+                corpus, _ = compute_bleu(cands, prefs, n=4)
+                for k in range(4):
+                    acc[f"bleu{k + 1}"].append(float(corpus[k]))
+            if "rouge_l" in names:
+                acc["rouge_l"].append(compute_rouge_l(cands, prefs)[0])
+            if "cider" in names:
+                acc["cider"].append(compute_cider(cands, prefs)[0])
+        if "clip_s" in names:
+            acc["clip_s"].append(compute_clip_score(img_emb[perm], cand_emb)[0])
+        if ref_list is not None:
+            acc["refclip_s"].append(compute_ref_clip_score(img_emb[perm], cand_emb, [ref_list[j] for j in perm])[0])
+    return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
 def _caption_protocol(kind: str, clip_prompt: str, encoder: Any, n_boot: int, ci: float) -> dict[str, Any]:

@@ -29,8 +29,8 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     averaged as in the run); its pooled embedding conditions the backend, and its
     ``lowlevel`` head, when the model has one, gives the img2img starting point.
     Outputs: ``reconstructions/`` (PNGs + ``manifest.json``), ``metrics.json``
-    (PixCorr and SSIM against the seen images, with bootstrap CIs) and
-    ``gallery.html``.
+    (PixCorr and SSIM against the seen images, with bootstrap CIs and the
+    shuffled-pairing and mean-image baselines) and ``gallery.html``.
 
     Parameters
     ----------
@@ -183,14 +183,27 @@ def _score_and_gallery(config: Any, trials: Any, test: Any, ids: list, embeds: n
                           decoded_captions=decoded_captions,
                           true_captions=true_captions, subjects=test.events["subject"].tolist(),
                           scores={m: np.asarray(v) for m, v in scores.per_image.items()})
+    table = scores.to_frame() if caption_scores is None else _with_caption_rows(scores.to_frame(), caption_scores)
     build_gallery(items, title=f"neurodecode reconstruct — {config.name} ({backend})",
-                  metrics=scores.to_frame(), config=config.model_dump(mode="json")).save(out / "gallery.html")
+                  metrics=table, config=config.model_dump(mode="json")).save(out / "gallery.html")
     metrics = {"metrics": scores.to_dict()}
     if caption_scores is not None:
         metrics["captions"] = {"method": "caption-bank retrieval (training-stimulus captions, run's CLIP)",
                                "decoded": dict(zip(map(str, ids), decoded_captions)),
                                "scores": caption_scores.to_dict()}
     return metrics
+
+
+def _with_caption_rows(table: Any, caption_scores: Any) -> Any:
+    """The image-metric table plus one row per caption metric computed, with its shuffled-pairing baseline."""
+    import pandas as pd
+
+    cap = caption_scores.to_frame()
+    cap = cap[cap["available"].astype(bool)]
+    rows = pd.DataFrame({"metric": "caption " + cap["label"], "label": cap["label"], "value": cap["value"],
+                         "ci_low": cap["ci_low"], "ci_high": cap["ci_high"], "chance": float("nan"),
+                         "shuffled": cap["shuffled"], "mean_image": float("nan"), "direction": "higher"})
+    return pd.concat([table, rows], ignore_index=True)
 
 
 def _run_clip(config: Any, device: Any) -> Any:

@@ -110,6 +110,30 @@ class _ImageSet:
             x = x.permute(0, 3, 1, 2)
         return x.contiguous()
 
+    def take(self, indices: Any) -> Any:
+        """float32 tensor in [0, 1], shape (b, 3, height, width), of the images at ``indices`` (any order)."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(self.array[np.asarray(indices, dtype=np.intp)]))
+        x = x.to(torch.float32)
+        if self.scale != 1.0:
+            x = x / self.scale
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return x.contiguous()
+
+    def mean_image(self, batch_size: int = 64) -> np.ndarray:
+        """Pixel-wise mean of the images (each with weight 1/n), at their resolution.
+
+        Summed in float64 from the float32 [0, 1] images; returned as float32, shape (1, height, width, 3).
+        """
+        import torch
+
+        total = torch.zeros((3, *self.hw), dtype=torch.float64)
+        for start in range(0, self.n, batch_size):
+            total += self.batch(start, start + batch_size).to(torch.float64).sum(dim=0)
+        return (total / self.n).permute(1, 2, 0).numpy().astype(np.float32)[None]
+
 
 def _check_pair(recon: Any, target: Any) -> tuple[_ImageSet, _ImageSet]:
     """Validate both image sets and that they are aligned one to one."""

@@ -52,7 +52,7 @@ def test_effect_is_the_loss_for_lesions_and_the_gain_over_chance_alone(monkeypat
 
 def test_frame_gets_fdr_rank_and_columns_per_strategy_and_metric():
     rows = [{"atlas": "a", "region": r, "strategy": st, "metric": "top1", "n_features": 1, "baseline": 0.5,
-             "score": 0.1, "score_ci_low": 0.0, "score_ci_high": 0.2, "effect": e, "effect_ci_low": 0.0,
+             "chance": 0.25, "score": 0.1, "score_ci_low": 0.0, "score_ci_high": 0.2, "effect": e, "effect_ci_low": 0.0,
              "effect_ci_high": 1.0, "null_mean": 0.0, "null_low": 0.0, "null_high": 0.0, "n_null": 9,
              "p_value": p}
             for st in ("zero", "alone") for r, e, p in (("A", 0.4, 0.01), ("B", 0.1, 0.2), ("C", 0.3, 0.04))]

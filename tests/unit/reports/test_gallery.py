@@ -161,8 +161,9 @@ def test_aggregate_metrics_table_with_cis(items):
     html = build_gallery(items, metrics=frame).render()
     table = html.split('<table class="nd-metrics">')[1].split("</table>")[0]
     assert "<td>PixCorr</td><td>0.310</td><td>0.290</td><td>0.330</td><td>0.0000</td>" \
-           "<td>↑ higher</td>" in table
-    assert "<td>EffNet-B</td><td>0.620</td><td>0.600</td><td>0.640</td><td>—</td><td>↓ lower</td>" in table
+           "<td>—</td><td>—</td><td>↑ higher</td>" in table   # no baselines given: empty baseline cells
+    assert "<td>EffNet-B</td><td>0.620</td><td>0.600</td><td>0.640</td><td>—</td><td>—</td><td>—</td>" \
+           "<td>↓ lower</td>" in table
     assert "<td>caption CLIP</td><td>0.500</td><td>—</td><td>—</td>" in table
     as_dict = {"PixCorr": {"value": 0.31, "ci_low": 0.29, "ci_high": 0.33}, "SSIM": 0.4}
     table2 = build_gallery(items, metrics=as_dict).render()

@@ -336,7 +336,8 @@ def test_scores_ci_directions_and_exports(scores):
     assert list(frame["metric"]) == list(METRICS)
     assert dict(zip(frame["metric"], frame["direction"]))["swav"] == "lower"
     long = scores.to_frame(per_image=True)
-    assert len(long) == N_IMAGES * len(METRICS) and set(long.columns) == {"image", "metric", "label", "score"}
+    assert len(long) == N_IMAGES * len(METRICS) and set(long.columns) == {"image", "metric", "label", "score",
+                                                                          "shuffled", "mean_image"}
 
     d = json.loads(json.dumps(scores.to_dict()))
     back = ReconstructionScores.from_dict(d)
