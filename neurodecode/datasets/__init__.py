@@ -34,3 +34,6 @@ from .registry import (  # noqa: E402
 
 __all__ += ["Conformance", "DatasetSpec", "Simulator", "get_dataset", "list_datasets", "register_dataset",
             "unregister_dataset"]
+from .download import DownloadReport, download, downloadable_datasets  # noqa: E402
+
+__all__ += ["DownloadReport", "download", "downloadable_datasets"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..io.nsd import NSDLayout
 from . import _sim_masc, _sim_things
+from .download import _EEG2_SOURCE, _MASC_SOURCE, _MEG_SOURCE, _NSD_SOURCE
 from .masc import load_masc
 from .nsd import load_nsd
 from .registry import Conformance, DatasetSpec, Simulator, register_dataset
@@ -102,22 +103,22 @@ register_dataset(DatasetSpec(
     simulate_keys=("n_sessions", "trials_per_session", "shared_fraction"),
     test_split_hint="the NSD test split is the shared-1000 images: load more sessions",
     description="Natural Scenes Dataset: 7T fMRI single-trial betas, COCO images",
-    conformance=_NSD_CASE))
+    conformance=_NSD_CASE, source=_NSD_SOURCE))
 register_dataset(DatasetSpec(
     name="things_eeg2", modality="eeg", label="THINGS-EEG2", loader=load_things_eeg2,
     simulator=Simulator(resolve=_sim_things.resolve_things_eeg2, write=_sim_things.write_things_eeg2),
     test_split_hint="load the test files too (data.options.split must include 'test')",
     description="THINGS-EEG2: EEG, rapid serial presentation of THINGS images (Gifford et al. 2022)",
-    conformance=_EEG2_CASE))
+    conformance=_EEG2_CASE, source=_EEG2_SOURCE))
 register_dataset(DatasetSpec(
     name="things_meg", modality="meg", label="THINGS-MEG", loader=load_things_meg,
     simulator=Simulator(resolve=_sim_things.resolve_things_meg, write=_sim_things.write_things_meg),
     test_split_hint="the test split is the images shown 12 times",
     description="THINGS-MEG (ds004212): CTF MEG, THINGS images (Hebart et al. 2023)",
-    conformance=_MEG_CASE))
+    conformance=_MEG_CASE, source=_MEG_SOURCE))
 register_dataset(DatasetSpec(
     name="masc", modality="meg", stimulus="audio", label="MEG-MASC", loader=load_masc,
     simulator=Simulator(resolve=_sim_masc.resolve_masc, write=_sim_masc.write_masc),
     test_split_hint="raise data.options.test_ratio or load more stories (data.options.tasks)",
     description="MEG-MASC (BIDS): MEG while listening to spoken stories (Gwilliams et al. 2023)",
-    conformance=_MASC_CASE))
+    conformance=_MASC_CASE, source=_MASC_SOURCE))

@@ -126,6 +126,9 @@ class DatasetSpec:
         One line for listings.
     conformance : Conformance | None
         The tiny simulation and planted facts the conformance suite checks the dataset with.
+    source : neurodecode.datasets.download.DownloadSource | None
+        Where the dataset's files are on its public hosts and how a selection picks them
+        (``neurodecode download NAME``); ``None``: not downloadable.
     """
 
     name: str
@@ -140,6 +143,7 @@ class DatasetSpec:
     test_split_hint: str = "load more data so that some stimuli are in the test split"
     description: str = field(default="", compare=False)
     conformance: Conformance | None = field(default=None, compare=False)
+    source: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name.isidentifier()):

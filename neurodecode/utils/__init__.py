@@ -1,7 +1,7 @@
 """Logging, progress bars, argument checks, atomic writes and settings."""
 
 from ._checks import check_option, check_path, check_random_state, ensure_finite, resolve_device
-from ._config import KNOWN_CONFIG, get_config, get_data_dir
+from ._config import KNOWN_CONFIG, get_config, get_config_dir, get_data_dir
 from ._docs import docdict, fill_doc
 from ._fileio import (
                       atomic_path,
@@ -32,6 +32,7 @@ __all__ = [
     "check_random_state",
     "docdict",
     "get_config",
+    "get_config_dir",
     "get_data_dir",
     "json_float",
     "logger",

@@ -74,3 +74,17 @@ def get_data_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "neurodecode"
+
+
+def get_config_dir() -> Path:
+    """Folder of the user's neurodecode settings (where ``config.json`` lives; ``~/.neurodecode``).
+
+    Records kept once per user (e.g. the acceptance of a dataset's terms by ``neurodecode download``)
+    live here. ``NEURODECODE_CONFIG`` (a path to ``config.json``) moves it to that file's folder.
+
+    Returns
+    -------
+    config_dir : pathlib.Path
+        The folder; it may not exist yet.
+    """
+    return _config_file().expanduser().parent
