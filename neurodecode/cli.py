@@ -9,6 +9,8 @@ reconstruct  reconstruct a fitted run's test images with a diffusion backend (ga
 ablate    ablate atlas regions of a fitted run's decoder (effects, CIs, permutation p-values, FDR, maps)
 config    print the resolved config of a recipe, or every key with its default
 recipes   list the recipes shipped with neurodecode
+summarize tabulate run / sweep folders: mean, SD and 95% t-interval over seeds (summary.md, .csv, .html)
+download  download NSD, THINGS-EEG2, THINGS-MEG or MEG-MASC (a selection) into its real layout, verified
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ examples:
       every config key with its default and meaning
   neurodecode fit --resume runs/demo
       continue an interrupted run from its last checkpoint (same result as an uninterrupted run)
+  neurodecode fit demo --sweep models.mlp.lr=1e-3,3e-4 --sweep data.subjects=[1],[1,2] --seeds 0,1,2
+      a sweep: one run folder per value combination x seed under runs/demo-sweep/ (values split at the
+      commas outside brackets), run as local subprocesses (--max-parallel N); rerun to finish it
+  neurodecode fit things_meg --seeds 0,1 --set evaluation.scheme=loso --launcher slurm --slurm-gpus 1
+      one SLURM job array, one job per seed x held-out subject; requeued on preemption (exact resume);
+      then `neurodecode summarize runs/things_meg-sweep` (mean and 95% CI over seeds); docs/cluster.md
 
 the run folder holds:
   config.yaml        the resolved config (rerun with: neurodecode fit RUN/config.yaml)
@@ -86,6 +94,29 @@ def _add_fit_command(sub: Any) -> None:
                      help="continue an interrupted run folder from its last training checkpoint "
                           "(uses RUN_DIR/config.yaml)")
     fit.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
+    sw = fit.add_argument_group(
+        "sweeps and clusters", "one job per value combination x seed (x held-out subject with evaluation.scheme="
+        "loso) through submitit, each in its own run folder under <output_dir>/<name>-sweep/ (or --output); "
+        "rerunning the command skips finished jobs and resumes started ones (docs/cluster.md)")
+    sw.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                    help="values of a config key, split at the commas outside brackets and read as YAML: "
+                         "--sweep models.mlp.lr=1e-3,3e-4 --sweep data.subjects=[1,2],[1,3] (repeatable: "
+                         "the grid is the product)")
+    sw.add_argument("--seeds", metavar="S1,S2", help="one job per seed, e.g. --seeds 0,1,2")
+    sw.add_argument("--launcher", choices=("local", "slurm"),
+                    help="local subprocesses (default) or one SLURM job array (needs submitit: "
+                         "pip install 'neurodecode[cluster]')")
+    sw.add_argument("--max-parallel", type=int, default=1, metavar="N", help="local: jobs at once (default 1)")
+    sw.add_argument("--dry-run", action="store_true", help="list the jobs, their folders and states; run nothing")
+    sw.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition")
+    sw.add_argument("--slurm-time", metavar="MIN|H:MM:SS",
+                    help="wall time per job (default 60 minutes; preempted or timed-out jobs are requeued)")
+    sw.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per job")
+    sw.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per job")
+    sw.add_argument("--slurm-mem", metavar="SIZE", help="memory per job, e.g. 32G")
+    sw.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="array jobs running at once")
+    sw.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                    help="a shell line run before each job, e.g. 'module load cuda' (repeatable)")
     _add_threads(fit)
     _add_verbosity(fit)
 
@@ -219,6 +250,68 @@ def _add_recipes_command(sub: Any) -> None:
     rec.add_argument("--path", action="store_true", help="also print where each recipe file is")
 
 
+def _add_summarize_command(sub: Any) -> None:
+    """The ``summarize`` command."""
+    sm = sub.add_parser(
+        "summarize", help="tabulate run or sweep folders: mean and 95%% CI over seeds",
+        description="Collect the finished `neurodecode fit` runs under RUN... (run folders, sweep folders, or "
+                    "folders holding them), group the runs that differ only by seed (and leave-one-subject-out "
+                    "fold), and write summary.md, summary.csv and summary.html: per setting, model and metric "
+                    "the number of seeds, mean, SD, a Student-t interval over seeds (none with one seed) and "
+                    "the chance level. A seed counts once: its value is the run's mean over test subjects.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  neurodecode summarize runs/demo-sweep\n"
+               "  neurodecode summarize runs/demo runs/demo-1 -o results --metric nway_top1_forward")
+    sm.add_argument("runs", nargs="+", metavar="RUN", help="run folders or sweep folders")
+    sm.add_argument("--output", "-o", help="folder for the summary files (default: the one RUN given)")
+    sm.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
+                    help="keep this metric, e.g. nway_top1_forward or 2way_forward (repeatable; default all)")
+    sm.add_argument("--model", action="append", dest="models", metavar="NAME",
+                    help="keep this model: ridge or mlp (repeatable; default all)")
+    sm.add_argument("--ci", type=float, default=0.95, help="confidence level of the interval (default 0.95)")
+    _add_verbosity(sm)
+
+
+def _add_download_command(sub: Any) -> None:
+    """The ``download`` command."""
+    dl = sub.add_parser(
+        "download", help="download a dataset (or a selection of it) into its real on-disk layout",
+        description="Download NSD, THINGS-EEG2, THINGS-MEG or MEG-MASC from their public hosts into the layout "
+                    "their loaders read (docs/download.md lists the hosts). Every file is verified (checksum, "
+                    "else size) before it is renamed into place; an interrupted download resumes when the same "
+                    "command is run again; files already present and verified are skipped.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  neurodecode download nsd --root ~/data/nsd --subjects 1 --sessions 1-3 --rois nsdgeneral "
+               "--dry-run\n"
+               "  neurodecode download nsd --root ~/data/nsd --subjects 1,2,5,7 --accept-nsd-terms\n"
+               "  neurodecode download things_eeg2 --root ~/data/things-eeg2 --variant atm --subjects 1-3\n"
+               "  neurodecode download things_meg --root ~/data/ds004212 --subjects 1\n"
+               "  neurodecode download masc --root ~/data/masc --subjects 1-5 --sessions 0\n"
+               "then: neurodecode fit nsd_ridge --root ~/data/nsd")
+    dl.add_argument("dataset", help="nsd, things_eeg2, things_meg or masc")
+    dl.add_argument("--root", help="folder to download into (default: the dataset's root setting, e.g. "
+                                   "NEURODECODE_NSD_ROOT)")
+    dl.add_argument("--subjects", help="subjects, e.g. 1,2 or 1-4 (default: all)")
+    dl.add_argument("--sessions", help="sessions, e.g. 1-3 (NSD betas, THINGS-MEG raw, MEG-MASC; default: all)")
+    dl.add_argument("--rois", help="NSD ROI files, e.g. nsdgeneral,streams (default: all)")
+    dl.add_argument("--betas-format", choices=("hdf5", "nifti"), default="hdf5",
+                    help="NSD betas format (default hdf5)")
+    dl.add_argument("--no-stimuli", dest="stimuli", action="store_false",
+                    help="leave out the stimuli (NSD images, THINGS-EEG2 image set, MEG-MASC audio)")
+    dl.add_argument("--captions", action="store_true", help="NSD: also the COCO captions of the 73k images")
+    dl.add_argument("--variant", help="THINGS-EEG2: official (default), atm or raw; THINGS-MEG: preprocessed "
+                                      "(default), raw or both")
+    dl.add_argument("--dry-run", action="store_true", help="list the files and their total size; download nothing")
+    dl.add_argument("--jobs", type=int, default=4, help="files downloaded at once (default 4)")
+    dl.add_argument("--mirror", action="append", metavar="URL|KIND=URL",
+                    help="download from a mirror: a URL replaces the main host; s3=URL, osf=URL or hf=URL a "
+                         "named one (repeatable)")
+    dl.add_argument("--accept-nsd-terms", action="store_true",
+                    help="accept the NSD Terms and Conditions (recorded once for your user account)")
+    _add_verbosity(dl)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``neurodecode`` command.
 
@@ -244,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate_command(sub)
     _add_config_command(sub)
     _add_recipes_command(sub)
+    _add_summarize_command(sub)
+    _add_download_command(sub)
     return parser
 
 
@@ -272,11 +367,34 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.root:
         overrides.append(f"data.root={args.root}")
     resume = getattr(args, "resume", None)
+    if getattr(args, "sweep", None) or getattr(args, "seeds", None) or getattr(args, "launcher", None):
+        from .workflow import run_sweep
+        from .workflow.sweep import parse_seeds
+
+        if resume is not None:
+            raise ValueError("--resume continues one run folder; to continue a sweep, run the same sweep "
+                             "command again (finished jobs are skipped, started ones resumed)")
+        slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus_per_node": args.slurm_gpus,
+                 "cpus_per_task": args.slurm_cpus, "mem": args.slurm_mem,
+                 "array_parallelism": args.slurm_array_parallelism, "setup": args.slurm_setup or None}
+        with use_log_level(_level(args)):
+            res = run_sweep(args.recipe, overrides, grid=args.sweep, launcher=args.launcher or "local",
+                            seeds=None if args.seeds is None else parse_seeds(args.seeds), output=args.output,
+                            max_parallel=args.max_parallel, threads=args.threads, slurm=slurm,
+                            job_log_level=_level(args), dry_run=args.dry_run)
+        for job in res.jobs:
+            extra = f"  (job {job['job_id']})" if job["job_id"] else ""
+            print(f"{job['state']:<11} {job['name']}{extra}" + (f": {job['error']}" if job["error"] else ""))
+        print(f"Sweep folder: {res.folder} (jobs, overrides, job ids and states in sweep.json)")
+        if not res.dry_run:
+            print(f"Summarize with: neurodecode summarize {res.folder}")
+        return 1 if res.failed else 0
     config = load_config(args.recipe, overrides) if (resume is None or args.recipe or overrides) else None
     with use_log_level(_level(args)):
         _set_threads(args)
         result = run_fit(config, run_dir=args.output, resume=resume)
-    print(f"Report: {result.report_path}")
+    if result.report_path.is_file():  # ranks > 0 of `accelerate launch` write no run folder
+        print(f"Report: {result.report_path}")
     return 0
 
 
@@ -353,6 +471,33 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_download(args: argparse.Namespace) -> int:
+    from .datasets import download
+    from .io.fetch import format_size
+    from .utils import use_log_level
+
+    try:
+        with use_log_level(_level(args)):
+            report = download(args.dataset, args.root, subjects=args.subjects, sessions=args.sessions,
+                              rois=args.rois, betas_format=args.betas_format, stimuli=args.stimuli,
+                              captions=args.captions, variant=args.variant, dry_run=args.dry_run, jobs=args.jobs,
+                              base_url=args.mirror, accept_terms=args.accept_nsd_terms)
+    except KeyboardInterrupt:
+        print("neurodecode download: interrupted; files completed so far are verified and kept, partial ones "
+              "as <name>.part. Run the same command again to resume.", file=sys.stderr)
+        return 130
+    if args.dry_run:
+        for f in report.files:
+            have = "  (present)" if f.path in report.present else ""
+            print(f"  {format_size(f.size):>9}  {'[zip] ' if f.extract_to else ''}{f.path}{have}")
+        print(f"total {len(report.files)} file(s), {format_size(report.total_size)} into {report.root}; "
+              f"{len(report.present)} already present (dry run: nothing downloaded)")
+        return 0
+    print(report.summary())
+    print(f"Next: neurodecode fit RECIPE --root {report.root}   (neurodecode recipes lists them)")
+    return 0
+
+
 def _run_recipes(args: argparse.Namespace) -> int:
     from .config import RECIPE_DIR, list_recipes
 
@@ -367,6 +512,21 @@ def _run_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_summarize(args: argparse.Namespace) -> int:
+    from .utils import use_log_level
+    from .workflow import run_summarize
+
+    with use_log_level(_level(args)):
+        result = run_summarize(args.runs, output=args.output, metrics=args.metrics, models=args.models,
+                               ci=args.ci)
+    print(result.files["md"].read_text(), end="")
+    print(f"\n{len(result.runs)} run(s) summarized" + (f"; {len(result.incomplete)} without results not counted"
+                                                       if result.incomplete else ""))
+    for kind, path in result.files.items():
+        print(f"{kind:<4} {path}")
+    return 0
+
+
 def _run_config(args: argparse.Namespace) -> int:
     from .config import config_to_yaml, load_config
 
@@ -378,7 +538,10 @@ def _run_config(args: argparse.Namespace) -> int:
 OPTIONAL_EXTRAS = {"mne": "meeg", "mne_bids": "meeg", "nilearn": "fmri", "open_clip": "clip", "torchvision": "clip",
                    "diffusers": "generation", "transformers": "generation", "pycocoevalcap": "generation",
                    "skimage": "generation", "sklearn": "bench", "submitit": "cluster",
-                   "tensorboard": "tracking", "wandb": "tracking", "mlflow": "tracking"}
+                   "tensorboard": "tracking"}
+
+#: Optional modules no extra installs (the user picks them): how to install each.
+OPTIONAL_PACKAGES = {"wandb": "pip install wandb", "mlflow": "pip install mlflow"}
 
 
 def _missing_dependency(err: ImportError) -> str:
@@ -388,6 +551,8 @@ def _missing_dependency(err: ImportError) -> str:
         return text
     name = (err.name or "").split(".")[0]
     extra = OPTIONAL_EXTRAS.get(name)
+    if name in OPTIONAL_PACKAGES:
+        return f"{text}: this command needs the optional package {name!r}: {OPTIONAL_PACKAGES[name]}"
     if extra is None:
         return f"{text} (a dependency is missing or broken; reinstall neurodecode with pip)"
     return f"{text}: this command needs the optional dependency {name!r}: pip install 'neurodecode[{extra}]'"
@@ -421,7 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in _LIGHT_COMMANDS:  # the light ones never import torch(vision): they answer at once
         ensure_torchvision()
     handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config,
-                "reconstruct": _run_reconstruct, "ablate": _run_ablate, "recipes": _run_recipes}
+                "reconstruct": _run_reconstruct, "ablate": _run_ablate, "recipes": _run_recipes,
+                "download": _run_download,
+                "summarize": _run_summarize}
     try:
         return handlers[args.command](args)
     except ConfigError as err:

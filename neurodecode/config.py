@@ -602,6 +602,10 @@ class EvaluationConfig(_Section):
         "within", description="'within': one model on all subjects (per-subject adapters), tested on each "
         "subject's test trials; 'loso': leave-one-subject-out — per held-out subject, a fresh subject-agnostic "
         "model trained on the other subjects' training trials and tested on the held-out subject.")
+    loso_subjects: list[int] | None = Field(
+        None, description="With scheme 'loso': the held-out subjects to run (each a fold, trained on all the "
+        "other subjects of data.subjects), e.g. [3]; null = every subject. `neurodecode fit --sweep` runs "
+        "one job per fold with this key.")
     time_windows: list[float] | None = Field(
         None, description="M/EEG: [width, step] in seconds of a sliding-window sweep (ridge per window, "
         "retrieval with CIs per window, peak reported); null = off.")
@@ -694,6 +698,17 @@ class FitConfig(_Section):
     seed: int = Field(0, description="Seed for model initialisation, splits and bootstraps.")
     output_dir: str = Field("runs", description="Where run folders are written.")
     device: str = Field("cpu", description="Torch device for the MLP ('cpu', 'cuda', 'auto').")
+    tracking: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        [], description="Experiment trackers (accelerate's) to log to, e.g. [tensorboard]; [] = off. Logged under "
+        "<run>/tracking: the MLP's training (per step the loss and learning rate, per epoch the losses, validation "
+        "loss and retrieval) and the final test metrics. Offline unless you ask: wandb runs with "
+        "WANDB_MODE=offline unless WANDB_MODE is set, mlflow writes a file: store in <run>/tracking/mlruns unless "
+        "MLFLOW_TRACKING_URI is set. View tensorboard with `tensorboard --logdir <run>/tracking`. See "
+        "docs/training.md.")
+    tracking_kwargs: dict[str, dict[str, Any]] = Field(
+        {}, description="Extra arguments per tracker in `tracking`: tensorboard → SummaryWriter (flush_secs, ...), "
+        "wandb → wandb.init (mode: online, entity, project, tags, ...), mlflow → accelerate's MLflowTracker "
+        "(experiment_name, tags, ...). The wandb project / mlflow experiment default to `name`.")
     data: DataConfig = Field(default_factory=DataConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
@@ -713,6 +728,26 @@ class FitConfig(_Section):
                 "the run name must be one folder name inside output_dir (no '/', '\\' or drive, not '.' or "
                 "'..'): set output_dir to choose where runs go and name to a plain folder name, e.g. "
                 "--set output_dir=results/eeg --set name=my-run")
+        return v
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _tracking(cls, v: Any) -> Any:
+        if isinstance(v, str):  # --set tracking=tensorboard (or tensorboard,wandb)
+            v = [t.strip() for t in v.split(",") if t.strip()]
+        if isinstance(v, list):  # each tracker once
+            v = list(dict.fromkeys(v))
+        return v
+
+    @field_validator("tracking_kwargs")
+    @classmethod
+    def _tracking_kwargs(cls, v: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        trackers = info.data.get("tracking", [])
+        extra = sorted(set(v) - set(trackers))
+        if extra:
+            raise ValueError(f"tracking_kwargs has options for {extra}, which are not in tracking {trackers}: add "
+                             f"them to tracking (e.g. --set tracking=[{','.join([*trackers, *extra])}]) or drop "
+                             "the options")
         return v
 
     @model_validator(mode="after")
@@ -753,6 +788,20 @@ class FitConfig(_Section):
             raise ValueError("evaluation.scheme=loso needs at least 2 subjects in data.subjects")
         if self.evaluation.time_windows is not None and modality == "fmri":
             raise ValueError("evaluation.time_windows is an M/EEG analysis; set it to null for fMRI")
+        return self
+
+    @model_validator(mode="after")
+    def _loso_subjects(self) -> FitConfig:
+        held_out = self.evaluation.loso_subjects
+        if held_out is None:
+            return self
+        if self.evaluation.scheme != "loso":
+            raise ValueError("evaluation.loso_subjects picks leave-one-subject-out folds: it needs "
+                             "evaluation.scheme=loso (or set it to null)")
+        unknown = [s for s in held_out if s not in self.data.subjects]
+        if not held_out or unknown or len(set(held_out)) != len(held_out):
+            raise ValueError(f"evaluation.loso_subjects must list distinct subjects of data.subjects "
+                             f"{self.data.subjects}, e.g. [{self.data.subjects[-1]}]; got {held_out}")
         return self
 
     @model_validator(mode="after")

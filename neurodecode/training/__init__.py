@@ -9,7 +9,8 @@ from .checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
+from .tracking import TRACKERS, Tracking
 from .trainer import Trainer
 
-__all__ = ["AdaptResult", "CheckpointError", "Trainer", "adapt_subject", "latest_checkpoint", "list_checkpoints",
-           "load_checkpoint", "load_latest_checkpoint", "save_checkpoint"]
+__all__ = ["TRACKERS", "AdaptResult", "CheckpointError", "Tracking", "Trainer", "adapt_subject", "latest_checkpoint",
+           "list_checkpoints", "load_checkpoint", "load_latest_checkpoint", "save_checkpoint"]

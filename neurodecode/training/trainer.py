@@ -47,6 +47,7 @@ from ..models.registry import (
 from ..utils import ProgressBar, check_option, logger, resolve_device, take_rows, use_log_level, verbose
 from . import _data
 from .checkpoint import CheckpointError, load_latest_checkpoint, remove_stale_temporaries, save_checkpoint
+from .tracking import Tracking, _accelerator_kwargs, _session, _TrainingLog
 
 #: Named losses of the pooled embedding: a live, tuple-like view of ``neurodecode.models.list_losses()``.
 LOSSES = LOSS_REGISTRY.view()
@@ -369,6 +370,7 @@ class _FitRun:
     progress: _Progress
     settings: dict
     ckpt_dir: Path | None
+    log: _TrainingLog | None = None  # experiment tracking (None: off)
 
 
 class Trainer:
@@ -672,7 +674,7 @@ class Trainer:
                 out["clip_weight"] = loss_fn.clip_weight
         return out
 
-    def _make_accelerator(self) -> Any:
+    def _make_accelerator(self, tracking: Tracking | None = None) -> Any:
         from accelerate import Accelerator, DistributedDataParallelKwargs
         from accelerate.state import AcceleratorState, GradientState
 
@@ -686,7 +688,8 @@ class Trainer:
             AcceleratorState._reset_state()
             GradientState._reset_state()
         return Accelerator(cpu=cpu, mixed_precision=self.mixed_precision,
-                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                           kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+                           **_accelerator_kwargs(tracking))
 
     def _subject_data(self, trials: Any, Y: np.ndarray, codes: np.ndarray, device: torch.device,
                       digest: Any = None) -> dict[Any, _data.SubjectData]:
@@ -717,7 +720,7 @@ class Trainer:
     # -- fitting -------------------------------------------------------------------------
     @verbose
     def fit(self, trials: Any, targets: Any, *, token_targets: Any = None, lowlevel_targets: Any = None,
-            checkpoint_dir: str | Path | None = None, resume: bool = False,
+            checkpoint_dir: str | Path | None = None, resume: bool = False, tracking: Tracking | None = None,
             verbose: bool | str | int | None = None) -> Trainer:
         """Train ``model`` to map ``trials`` to their stimulus embeddings.
 
@@ -751,6 +754,13 @@ class Trainer:
             afresh otherwise. A damaged newest checkpoint is skipped with a
             warning (the previous one is used); a checkpoint whose training
             data, targets or model architecture differ (fingerprints) is refused.
+        tracking : Tracking | None
+            Experiment trackers to log the fit to (:class:`~neurodecode.training.Tracking`;
+            tensorboard, wandb, mlflow through accelerate, offline by default): per
+            optimizer step ``train/step_loss`` and ``train/lr``, per epoch
+            ``epoch``, ``train/loss`` (and its parts), ``val/loss``,
+            ``val/top1``, ``val/chance``. A resumed fit continues the step
+            count. None (default): nothing is tracked.
         verbose : bool | str | int | None
             Log level for this call (default: the Trainer's ``verbose``).
 
@@ -772,7 +782,8 @@ class Trainer:
             Another process is training into ``checkpoint_dir``.
         """
         with use_log_level(self.verbose if verbose is None else None):
-            return self._fit(trials, targets, checkpoint_dir, resume, token_targets, lowlevel_targets)
+            return self._fit(trials, targets, checkpoint_dir, resume, token_targets, lowlevel_targets,
+                             tracking)
 
     def _check_head_targets(self, table: Any, head: str) -> tuple[int, ...]:
         arg, shape_key = {"tokens": ("token_targets", "token_shape"),
@@ -807,10 +818,11 @@ class Trainer:
         return out
 
     def _fit(self, trials: Any, targets: Any, checkpoint_dir: str | Path | None, resume: bool,
-             token_targets: Any = None, lowlevel_targets: Any = None) -> Trainer:
-        with ExitStack() as held:  # the checkpoint folder's lock, while training
+             token_targets: Any = None, lowlevel_targets: Any = None,
+             tracking: Tracking | None = None) -> Trainer:
+        with ExitStack() as held:  # the checkpoint folder's lock and the trackers, while training
             return self._fit_locked(held, trials, targets, checkpoint_dir, resume, token_targets,
-                                    lowlevel_targets)
+                                    lowlevel_targets, tracking)
 
     def _lock_checkpoints(self, held: ExitStack, ckpt_dir: Path, is_main: bool, world: int) -> None:
         """One writer per checkpoint folder: the main process holds its lock (other processes learn the outcome)."""
@@ -834,23 +846,30 @@ class Trainer:
             raise FolderInUseError(problem)
 
     def _fit_locked(self, held: ExitStack, trials: Any, targets: Any, checkpoint_dir: str | Path | None,
-                    resume: bool, token_targets: Any = None, lowlevel_targets: Any = None) -> Trainer:
+                    resume: bool, token_targets: Any = None, lowlevel_targets: Any = None,
+                    tracking: Tracking | None = None) -> Trainer:
         """Check the arguments, set the run up, resume it if asked, train, and finish."""
-        self._check_fit_args(trials, checkpoint_dir, resume, token_targets, lowlevel_targets)
+        self._check_fit_args(trials, checkpoint_dir, resume, token_targets, lowlevel_targets, tracking)
         t_start = time.perf_counter()
-        run = self._start_run(trials, targets, checkpoint_dir, token_targets, lowlevel_targets)
+        run = self._start_run(trials, targets, checkpoint_dir, token_targets, lowlevel_targets, tracking)
         if run.ckpt_dir is not None:
             self._open_checkpoint_dir(held, run)
         if resume:
             self._resume(run)
+        if tracking is not None:
+            self._start_tracking(held, run, tracking)
         epoch = self._train_epochs(run)
         self._finish(run, epoch, t_start)
         return self
 
     def _check_fit_args(self, trials: Any, checkpoint_dir: str | Path | None, resume: bool,
-                        token_targets: Any, lowlevel_targets: Any) -> None:
-        """The Trainer's settings, the head targets' shapes, resume's folder and the trials' split."""
+                        token_targets: Any, lowlevel_targets: Any, tracking: Tracking | None = None) -> None:
+        """The Trainer's settings, head target shapes, resume's folder, the trackers, the trials' split."""
         self._validate()
+        if tracking is not None:
+            if not isinstance(tracking, Tracking):
+                raise TypeError(f"tracking must be a neurodecode.training.Tracking or None, got {tracking!r}")
+            tracking.check()  # unknown trackers, missing packages: before anything is trained
         for table, head in ((token_targets, "tokens"), (lowlevel_targets, "lowlevel")):
             if table is not None:
                 self._check_head_targets(table, head)
@@ -859,9 +878,10 @@ class Trainer:
         check_no_leakage(trials, where="training")
 
     def _start_run(self, trials: Any, targets: Any, checkpoint_dir: str | Path | None,
-                   token_targets: Any = None, lowlevel_targets: Any = None) -> _FitRun:
+                   token_targets: Any = None, lowlevel_targets: Any = None,
+                   tracking: Tracking | None = None) -> _FitRun:
         """Data, batching, loss, optimizer and schedule of a fit from scratch (the Trainer's state reset)."""
-        procs = _Processes.of(self._make_accelerator())
+        procs = _Processes.of(self._make_accelerator(tracking))
         fit_data = self._prepare_data(trials, targets, token_targets, lowlevel_targets, procs,
                                       fingerprint=checkpoint_dir is not None)
         batching = self._plan_batches(fit_data, procs)
@@ -1019,6 +1039,19 @@ class Trainer:
             remove_stale_temporaries(run.ckpt_dir)
         procs.accelerator.wait_for_everyone()
 
+    def _start_tracking(self, held: ExitStack, run: _FitRun, tracking: Tracking) -> None:
+        """Start the trackers at the run's step (a resume goes on counting); finish them when ``held`` closes."""
+        p = run.progress
+        if not tracking.names or p.finished:  # a finished checkpoint trains (and logs) nothing
+            return
+        config = tracking.config
+        if config is None:
+            config = {k: v for k, v in run.settings.items() if k != "val_stimuli"}
+        held.enter_context(_session(tracking, run.procs.accelerator, start_step=p.global_step, config=config))
+        run.log = _TrainingLog(run.procs.accelerator, {a.key: a.weight for a in run.fit_data.aux})
+        run.procs.log("Tracking with %s under %s (run %r, from step %d)", ", ".join(tracking.names),
+                      tracking.directory, tracking.run_name, p.global_step)
+
     def _resume(self, run: _FitRun) -> None:
         """Continue from the newest usable checkpoint in ``run.ckpt_dir`` (if any), after checking it."""
         procs, eng = run.procs, run.engine
@@ -1131,6 +1164,8 @@ class Trainer:
         record["time_s"] = time.perf_counter() - t0
         self.history_.append(record)
         self._log_epoch(record, pbar, run.procs)
+        if run.log is not None:
+            run.log.log_epoch(record)
         stopper = run.progress.stopper
         if record["val_loss"] is not None and stopper.should_stop:
             run.procs.log("Early stopping: no lower validation loss for %d epochs", stopper.since_best)
@@ -1170,9 +1205,14 @@ class Trainer:
                 mix_gen = _mix_generator(self.seed, epoch, bi, run.procs.rank) if mixing else None
                 loss, head_losses, n_local = self._train_batch(run, parts, group_size, mix_gen)
             totals.add(loss, sum(len(gidx) for _, gidx in parts), head_losses, n_local)
+            if run.log is not None:
+                run.log.add(loss, sum(len(gidx) for _, gidx in parts), head_losses, n_local)
             if not boundary:
                 continue
+            lr = None if run.log is None else float(eng.optimizer.param_groups[0]["lr"])  # this step's rate
             self._optimizer_step(run)
+            if run.log is not None:
+                run.log.log_step(p.global_step - 1, lr)
             if (run.ckpt_dir is not None and self.checkpoint_every is not None
                     and p.global_step % int(self.checkpoint_every) == 0):
                 self._write_checkpoint(run, epoch, bi + 1, epoch_state, totals, False)

@@ -12,6 +12,7 @@ from ..utils import atomic_write_json, logger, resolve_device
 from ._data import positions_2d
 from ._targets import lowlevel_targets as _lowlevel_targets
 from ._targets import token_targets as _token_targets
+from ._tracking import training_tracking
 
 
 def predict_ridge(config: FitConfig, train: Any, test: Any, targets: Any, model_dir: Path) -> np.ndarray:
@@ -99,7 +100,8 @@ def predict_mlp(config: FitConfig, train: Any, test: Any, targets: Any, run_dir:
                       token_loss=mc.token_loss, token_weight=mc.token_weight,
                       lowlevel_loss=mc.lowlevel_loss, lowlevel_weight=mc.lowlevel_weight)
     trainer.fit(train, targets, token_targets=token_targets, lowlevel_targets=low_targets,
-                checkpoint_dir=checkpoint_dir, resume=resume)
+                checkpoint_dir=checkpoint_dir, resume=resume,
+                tracking=training_tracking(config, run_dir, model_dir))
     model.save_pretrained(model_dir)
     atomic_write_json(model_dir / "history.json", trainer.history_)
     return model.predict(test, device=device)

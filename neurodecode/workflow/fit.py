@@ -24,6 +24,7 @@ from ._data import dataset_spec, load_data, no_test_hint, pooled_subjects, prepr
 from ._models import predict_mlp, predict_ridge
 from ._run import FitResult, RunInterrupted, _claim_run_dir, _resume_config
 from ._targets import stimulus_targets
+from ._tracking import check_tracking, log_final_metrics
 
 
 def _fit_models(config: FitConfig, train: Any, test: Any, targets: Any, out: Path, *, tag: str = "",
@@ -129,7 +130,12 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     subject-agnostic model (the other subjects' training trials pooled into one
     adapter), saved under ``models/loso-subjNN/``, and is scored on its own test
     trials. M/EEG preprocessing statistics (``preprocessing.scaler``) come from
-    each subject's training-split trials only.
+    each subject's training-split trials only. With ``evaluation.loso_subjects``
+    only those held-out subjects are run and scored (one sweep job per fold).
+
+    Under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE`` > 1) every process
+    trains the MLP (data parallel) but only rank 0 claims and writes the run
+    folder; the others write into a scratch folder that is removed at the end.
     """
     if resume is not None:
         config = _resume_config(config, resume, run_dir)
@@ -139,6 +145,9 @@ def run_fit(config: FitConfig | None = None, *, run_dir: str | Path | None = Non
     from ._data import check_loader_options
 
     check_loader_options(config)  # fail before the run folder is created
+    check_tracking(config)  # a tracker's package missing: one line, before anything runs
+    if _launch_rank() > 0:  # accelerate launch / torchrun: rank 0 alone writes the run folder
+        return _fit_other_rank(config, resume)
     if resume is not None:
         claim = lock_folder(resume, what="run")  # refused while another process writes the run
         done = _finished_metrics(claim.path)
@@ -176,6 +185,41 @@ def _finished_metrics(out: Path) -> dict[str, Any] | None:
         return None
 
 
+def _launch_rank() -> int:
+    """This process's global rank under ``accelerate launch`` / ``torchrun`` (0 in a single-process run)."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
+
+
+def _fit_other_rank(config: FitConfig, resume: str | Path | None) -> FitResult:
+    """A rank > 0 of a multi-process launch: train along (DDP needs every rank), write no run folder.
+
+    Rank 0 claims and writes the run folder. This rank's outputs (the same models and metrics) go to a
+    scratch folder removed at the end; on resume it reads the run's checkpoints (only rank 0 writes them).
+    """
+    import shutil
+    import tempfile
+
+    from ..utils import use_log_level
+
+    done = None if resume is None else _finished_metrics(Path(resume))
+    if done is not None:  # rank 0 finds the same and trains nothing
+        return FitResult(Path(resume), done, {})  # type: ignore[arg-type]
+    scratch = Path(tempfile.mkdtemp(prefix=f"neurodecode-rank{_launch_rank()}-"))
+    try:
+        if resume is not None:
+            (scratch / "checkpoints").symlink_to(Path(resume).absolute() / "checkpoints", target_is_directory=True)
+        with use_log_level("warning"):  # only rank 0 logs
+            result = _fit_in(config, scratch, resume is not None)
+        return FitResult(scratch, result.metrics, result.timings)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _train_test(config: FitConfig, trials: Any) -> tuple[Any, Any]:
     """Training and test trials (test repetitions averaged if asked), after the leakage guard."""
     from ..datasets import check_no_leakage
@@ -187,6 +231,9 @@ def _train_test(config: FitConfig, trials: Any) -> tuple[Any, Any]:
                          f"{no_test_hint(config)}.")
     if config.evaluation.average_repetitions:
         test = test.average_repetitions()
+    held_out = config.evaluation.loso_subjects
+    if config.evaluation.scheme == "loso" and held_out is not None:  # only these folds (one sweep job each)
+        test = test.select(subject=list(held_out))
     check_no_leakage(train, test, where="training")
     return train, test
 
@@ -294,6 +341,7 @@ def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     metrics["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    log_final_metrics(config, out, metrics)  # config.tracking: the test metrics, as the tracked run "test"
     _write_run_files(config, out, root, test, preds, metrics)
     logger.info("Done in %.1f s: %s", timings["total"], out / "report.html")
     return FitResult(out, metrics, timings)

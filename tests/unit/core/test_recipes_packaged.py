@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from neurodecode.cli import main
 from neurodecode.config import RECIPE_DIR, ConfigError, list_recipes, load_config, recipe_path

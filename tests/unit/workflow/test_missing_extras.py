@@ -40,3 +40,9 @@ def test_an_unexpected_missing_optional_module_still_names_its_extra():
     assert _missing_dependency(ours) == str(ours)
     other = ModuleNotFoundError("No module named 'foo'", name="foo")
     assert "reinstall neurodecode" in _missing_dependency(other)
+    for name, extra in (("mne", "meeg"), ("diffusers", "generation"), ("submitit", "cluster"),
+                        ("tensorboard", "tracking")):
+        err = ModuleNotFoundError(f"No module named '{name}'", name=name)
+        assert _missing_dependency(err).endswith(f"pip install 'neurodecode[{extra}]'")
+    wandb = ModuleNotFoundError("No module named 'wandb'", name="wandb")
+    assert _missing_dependency(wandb).endswith("pip install wandb")  # no extra installs it
