@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _fake_hosts import FakeHosts, publish
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["simulate.n_subjects=2", "simulate.n_sessions=3", "simulate.trials_per_session=120",
@@ -85,3 +86,35 @@ def test_fit_a_shipped_recipe_by_name(installed):
     assert set(metrics["models"]) == {"ridge", "mlp"}
     assert (work.parent / "runs" / "demo" / "report.html").is_file()
     assert not any(work.iterdir())  # nothing written into the working folder
+
+
+def test_simulate_download_and_summarize(installed, tmp_path):
+    """The other documented commands, from the wheel: simulate, download (dry run, then for real), summarize."""
+    site, work = installed
+    sim = tmp_path / "sim"
+    proc = _run(installed, "simulate", "nsd", str(sim), "--n-subjects", "1", "--n-sessions", "2",
+                "--trials-per-session", "120", "--image-size", "16", "-q")
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "nsd"
+    with FakeHosts() as hosts:
+        bucket = hosts.s3["natural-scenes-dataset"] = {}
+        publish(bucket, sim, skip=lambda rel: rel.startswith(("simulation", "coco/")))
+        args = ["download", "nsd", "--root", str(root), "--subjects", "1", "--mirror", hosts.mirror()["s3"],
+                "--accept-nsd-terms"]
+        os.environ["NEURODECODE_CONFIG"] = str(tmp_path / "cfg" / "config.json")
+        try:
+            dry = _run(installed, *args, "--dry-run")
+            real = _run(installed, *args, "-q")
+        finally:
+            del os.environ["NEURODECODE_CONFIG"]
+    assert dry.returncode == 0 and real.returncode == 0, dry.stderr + real.stderr
+    assert f"total {len(bucket)} file(s)" in dry.stdout and "dry run: nothing downloaded" in dry.stdout
+    assert all(key in dry.stdout for key in bucket), dry.stdout
+    assert not any(k in dry.stdout for k in ("simulation.json", "coco/"))
+    for key, data in bucket.items():
+        assert (root / key).read_bytes() == data, key
+    runs = work.parent / "runs"
+    if (runs / "demo" / "metrics.json").is_file():  # written by test_fit_a_shipped_recipe_by_name
+        proc = _run(installed, "summarize", str(runs / "demo"), "-o", str(tmp_path / "summary"))
+        assert proc.returncode == 0, proc.stderr
+        assert "nway_top1_forward" in (tmp_path / "summary" / "summary.md").read_text()
