@@ -86,10 +86,18 @@ def test_fit_a_shipped_recipe_by_name(installed):
     assert set(metrics["models"]) == {"ridge", "mlp"}
     assert (work.parent / "runs" / "demo" / "report.html").is_file()
     assert not any(work.iterdir())  # nothing written into the working folder
+    proc = _run(installed, "summarize", str(work.parent / "runs" / "demo"), "-o", str(work.parent / "summary"))
+    assert proc.returncode == 0, proc.stderr
+    table = (work.parent / "summary" / "summary.md").read_text()
+    metrics = json.loads((work.parent / "runs" / "demo" / "metrics.json").read_text())
+    for model in ("ridge", "mlp"):  # one seed: the mean over the two test subjects, and no interval
+        value = sum(metrics["models"][model][s]["metrics"]["nway_top1_forward"]["value"]
+                    for s in ("subj01", "subj02")) / 2
+        assert f"| demo | {model} | nway_top1_forward | 1 | {value:.4f} | — | n=1: no interval |" in table
 
 
 def test_simulate_download_and_summarize(installed, tmp_path):
-    """The other documented commands, from the wheel: simulate, download (dry run, then for real), summarize."""
+    """The other documented commands, from the wheel: simulate, download (dry run, then for real)."""
     site, work = installed
     sim = tmp_path / "sim"
     proc = _run(installed, "simulate", "nsd", str(sim), "--n-subjects", "1", "--n-sessions", "2",
@@ -113,8 +121,3 @@ def test_simulate_download_and_summarize(installed, tmp_path):
     assert not any(k in dry.stdout for k in ("simulation.json", "coco/"))
     for key, data in bucket.items():
         assert (root / key).read_bytes() == data, key
-    runs = work.parent / "runs"
-    if (runs / "demo" / "metrics.json").is_file():  # written by test_fit_a_shipped_recipe_by_name
-        proc = _run(installed, "summarize", str(runs / "demo"), "-o", str(tmp_path / "summary"))
-        assert proc.returncode == 0, proc.stderr
-        assert "nway_top1_forward" in (tmp_path / "summary" / "summary.md").read_text()
