@@ -43,10 +43,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "--set targets.encoder=melspec --set targets.weights=null "
                     "--set \"models.mlp.backbone_kwargs={{hidden: 64}}\" --set models.mlp.max_epochs=20 "
                     "--set output_dir={tmp}/runs", "README's M/EEG example"),
+    "sweep": ("neurodecode fit demo --sweep models.mlp.lr=1e-3,3e-4 --seeds 0,1 --max-parallel 2 "
+              "--output {tmp}/sweep", "README's sweep: 4 jobs, 2 at a time (demo data cached)"),
+    "summarize": ("neurodecode summarize {tmp}/sweep", "the sweep's summary"),
     "tests": ("python -m pytest -q -p no:cacheprovider -n 2 -m \"not slow\" tests",
               "the README's test command (after the install)"),
-    "docs": ("NEURODECODE_DOCS_LIGHT=1 sphinx-build -q -W --keep-going -b html docs {tmp}/html",
-             "the README's docs command (after the install), clean build"),
+    "docs": ("rm -rf docs/auto_examples docs/api/generated docs/api/modules docs/sg_execution_times.rst && "
+             "NEURODECODE_DOCS_LIGHT=1 sphinx-build -q -W --keep-going -b html docs {tmp}/html",
+             "the README's docs command (after the install), clean build: gallery and API pages regenerated"),
 }
 
 
