@@ -121,3 +121,40 @@ def test_simulate_download_and_summarize(installed, tmp_path):
     assert not any(k in dry.stdout for k in ("simulation.json", "coco/"))
     for key, data in bucket.items():
         assert (root / key).read_bytes() == data, key
+
+
+def test_adapt_ablate_and_reconstruct_a_run(installed, tmp_path):
+    """The commands that work on a fitted run, from the wheel: adapt a new subject, ablate, reconstruct."""
+    pytest.importorskip("diffusers")
+    from neurodecode.tasks.reconstruction import make_random_pipeline
+
+    sets = [a for s in [*TINY, "simulate.n_subjects=3", "data.subjects=[1,2]", "models.ridge.enabled=false",
+                        "models.mlp.heads=[pooled,lowlevel]", "models.mlp.lowlevel_size=8",
+                        f"output_dir={tmp_path / 'runs'}"] for a in ("--set", s)]
+    proc = _run(installed, "fit", "demo", "-q", *sets)
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "demo"
+    data_root = json.loads((run / "metrics.json").read_text())["data_root"]
+
+    proc = _run(installed, "adapt", str(run), "--subject", "3", "--data", data_root, "--fraction", "0.5",
+                "--epochs", "2", "--freeze-epochs", "1", "--threads", "1", "-q")
+    assert proc.returncode == 0, proc.stderr
+    adapted = json.loads((run / "adapted" / "subj03" / "metrics.json").read_text())
+    assert adapted["subject"] == 3 and adapted["n_adapt_trials"] > 0
+
+    proc = _run(installed, "ablate", str(run), "--atlas", "nsd:streams", "--strategy", "zero", "--metric", "2way",
+                "--model", "mlp", "--n-null", "9", "--threads", "1", "-q")
+    assert proc.returncode == 0, proc.stderr
+    ablation = json.loads((run / "ablation-nsd-streams" / "metrics.json").read_text())
+    assert "2way" in ablation["baseline"]
+
+    generator = tmp_path / "kandinsky"
+    # targets.size=6: the decoder outputs 6x6 RGB = 108 values
+    make_random_pipeline("kandinsky", embed_dim=6 * 6 * 3, seed=0).save_pretrained(generator)
+    proc = _run(installed, "reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky",
+                "--steps", "2", "--device", "cpu", "--size", "32", "--limit", "2", "-q")
+    assert proc.returncode == 0, proc.stderr
+    recon = json.loads((run / "reconstructions-kandinsky" / "metrics.json").read_text())
+    assert recon["n_items"] == 2
+    ssim = recon["metrics"]["metrics"]["ssim"]
+    assert {"shuffled", "mean_image"} <= set(ssim)  # every image metric beside its baselines
