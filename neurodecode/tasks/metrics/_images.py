@@ -100,22 +100,17 @@ class _ImageSet:
 
     def batch(self, start: int, stop: int) -> Any:
         """float32 tensor in [0, 1], shape (b, 3, height, width), of images ``start:stop``."""
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(self.array[start:stop]))
-        x = x.to(torch.float32)
-        if self.scale != 1.0:
-            x = x / self.scale
-        if self.channels_last:
-            x = x.permute(0, 3, 1, 2)
-        return x.contiguous()
+        return self._tensor(self.array[start:stop])
 
     def take(self, indices: Any) -> Any:
         """float32 tensor in [0, 1], shape (b, 3, height, width), of the images at ``indices`` (any order)."""
+        return self._tensor(self.array[np.asarray(indices, dtype=np.intp)])
+
+    def _tensor(self, images: np.ndarray) -> Any:
+        """``images`` (rows of :attr:`array`) as a float32 tensor in [0, 1], channels first."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(self.array[np.asarray(indices, dtype=np.intp)]))
-        x = x.to(torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
         if self.scale != 1.0:
             x = x / self.scale
         if self.channels_last:
