@@ -46,3 +46,15 @@ def test_an_unexpected_missing_optional_module_still_names_its_extra():
         assert _missing_dependency(err).endswith(f"pip install 'neurodecode[{extra}]'")
     wandb = ModuleNotFoundError("No module named 'wandb'", name="wandb")
     assert _missing_dependency(wandb).endswith("pip install wandb")  # no extra installs it
+
+
+def test_a_brain_map_without_nilearn_is_a_note_naming_the_extra(monkeypatch):
+    """Without nilearn the map fails with a message naming the extra (the report shows it as a note in the
+    map's place and logs a warning: add_ablation_section)."""
+    import sys
+
+    from neurodecode.reports import ablation
+
+    monkeypatch.setitem(sys.modules, "nilearn", None)  # import nilearn -> ImportError
+    with pytest.raises(ablation._MapPlotError, match=r"pip install 'neurodecode\[fmri\]'"):
+        ablation._nilearn_plot("plot_glass_brain", None)
