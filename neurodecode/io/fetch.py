@@ -177,7 +177,9 @@ def _get(url: str, *, params: dict | None = None, retries: int = 4, backoff: flo
             return response
         except requests.RequestException as err:
             if attempt == retries or not _transient(err):
-                raise DownloadError(f"Could not list {_response_url(url, params)}: {err}") from err
+                hint = (" Check the network connection (and any proxy), or point --mirror at a reachable copy."
+                        if isinstance(err, (requests.ConnectionError, requests.Timeout)) else "")
+                raise DownloadError(f"Could not list {_response_url(url, params)}: {err}.{hint}") from err
             time.sleep(min(backoff * 2 ** attempt, 30.0))
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -512,3 +512,15 @@ def test_cli_dry_run_lists_files_and_total(hosts, tmp_path, terms, capsys):
     served = hosts.s3["natural-scenes-dataset"]
     assert rc == 0 and "downloaded" in out and (tmp_path / "r" / NSD_RESP).read_bytes() == served[NSD_RESP]
     assert "neurodecode fit" in out
+
+
+def test_an_unreachable_host_says_what_to_check():
+    import socket
+
+    from neurodecode.io import fetch
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(fetch.DownloadError, match=rf"127\.0\.0\.1:{port}.*Check the network.*--mirror"):
+        fetch._get(f"http://127.0.0.1:{port}/bucket/", retries=0)
