@@ -9,6 +9,7 @@ reconstruct  reconstruct a fitted run's test images with a diffusion backend (ga
 ablate    ablate atlas regions of a fitted run's decoder (effects, CIs, permutation p-values, FDR, maps)
 config    print the resolved config of a recipe, or every key with its default
 recipes   list the recipes shipped with neurodecode
+export    write a fitted run's decoder as a Hugging Face Hub model folder (optionally push it)
 summarize tabulate run / sweep folders: mean, SD and 95% t-interval over seeds (summary.md, .csv, .html)
 download  download NSD, THINGS-EEG2, THINGS-MEG or MEG-MASC (a selection) into its real layout, verified
 """
@@ -312,6 +313,46 @@ def _add_download_command(sub: Any) -> None:
     _add_verbosity(dl)
 
 
+def _add_export_command(sub: Any) -> None:
+    """The ``export`` command."""
+    ex = sub.add_parser(
+        "export", help="write a fitted run's decoder as a Hugging Face Hub model folder (optionally push it)",
+        description="Write one decoder of a `neurodecode fit` run to OUT as a folder the Hugging Face Hub "
+                    "accepts: model.safetensors, config.json and a README.md model card with the recipe, the "
+                    "data and the retrieval metrics with their confidence intervals. Load it back with "
+                    "BrainDecoder.from_pretrained(OUT or 'org/name').",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  neurodecode export runs/demo exported/demo-mlp\n"
+               "  neurodecode export runs/demo exported/demo-ridge --model ridge --license cc-by-4.0\n"
+               "  HF_HUB_OFFLINE=0 neurodecode export runs/demo exported/demo-mlp --push-to-hub org/demo-mlp\n"
+               "      (the command line is offline unless HF_HUB_OFFLINE=0; needs `hf auth login`)")
+    ex.add_argument("run", help="a run folder written by `neurodecode fit`")
+    ex.add_argument("out", help="the folder to write (must be empty or new unless --overwrite)")
+    ex.add_argument("--model", default="mlp",
+                    help="mlp (default), ridge, or a folder under RUN/models such as loso-subj01/mlp")
+    ex.add_argument("--name", help="the model card's title (default: RUN's name and the model)")
+    ex.add_argument("--license", help="a Hub license id for the card (default: other)")
+    ex.add_argument("--tag", action="append", dest="tags", metavar="TAG", help="an extra Hub tag (repeatable)")
+    ex.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder to this Hub model repo")
+    ex.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    ex.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty OUT")
+    _add_verbosity(ex)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .utils import use_log_level
+    from .workflow import export_run
+
+    with use_log_level(_level(args)):
+        out = export_run(args.run, args.out, model=args.model, name=args.name, license=args.license,
+                         tags=args.tags, push_to_hub=args.push_to_hub, private=args.private or None,
+                         overwrite=args.overwrite)
+    print(f"Model folder: {out} (model.safetensors, config.json, README.md)")
+    if args.push_to_hub:
+        print(f"Pushed to https://huggingface.co/{args.push_to_hub}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``neurodecode`` command.
 
@@ -339,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipes_command(sub)
     _add_summarize_command(sub)
     _add_download_command(sub)
+    _add_export_command(sub)
     return parser
 
 
@@ -588,6 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config,
                 "reconstruct": _run_reconstruct, "ablate": _run_ablate, "recipes": _run_recipes,
                 "download": _run_download,
+                "export": _run_export,
                 "summarize": _run_summarize}
     try:
         return handlers[args.command](args)

@@ -23,6 +23,7 @@ from .backbones import (  # noqa: F401 (old names)
     init_parameters_,
 )
 from .heads import LowLevelHead, PooledHead, SequenceHead, TokenHead  # noqa: F401 (old names)
+from .hub import HubMixin, resolve_pretrained, write_model_card
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME, read_pretrained, write_pretrained
 from .registry import (
     ADAPTER_REGISTRY,
@@ -120,7 +121,7 @@ def _legacy_keys_hook(module: nn.Module, state_dict: dict, prefix: str, *args: A
                 break
 
 
-class BrainDecoder(nn.Module):
+class BrainDecoder(HubMixin, nn.Module):
     """Decode brain responses of several subjects into one stimulus-embedding space.
 
     A composable version of MindEye2's recipe: each subject has its own
@@ -514,13 +515,21 @@ class BrainDecoder(nn.Module):
     @verbose
     @fill_doc
     def save_pretrained(self, save_directory: str | Path, *,
+                        model_card: Mapping[str, Any] | str | bool | None = None,
                         verbose: bool | str | int | None = None) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` (class, version, config) to a folder.
+        """Write ``model.safetensors``, ``config.json`` (class, version, config) and a ``README.md`` model card.
+
+        The folder is what the Hugging Face Hub takes as a model repo (see :meth:`push_to_hub`).
 
         Parameters
         ----------
         save_directory : str | Path
             Created if needed; files are replaced atomically.
+        model_card : mapping | str | False | None
+            What the model card says beyond the architecture: a mapping of
+            :data:`neurodecode.models.hub.CARD_KEYS` (recipe, data, results with CIs, license, ...; see
+            :func:`neurodecode.models.hub.render_model_card`), the card's full text, ``False`` (no card) or
+            None (a minimal card).
         %(verbose)s
 
         Returns
@@ -528,21 +537,42 @@ class BrainDecoder(nn.Module):
         save_directory : Path
         """
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        return write_pretrained(save_directory, state, {"config": self.config}, class_name=type(self).__name__)
+        folder = write_pretrained(save_directory, state, {"config": self.config}, class_name=type(self).__name__)
+        write_model_card(folder, type(self).__name__, summary=self._card_summary(), model_card=model_card)
+        return folder
+
+    def _card_summary(self) -> str:
+        c = self.config
+        subjects = ", ".join(f"{s} ({n})" for s, n in self.n_inputs.items())
+        time = f", {c['n_times']} time samples per input" if c.get("n_times") else ""
+        return (f"A multi-subject `BrainDecoder` (neurodecode): per-subject `{c.get('adapter')}` adapters, a "
+                f"shared `{c.get('backbone')}` backbone ({c.get('n_blocks')} blocks, hidden size "
+                f"{c.get('hidden_dim')}, dropout {c.get('dropout')}) and the heads {', '.join(c.get('heads') or ())}, "
+                f"mapping brain responses onto a {c.get('embed_dim')}-dimensional stimulus-embedding space. "
+                f"Subjects (inputs per subject): {subjects}{time}.")
 
     @classmethod
     @verbose
     @fill_doc
     def from_pretrained(cls, save_directory: str | Path, *, device: str | torch.device = "cpu",
+                        revision: str | None = None, allow_download: bool = False, token: str | bool | None = None,
                         verbose: bool | str | int | None = None) -> BrainDecoder:
         """Rebuild a model saved by :meth:`save_pretrained` (safetensors, never pickle).
 
         Parameters
         ----------
         save_directory : str | Path
-            Folder holding ``config.json`` and ``model.safetensors``.
+            Folder holding ``config.json`` and ``model.safetensors``, or a Hugging Face repo id
+            (``"org/name"``) resolved through the local Hugging Face cache.
         device : str | torch.device
             Where to load the weights.
+        revision : str | None
+            With a repo id: the branch, tag or commit (default ``main``).
+        allow_download : bool
+            With a repo id: download it when it is not in the cache (default False: offline; never while
+            ``HF_HUB_OFFLINE`` is set).
+        token : str | bool | None
+            With a repo id and ``allow_download``: a token for private repos (None: the stored login).
         %(verbose)s
 
         Returns
@@ -550,6 +580,8 @@ class BrainDecoder(nn.Module):
         model : BrainDecoder
             In eval mode.
         """
+        save_directory = resolve_pretrained(save_directory, class_name=cls.__name__, revision=revision,
+                                            allow_download=allow_download, token=token)
         cfg, state = read_pretrained(save_directory, class_name=cls.__name__, device=str(device))
         config = dict(cfg["config"])
         config["seed"] = 0  # weights come from the file; a private generator leaves the global RNG alone

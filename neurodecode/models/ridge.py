@@ -18,6 +18,7 @@ from scipy import linalg
 
 from ..datasets import check_no_leakage
 from ..utils import ProgressBar, check_random_state, fill_doc, logger, verbose
+from .hub import HubMixin, resolve_pretrained, write_model_card
 from .pretrained import read_pretrained, write_pretrained
 
 try:  # scikit-learn is optional: with it, RidgeDecoder is a full sklearn estimator.
@@ -312,7 +313,7 @@ def _kfold_scores(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, folds: list,
 # ----------------------------------------------------------------------------------------
 # the estimator
 # ----------------------------------------------------------------------------------------
-class RidgeDecoder(_RegressorMixin, _Base):
+class RidgeDecoder(HubMixin, _RegressorMixin, _Base):
     """Multi-output ridge regression with the penalty chosen by cross-validation.
 
     Closed form: the (centred) training data are eigendecomposed once — the
@@ -682,14 +683,20 @@ class RidgeDecoder(_RegressorMixin, _Base):
 
     @verbose
     @fill_doc
-    def save_pretrained(self, save_directory: str | Path, *,
+    def save_pretrained(self, save_directory: str | Path, *, model_card: Any = None,
                         verbose: bool | str | int | None = None) -> Path:
-        """Save to a folder: ``model.safetensors`` (weights) + ``config.json``.
+        """Save to a folder: ``model.safetensors`` (weights), ``config.json`` and a ``README.md`` model card.
+
+        The folder is what the Hugging Face Hub takes as a model repo (see :meth:`push_to_hub`).
 
         Parameters
         ----------
         save_directory : str | Path
             Created if needed; existing files are replaced atomically.
+        model_card : mapping | str | False | None
+            What the model card says beyond the model itself: a mapping of
+            :data:`neurodecode.models.hub.CARD_KEYS` (see :func:`neurodecode.models.hub.render_model_card`),
+            the card's full text, ``False`` (no card) or None (a minimal card).
         %(verbose)s
 
         Returns
@@ -712,25 +719,47 @@ class RidgeDecoder(_RegressorMixin, _Base):
                             "one_d_target": bool(np.ndim(model.coef_) == 1),
                             "n_features_in": int(model.n_features_in_)})
         config = {"params": params, "models": entries, "per_subject": models is not None}
-        return write_pretrained(save_directory, tensors, config, class_name=type(self).__name__)
+        folder = write_pretrained(save_directory, tensors, config, class_name=type(self).__name__)
+        write_model_card(folder, type(self).__name__, summary=self._card_summary(entries), model_card=model_card)
+        return folder
+
+    def _card_summary(self, entries: list[dict]) -> str:
+        cv = "efficient leave-one-out" if self.cv is None else f"{self.cv}-fold"
+        who = ("one model per subject (subjects " + ", ".join(str(e["subject"]) for e in entries) + ")"
+               if getattr(self, "subject_models_", None) is not None else "one model")
+        n_in = sorted({e["n_features_in"] for e in entries})
+        return (f"A closed-form `RidgeDecoder` (neurodecode): ridge regression from brain responses onto "
+                f"stimulus embeddings, its penalty chosen by {cv} cross-validation among "
+                f"{np.atleast_1d(self.alphas).size} values; {who}, {', '.join(map(str, n_in))} input features.")
 
     @classmethod
     @verbose
     @fill_doc
-    def from_pretrained(cls, save_directory: str | Path, *,
+    def from_pretrained(cls, save_directory: str | Path, *, revision: str | None = None,
+                        allow_download: bool = False, token: str | bool | None = None,
                         verbose: bool | str | int | None = None) -> RidgeDecoder:
         """Load a RidgeDecoder written by :meth:`save_pretrained` (no pickle).
 
         Parameters
         ----------
         save_directory : str | Path
-            Folder holding ``config.json`` and ``model.safetensors``.
+            Folder holding ``config.json`` and ``model.safetensors``, or a Hugging Face repo id
+            (``"org/name"``) resolved through the local Hugging Face cache.
+        revision : str | None
+            With a repo id: the branch, tag or commit (default ``main``).
+        allow_download : bool
+            With a repo id: download it when it is not in the cache (default False: offline; never while
+            ``HF_HUB_OFFLINE`` is set).
+        token : str | bool | None
+            With a repo id and ``allow_download``: a token for private repos (None: the stored login).
         %(verbose)s
 
         Returns
         -------
         model : RidgeDecoder
         """
+        save_directory = resolve_pretrained(save_directory, class_name=cls.__name__, revision=revision,
+                                            allow_download=allow_download, token=token)
         config, tensors = read_pretrained(save_directory, class_name=cls.__name__, framework="np")
 
         def build(i: int, entry: dict) -> RidgeDecoder:

@@ -12,6 +12,7 @@ from ._data import simulated_root
 from ._run import FitResult
 from .ablate import run_ablate
 from .adapt import run_adapt
+from .export import export_run, model_card_from_run
 from .fit import run_fit
 from .summarize import SummaryResult, collect_runs, run_summarize
 from .sweep import Sweep, SweepJob, SweepResult, expand_sweep, parse_grid, parse_seeds, run_sweep
@@ -19,3 +20,4 @@ from .sweep import Sweep, SweepJob, SweepResult, expand_sweep, parse_grid, parse
 __all__ = ["FitResult", "Sweep", "SweepJob", "SweepResult", "SummaryResult", "collect_runs", "expand_sweep",
            "parse_grid", "parse_seeds", "run_ablate", "run_adapt", "run_fit", "run_summarize", "run_sweep",
            "simulated_root"]
+__all__ += ["export_run", "model_card_from_run"]

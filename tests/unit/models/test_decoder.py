@@ -103,7 +103,7 @@ def test_constructor_errors():
 
 def test_save_load_round_trip(model, tmp_path):
     folder = model.save_pretrained(tmp_path / "dec")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["class"] == "BrainDecoder" and cfg["neurodecode_version"] == neurodecode.__version__
     assert cfg["config"]["n_inputs"] == {"1": 12, "sub-02": 9} and cfg["config"]["embed_dim"] == 5
