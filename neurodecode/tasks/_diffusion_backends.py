@@ -642,6 +642,25 @@ def _dtype_kwarg() -> str:
     return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
+@contextmanager
+def _library_progress_bars() -> Iterator[None]:
+    """diffusers' own progress bars ("Loading pipeline components") follow ours: off under ``-q``."""
+    from ..utils import progress_disabled
+
+    if not progress_disabled():
+        yield
+        return
+    from diffusers.utils import logging as dlogging
+
+    was_enabled = dlogging.is_progress_bar_enabled()
+    dlogging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            dlogging.enable_progress_bar()
+
+
 def load_pipeline(backend: str, path_or_repo_id: str | Path, *, torch_dtype: Any = None,
                   ip_adapter: Any = None, ip_adapter_scale: float | None = None) -> Any:
     """Load the backend's diffusers pipeline from a local folder or the local HF cache.
@@ -669,7 +688,8 @@ def load_pipeline(backend: str, path_or_repo_id: str | Path, *, torch_dtype: Any
     if torch_dtype is not None:
         kwargs[_dtype_kwarg()] = torch_dtype
     try:
-        pipe = cls.from_pretrained(str(folder), **kwargs)
+        with _library_progress_bars():
+            pipe = cls.from_pretrained(str(folder), **kwargs)
     except OSError as err:
         raise FileNotFoundError(f"Could not load the backend={backend!r} pipeline from {folder}: {err}. It "
                                 f"must hold {_WHAT[backend]}, with every component folder listed in "

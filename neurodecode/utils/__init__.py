@@ -12,7 +12,7 @@ from ._fileio import (
                       to_jsonable,
 )
 from ._logging import logger, set_log_level, use_log_level, verbose, warn
-from ._progress import ProgressBar
+from ._progress import ProgressBar, progress_disabled
 from ._ragged import RaggedData, take_rows
 from ._threads import available_cpus, set_torch_threads
 
@@ -36,6 +36,7 @@ __all__ = [
     "get_data_dir",
     "json_float",
     "logger",
+    "progress_disabled",
     "resolve_device",
     "set_log_level",
     "set_torch_threads",

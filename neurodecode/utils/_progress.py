@@ -10,11 +10,21 @@ from typing import Any
 from ._logging import logger
 
 
-def _disabled() -> bool:
+def progress_disabled() -> bool:
+    """Whether progress bars are off: ``NEURODECODE_TQDM=off``, or a log level above INFO (``-q``).
+
+    Returns
+    -------
+    disabled : bool
+        True when neither neurodecode's nor a library's progress bars should be shown.
+    """
     env = os.environ.get("NEURODECODE_TQDM", "auto").lower()
     if env in ("off", "0", "false", "no"):
         return True
     return logger.getEffectiveLevel() > logging.INFO
+
+
+_disabled = progress_disabled
 
 
 def ProgressBar(iterable: Iterable | None = None, *, total: int | None = None,
