@@ -1,6 +1,13 @@
 """Decoders: closed-form ridge, the composable deep BrainDecoder, its parts and losses."""
 
-from .adapters import LinearAdapter, PooledAdapter, SpatialAttention, SubjectBuilder, SubjectLayer
+from .adapters import (
+    LinearAdapter,
+    PooledAdapter,
+    SpatialAttention,
+    SubjectBuilder,
+    SubjectLayer,
+    SubjectToken,
+)
 from .backbones import ChannelAttentionEncoder, DilatedConvNet, MLPMixer, ResidualMLP, init_parameters_
 from .decoder import BrainDecoder, DecoderOutput
 from .heads import LowLevelHead, PooledHead, Projector, SequenceHead, TokenHead
@@ -24,6 +31,7 @@ from .losses import (
                      mse_loss,
                      soft_clip,
 )
+from .published import from_published, list_published
 from .registry import (
     DecoderSpec,
     build_loss,
@@ -51,6 +59,7 @@ from .ridge import RidgeDecoder
 __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput", "DilatedConvNet",
            "LinearAdapter", "LowLevelHead", "MLPMixer", "PooledAdapter", "PooledHead", "Projector", "ResidualMLP",
            "RidgeDecoder", "SequenceHead", "SpatialAttention", "SubjectBuilder", "SubjectLayer", "TokenHead",
+           "SubjectToken",
            "WeightedLoss", "TrainingLoss", "InfoNCELoss", "SoftClipLoss", "MindEye2Loss", "ClipMSELoss",
            "BrainMagickClipLoss", "NormalizedMSELoss", "DecoderSpec", "build_loss",
            "get_adapter", "get_backbone", "get_head", "get_loss", "get_lowlevel_loss", "get_token_loss",
@@ -58,4 +67,4 @@ __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput
            "list_token_losses", "register_adapter", "register_backbone", "register_head", "register_loss",
            "register_lowlevel_loss", "register_token_loss",
            "bimixco", "candidate_clip", "cosine_loss", "cycle_loss", "info_nce", "init_parameters_", "l1_loss", "mixco",
-           "mse_loss", "soft_clip"]
+           "mse_loss", "soft_clip", "from_published", "list_published"]

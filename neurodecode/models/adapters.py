@@ -35,7 +35,8 @@ from .registry import register_adapter
 if TYPE_CHECKING:
     from .registry import DecoderSpec
 
-__all__ = ["LinearAdapter", "PooledAdapter", "SpatialAttention", "SubjectBuilder", "SubjectLayer"]
+__all__ = ["LinearAdapter", "PooledAdapter", "SpatialAttention", "SubjectBuilder", "SubjectLayer",
+           "SubjectToken"]
 
 
 def _subject_sizes(name: str, sizes: Mapping[Any, Any]) -> dict[str, int]:
@@ -828,3 +829,177 @@ class SpatialAttention(_SubjectModule):
         if self.subject_layer is not None:
             h = self.subject_layer(h, key)
         return h
+
+
+class _TokenEntry(nn.Module):
+    """One subject's learned token and, optionally, its channel-mixing matrix."""
+
+    def __init__(self, n_chans: int, n_outputs: int | None, width: int, device: Any) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.empty(width, device=device))
+        self.mix = nn.Parameter(torch.empty(n_outputs, n_chans, device=device)) if n_outputs else None
+
+
+@register_adapter("subject_token")
+class SubjectToken(_SubjectModule):
+    """ATM-S's subject token: embed every channel's time course, then prepend a learned per-subject token.
+
+    ``(batch, n_chans, n_times)`` → (optional per-subject channel mixing to
+    ``n_outputs`` channels, identity-initialised) → ``Linear(n_times → n_times)``
+    on each channel's time course, shared by all subjects (iTransformer's
+    "inverted" value embedding, ATM's ``value_embedding``; ATM's ``d_model`` is
+    its 250 samples) → ``concat([token_subject, …])`` along the channel axis →
+    dropout. The output has one more "channel" than the input, the subject
+    token first, and is meant for ``ChannelAttentionEncoder(embed=False)``.
+
+    Parameters
+    ----------
+    n_chans : dict
+        Subject → number of input channels.
+    n_times : int
+        Time samples per trial (= the token width).
+    subject_layer : bool
+        Mix each subject's channels into ``n_outputs`` channels first (needed when
+        subjects have different channel counts). ATM-S has none: False, and every
+        subject must then have the same channel count.
+    n_outputs : int | None
+        Channels after mixing (default: the largest channel count).
+    dropout : float
+        Dropout on the embedded tokens (ATM: 0.25).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    ``(batch, n_chans[subject], n_times) → (batch, n_outputs + 1, n_times)``.
+    ATM indexes its token table by the integer subject id (1-based, ``sub-NN``)
+    and gives every id beyond the table its ``shared_embedding``;
+    :func:`neurodecode.models.from_published` copies each subject's row into
+    ``entries.<subject>.token``.
+    """
+
+    output_kind = "sequence"
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> SubjectToken:
+        """Built by :class:`~neurodecode.models.BrainDecoder` from ``n_chans`` and ``n_times``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``n_chans``, ``n_times``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``adapter_kwargs``).
+
+        Returns
+        -------
+        adapter : SubjectToken
+            The adapter, built on ``spec.device``.
+        """
+        return cls(spec.n_chans, int(spec.n_times), device=spec.device, **kwargs)
+
+    def __init__(self, n_chans: Mapping[Any, int], n_times: int, *, subject_layer: bool = True,
+                 n_outputs: int | None = None, dropout: float = 0.0, device: Any = None) -> None:
+        super().__init__()
+        self.sizes = _subject_sizes("n_chans", n_chans)
+        self.n_times = _check_int("n_times", n_times)
+        self.p = _check_p("dropout", dropout)
+        if subject_layer:
+            self.n_outputs = (max(self.sizes.values()) if n_outputs is None
+                              else _check_int("n_outputs", n_outputs))
+        else:
+            if n_outputs is not None or len(set(self.sizes.values())) != 1:
+                raise ValueError(f"subject_layer=False passes the channels through: every subject needs the "
+                                 f"same channel count and n_outputs must be None; got {self.sizes}, "
+                                 f"n_outputs={n_outputs!r}")
+            self.n_outputs = next(iter(self.sizes.values()))
+        self.mixing = bool(subject_layer)
+        self.embed = nn.Linear(self.n_times, self.n_times, device=device)
+        self.entries = nn.ModuleDict({s: _TokenEntry(n, self.n_outputs if self.mixing else None, self.n_times,
+                                                       device) for s, n in self.sizes.items()})
+        _maybe_init(self, device)
+
+    def _init_entry(self, entry: _TokenEntry, generator: torch.Generator | None) -> None:
+        nn.init.normal_(entry.token, 0.0, 1.0, generator=generator)  # ATM: nn.Embedding's N(0, 1)
+        if entry.mix is not None:
+            nn.init.eye_(entry.mix)
+
+    def _init_own_parameters(self, generator: torch.Generator | None) -> None:
+        init_parameters_(self.embed, generator)
+        for entry in self.entries.values():
+            self._init_entry(entry, generator)
+
+    @property
+    def out_features(self) -> int:
+        """Tokens passed to the backbone (``n_outputs + 1``: the subject token, then the channels)."""
+        return self.n_outputs + 1
+
+    def subject_prefix(self, key: str) -> str:
+        """Prefix of the names of ``key``'s own parameters (its token and mixing matrix).
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+
+        Returns
+        -------
+        prefix : str
+            ``"entries.<key>."``.
+        """
+        return f"entries.{key}."
+
+    def install_subject(self, key: str, n_chans: int, generator: torch.Generator | None = None, *,
+                        positions: Any = None) -> None:
+        """Give ``key`` a fresh token (``N(0, 1)``) and, with a subject layer, an identity mixing matrix.
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+        n_chans : int
+            The subject's number of input channels.
+        generator : torch.Generator | None
+            Source of the random token.
+        positions : None
+            Must be None (only the ``spatial_attention`` adapter takes sensor positions).
+        """
+        _check_positions_unused(self, positions)
+        if not self.mixing and int(n_chans) != self.n_outputs:
+            raise ValueError(f"subject_layer=False: a new subject needs {self.n_outputs} channels, got "
+                             f"{n_chans}")
+        entry = _TokenEntry(int(n_chans), self.n_outputs if self.mixing else None, self.n_times, None)
+        with torch.no_grad():
+            self._init_entry(entry, generator)
+        ref = self._reference()
+        self.sizes[key] = int(n_chans)
+        self.entries[key] = entry.to(device=ref.device, dtype=ref.dtype)
+
+    def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        """Embed one batch of a single subject and prepend its token.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_chans[subject], n_times)
+            The subject's recordings.
+        subject : int | str
+            The subject all rows of ``x`` come from.
+        generator : torch.Generator | None
+            Source of the dropout mask in training mode (for reproducible training).
+
+        Returns
+        -------
+        tokens : Tensor, shape (batch, n_outputs + 1, n_times)
+            The subject token followed by the embedded channels.
+        """
+        key = self._key(subject)
+        if x.ndim != 3 or x.shape[1:] != (self.sizes[key], self.n_times):
+            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}, "
+                             f"{self.n_times}), got {tuple(x.shape)}")
+        entry = self.entries[key]
+        if entry.mix is not None:
+            x = torch.einsum("oc,bct->bot", entry.mix, x)
+        h = self.embed(x)
+        token = entry.token.to(h.dtype).expand(len(h), 1, -1)
+        return _dropout(torch.cat([token, h], dim=1), self.p, self.training, generator)

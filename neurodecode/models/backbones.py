@@ -378,12 +378,17 @@ def _check_seq_input(x: torch.Tensor, n_chans: int, n_times: int | None, what: s
 
 # -- DilatedConvNet (brainmagick SimpleConv) -------------------------------------------------
 class _DilatedBlock(nn.Module):
-    """Residual ``x + dropout(GELU(BN(Conv1d_dilated(x))))``, optionally followed by a GLU conv."""
+    """Residual ``x + dropout(GELU(BN(Conv1d_dilated(x))))``, optionally followed by a GLU conv.
+
+    With ``in_channels != hidden`` (brainmagick's first convolution) there is no skip connection.
+    """
 
     def __init__(self, hidden: int, kernel_size: int, dilation: int, glu: bool, glu_context: int,
-                 dropout: float, device: Any) -> None:
+                 dropout: float, device: Any, in_channels: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(hidden, hidden, kernel_size, dilation=dilation,
+        in_channels = hidden if in_channels is None else in_channels
+        self.skip = in_channels == hidden
+        self.conv = nn.Conv1d(in_channels, hidden, kernel_size, dilation=dilation,
                               padding=dilation * (kernel_size - 1) // 2, device=device)
         self.norm = nn.BatchNorm1d(hidden, device=device)
         self.glu = nn.Conv1d(hidden, 2 * hidden, 1 + 2 * glu_context, padding=glu_context,
@@ -392,7 +397,7 @@ class _DilatedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         h = _dropout(F.gelu(self.norm(self.conv(x))), self.p, self.training, generator)
-        x = x + h[..., :x.shape[-1]]
+        x = x + h[..., :x.shape[-1]] if self.skip else h
         if self.glu is not None:
             x = F.glu(self.glu(x), dim=1)
         return x
@@ -437,6 +442,14 @@ class DilatedConvNet(nn.Module):
         Temporal aggregation to one vector: the mean, or a learned affine map
         over time (as in Benchetrit et al.'s temporal aggregation); ``None``
         keeps the time axis (time-resolved targets, brainmagick's setting).
+    stem : {"linear", "conv"}
+        ``"linear"``: a 1×1 conv maps ``n_chans → hidden`` and all ``depth``
+        blocks are residual. ``"conv"``: brainmagick's ``ConvSequence`` exactly —
+        block 0 is the first dilated conv itself (``n_chans → hidden``, kernel
+        ``kernel_size``, BatchNorm, GELU; residual only when ``n_chans ==
+        hidden``), so ``depth`` counts it, block ``k`` has dilation
+        ``2 ** (k % dilation_period)`` and a GLU when ``(k + 1) % glu == 0``, as
+        brainmagick's ``sequence.{k}`` / ``glus.{k}``.
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
 
@@ -479,8 +492,12 @@ class DilatedConvNet(nn.Module):
     def __init__(self, n_chans: int, out_channels: int, hidden: int = 320, depth: int = 4, *,
                  kernel_size: int = 3, dilation_period: int = 5, glu: int = 2, glu_context: int = 1,
                  dropout: float = 0.0, n_times: int | None = None,
-                 pool: Literal["mean", "linear"] | None = "mean", device: Any = None) -> None:
+                 pool: Literal["mean", "linear"] | None = "mean", stem: Literal["linear", "conv"] = "linear",
+                 device: Any = None) -> None:
         super().__init__()
+        if stem not in ("linear", "conv"):
+            raise ValueError(f"Invalid value for the 'stem' parameter. Allowed values are 'linear', 'conv', "
+                             f"but got {stem!r} instead.")
         self.n_chans = _check_int("n_chans", n_chans)
         self.out_dim = _check_int("out_channels", out_channels)
         hidden = _check_int("hidden", hidden)
@@ -491,11 +508,13 @@ class DilatedConvNet(nn.Module):
         glu = _check_int("glu", glu, 0)
         p = _check_p("dropout", dropout)
         self.n_times = None if n_times is None else _check_int("n_times", n_times)
-        self.proj_in = nn.Conv1d(self.n_chans, hidden, 1, device=device)
+        depth = _check_int("depth", depth, 1 if stem == "conv" else 0)
+        self.proj_in = nn.Conv1d(self.n_chans, hidden, 1, device=device) if stem == "linear" else None
         self.blocks = nn.ModuleList([
             _DilatedBlock(hidden, kernel_size, 2 ** (k % period), bool(glu) and (k + 1) % glu == 0,
-                          _check_int("glu_context", glu_context, 0), p, device)
-            for k in range(_check_int("depth", depth, 0))])
+                          _check_int("glu_context", glu_context, 0), p, device,
+                          in_channels=self.n_chans if stem == "conv" and k == 0 else hidden)
+            for k in range(depth)])
         self.proj_out1 = nn.Conv1d(hidden, 2 * hidden, 1, device=device)
         self.proj_out2 = nn.Conv1d(2 * hidden, self.out_dim, 1, device=device)
         if pool is None and self.n_times is None:
@@ -520,7 +539,7 @@ class DilatedConvNet(nn.Module):
             Pooled over time, or with the time axis kept when ``pool=None``.
         """
         _check_seq_input(x, self.n_chans, self.n_times, "DilatedConvNet")
-        h = self.proj_in(x)
+        h = x if self.proj_in is None else self.proj_in(x)
         for block in self.blocks:
             h = block(h, generator)
         h = self.proj_out2(F.gelu(self.proj_out1(h)))
@@ -529,13 +548,20 @@ class DilatedConvNet(nn.Module):
 
 # -- ChannelAttentionEncoder (ATM) -----------------------------------------------------------
 class _TransformerLayer(nn.Module):
-    """Post-norm transformer encoder layer (as ``nn.TransformerEncoderLayer``), dropout from a generator."""
+    """Post-norm transformer encoder layer (as ``nn.TransformerEncoderLayer``), dropout from a generator.
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, device: Any) -> None:
+    The attention's inner width is ``n_heads · head_dim`` (``d_model`` by default; ATM: 4 × 62 = 248 on a
+    250-wide model); ``qkv`` holds the query, key and value projections stacked in that order.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, device: Any,
+                 head_dim: int | None = None) -> None:
         super().__init__()
         self.n_heads = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model, device=device)
-        self.out = nn.Linear(d_model, d_model, device=device)
+        self.head_dim = d_model // n_heads if head_dim is None else head_dim
+        inner = n_heads * self.head_dim
+        self.qkv = nn.Linear(d_model, 3 * inner, device=device)
+        self.out = nn.Linear(inner, d_model, device=device)
         self.norm1 = nn.LayerNorm(d_model, device=device)
         self.ff1 = nn.Linear(d_model, d_ff, device=device)
         self.ff2 = nn.Linear(d_ff, d_model, device=device)
@@ -543,9 +569,10 @@ class _TransformerLayer(nn.Module):
         self.p = dropout
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+        a = a.reshape(b, n, self.n_heads * self.head_dim)
         x = self.norm1(x + _dropout(self.out(a), self.p, self.training, generator))
         h = self.ff2(_dropout(F.gelu(self.ff1(x)), self.p, self.training, generator))
         return self.norm2(x + _dropout(h, self.p, self.training, generator))
@@ -587,9 +614,11 @@ class ChannelAttentionEncoder(nn.Module):
     n_layers : int
         Transformer layers (ATM: 1).
     n_heads : int
-        Attention heads; must divide ``d_model`` here. ATM's config uses 4
-        heads on a 250-wide model (its attention projects to heads ×
-        ``d_model // heads``); the default, 5, divides 250.
+        Attention heads; must divide ``d_model`` unless ``head_dim`` is given.
+        ATM's config uses 4 heads on a 250-wide model (its attention projects
+        to heads × ``d_model // heads`` = 248); the default, 5, divides 250.
+    head_dim : int | None
+        Width of one attention head (ATM-S: 62); None: ``d_model // n_heads``.
     d_ff : int
         Feed-forward width (ATM: 256).
     dropout : float
@@ -603,6 +632,18 @@ class ChannelAttentionEncoder(nn.Module):
     pool : {"flatten"} | None
         ``"flatten"``: ATM's flattened projection to one vector; ``None``: a
         sequence output (see above).
+    embed : bool
+        Embed each channel's time course with ``Linear(n_times → d_model)``;
+        False when the input tokens are already embedded (the
+        ``subject_token`` adapter embeds them and prepends the subject token,
+        as ATM-S; then ``n_times`` must equal ``d_model``).
+    final_norm : bool
+        A LayerNorm after the last transformer layer (ATM-S's encoder
+        ``norm_layer``).
+    keep_tokens : int | None
+        Keep only the first ``keep_tokens`` tokens after the transformer (ATM-S
+        keeps 63 of its 64 — the subject token and channels 0–61); the spatial
+        convolution then spans these tokens. None keeps all ``n_chans``.
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
 
@@ -652,7 +693,8 @@ class ChannelAttentionEncoder(nn.Module):
     def __init__(self, n_chans: int, n_times: int, out_dim: int, *, d_model: int = 250, n_layers: int = 1,
                  n_heads: int = 5, d_ff: int = 256, dropout: float = 0.25, n_filters: int = 40,
                  conv_kernel: int = 25, pool_size: int = 51, pool_stride: int = 5, proj_dropout: float = 0.5,
-                 pool: Literal["flatten"] | None = "flatten", device: Any = None) -> None:
+                 pool: Literal["flatten"] | None = "flatten", head_dim: int | None = None, embed: bool = True,
+                 final_norm: bool = False, keep_tokens: int | None = None, device: Any = None) -> None:
         super().__init__()
         if isinstance(pool, (int, np.integer)) and not isinstance(pool, bool):
             pool_size, pool = int(pool), "flatten"  # ``pool`` was the ShallowNet pooling size before 0.1
@@ -664,8 +706,16 @@ class ChannelAttentionEncoder(nn.Module):
         self.out_dim = _check_int("out_dim", out_dim)
         d_model = _check_int("d_model", d_model)
         n_heads = _check_int("n_heads", n_heads)
-        if d_model % n_heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if head_dim is None and d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}), or give "
+                             "head_dim")
+        head_dim = None if head_dim is None else _check_int("head_dim", head_dim)
+        if not embed and self.n_times != d_model:
+            raise ValueError(f"embed=False takes tokens already d_model wide: n_times ({self.n_times}) must "
+                             f"equal d_model ({d_model})")
+        self.keep_tokens = None if keep_tokens is None else _check_int("keep_tokens", keep_tokens)
+        if self.keep_tokens is not None and self.keep_tokens > self.n_chans:
+            raise ValueError(f"keep_tokens ({keep_tokens}) exceeds the {self.n_chans} input tokens")
         conv_kernel, pool_size, pool_stride = (_check_int(n, v) for n, v in
                                                (("conv_kernel", conv_kernel), ("pool_size", pool_size),
                                                 ("pool_stride", pool_stride)))
@@ -676,14 +726,16 @@ class ChannelAttentionEncoder(nn.Module):
                              f"{conv_kernel + pool_size - 1}")
         n_pooled = (width - pool_size) // pool_stride + 1
         p, p_proj = _check_p("dropout", dropout), _check_p("proj_dropout", proj_dropout)
-        self.embed = nn.Linear(self.n_times, d_model, device=device)
-        self.layers = nn.ModuleList([_TransformerLayer(d_model, n_heads, _check_int("d_ff", d_ff), p, device)
+        self.embed = nn.Linear(self.n_times, d_model, device=device) if embed else None
+        self.layers = nn.ModuleList([_TransformerLayer(d_model, n_heads, _check_int("d_ff", d_ff), p, device,
+                                                       head_dim=head_dim)
                                      for _ in range(_check_int("n_layers", n_layers, 0))])
+        self.final_norm = nn.LayerNorm(d_model, device=device) if final_norm else None
         n_filters = _check_int("n_filters", n_filters)
         self.temporal = nn.Conv2d(1, n_filters, (1, conv_kernel), device=device)
         self.avgpool = nn.AvgPool2d((1, pool_size), (1, pool_stride))
         self.bn1 = nn.BatchNorm2d(n_filters, device=device)
-        self.spatial = nn.Conv2d(n_filters, n_filters, (self.n_chans, 1), device=device)
+        self.spatial = nn.Conv2d(n_filters, n_filters, (self.keep_tokens or self.n_chans, 1), device=device)
         self.bn2 = nn.BatchNorm2d(n_filters, device=device)
         self.proj_conv = nn.Conv2d(n_filters, n_filters, 1, device=device)
         self.sequence_output = pool is None
@@ -711,9 +763,13 @@ class ChannelAttentionEncoder(nn.Module):
             One vector per epoch, or one per conv position when ``pool=None``.
         """
         _check_seq_input(x, self.n_chans, self.n_times, "ChannelAttentionEncoder")
-        h = self.embed(x)                                   # (batch, n_chans, d_model): channels as tokens
+        h = x if self.embed is None else self.embed(x)     # (batch, n_chans, d_model): channels as tokens
         for layer in self.layers:
             h = layer(h, generator)
+        if self.final_norm is not None:
+            h = self.final_norm(h)
+        if self.keep_tokens is not None:
+            h = h[:, :self.keep_tokens]
         h = self.avgpool(self.temporal(h.unsqueeze(1)))     # (batch, n_filters, n_chans, n_pooled)
         h = F.elu(self.bn1(h))
         h = F.elu(self.bn2(self.spatial(h)))                # (batch, n_filters, 1, n_pooled)

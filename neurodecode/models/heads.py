@@ -122,6 +122,10 @@ class PooledHead(nn.Module):
     projector_tokens : int
         Tokens the output is split into for the projector; must divide
         ``embed_dim``.
+    identity : bool
+        No layers: the backbone's output is the embedding (``in_dim`` must equal
+        ``embed_dim``). Published models that end in their backbone (ATM-S's
+        ``Proj_eeg``) are loaded this way.
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
@@ -153,10 +157,13 @@ class PooledHead(nn.Module):
         return cls(spec.hidden_dim, spec.embed_dim, device=spec.device, **kwargs)
 
     def __init__(self, in_dim: int, embed_dim: int, *, projector: int | bool | None = None,
-                 projector_tokens: int = 1, device: Any = None) -> None:
+                 projector_tokens: int = 1, identity: bool = False, device: Any = None) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(_check_int("in_dim", in_dim), device=device)
-        self.proj = nn.Linear(in_dim, _check_int("embed_dim", embed_dim), device=device)
+        _check_identity(identity, _check_int("in_dim", in_dim), _check_int("embed_dim", embed_dim))
+        if identity and projector not in (None, False):
+            raise ValueError("identity=True has no layers: it takes no projector")
+        self.norm = None if identity else nn.LayerNorm(in_dim, device=device)
+        self.proj = None if identity else nn.Linear(in_dim, embed_dim, device=device)
         self.out_shape = (int(embed_dim),)
         self.projector_tokens = _check_int("projector_tokens", projector_tokens)
         if embed_dim % self.projector_tokens:
@@ -187,12 +194,20 @@ class PooledHead(nn.Module):
         embedding : Tensor, shape (batch, embed_dim)
             The predicted embedding (after the projector, when there is one).
         """
-        out = self.proj(self.norm(h))
+        out = h if self.proj is None else self.proj(self.norm(h))
         if self.projector is None:
             return out
         if self.projector_tokens == 1:
             return self.projector(out)
         return self.projector(out.reshape(len(out), self.projector_tokens, -1)).reshape(len(out), -1)
+
+
+def _check_identity(identity: Any, in_dim: int, dim: int) -> None:
+    if not isinstance(identity, bool):
+        raise ValueError(f"identity must be True or False, got {identity!r}")
+    if identity and in_dim != dim:
+        raise ValueError(f"identity=True passes the backbone's output through: its width ({in_dim}) must "
+                         f"equal the embedding's ({dim})")
 
 
 def resample_time(h: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -230,16 +245,22 @@ class SequenceHead(nn.Module):
         Channels of the backbone's output sequence.
     embed_shape : tuple of int
         ``(n_frames, dim)`` of one target.
+    identity : bool
+        No layers: the resampled backbone sequence is the embedding (``in_dim``
+        must equal ``dim``); brainmagick's SimpleConv ends in its own output
+        convolution.
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
 
-    def __init__(self, in_dim: int, embed_shape: tuple[int, int], *, device: Any = None) -> None:
+    def __init__(self, in_dim: int, embed_shape: tuple[int, int], *, identity: bool = False,
+                 device: Any = None) -> None:
         super().__init__()
         in_dim = _check_int("in_dim", in_dim)
         self.n_frames, self.dim = _check_shape("embed_shape", embed_shape, 2)
-        self.norm = nn.LayerNorm(in_dim, device=device)
-        self.proj = nn.Linear(in_dim, self.dim, device=device)
+        _check_identity(identity, in_dim, self.dim)
+        self.norm = None if identity else nn.LayerNorm(in_dim, device=device)
+        self.proj = None if identity else nn.Linear(in_dim, self.dim, device=device)
         self.out_shape = (self.n_frames * self.dim,)
         _maybe_init(self, device)
 
@@ -262,6 +283,8 @@ class SequenceHead(nn.Module):
             raise ValueError(f"SequenceHead expects a (batch, channels, time) sequence, got {tuple(h.shape)}; "
                              "build the backbone with pool=None")
         h = resample_time(h, self.n_frames).transpose(1, 2)        # (batch, n_frames, in_dim)
+        if self.proj is None:
+            return h.reshape(len(h), -1)
         return self.proj(self.norm(h)).reshape(len(h), -1)
 
 

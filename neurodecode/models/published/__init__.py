@@ -1,0 +1,102 @@
+"""Published checkpoints of the originals, read weights-only and mapped onto neurodecode models.
+
+``from_published(family, path, **options)`` reads the original checkpoint file without unpickling code
+(:func:`~neurodecode.models.published.loading.read_checkpoint`), checks every key and shape against the
+original's architecture for the configuration the file gives, and maps each tensor onto a
+:class:`~neurodecode.models.BrainDecoder` that computes the original's forward pass. What is supported and
+what each family's files hold: ``docs/published.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .atm import load_atms
+from .brainmagick import load_simpleconv
+
+__all__ = ["PublishedFamily", "from_published", "list_published"]
+
+
+@dataclass(frozen=True)
+class PublishedFamily:
+    """One family of published checkpoints that :func:`from_published` reads.
+
+    Parameters
+    ----------
+    name : str
+        The family name (``"atm"``).
+    original : str
+        The original model and the file its code is in.
+    load : callable
+        ``load(path, **options) → BrainDecoder``.
+    options : str
+        The options the loader takes, for messages and docs.
+    """
+
+    name: str
+    original: str
+    load: Callable[..., Any]
+    options: str
+
+
+_FAMILIES: dict[str, PublishedFamily] = {
+    "atm": PublishedFamily(
+        "atm", "ATM-S, dongyangli-del/EEG_Image_decode Retrieval/ATMS_retrieval.py (ATMS)", load_atms,
+        "subjects=range(1, 11), n_chans=63, n_heads=4, pool_size=51, pool_stride=5"),
+    "brainmagick": PublishedFamily("brainmagick",
+                                   "facebookresearch/brainmagick bm/models/simpleconv.py (SimpleConv)",
+                                   load_simpleconv, "positions={subject: (n_chans, 2)} (required), "
+                                   "subject_index=None, n_times=342, dilation_period=5"),
+}
+
+
+def list_published() -> list[str]:
+    """Families of published checkpoints :func:`from_published` reads.
+
+    Returns
+    -------
+    names : list of str
+        The family names (MindEye2, MindEye1 and MindBridge are not supported yet).
+    """
+    return list(_FAMILIES)
+
+
+def from_published(family: str, path: str | Path, **options: Any) -> Any:
+    """Load an original published checkpoint, weights only, as a neurodecode model.
+
+    Parameters
+    ----------
+    family : {"atm", "brainmagick"}
+        The original model family (see :func:`list_published`).
+    path : str | Path
+        The checkpoint file as the original code saves it (a torch file — read with ``weights_only=True``;
+        pickled non-tensor objects of the expected kinds are read as inert placeholders — or safetensors).
+    **options
+        Per family: ``atm`` — ``subjects`` (ATM's integer ids, default 1–10), ``n_chans``, ``n_heads``,
+        ``pool_size``, ``pool_stride``; ``brainmagick`` — ``positions`` (required: subject → 2-D sensor
+        positions), ``subject_index`` (subject → brainmagick subject index), ``n_times``, ``dilation_period``.
+
+    Returns
+    -------
+    model : BrainDecoder
+        In eval mode. ``model.published`` is a dict: ``family``, ``config`` (the original's configuration),
+        ``unused`` (original tensors that play no part at inference, each with the reason), ``path``,
+        ``container``.
+
+    Raises
+    ------
+    ValueError
+        Unknown family; a pickled global that is not expected; any original key that cannot be placed, a
+        missing key, or a shape that differs from the original's (one message listing them).
+    """
+    if family not in _FAMILIES:
+        close = difflib.get_close_matches(str(family), list(_FAMILIES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown published family {family!r}.{hint} Supported: "
+                         f"{', '.join(repr(k) for k in _FAMILIES)} (MindEye2, MindEye1 and MindBridge are "
+                         "not supported yet).")
+    return _FAMILIES[family].load(path, **options)
