@@ -3,6 +3,9 @@
 Subcommands
 -----------
 fit       fit decoders and write a run folder (config, weights, metrics.json, report.html)
+evaluate  score a published checkpoint on your data with fit's run folder:
+          neurodecode evaluate [RECIPE] --published FAMILY:PATH [--root DIR] [--subject N ...] [--set K=V ...]
+          [--option K=V ...] [--output DIR]
 simulate  write a simulated dataset in a real dataset's on-disk layout
 adapt     adapt a fitted run's decoder to a new subject from few trials
 reconstruct  reconstruct a fitted run's test images with a diffusion backend (gallery + metrics)
@@ -210,6 +213,42 @@ def _add_ablate_command(sub: Any) -> None:
     _add_verbosity(ab)
 
 
+def _add_evaluate_command(sub: Any) -> None:
+    """The ``evaluate`` command."""
+    ev = sub.add_parser(
+        "evaluate", help="score a published checkpoint on your data, with the run folder of `fit`",
+        description="Load and preprocess the data as `neurodecode fit` does (the recipe's data, targets and "
+                    "protocol; default: the family's recipe), read the original checkpoint weights-only with "
+                    "neurodecode.models.from_published, check its subjects, input sizes and output width "
+                    "against the data and targets, decode the test trials and score retrieval (same N-way "
+                    "draw, bootstrap CIs and leakage guard as fit). Nothing is trained. Writes a run folder "
+                    "(config.yaml, models/mlp/ with published.json, metrics.json, report.html, "
+                    "predictions_mlp.npz) that `neurodecode ablate RUN --model mlp` and `neurodecode "
+                    "reconstruct RUN` take.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  neurodecode evaluate things_eeg_atm --published atm:ATMS/sub-08/40.pth "
+               "--root ~/data/things-eeg2 --subject 8\n"
+               "  neurodecode evaluate nsd_mindeye --published mindeye2:final_subj01_pretrained_40sess_24bs/"
+               "last.pth --root ~/data/nsd --subject 1\n"
+               "families and their options: docs/published.md")
+    ev.add_argument("recipe", nargs="?", help="a shipped recipe's name or a YAML recipe giving the data, "
+                    "targets and protocol (default: the family's recipe, e.g. things_eeg_atm for atm)")
+    ev.add_argument("--published", required=True, metavar="FAMILY:PATH",
+                    help="the original checkpoint file and its family (neurodecode.models.list_published())")
+    ev.add_argument("--root", help="dataset root on disk (same as --set data.root=PATH)")
+    ev.add_argument("--subject", type=int, nargs="+", metavar="N",
+                    help="the subjects to score (same as --set data.subjects=[N,...])")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set evaluation.n_boot=200 (repeatable)")
+    ev.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of the family's loader, value read as YAML, e.g. --option n_heads=4 "
+                         "(repeatable; docs/published.md)")
+    ev.add_argument("--output", "-o", help="run folder (default: <output_dir>/<name>-published-FAMILY, never "
+                                           "overwritten)")
+    _add_threads(ev)
+    _add_verbosity(ev)
+
+
 def _add_simulate_command(sub: Any) -> None:
     """The ``simulate`` command."""
     sim = sub.add_parser("simulate", help="write a simulated dataset in a real on-disk layout",
@@ -372,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     _add_fit_command(sub)
+    _add_evaluate_command(sub)
     _add_adapt_command(sub)
     _add_reconstruct_command(sub)
     _add_ablate_command(sub)
@@ -477,6 +517,36 @@ def _run_ablate(args: argparse.Namespace) -> int:
         print(f"{key}: {top['region']} first (effect {top['effect']:.3f}, p = {top['p_value']:.3g}, "
               f"FDR {top['p_fdr']:.3g})")
     print(f"Report: {result.run_dir / 'report.html'}")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .config import load_config, parse_override
+    from .utils import use_log_level
+    from .workflow.evaluate import FAMILY_RECIPES, parse_published, run_evaluate
+
+    family, _ = parse_published(args.published)  # an unknown family or a missing file: before any work
+    overrides = list(args.overrides)
+    if args.root:
+        overrides.append(f"data.root={args.root}")
+    if args.subject:
+        overrides.append(f"data.subjects=[{','.join(str(s) for s in args.subject)}]")
+    recipe = args.recipe or FAMILY_RECIPES.get(family)
+    if recipe is None:
+        raise ValueError(f"no default recipe for the published family {family!r}: give a RECIPE")
+    options = {}
+    for text in args.options:
+        path, value = parse_override(text)
+        options[".".join(path)] = value
+    config = load_config(recipe, overrides)
+    with use_log_level(_level(args)):
+        _set_threads(args)
+        result = run_evaluate(args.published, config, run_dir=args.output, options=options)
+    for subj, scores in result.metrics["models"]["mlp"].items():
+        m = scores["metrics"]["nway_top1_forward"]
+        print(f"{subj}: N-way top-1 {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] "
+              f"(chance {m['chance']:.3f})")
+    print(f"Report: {result.report_path}")
     return 0
 
 
@@ -630,6 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"adapt": _run_adapt, "fit": _run_fit, "simulate": _run_simulate, "config": _run_config,
                 "reconstruct": _run_reconstruct, "ablate": _run_ablate, "recipes": _run_recipes,
                 "download": _run_download,
+                "evaluate": _run_evaluate,
                 "export": _run_export,
                 "summarize": _run_summarize}
     try:

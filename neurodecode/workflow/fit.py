@@ -274,7 +274,7 @@ def _fit_and_score(config: FitConfig, train: Any, test: Any, targets: Any, targe
 
 
 def _write_run_files(config: FitConfig, out: Path, root: Any, test: Any, preds: dict[str, np.ndarray],
-                     metrics: dict[str, Any]) -> None:
+                     metrics: dict[str, Any], *, command: str = "fit") -> None:
     """Predictions, metrics.json and, last, run.json (which marks the run finished)."""
     subjects = test.events["subject"].to_numpy()
     for name, pred in preds.items():
@@ -284,7 +284,27 @@ def _write_run_files(config: FitConfig, out: Path, root: Any, test: Any, preds: 
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "run.json", {  # written last: marks the run finished (--resume then does nothing)
         "neurodecode_version": __version__, "seed": config.seed, "python": platform.python_version(),
-        "data_root": str(root), "command": "fit", "timings_s": metrics["timings_s"]})
+        "data_root": str(root), "command": command, "timings_s": metrics["timings_s"]})
+
+
+def _run_metrics(config: FitConfig, root: Any, train: Any, test: Any, targets: Any,
+                 results: dict[str, dict[Any, Any]]) -> dict[str, Any]:
+    """The data, protocol and per-model, per-subject scores of ``metrics.json`` (timings added last)."""
+    subjects = test.events["subject"].to_numpy()
+    return {
+        "neurodecode_version": __version__,
+        "dataset": config.data.dataset,
+        "modality": dataset_spec(config).modality,
+        "data_root": str(root),
+        "simulated": config.data.root is None,
+        "scheme": config.evaluation.scheme,
+        "subjects": [int(s) for s in test.subjects],
+        "n_train_trials": len(train),
+        "n_test_items": {str(s): int((subjects == s).sum()) for s in test.subjects},
+        "targets": targets.name,
+        "models": {name: {f"subj{int(s):02d}": sc.to_dict() for s, sc in per.items()}
+                   for name, per in results.items()},
+    }
 
 
 def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
@@ -303,23 +323,9 @@ def _fit_in(config: FitConfig, out: Path, resume: bool) -> FitResult:
     targets, token_shape = stimulus_targets(config, trials)
     timings["targets"] = time.perf_counter() - t
     target_test = targets.lookup(test.events["stimulus_id"].tolist())
-    subjects = test.events["subject"].to_numpy()
     preds, results = _fit_and_score(config, train, test, targets, target_test, out, resume, token_shape, timings)
 
-    metrics: dict[str, Any] = {
-        "neurodecode_version": __version__,
-        "dataset": config.data.dataset,
-        "modality": dataset_spec(config).modality,
-        "data_root": str(root),
-        "simulated": config.data.root is None,
-        "scheme": ev.scheme,
-        "subjects": [int(s) for s in test.subjects],
-        "n_train_trials": len(train),
-        "n_test_items": {str(s): int((subjects == s).sum()) for s in test.subjects},
-        "targets": targets.name,
-        "models": {name: {f"subj{int(s):02d}": sc.to_dict() for s, sc in per.items()}
-                   for name, per in results.items()},
-    }
+    metrics = _run_metrics(config, root, train, test, targets, results)
     sweep = None
     if ev.time_windows is not None:
         t = time.perf_counter()

@@ -1,0 +1,238 @@
+"""`neurodecode evaluate --published atm:PATH` end to end on the simulated THINGS-EEG2 (ATM layout).
+
+The checkpoint is what ``ATMS_retrieval.py`` saves (a bare ``ATMS`` state dict under the original key names),
+for a small configuration that fits the simulation: 63 channels × 250 samples (d_model 250), 2 heads, 4 conv
+filters, and a 108-d projection matching the 6×6 RGB ``pixels`` targets. Its weights are random, so retrieval
+sits at chance: what is checked is that the command scores it exactly as a direct computation does (the
+same test trials, the same targets, ``evaluate_retrieval`` with the run's seed), and writes a run folder that
+``neurodecode ablate`` and ``neurodecode reconstruct`` take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurodecode.cli import main
+
+EEG_SIM = ("simulate.params={variant: atm, n_train_concepts: 20, images_per_concept: 2, n_train_reps: 1, "
+           "n_test_concepts: 20, n_test_reps: 2, signal_window: [0.1, 0.25]}")
+SETS = ["data.root=null", "data.subjects=[1,2]", "device=cpu", "targets.weights=null", "targets.encoder=pixels",
+        "simulate.image_size=24", EEG_SIM, "evaluation.n_boot=30", "evaluation.n_candidates=null",
+        "report.n_examples=2", "report.n_retrieved=3"]
+ATMS = dict(n_times=250, d_model=250, n_heads=2, e_layers=1, d_ff=16, n_filters=4, conv_kernel=25, pool_size=51,
+            pool_stride=5, proj_dim=108, n_ids=10, n_linear=2, keep_tokens=63, ff="conv")
+
+
+def _atms_checkpoint(path: Path) -> Path:
+    """A bare ATMS state dict (original names and shapes), scaled so the outputs vary across trials."""
+    from neurodecode.models.published.atm import original_atms_keys
+
+    rng = np.random.default_rng(0)
+    state = {}
+    for key, shape in original_atms_keys(**ATMS).items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(3, dtype=torch.long)
+            continue
+        if key.endswith("running_var"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif key.endswith("running_mean"):
+            value = np.zeros(shape)
+        elif len(shape) >= 2:
+            value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
+        elif "norm" in key or key.endswith(("tsconv.2.weight", "tsconv.5.weight", "proj_eeg.2.weight")):
+            value = 1 + 0.1 * rng.standard_normal(shape)
+        else:
+            value = 0.1 * rng.standard_normal(shape)
+        state[key] = torch.tensor(value, dtype=torch.float32)
+    torch.save(state, path)
+    return path
+
+
+def _evaluate(*args: str, sets=(), out: Path) -> int:
+    argv = ["evaluate", "things_eeg_atm", *args, "-q"]
+    for s in [*SETS, *sets, f"output_dir={out}"]:
+        argv += ["--set", s]
+    return main(argv)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    ckpt = _atms_checkpoint(tmp / "40.pth")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEURODECODE_DATA", str(tmp / "data"))
+        rc = _evaluate("--published", f"atm:{ckpt}", "--option", "n_heads=2", sets=["targets.size=6"],
+                       out=tmp / "runs")
+        assert rc == 0
+        yield tmp, ckpt, tmp / "runs" / "things_eeg_atm-published-atm"
+
+
+def _direct(run: Path, ckpt: Path):
+    """Predictions and scores computed without `evaluate`: public loaders, from_published, evaluate_retrieval."""
+    from neurodecode.config import load_config
+    from neurodecode.datasets import BrainTrials, get_dataset
+    from neurodecode.embeddings.pixels import embed_images
+    from neurodecode.models import from_published
+    from neurodecode.tasks import evaluate_retrieval
+    from neurodecode.workflow import simulated_root
+
+    cfg = load_config(run / "config.yaml")
+    spec = get_dataset(cfg.data.dataset)
+    root = simulated_root(cfg)
+    trials = BrainTrials.concatenate([spec.loader(root, s, **spec.load_kwargs(cfg.data)) for s in (1, 2)])
+    test = trials.select(split="test").average_repetitions()
+    targets = embed_images(trials.stimuli, trials.events["stimulus_id"].drop_duplicates().tolist(),
+                           encoder="pixels", size=6)
+    target_test = targets.lookup(test.events["stimulus_id"].tolist())
+    pred = from_published("atm", ckpt, subjects=[1, 2], n_chans=63, n_heads=2).predict(test)
+    subjects = test.events["subject"].to_numpy()
+    ev = cfg.evaluation
+    scores = {s: evaluate_retrieval(pred[subjects == s], target_test[subjects == s],
+                                    n_candidates=int((subjects == s).sum()), n_repeats=ev.n_repeats,
+                                    topk=tuple(ev.topk), n_boot=ev.n_boot, ci=ev.ci, random_state=cfg.seed)
+              for s in (1, 2)}
+    return pred, scores
+
+
+def test_evaluate_scores_the_published_model_as_a_direct_computation(evaluated):
+    tmp, ckpt, run = evaluated
+    for name in ("config.yaml", "metrics.json", "report.html", "run.json", "predictions_mlp.npz",
+                 "models/mlp/model.safetensors", "models/mlp/config.json", "models/mlp/published.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "models" / "ridge").exists() and not (run / "checkpoints").exists()  # nothing trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEURODECODE_DATA", str(tmp / "data"))
+        pred, scores = _direct(run, ckpt)
+    saved = np.load(run / "predictions_mlp.npz")
+    np.testing.assert_array_equal(saved["prediction"], pred)
+    assert float(pred.std(axis=0).mean()) > 1e-3  # the trials are decoded to different embeddings
+    assert list(metrics["models"]) == ["mlp"] and metrics["n_test_items"] == {"1": 20, "2": 20}
+    for s in (1, 2):
+        got = metrics["models"]["mlp"][f"subj{s:02d}"]
+        assert got == json.loads(json.dumps(scores[s].to_dict()))  # identical numbers, CIs included
+        assert got["metrics"]["nway_top1_forward"]["chance"] == pytest.approx(1 / 20)
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    record = json.loads((run / "models" / "mlp" / "published.json").read_text())
+    assert record["family"] == "atm" and record["sha256"] == sha and record["path"] == str(ckpt.resolve())
+    assert record["options"] == {"subjects": [1, 2], "n_chans": 63, "n_heads": 2}
+    assert {u["key"] for u in record["unused"]} >= {"logit_scale", "subject_wise_linear.0.weight"}
+    assert metrics["published"]["sha256"] == sha and metrics["published"]["family"] == "atm"
+    assert json.loads((run / "run.json").read_text())["command"] == "evaluate"
+    html = (run / "report.html").read_text()
+    assert "neurodecode evaluate" in html and sha in html
+    # the saved model is the published one: reloaded, it decodes the same embeddings
+    from neurodecode.models import BrainDecoder
+
+    cfg = json.loads((run / "models" / "mlp" / "config.json").read_text())["config"]
+    assert cfg["adapter"] == "subject_token" and cfg["backbone"] == "atm"
+    assert isinstance(BrainDecoder.from_pretrained(run / "models" / "mlp"), BrainDecoder)
+
+
+def test_ablate_and_reconstruct_take_the_evaluated_run(evaluated, monkeypatch):
+    tmp, _, run = evaluated
+    monkeypatch.setenv("NEURODECODE_DATA", str(tmp / "data"))
+    assert main(["ablate", str(run), "--model", "mlp", "--atlas", "sensors:hemi", "--strategy", "zero",
+                 "--metric", "top1", "--n-null", "5", "-q"]) == 0
+    abl = json.loads((run / "ablation-sensors-hemi" / "metrics.json").read_text())
+    assert abl["model"] == "mlp" and abl["top"]
+    pytest.importorskip("diffusers")
+    from neurodecode.tasks.reconstruction import make_random_pipeline
+
+    generator = tmp / "kandinsky"
+    make_random_pipeline("kandinsky", embed_dim=108, seed=0).save_pretrained(generator)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert main(["reconstruct", str(run), "--generator", str(generator), "--backend", "kandinsky",
+                     "--steps", "2", "--device", "cpu", "--size", "32", "--limit", "2", "-q"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert (run / "reconstructions-kandinsky" / "gallery.html").is_file()
+
+
+def test_wrong_output_width_is_a_clear_error_and_leaves_no_run(evaluated, capsys, monkeypatch):
+    tmp, ckpt, _ = evaluated
+    monkeypatch.setenv("NEURODECODE_DATA", str(tmp / "data"))
+    out = tmp / "wrong"
+    assert _evaluate("--published", f"atm:{ckpt}", "--option", "n_heads=2", sets=["targets.size=4"], out=out) == 1
+    err = capsys.readouterr().err
+    assert "the published atm model outputs 108-d embeddings but targets.encoder='pixels' gives 48-d" in err
+    assert "targets.encoder=ViT-H-14" in err
+    assert not out.exists() or not any(out.iterdir())
+    # a subject the model has no adapter for
+    assert _evaluate("--published", f"atm:{ckpt}", "--option", "n_heads=2", "--option", "subjects=[1]",
+                     sets=["targets.size=6"], out=out) == 1
+    assert "has adapters for subjects ['1'] but the data have subjects [1, 2]" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unknown_family_lists_the_families(tmp_path, capsys):
+    assert main(["evaluate", "--published", f"nosuch:{tmp_path / 'x.pth'}"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown published family 'nosuch'" in err and "atm" in err and "brainmagick" in err
+    assert main(["evaluate", "--published", "atm"]) == 1
+    assert "FAMILY:PATH" in capsys.readouterr().err
+    assert main(["evaluate", "--published", f"atm:{tmp_path / 'missing.pth'}"]) == 1
+    assert "missing.pth" in capsys.readouterr().err
+
+
+def test_a_model_as_wide_as_the_token_sequence_is_scored_on_the_flattened_tokens():
+    """MindEye2's clip_voxels (256 × 1664) are scored against the CLIP image tokens, as the original does."""
+    from neurodecode.embeddings import StimulusEmbeddings
+    from neurodecode.workflow.evaluate import _scoring_targets
+
+    rng = np.random.default_rng(0)
+    pooled = StimulusEmbeddings(["a", "b"], rng.standard_normal((2, 5)), name="pooled")
+    tokens = StimulusEmbeddings(["a", "b"], rng.standard_normal((2, 12)), name="tokens", token_shape=(4, 3))
+    assert _scoring_targets(5, pooled, (4, 3), lambda: tokens) is pooled
+    assert _scoring_targets(12, pooled, (4, 3), lambda: tokens) is tokens
+    assert _scoring_targets(12, pooled, None, lambda: tokens) is pooled  # pooled targets: the width check says why
+
+
+MASC = ["data.root=null", "data.subjects=[1,2]", "device=cpu", "targets.weights=null", "targets.encoder=melspec",
+        "targets.n_mels=4", "targets.frame_rate=50.0",
+        "simulate.params={n_sessions: 2, n_stories: 1, story_duration_s: 60.0, n_channels: 16, sfreq: 100.0, "
+        "signal_window: [0.05, 0.25]}", "data.options={window_s: 2.0, tmin: 0.0, sfreq: 50.0, test_ratio: 0.3}",
+        "evaluation.n_boot=30", "report.n_examples=0"]
+SIMPLECONV = dict(n_subjects=3, merger_channels=6, pos_dim=32, initial_linear=6, hidden=8, depth=3,
+                  kernel_size=3, dilation_period=5, glu=2, glu_context=1, out_channels=4)
+
+
+def test_brainmagick_simpleconv_on_simulated_masc(tmp_path, monkeypatch):
+    """SimpleConv keeps the time axis: 100 samples (2 s at 50 Hz) × 4 channels = 100 frames × 4 mels."""
+    pytest.importorskip("mne")
+    from neurodecode.models.published.brainmagick import original_simpleconv_keys
+
+    monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
+    rng = np.random.default_rng(0)
+    state = {}
+    for key, shape in original_simpleconv_keys(prefix="0.", **SIMPLECONV).items():
+        value = (np.array(3) if key.endswith("num_batches_tracked") else rng.uniform(0.5, 1.5, shape)
+                 if key.endswith("running_var") else rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
+                 if len(shape) >= 2 else 0.1 * rng.standard_normal(shape))
+        state[key] = torch.tensor(value, dtype=torch.long if key.endswith("tracked") else torch.float32)
+    ckpt = tmp_path / "checkpoint.th"
+    torch.save({"best_state": state}, ckpt)  # a Dora checkpoint's model part (keys "0.*")
+    argv = ["evaluate", "--published", f"brainmagick:{ckpt}", "-q"]  # the family's recipe: masc_speech
+    for s in [*MASC, f"output_dir={tmp_path / 'runs'}"]:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "masc_speech-published-brainmagick"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dataset"] == "masc" and metrics["published"]["container"] == "best_state"
+    for s in ("subj01", "subj02"):
+        m = metrics["models"]["mlp"][s]["metrics"]["nway_top1_forward"]
+        assert m["chance"] == pytest.approx(1 / metrics["n_test_items"][s[-1]])
+    record = json.loads((run / "models" / "mlp" / "published.json").read_text())
+    assert record["options"]["n_times"] == 100 and set(record["options"]["positions"]) == {"1", "2"}
+    assert metrics["published"]["options"]["positions"] == "(in models/mlp/published.json)"
+    cfg = json.loads((run / "models" / "mlp" / "config.json").read_text())["config"]
+    assert cfg["embed_shape"] == [100, 4] and cfg["adapter"] == "spatial_attention"
