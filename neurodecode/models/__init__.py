@@ -8,9 +8,16 @@ from .adapters import (
     SubjectLayer,
     SubjectToken,
 )
-from .backbones import ChannelAttentionEncoder, DilatedConvNet, MLPMixer, ResidualMLP, init_parameters_
+from .backbones import (
+    ChannelAttentionEncoder,
+    DilatedConvNet,
+    MindEye2Mixer,
+    MLPMixer,
+    ResidualMLP,
+    init_parameters_,
+)
 from .decoder import BrainDecoder, DecoderOutput
-from .heads import LowLevelHead, PooledHead, Projector, SequenceHead, TokenHead
+from .heads import LowLevelHead, PooledHead, Projector, SequenceHead, TokenHead, VAEDecoderHead
 from .losses import (
                      BrainMagickClipLoss,
                      ClipLoss,
@@ -58,8 +65,9 @@ from .ridge import RidgeDecoder
 
 __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput", "DilatedConvNet",
            "LinearAdapter", "LowLevelHead", "MLPMixer", "PooledAdapter", "PooledHead", "Projector", "ResidualMLP",
+           "MindEye2Mixer",
            "RidgeDecoder", "SequenceHead", "SpatialAttention", "SubjectBuilder", "SubjectLayer", "TokenHead",
-           "SubjectToken",
+           "SubjectToken", "VAEDecoderHead",
            "WeightedLoss", "TrainingLoss", "InfoNCELoss", "SoftClipLoss", "MindEye2Loss", "ClipMSELoss",
            "BrainMagickClipLoss", "NormalizedMSELoss", "DecoderSpec", "build_loss",
            "get_adapter", "get_backbone", "get_head", "get_loss", "get_lowlevel_loss", "get_token_loss",

@@ -32,7 +32,8 @@ from .registry import register_backbone
 if TYPE_CHECKING:
     from .registry import DecoderSpec
 
-__all__ = ["ChannelAttentionEncoder", "DilatedConvNet", "MLPMixer", "ResidualMLP", "init_parameters_"]
+__all__ = ["ChannelAttentionEncoder", "DilatedConvNet", "MLPMixer", "MindEye2Mixer", "ResidualMLP",
+           "init_parameters_"]
 
 
 # -- shared helpers ------------------------------------------------------------------------
@@ -779,3 +780,126 @@ class ChannelAttentionEncoder(nn.Module):
         h = self.proj(h)
         h = self.norm(h + _dropout(self.proj_res(F.gelu(h)), self.p_proj, self.training, generator))
         return h.transpose(1, 2) if self.sequence_output else h
+
+
+# -- MindEye2's BrainNetwork mixer -------------------------------------------------------------
+class _MindEye2MLP(nn.Module):
+    """``LayerNorm → Linear → GELU → dropout → Linear`` over the last axis (no dropout after the second)."""
+
+    def __init__(self, dim: int, dropout: float, device: Any) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, device=device)
+        self.fc1 = nn.Linear(dim, dim, device=device)
+        self.fc2 = nn.Linear(dim, dim, device=device)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return self.fc2(_dropout(F.gelu(self.fc1(self.norm(x))), self.p, self.training, generator))
+
+
+class _MindEye2Block(nn.Module):
+    def __init__(self, seq_len: int, dim: int, dropout: float, device: Any) -> None:
+        super().__init__()
+        self.channel_mlp = _MindEye2MLP(dim, dropout, device)     # MindEye2's mixer_blocks1[k]
+        self.token_mlp = _MindEye2MLP(seq_len, dropout, device)   # MindEye2's mixer_blocks2[k]
+
+
+@register_backbone("mindeye2")
+class MindEye2Mixer(nn.Module):
+    """MindEye2's ``BrainNetwork`` mixer, computed exactly as the original (``src/models.py``).
+
+    The ``(batch, seq_len · dim)`` latent is viewed as ``(batch, seq_len, dim)``. The original keeps two
+    running residuals and, per block ``k``, computes ``a = channel_mlp_k(x) + res1``, ``res1 = a``, then
+    ``c = token_mlp_k(aᵀ) + res2`` over the ``seq_len`` axis, ``res2 = c``, ``x = cᵀ``; the output is
+    ``x`` flattened, with no final norm. Each MLP is ``LayerNorm → Linear → GELU → dropout → Linear``.
+
+    With MindEye2's ``seq_len = 1`` the token MLP's LayerNorm acts on one value and returns its bias, so
+    ``token_mlp_k`` is an input-independent constant ``c_k`` and, since ``c`` adds the previous ``c`` (never
+    ``a``), the output is ``x + Σ_k c_k``: the channel MLPs (``mixer_blocks1``, 134 M parameters at
+    ``dim = 4096``) never reach the output and get no gradient, and the token LayerNorms' weights get a zero
+    gradient. This is reproduced, not corrected; with ``seq_len > 1`` every parameter takes part.
+
+    Parameters
+    ----------
+    dim : int
+        Width of one token (MindEye2: ``hidden_dim = 4096``); the input width is ``seq_len · dim``.
+    n_blocks : int
+        Mixer blocks (MindEye2: 4).
+    dropout : float
+        Dropout after each MLP's GELU, in [0, 1) (MindEye2: 0.15).
+    seq_len : int
+        Tokens (MindEye2: 1).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    Input and output: ``(batch, seq_len · dim)``. ``blocks.k.channel_mlp.{norm, fc1, fc2}`` and
+    ``blocks.k.token_mlp.{norm, fc1, fc2}`` hold MindEye2's ``mixer_blocks1.k.{0, 1.0, 1.3}`` and
+    ``mixer_blocks2.k.{0, 1.0, 1.3}``.
+    """
+
+    input_kind = "vector"
+    default_adapter = "linear"
+    #: The conformance suite builds it with two tokens, where every parameter takes part (see above).
+    conformance_kwargs = {"seq_len": 2}
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, in_features: int, **kwargs: Any) -> MindEye2Mixer:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim = seq_len · dim`` wide.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``n_blocks``, ``dropout``, ``device``).
+        in_features : int
+            Width of the adapter's output (not used: the adapter outputs ``hidden_dim``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``backbone_kwargs``: ``seq_len``).
+
+        Returns
+        -------
+        backbone : MindEye2Mixer
+            The backbone, built on ``spec.device``.
+        """
+        seq_len = _check_int("seq_len", kwargs.pop("seq_len", 1))
+        if spec.hidden_dim % seq_len:
+            raise ValueError(f"hidden_dim ({spec.hidden_dim}) must be divisible by seq_len ({seq_len})")
+        return cls(spec.hidden_dim // seq_len, spec.n_blocks, spec.dropout, seq_len=seq_len,
+                   device=spec.device, **kwargs)
+
+    def __init__(self, dim: int, n_blocks: int = 4, dropout: float = 0.15, *, seq_len: int = 1,
+                 device: Any = None) -> None:
+        super().__init__()
+        self.token_dim = _check_int("dim", dim)
+        self.seq_len = _check_int("seq_len", seq_len)
+        p = _check_p("dropout", dropout)
+        self.blocks = nn.ModuleList([_MindEye2Block(self.seq_len, self.token_dim, p, device)
+                                     for _ in range(_check_int("n_blocks", n_blocks, 0))])
+        self.dim = self.out_dim = self.seq_len * self.token_dim
+        _maybe_init(self, device)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Run the two-residual mixer loop of MindEye2's ``BrainNetwork.forward``.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, seq_len · dim)
+            The adapter's output (MindEye2's ridge output).
+        generator : torch.Generator | None
+            Source of the dropout masks in training mode (for reproducible training).
+
+        Returns
+        -------
+        h : Tensor, shape (batch, seq_len · dim)
+            What MindEye2 feeds ``backbone_linear`` and ``blin1`` (its ``x.reshape(B, -1)``).
+        """
+        x = x.reshape(len(x), self.seq_len, self.token_dim)
+        res1, res2 = x, x.transpose(1, 2)
+        for block in self.blocks:
+            x = block.channel_mlp(x, generator) + res1
+            res1 = x
+            x = block.token_mlp(x.transpose(1, 2), generator) + res2
+            res2 = x
+            x = x.transpose(1, 2)
+        return x.reshape(len(x), self.dim)

@@ -155,7 +155,7 @@ class BrainDecoder(HubMixin, nn.Module):
         blocks or transformer layers).
     dropout : float
         Dropout probability in the backbone, in [0, 1).
-    backbone : {"mlp", "mixer", "dilated_conv", "atm"} | str
+    backbone : {"mlp", "mixer", "dilated_conv", "atm", "mindeye2"} | str
         A registered backbone (:func:`~neurodecode.models.list_backbones`):
         :class:`~neurodecode.models.backbones.ResidualMLP`,
         :class:`~neurodecode.models.backbones.MLPMixer`,

@@ -28,7 +28,8 @@ from .registry import register_head
 if TYPE_CHECKING:
     from .registry import DecoderSpec
 
-__all__ = ["LowLevelHead", "PooledHead", "Projector", "SequenceHead", "TokenHead"]
+__all__ = ["LowLevelHead", "PooledHead", "Projector", "SequenceHead", "TokenHead", "VAEDecoder",
+           "VAEDecoderHead"]
 
 
 def _check_shape(name: str, shape: Any, n: int) -> tuple[int, ...]:
@@ -126,6 +127,9 @@ class PooledHead(nn.Module):
         No layers: the backbone's output is the embedding (``in_dim`` must equal
         ``embed_dim``). Published models that end in their backbone (ATM-S's
         ``Proj_eeg``) are loaded this way.
+    norm : bool
+        The LayerNorm before the Linear (default True). False: ``Linear`` alone,
+        as MindEye2's ``backbone_linear`` (published MindEye2 models load this way).
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
@@ -157,12 +161,15 @@ class PooledHead(nn.Module):
         return cls(spec.hidden_dim, spec.embed_dim, device=spec.device, **kwargs)
 
     def __init__(self, in_dim: int, embed_dim: int, *, projector: int | bool | None = None,
-                 projector_tokens: int = 1, identity: bool = False, device: Any = None) -> None:
+                 projector_tokens: int = 1, identity: bool = False, norm: bool = True,
+                 device: Any = None) -> None:
         super().__init__()
         _check_identity(identity, _check_int("in_dim", in_dim), _check_int("embed_dim", embed_dim))
         if identity and projector not in (None, False):
             raise ValueError("identity=True has no layers: it takes no projector")
-        self.norm = None if identity else nn.LayerNorm(in_dim, device=device)
+        if not isinstance(norm, bool):
+            raise ValueError(f"norm must be True or False, got {norm!r}")
+        self.norm = None if identity or not norm else nn.LayerNorm(in_dim, device=device)
         self.proj = None if identity else nn.Linear(in_dim, embed_dim, device=device)
         self.out_shape = (int(embed_dim),)
         self.projector_tokens = _check_int("projector_tokens", projector_tokens)
@@ -194,7 +201,7 @@ class PooledHead(nn.Module):
         embedding : Tensor, shape (batch, embed_dim)
             The predicted embedding (after the projector, when there is one).
         """
-        out = h if self.proj is None else self.proj(self.norm(h))
+        out = h if self.proj is None else self.proj(h if self.norm is None else self.norm(h))
         if self.projector is None:
             return out
         if self.projector_tokens == 1:
@@ -496,3 +503,240 @@ class LowLevelHead(nn.Module):
         for up in self.ups:
             x = up(x)
         return self.out(x)
+
+
+# -- MindEye2's blurry branch: a diffusers-style VAE decoder ---------------------------------------
+class _ResnetBlock(nn.Module):
+    """diffusers ``ResnetBlock2D``, no time embedding: ``shortcut(x) + conv2(SiLU(GN(conv1(SiLU(GN(x))))))``.
+
+    GroupNorms: ``groups`` groups, eps 1e-6; ``shortcut`` is a 1×1 conv when the widths differ.
+    """
+
+    def __init__(self, c_in: int, c_out: int, groups: int, device: Any) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, c_in, eps=1e-6, device=device)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, device=device)
+        self.norm2 = nn.GroupNorm(groups, c_out, eps=1e-6, device=device)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, device=device)
+        self.conv_shortcut = nn.Conv2d(c_in, c_out, 1, device=device) if c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+        return (x if self.conv_shortcut is None else self.conv_shortcut(x)) + h
+
+
+class _Attention(nn.Module):
+    """diffusers ``Attention`` of a VAE mid block: one head over the ``H·W`` positions, residual."""
+
+    def __init__(self, c: int, groups: int, device: Any) -> None:
+        super().__init__()
+        self.group_norm = nn.GroupNorm(groups, c, eps=1e-6, device=device)
+        self.to_q = nn.Linear(c, c, device=device)
+        self.to_k = nn.Linear(c, c, device=device)
+        self.to_v = nn.Linear(c, c, device=device)
+        self.to_out = nn.ModuleList([nn.Linear(c, c, device=device)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = x.shape
+        u = self.group_norm(x).reshape(b, c, height * width).transpose(1, 2)
+        q, k, v = (proj(u)[:, None] for proj in (self.to_q, self.to_k, self.to_v))   # (B, 1 head, HW, C)
+        a = F.scaled_dot_product_attention(q, k, v)
+        out = self.to_out[0](a[:, 0]).transpose(1, 2).reshape(b, c, height, width)
+        return out + x
+
+
+class _MidBlock(nn.Module):
+    def __init__(self, c: int, groups: int, device: Any) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList([_ResnetBlock(c, c, groups, device) for _ in range(2)])
+        self.attentions = nn.ModuleList([_Attention(c, groups, device)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.resnets[1](self.attentions[0](self.resnets[0](x)))
+
+
+class _Upsample(nn.Module):
+    def __init__(self, c: int, device: Any) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _UpDecoderBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, n_layers: int, upsample: bool, groups: int,
+                 device: Any) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList([_ResnetBlock(c_in if i == 0 else c_out, c_out, groups, device)
+                                      for i in range(n_layers)])
+        self.upsamplers = nn.ModuleList([_Upsample(c_out, device)]) if upsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for resnet in self.resnets:
+            x = resnet(x)
+        return x if self.upsamplers is None else self.upsamplers[0](x)
+
+
+class VAEDecoder(nn.Module):
+    """diffusers' VAE ``Decoder`` (``UpDecoderBlock2D`` blocks, mid-block attention), without diffusers.
+
+    ``conv_in`` (3×3) → mid block (ResNet, single-head attention, ResNet) → one up block per width of
+    ``reversed(block_out_channels)`` (``layers_per_block + 1`` ResNets, then nearest 2× upsampling and a 3×3
+    conv except in the last) → GroupNorm → SiLU → ``conv_out`` (3×3). GroupNorms have ``norm_groups`` groups
+    and eps 1e-6. Module names are diffusers' (``mid_block.attentions.0.to_q`` …), so a diffusers state dict
+    loads as is.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels in and out (MindEye2: 64 → 4).
+    block_out_channels : tuple of int
+        Widths, last = the widest (MindEye2: (32, 64, 128)); each a multiple of ``norm_groups``.
+    layers_per_block : int
+        MindEye2: 1 (two ResNets per up block).
+    norm_groups : int
+        GroupNorm groups (diffusers: 32).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int,
+                 block_out_channels: tuple[int, ...] = (32, 64, 128), layers_per_block: int = 1,
+                 norm_groups: int = 32, *, device: Any = None) -> None:
+        super().__init__()
+        widths = [_check_int("block_out_channels", c) for c in block_out_channels]
+        groups = _check_int("norm_groups", norm_groups)
+        if not widths or any(c % groups for c in widths):
+            raise ValueError(f"block_out_channels {tuple(block_out_channels)} must be multiples of "
+                             f"norm_groups ({groups})")
+        c_in, c_out = _check_int("in_channels", in_channels), _check_int("out_channels", out_channels)
+        self.conv_in = nn.Conv2d(c_in, widths[-1], 3, padding=1, device=device)
+        self.mid_block = _MidBlock(widths[-1], groups, device)
+        rev, n = widths[::-1], _check_int("layers_per_block", layers_per_block) + 1
+        self.up_blocks = nn.ModuleList([
+            _UpDecoderBlock(rev[max(i - 1, 0)], c, n, i < len(rev) - 1, groups, device)
+            for i, c in enumerate(rev)])
+        self.conv_norm_out = nn.GroupNorm(groups, widths[0], eps=1e-6, device=device)
+        self.conv_out = nn.Conv2d(widths[0], c_out, 3, padding=1, device=device)
+        self.n_upsample = len(widths) - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode ``(batch, in_channels, h, w)`` into ``(batch, out_channels, h · 2**n_upsample, …)``.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, in_channels, h, w)
+            The latent grid.
+
+        Returns
+        -------
+        out : Tensor, shape (batch, out_channels, h · 2**n_upsample, w · 2**n_upsample)
+            The decoded map.
+        """
+        x = self.mid_block(self.conv_in(x))
+        for block in self.up_blocks:
+            x = block(x)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))
+
+
+@register_head("vae_decoder")
+class VAEDecoderHead(nn.Module):
+    """MindEye2's blurry branch: backbone vector → SD-VAE latents through a diffusers-style VAE decoder.
+
+    ``Linear(in_dim → base_channels · h₀ · w₀)`` (``blin1``) → dropout (``bdropout``, 0.3) → reshape
+    ``(base_channels, h₀, w₀)`` → ``GroupNorm(1, base_channels)`` (``bnorm``) → :class:`VAEDecoder`
+    (``bupsampler``) with ``h₀ = height / 2**(len(block_out_channels) - 1)``. MindEye2: 4096 → 64 × 7 × 7 →
+    ``(4, 28, 28)`` latents already scaled by 0.18215 (decode with ``vae.decode(z / 0.18215)``); 14,599,012
+    parameters (``blin1`` 12,848,192, ``bnorm`` 128, decoder 1,750,692). The original's ``b_maps_projector``
+    (a training-only auxiliary output matched to ConvNeXt features) is not part of this head.
+
+    Parameters
+    ----------
+    in_dim : int
+        Backbone width.
+    latent_shape : tuple of int
+        ``(channels, height, width)``; height and width divisible by ``2**(len(block_out_channels) - 1)``.
+    base_channels : int
+        Channels of the first grid (MindEye2: 64).
+    block_out_channels : tuple of int
+        The decoder's widths (MindEye2: (32, 64, 128)).
+    layers_per_block : int
+        The decoder's ResNets per up block, minus one (MindEye2: 1).
+    norm_groups : int
+        The decoder's GroupNorm groups (MindEye2: 32).
+    dropout : float
+        Dropout after the linear layer (MindEye2: 0.3).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+    """
+
+    #: Small widths for the conformance suite (the published ones need multiples of 32 channels).
+    conformance_kwargs: ClassVar[dict[str, Any]] = {"base_channels": 8, "block_out_channels": (8, 8, 16),
+                                                    "norm_groups": 4}
+
+    @staticmethod
+    def check_decoder_args(args: dict[str, Any]) -> None:
+        """The decoder's ``lowlevel_shape`` defaults to ``(4, 28, 28)`` (SD-VAE latents of 224-px images).
+
+        Parameters
+        ----------
+        args : dict
+            The decoder's ``token_shape`` and ``lowlevel_shape`` arguments, by name; a missing
+            ``lowlevel_shape`` is filled in place.
+        """
+        if args.get("lowlevel_shape") is None:
+            args["lowlevel_shape"] = (4, 28, 28)
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> VAEDecoderHead:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim → lowlevel_shape``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``lowlevel_shape``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``head_kwargs["vae_decoder"]``).
+
+        Returns
+        -------
+        head : VAEDecoderHead
+            The head, built on ``spec.device``.
+        """
+        return cls(spec.hidden_dim, tuple(spec.lowlevel_shape), device=spec.device, **kwargs)
+
+    def __init__(self, in_dim: int, latent_shape: tuple[int, int, int] = (4, 28, 28), *,
+                 base_channels: int = 64, block_out_channels: tuple[int, ...] = (32, 64, 128),
+                 layers_per_block: int = 1, norm_groups: int = 32, dropout: float = 0.3,
+                 device: Any = None) -> None:
+        super().__init__()
+        c, height, width = self.out_shape = _check_shape("latent_shape", latent_shape, 3)
+        f = 2 ** (len(tuple(block_out_channels)) - 1)
+        if height % f or width % f:
+            raise ValueError(f"latent_shape {self.out_shape}: height and width must be divisible by {f}")
+        self.base, self.h0, self.w0 = _check_int("base_channels", base_channels), height // f, width // f
+        self.p = _check_p("dropout", dropout)
+        self.fc = nn.Linear(_check_int("in_dim", in_dim), self.base * self.h0 * self.w0, device=device)
+        self.norm = nn.GroupNorm(1, self.base, device=device)
+        self.decoder = VAEDecoder(self.base, c, tuple(block_out_channels), layers_per_block, norm_groups,
+                                  device=device)
+        _maybe_init(self, device)
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Map one batch of backbone outputs to VAE latents.
+
+        Parameters
+        ----------
+        h : Tensor, shape (batch, in_dim)
+            The backbone's output.
+        generator : torch.Generator | None
+            Source of the dropout mask in training mode (for reproducible training).
+
+        Returns
+        -------
+        latents : Tensor, shape (batch, channels, height, width)
+            The predicted latents.
+        """
+        x = _dropout(self.fc(h), self.p, self.training, generator)
+        return self.decoder(self.norm(x.reshape(len(h), self.base, self.h0, self.w0)))

@@ -17,6 +17,7 @@ from typing import Any
 
 from .atm import load_atms
 from .brainmagick import load_simpleconv
+from .mindeye2 import load_mindeye2
 
 __all__ = ["PublishedFamily", "from_published", "list_published"]
 
@@ -51,6 +52,10 @@ _FAMILIES: dict[str, PublishedFamily] = {
                                    "facebookresearch/brainmagick bm/models/simpleconv.py (SimpleConv)",
                                    load_simpleconv, "positions={subject: (n_chans, 2)} (required), "
                                    "subject_index=None, n_times=342, dilation_period=5"),
+    "mindeye2": PublishedFamily("mindeye2", "MedARC-AI/MindEyeV2 src/models.py (BrainNetwork) + "
+                                "src/Train.ipynb (RidgeRegression, MindEyeModule)", load_mindeye2,
+                                "parts='all' | 'retrieval' | ('retrieval', 'blurry'), subjects=None "
+                                "(from the NSD voxel counts)"),
 }
 
 
@@ -60,7 +65,8 @@ def list_published() -> list[str]:
     Returns
     -------
     names : list of str
-        The family names (MindEye2, MindEye1 and MindBridge are not supported yet).
+        The family names (MindEye1 and MindBridge are not supported yet; MindEye2 without its diffusion
+        prior).
     """
     return list(_FAMILIES)
 
@@ -70,7 +76,7 @@ def from_published(family: str, path: str | Path, **options: Any) -> Any:
 
     Parameters
     ----------
-    family : {"atm", "brainmagick"}
+    family : {"atm", "brainmagick", "mindeye2"}
         The original model family (see :func:`list_published`).
     path : str | Path
         The checkpoint file as the original code saves it (a torch file — read with ``weights_only=True``;
@@ -78,7 +84,11 @@ def from_published(family: str, path: str | Path, **options: Any) -> Any:
     **options
         Per family: ``atm`` — ``subjects`` (ATM's integer ids, default 1–10), ``n_chans``, ``n_heads``,
         ``pool_size``, ``pool_stride``; ``brainmagick`` — ``positions`` (required: subject → 2-D sensor
-        positions), ``subject_index`` (subject → brainmagick subject index), ``n_times``, ``dilation_period``.
+        positions), ``subject_index`` (subject → brainmagick subject index), ``n_times``, ``dilation_period``;
+        ``mindeye2`` — ``parts`` (``"all"``, the default, refuses a file that holds the diffusion prior, which
+        is not reproduced yet; ``"retrieval"`` loads ridge → backbone → ``clip_proj``, ``("retrieval",
+        "blurry")`` adds the blurry branch as a ``vae_decoder`` head; the rest goes to ``unused``),
+        ``subjects`` (one per ridge layer; default: from the NSD voxel counts).
 
     Returns
     -------
@@ -91,12 +101,13 @@ def from_published(family: str, path: str | Path, **options: Any) -> Any:
     ------
     ValueError
         Unknown family; a pickled global that is not expected; any original key that cannot be placed, a
-        missing key, or a shape that differs from the original's (one message listing them).
+        missing key, or a shape that differs from the original's (one message listing them); a part of the
+        checkpoint that is not reproduced yet (MindEye2's diffusion prior, unless ``parts`` leaves it out).
     """
     if family not in _FAMILIES:
         close = difflib.get_close_matches(str(family), list(_FAMILIES), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown published family {family!r}.{hint} Supported: "
-                         f"{', '.join(repr(k) for k in _FAMILIES)} (MindEye2, MindEye1 and MindBridge are "
-                         "not supported yet).")
+                         f"{', '.join(repr(k) for k in _FAMILIES)} (MindEye1 and MindBridge are not "
+                         "supported yet).")
     return _FAMILIES[family].load(path, **options)

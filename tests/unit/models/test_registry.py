@@ -15,8 +15,8 @@ from neurodecode.training.trainer import LOSSES
 
 
 def test_name_views_are_live_and_tuple_like():
-    assert BACKBONES == ("mlp", "mixer", "dilated_conv", "atm") and "atm" in BACKBONES
-    assert tuple(HEADS) == ("pooled", "tokens", "lowlevel") and OUTPUTS[-1] == "all"
+    assert BACKBONES == ("mlp", "mixer", "dilated_conv", "atm", "mindeye2") and "atm" in BACKBONES
+    assert tuple(HEADS) == ("pooled", "tokens", "lowlevel", "vae_decoder") and OUTPUTS[-1] == "all"
     assert repr(LOSSES) == repr(tuple(list_losses()))
 
     @register_loss("unit_half_mse")
