@@ -236,3 +236,41 @@ def test_brainmagick_simpleconv_on_simulated_masc(tmp_path, monkeypatch):
     assert metrics["published"]["options"]["positions"] == "(in models/mlp/published.json)"
     cfg = json.loads((run / "models" / "mlp" / "config.json").read_text())["config"]
     assert cfg["embed_shape"] == [100, 4] and cfg["adapter"] == "spatial_attention"
+
+
+def test_mindeye2_final_checkpoint_on_simulated_nsd(tmp_path, monkeypatch):
+    """The README's third command, at toy size: a MindEye2 `final_*`-style file (prior and blurry branch
+    included, as published) scored on simulated NSD; the prior is kept aside with its reason."""
+    from neurodecode.datasets import load_nsd, simulate
+    from neurodecode.models.published.mindeye2 import original_mindeye2_keys
+
+    monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
+    sim = tmp_path / "nsd"
+    simulate("nsd", sim, n_subjects=1, n_sessions=2, trials_per_session=120, shared_fraction=0.2, image_size=16,
+             seed=0, verbose="warning")
+    n_voxels = load_nsd(sim, 1, verbose="warning").data.shape[1]
+    rng = np.random.default_rng(0)
+    keys = original_mindeye2_keys(voxels=(n_voxels,), hidden_dim=8, n_blocks=2, n_tokens=3, clip_dim=16,
+                                  prior_dim_head=4, prior_heads=2, prior_tokens=3, timesteps=10)
+    state = {k: torch.tensor(rng.standard_normal(s) / np.sqrt(s[-1] if s else 1), dtype=torch.float32)
+             for k, s in keys.items()}
+    ckpt = tmp_path / "last.pth"
+    torch.save({"model_state_dict": state}, ckpt)
+    argv = ["evaluate", "nsd_mindeye", "--published", f"mindeye2:{ckpt}", "--root", str(sim), "--subject", "1",
+            "--option", "subjects=[1]", "-q"]
+    for s in ["targets.encoder=pixels", "targets.weights=null", "targets.size=4", "device=cpu",
+              "evaluation.n_boot=20", "evaluation.n_candidates=10", "report.n_examples=2", "report.n_retrieved=3",
+              f"output_dir={tmp_path / 'runs'}"]:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "nsd_mindeye-published-mindeye2"
+    metrics = json.loads((run / "metrics.json").read_text())
+    top1 = metrics["models"]["mlp"]["subj01"]["metrics"]["nway_top1_forward"]
+    assert top1["chance"] == pytest.approx(0.1) and top1["ci_low"] <= top1["value"] <= top1["ci_high"]
+    record = json.loads((run / "models" / "mlp" / "published.json").read_text())
+    unused = {u["key"]: u["reason"] for u in record["unused"]}
+    prior = [k for k in keys if k.startswith("diffusion_prior.")]
+    assert prior and all(unused[k] == "diffusion prior: not supported yet" for k in prior)
+    assert all(k in unused for k in keys if k.startswith("backbone.blin1"))  # parts='retrieval' by default
+    assert record["options"] == {"parts": "retrieval", "subjects": [1]}
+    assert record["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
