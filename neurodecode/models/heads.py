@@ -403,8 +403,43 @@ class _UpBlock(nn.Module):
         return F.gelu(self.norm(self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))))
 
 
+class _LatentShapedHead(nn.Module):
+    """A head built from the decoder's ``hidden_dim`` to its ``lowlevel_shape`` (image-VAE latents)."""
+
+    @staticmethod
+    def check_decoder_args(args: dict[str, Any]) -> None:
+        """The decoder's ``lowlevel_shape`` defaults to ``(4, 28, 28)`` (SD-VAE latents of 224-px images).
+
+        Parameters
+        ----------
+        args : dict
+            The decoder's ``token_shape`` and ``lowlevel_shape`` arguments, by name; a missing
+            ``lowlevel_shape`` is filled in place.
+        """
+        if args.get("lowlevel_shape") is None:
+            args["lowlevel_shape"] = (4, 28, 28)
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> Any:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim → lowlevel_shape``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``lowlevel_shape``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``head_kwargs[<head name>]``).
+
+        Returns
+        -------
+        head : nn.Module
+            The head, built on ``spec.device``.
+        """
+        return cls(spec.hidden_dim, tuple(spec.lowlevel_shape), device=spec.device, **kwargs)
+
+
 @register_head("lowlevel")
-class LowLevelHead(nn.Module):
+class LowLevelHead(_LatentShapedHead):
     """Backbone vector → image-VAE latents with a small upsampling conv decoder (MindEye2's blurry head).
 
     ``Linear(in_dim, channels · h₀ · w₀)`` with ``h₀ = height / 2**n_upsample``
@@ -430,37 +465,6 @@ class LowLevelHead(nn.Module):
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
-
-    @staticmethod
-    def check_decoder_args(args: dict[str, Any]) -> None:
-        """The decoder's ``lowlevel_shape`` defaults to ``(4, 28, 28)`` (SD-VAE latents of 224-px images).
-
-        Parameters
-        ----------
-        args : dict
-            The decoder's ``token_shape`` and ``lowlevel_shape`` arguments, by name; a missing
-            ``lowlevel_shape`` is filled in place.
-        """
-        if args.get("lowlevel_shape") is None:
-            args["lowlevel_shape"] = (4, 28, 28)
-
-    @classmethod
-    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> LowLevelHead:
-        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim → lowlevel_shape``.
-
-        Parameters
-        ----------
-        spec : DecoderSpec
-            What the decoder tells its parts (``hidden_dim``, ``lowlevel_shape``, ``device``).
-        **kwargs
-            Further keyword arguments of the class (the decoder's ``head_kwargs["lowlevel"]``).
-
-        Returns
-        -------
-        head : LowLevelHead
-            The head, built on ``spec.device``.
-        """
-        return cls(spec.hidden_dim, tuple(spec.lowlevel_shape), device=spec.device, **kwargs)
 
     def __init__(self, in_dim: int, latent_shape: tuple[int, int, int] = (4, 28, 28), *,
                  base_channels: int = 64, n_upsample: int = 2, dropout: float = 0.3,
@@ -641,7 +645,7 @@ class VAEDecoder(nn.Module):
 
 
 @register_head("vae_decoder")
-class VAEDecoderHead(nn.Module):
+class VAEDecoderHead(_LatentShapedHead):
     """MindEye2's blurry branch: backbone vector → SD-VAE latents through a diffusers-style VAE decoder.
 
     ``Linear(in_dim → base_channels · h₀ · w₀)`` (``blin1``) → dropout (``bdropout``, 0.3) → reshape
@@ -674,37 +678,6 @@ class VAEDecoderHead(nn.Module):
     #: Small widths for the conformance suite (the published ones need multiples of 32 channels).
     conformance_kwargs: ClassVar[dict[str, Any]] = {"base_channels": 8, "block_out_channels": (8, 8, 16),
                                                     "norm_groups": 4}
-
-    @staticmethod
-    def check_decoder_args(args: dict[str, Any]) -> None:
-        """The decoder's ``lowlevel_shape`` defaults to ``(4, 28, 28)`` (SD-VAE latents of 224-px images).
-
-        Parameters
-        ----------
-        args : dict
-            The decoder's ``token_shape`` and ``lowlevel_shape`` arguments, by name; a missing
-            ``lowlevel_shape`` is filled in place.
-        """
-        if args.get("lowlevel_shape") is None:
-            args["lowlevel_shape"] = (4, 28, 28)
-
-    @classmethod
-    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> VAEDecoderHead:
-        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim → lowlevel_shape``.
-
-        Parameters
-        ----------
-        spec : DecoderSpec
-            What the decoder tells its parts (``hidden_dim``, ``lowlevel_shape``, ``device``).
-        **kwargs
-            Further keyword arguments of the class (the decoder's ``head_kwargs["vae_decoder"]``).
-
-        Returns
-        -------
-        head : VAEDecoderHead
-            The head, built on ``spec.device``.
-        """
-        return cls(spec.hidden_dim, tuple(spec.lowlevel_shape), device=spec.device, **kwargs)
 
     def __init__(self, in_dim: int, latent_shape: tuple[int, int, int] = (4, 28, 28), *,
                  base_channels: int = 64, block_out_channels: tuple[int, ...] = (32, 64, 128),
