@@ -3,9 +3,7 @@
 Subcommands
 -----------
 fit       fit decoders and write a run folder (config, weights, metrics.json, report.html)
-evaluate  score a published checkpoint on your data with fit's run folder:
-          neurodecode evaluate [RECIPE] --published FAMILY:PATH [--root DIR] [--subject N ...] [--set K=V ...]
-          [--option K=V ...] [--output DIR]
+evaluate  score a published checkpoint (--published FAMILY:PATH) on your data, with fit's run folder
 simulate  write a simulated dataset in a real dataset's on-disk layout
 adapt     adapt a fitted run's decoder to a new subject from few trials
 reconstruct  reconstruct a fitted run's test images with a diffusion backend (gallery + metrics)
