@@ -745,13 +745,9 @@ class RidgeDecoder(HubMixin, _RegressorMixin, _Base):
         save_directory : str | Path
             Folder holding ``config.json`` and ``model.safetensors``, or a Hugging Face repo id
             (``"org/name"``) resolved through the local Hugging Face cache.
-        revision : str | None
-            With a repo id: the branch, tag or commit (default ``main``).
-        allow_download : bool
-            With a repo id: download it when it is not in the cache (default False: offline; never while
-            ``HF_HUB_OFFLINE`` is set).
-        token : str | bool | None
-            With a repo id and ``allow_download``: a token for private repos (None: the stored login).
+        %(revision)s
+        %(allow_download)s
+        %(token)s
         %(verbose)s
 
         Returns

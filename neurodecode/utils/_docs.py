@@ -76,6 +76,19 @@ docdict["n_boot"] = """\
 n_boot : int
     Number of bootstrap resamples of the test items for the confidence intervals."""
 
+docdict["revision"] = """\
+revision : str | None
+    With a repo id: the branch, tag or commit (default ``main``)."""
+
+docdict["allow_download"] = """\
+allow_download : bool
+    With a repo id: download it when it is not in the cache (default False: offline; never while
+    ``HF_HUB_OFFLINE`` is set)."""
+
+docdict["token"] = """\
+token : str | bool | None
+    With a repo id and ``allow_download``: a token for private repos (None: the stored login)."""
+
 #: Entries kept for code outside this package (and for the docstrings not converted yet); the test
 #: suite requires every other entry to be used by a neurodecode docstring.
 PUBLIC_ENTRIES: tuple[str, ...] = ("random_state", "seed", "root", "subjects", "ci", "n_boot")
