@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _chance import assert_run_above_chance
 from _fake_hosts import FakeHosts, publish
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,9 +85,11 @@ def test_fit_a_shipped_recipe_by_name(installed):
     metrics = json.loads((work.parent / "runs" / "demo" / "metrics.json").read_text())
     assert metrics["simulated"] is True and metrics["subjects"] == [1, 2]
     assert set(metrics["models"]) == {"ridge", "mlp"}
+    assert_run_above_chance(metrics, ["ridge"], "nway_top1_forward", ratio=3)  # the installed code decodes
     assert (work.parent / "runs" / "demo" / "report.html").is_file()
     assert not any(work.iterdir())  # nothing written into the working folder
-    proc = _run(installed, "summarize", str(work.parent / "runs" / "demo"), "-o", str(work.parent / "summary"))
+    proc = _run(installed, "summarize", str(work.parent / "runs" / "demo"),
+                "-o", str(work.parent / "summary"))
     assert proc.returncode == 0, proc.stderr
     table = (work.parent / "summary" / "summary.md").read_text()
     metrics = json.loads((work.parent / "runs" / "demo" / "metrics.json").read_text())
@@ -142,8 +145,8 @@ def test_adapt_ablate_and_reconstruct_a_run(installed, tmp_path):
     adapted = json.loads((run / "adapted" / "subj03" / "metrics.json").read_text())
     assert adapted["subject"] == 3 and adapted["n_adapt_trials"] > 0
 
-    proc = _run(installed, "ablate", str(run), "--atlas", "nsd:streams", "--strategy", "zero", "--metric", "2way",
-                "--model", "mlp", "--n-null", "9", "--threads", "1", "-q")
+    proc = _run(installed, "ablate", str(run), "--atlas", "nsd:streams", "--strategy", "zero",
+                "--metric", "2way", "--model", "mlp", "--n-null", "9", "--threads", "1", "-q")
     assert proc.returncode == 0, proc.stderr
     ablation = json.loads((run / "ablation-nsd-streams" / "metrics.json").read_text())
     assert "2way" in ablation["baseline"]
