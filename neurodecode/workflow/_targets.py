@@ -82,6 +82,38 @@ def token_targets(config: FitConfig, trials: Any) -> Any:
     return embed_images(trials.stimuli, ids, encoder=enc, output="tokens", cache_dir=_cache_dir(config))
 
 
+def scoring_targets(config: FitConfig, trials: Any, test: Any, embed_dim: int) -> Any:
+    """The table a decoder of ``embed_dim`` outputs is scored against: pooled targets or flattened tokens.
+
+    A model whose output is as wide as the targets' token sequence (MindEye2's ``clip_voxels``, 256 × 1664,
+    against the CLIP image tokens, as the original scores retrieval) is scored on the flattened tokens of the
+    test stimuli; any other on the pooled targets (a width mismatch is then named by the caller's check).
+
+    Parameters
+    ----------
+    config : FitConfig
+        The run's config (``targets``).
+    trials : BrainTrials
+        All trials (the pooled table covers their stimuli).
+    test : BrainTrials
+        The test trials (the token table covers only their stimuli).
+    embed_dim : int
+        The decoder's output width.
+
+    Returns
+    -------
+    targets : StimulusEmbeddings
+        The pooled targets, or the test stimuli's tokens flattened.
+    """
+    pooled, token_shape = stimulus_targets(config, trials)
+    if int(embed_dim) == int(pooled.dim) or token_shape is None or int(np.prod(token_shape)) != int(embed_dim):
+        return pooled
+    tokens = token_targets(config, test)
+    logger.info("The decoder outputs %d-d embeddings, the targets' token sequence %s flattened: retrieval is "
+                "scored on %s", embed_dim, tuple(token_shape), tokens.name)
+    return tokens
+
+
 def lowlevel_targets(config: FitConfig, trials: Any) -> Any:
     """Targets of the ``lowlevel`` head: VAE latents (``models.mlp.lowlevel_vae``) or RGB thumbnails."""
     from ..embeddings.lowlevel import embed_lowlevel, load_vae

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -39,6 +40,15 @@ def _estimator(run_dir: Path, model: str) -> Any:
         raise FileNotFoundError(f"{folder} not found: ablation.model={model!r} needs that decoder in the run "
                                 f"(models.{model}.enabled: true when fitting), or choose the other model.")
     return RidgeDecoder.from_pretrained(folder) if model == "ridge" else BrainDecoder.from_pretrained(folder)
+
+
+def _mlp_width(run_dir: Path) -> int | None:
+    """The output width of the run's deep decoder (a published model may be scored on flattened tokens)."""
+    path = run_dir / "models" / "mlp" / "config.json"
+    try:
+        return int(json.loads(path.read_text())["config"]["embed_dim"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None  # no or unreadable model: _estimator names the problem
 
 
 def ablate_run(config: FitConfig, ac: AblationConfig, run_dir: Path, root: Path, train: Any, test: Any,
@@ -143,7 +153,7 @@ def run_ablate(run_dir: str | Path, atlas: str | None = None, *, strategies: lis
     """
     from ..config import load_config
     from ..datasets import check_no_leakage
-    from ._targets import stimulus_targets
+    from ._targets import scoring_targets, stimulus_targets
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
@@ -164,7 +174,9 @@ def run_ablate(run_dir: str | Path, atlas: str | None = None, *, strategies: lis
     if config.evaluation.average_repetitions:
         test = test.average_repetitions()
     check_no_leakage(train, test, where="ablation")
-    targets, _ = stimulus_targets(config, trials)
+    width = _mlp_width(run_dir) if ac.model == "mlp" else None
+    targets = scoring_targets(config, trials, test, width) if width is not None else \
+        stimulus_targets(config, trials)[0]
     claim = _output_dir(output, what="ablation") if output is not None else \
         _fresh_dir(run_dir / f"ablation-{_slug(ac.atlas or 'none')}", what="ablation")
     with _complete_or_removed(claim) as out:  # ours alone; removed on Ctrl-C or a failure before writing

@@ -25,7 +25,7 @@ from ..utils import atomic_write_json, atomic_write_text, fill_doc, logger, reso
 from ..utils.locks import claim_folder
 from ._data import load_data, preprocess
 from ._run import FitResult, _complete_or_removed
-from ._targets import stimulus_targets, token_targets
+from ._targets import scoring_targets
 from .fit import _build_report, _run_metrics, _score, _train_test, _write_run_files
 
 __all__ = ["FAMILY_RECIPES", "check_published_fit", "parse_published", "run_evaluate"]
@@ -132,21 +132,6 @@ def _data_options(family: str, test: Any) -> dict[str, Any]:
     if family == "mindeye2":  # retrieval is scored: the blurry branch and the prior are not needed
         return {"parts": "retrieval"}
     return {}
-
-
-def _scoring_targets(embed_dim: int, pooled: Any, token_shape: tuple[int, ...] | None, load_tokens: Any) -> Any:
-    """The table retrieval is scored against: the pooled targets, or the token sequence flattened.
-
-    A model whose output is as wide as the targets' token sequence (MindEye2's ``clip_voxels``, 256 × 1664,
-    against the CLIP image tokens, as the original scores retrieval) is scored on the flattened tokens of
-    the test stimuli (``load_tokens()``); otherwise on the pooled targets (the width check then names both).
-    """
-    if int(embed_dim) == int(pooled.dim) or token_shape is None or int(np.prod(token_shape)) != int(embed_dim):
-        return pooled
-    tokens = load_tokens()
-    logger.info("The published model outputs %d-d embeddings, the targets' token sequence %s flattened: "
-                "retrieval is scored on %s", embed_dim, tuple(token_shape), tokens.name)
-    return tokens
 
 
 def _recipe_encoder(family: str) -> str | None:
@@ -323,8 +308,7 @@ def _evaluate_in(config: FitConfig, family: str, path: Path, options: Mapping[st
     model, used = _load_published(family, path, options, test)
     timings["load_model"] = time.perf_counter() - t
     t = time.perf_counter()
-    targets, token_shape = stimulus_targets(config, trials)
-    targets = _scoring_targets(model.embed_dim, targets, token_shape, lambda: token_targets(config, test))
+    targets = scoring_targets(config, trials, test, model.embed_dim)
     timings["targets"] = time.perf_counter() - t
     target_test = targets.lookup(test.events["stimulus_id"].tolist())
 

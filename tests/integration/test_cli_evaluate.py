@@ -184,17 +184,57 @@ def test_unknown_family_lists_the_families(tmp_path, capsys):
     assert "missing.pth" in capsys.readouterr().err
 
 
-def test_a_model_as_wide_as_the_token_sequence_is_scored_on_the_flattened_tokens():
-    """MindEye2's clip_voxels (256 × 1664) are scored against the CLIP image tokens, as the original does."""
-    from neurodecode.embeddings import StimulusEmbeddings
-    from neurodecode.workflow.evaluate import _scoring_targets
+def test_mindeye2_scored_and_ablated_on_flattened_clip_tokens(tmp_path, monkeypatch):
+    """MindEye2's clip_voxels (n_tokens × clip_dim) are scored against the CLIP image tokens flattened, as the
+    original scores retrieval, by evaluate and by ablate alike (a tiny random CLIP: pooled 32-d, tokens 16 × 64)."""
+    from _tiny_clip import TINY, TOKEN_SHAPE, make_tiny_clip
 
+    from neurodecode.datasets import load_nsd, simulate
+    from neurodecode.models.published.mindeye2 import original_mindeye2_keys
+
+    weights = make_tiny_clip(tmp_path)
+    monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
+    sim = tmp_path / "nsd"
+    simulate("nsd", sim, n_subjects=1, n_sessions=2, trials_per_session=60, shared_fraction=0.3, image_size=16,
+             seed=0, verbose="warning")
+    n_voxels = load_nsd(sim, 1, verbose="warning").data.shape[1]
     rng = np.random.default_rng(0)
-    pooled = StimulusEmbeddings(["a", "b"], rng.standard_normal((2, 5)), name="pooled")
-    tokens = StimulusEmbeddings(["a", "b"], rng.standard_normal((2, 12)), name="tokens", token_shape=(4, 3))
-    assert _scoring_targets(5, pooled, (4, 3), lambda: tokens) is pooled
-    assert _scoring_targets(12, pooled, (4, 3), lambda: tokens) is tokens
-    assert _scoring_targets(12, pooled, None, lambda: tokens) is pooled  # pooled targets: the width check says why
+    keys = original_mindeye2_keys(voxels=(n_voxels,), hidden_dim=8, n_blocks=1, n_tokens=TOKEN_SHAPE[0],
+                                  clip_dim=TOKEN_SHAPE[1], blurry=False, prior=False)
+    state = {k: torch.tensor(rng.standard_normal(s) / np.sqrt(s[-1]), dtype=torch.float32) for k, s in keys.items()}
+    ckpt = tmp_path / "last.pth"
+    torch.save({"model_state_dict": state}, ckpt)
+    sets = [f"targets.encoder={TINY}", f"targets.weights={weights}", "targets.output=tokens", "device=cpu",
+            f"targets.cache_dir={tmp_path / 'cache'}", "evaluation.n_boot=20", "evaluation.n_candidates=10",
+            "report.n_examples=0", f"output_dir={tmp_path / 'runs'}"]
+    argv = ["evaluate", "nsd_mindeye", "--published", f"mindeye2:{ckpt}", "--root", str(sim), "--subject", "1",
+            "--option", "subjects=[1]", "-q"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    run = tmp_path / "runs" / "nsd_mindeye-published-mindeye2"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "tokens" in metrics["targets"]
+    top1 = metrics["models"]["mlp"]["subj01"]["metrics"]["nway_top1_forward"]["value"]
+    # the same number computed here: the model's outputs against the test images' flattened CLIP tokens
+    pred = np.load(run / "predictions_mlp.npz")
+    assert pred["prediction"].shape[1] == TOKEN_SHAPE[0] * TOKEN_SHAPE[1]
+    assert main(["ablate", str(run), "--model", "mlp", "--atlas", "nsd:streams", "--strategy", "zero",
+                 "--metric", "top1", "--n-null", "3", "-q"]) == 0
+    abl = json.loads((run / "ablation-nsd-streams" / "metrics.json").read_text())
+    assert abl["model"] == "mlp" and abl["top"]
+    # ablate's intact score (all test images as candidates) recomputed here from the tiny CLIP's tokens
+    from neurodecode.embeddings import ClipEncoder
+    from neurodecode.embeddings.pixels import embed_images
+
+    ids = [int(i) for i in pred["stimulus_id"]]
+    stimuli = load_nsd(sim, 1, verbose="warning").stimuli
+    tokens = embed_images(stimuli, ids, encoder=ClipEncoder(TINY, str(weights), device="cpu"), output="tokens")
+    t = tokens.lookup(ids).reshape(len(ids), -1)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    sim_ = pred["prediction"] @ t.T
+    expected = float(np.mean(sim_.argmax(1) == np.arange(len(ids))))
+    assert abl["baseline"]["top1"]["value"] == pytest.approx(expected)
+    assert abl["baseline"]["top1"]["chance"] == pytest.approx(1 / len(ids))
+    assert 0.0 <= top1 <= 1.0
 
 
 MASC = ["data.root=null", "data.subjects=[1,2]", "device=cpu", "targets.weights=null", "targets.encoder=melspec",

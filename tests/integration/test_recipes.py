@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from _chance import assert_run_above_chance
+from _tiny_clip import TINY, make_tiny_clip
 
 from neurodecode.cli import main
 
@@ -94,29 +95,9 @@ def test_mindbridge_recipe_on_the_simulator(data_dir):
     assert cfg["adapter_kwargs"] == {"pool_size": 64, "rank": 8, "dropout": 0.1}
 
 
-TINY = "nd-recipes-tiny-vit"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 48, "heads": 2, "layers": 2}}
-
-
 @pytest.fixture
 def tiny_clip_weights(tmp_path):
-    pytest.importorskip("open_clip")
-    from neurodecode._compat import ensure_torchvision
-
-    ensure_torchvision()
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    (tmp_path / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(tmp_path / f"{TINY}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY, pretrained=None)
-    path = tmp_path / "tiny_clip.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
+    return make_tiny_clip(tmp_path)
 
 
 def test_demo_with_clip_targets(data_dir, tiny_clip_weights, monkeypatch):
