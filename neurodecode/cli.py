@@ -161,8 +161,15 @@ def _add_reconstruct_command(sub: Any) -> None:
         epilog="example:\n  neurodecode reconstruct runs/nsd_mindeye --generator ~/models/sd21-unclip "
                "--backend unclip --limit 32 --n-samples 4")
     rc.add_argument("run", help="a run folder written by `neurodecode fit`")
-    rc.add_argument("--generator", required=True, help="the backend's diffusers folder (or a cached repo id)")
+    rc.add_argument("--generator", help="the backend's diffusers folder (or a cached repo id); not needed with "
+                                        "--stage lowlevel")
     rc.add_argument("--backend", default="unclip", choices=("unclip", "kandinsky", "ip_adapter", "versatile"))
+    rc.add_argument("--stage", default="full", choices=("full", "lowlevel"),
+                    help="full: two-stage reconstruction (default); lowlevel: the low-level head's images alone "
+                         "(e.g. MindEye2's blurry reconstructions), no generator")
+    rc.add_argument("--lowlevel-vae", metavar="DIR",
+                    help="the autoencoder whose latents the low-level head predicts (a published MindEye2 run: "
+                         "Stable Diffusion's VAE); default the run's models.mlp.lowlevel_vae, else the generator's")
     rc.add_argument("--limit", type=int, default=16, help="first N test items (default 16; 0 = all)")
     rc.add_argument("--n-samples", type=int, default=1, help="samples per item, best-of-N by CLIP (default 1)")
     rc.add_argument("--steps", type=int, default=None, help="inference steps (default: the backend's)")
@@ -493,7 +500,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     from .workflow.reconstruct import run_reconstruct
 
     with use_log_level(_level(args)):
-        result = run_reconstruct(args.run, args.generator, backend=args.backend, limit=args.limit or None,
+        result = run_reconstruct(args.run, args.generator, backend=args.backend, stage=args.stage,
+                                 lowlevel_vae=args.lowlevel_vae, limit=args.limit or None,
                                  n_samples=args.n_samples, steps=args.steps, strength=args.strength,
                                  seed=args.seed, batch_size=args.batch_size, device=args.device,
                                  size=args.size, output=args.output, captions=args.captions,

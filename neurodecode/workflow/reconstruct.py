@@ -17,7 +17,8 @@ from ._run import FitResult, _complete_or_removed, _fresh_dir, _output_dir
 
 @verbose
 @fill_doc
-def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str = "unclip",
+def run_reconstruct(run_dir: str | Path, generator: str | Path | None = None, *, backend: str = "unclip",
+                    stage: str = "full", lowlevel_vae: str | Path | None = None,
                     limit: int | None = 16, n_samples: int = 1, steps: int | None = None,
                     strength: float = 0.75, seed: int = 0, batch_size: int = 4, device: str = "auto",
                     size: int | None = None, output: str | Path | None = None, captions: bool = False,
@@ -36,10 +37,20 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     ----------
     run_dir : str | Path
         A folder written by ``neurodecode fit``.
-    generator : str | Path
-        The backend's diffusers folder (or a repo id in the local HF cache).
+    generator : str | Path | None
+        The backend's diffusers folder (or a repo id in the local HF cache); not needed with
+        ``stage="lowlevel"``.
     backend : {"unclip", "kandinsky", "ip_adapter", "versatile"}
         See :class:`neurodecode.tasks.reconstruction.Reconstructor`.
+    stage : {"full", "lowlevel"}
+        ``"full"``: the two-stage reconstruction. ``"lowlevel"``: the low-level head's images alone (RGB
+        thumbnails, or its VAE latents decoded — e.g. MindEye2's blurry reconstructions), scored and shown
+        the same way; no generator.
+    lowlevel_vae : str | Path | None
+        The autoencoder whose latents the low-level head predicts (a diffusers ``AutoencoderKL`` folder or
+        cached repo id; a published MindEye2 run's ``vae_decoder`` head predicts Stable Diffusion VAE latents,
+        e.g. ``stabilityai/sd-vae-ft-mse``). Default: the run's ``models.mlp.lowlevel_vae``, else the
+        generator's own.
     limit : int | None
         Reconstruct the first ``limit`` test items (None = all).
     n_samples, steps, strength, seed, batch_size, device
@@ -76,6 +87,7 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
 
     run_dir = Path(run_dir)
     cfg_path, mlp_dir = _check_run(run_dir, limit)
+    _check_stage(stage, generator)
     config = load_config(cfg_path)
     networks, image_metrics = _feature_networks(metric_weights)  # checked before any work
     t0 = time.perf_counter()
@@ -88,8 +100,13 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
     dev = resolve_device(device)
     model = BrainDecoder.from_pretrained(mlp_dir)
     embeds = model.predict(test, device=dev)
-    lowlevel, lowlevel_vae = _lowlevel_stage(config, model, test, dev)
-
+    lowlevel, lowlevel_vae = _lowlevel_stage(config, model, test, dev, lowlevel_vae)
+    if stage == "lowlevel":
+        result, backend = _lowlevel_result(lowlevel, lowlevel_vae, ids, run_dir, batch_size), "lowlevel"
+        clip = _run_clip(config, dev) if captions else None
+        return _write_outputs(run_dir, output, config, trials, test, ids, embeds, result, clip,
+                              backend=backend, generator=None, n_samples=1, seed=seed, captions=captions,
+                              networks=networks, image_metrics=image_metrics, device=dev, t0=t0)
     clip = _run_clip(config, dev) if (captions or n_samples > 1) else None
     if n_samples > 1 and clip is None:
         logger.warning("--n-samples %d: this run's targets (%s) have no CLIP image space to pick the best sample "
@@ -104,21 +121,68 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path, *, backend: str 
                          "embeddings. Fit the run on the generator's CLIP space (e.g. targets.encoder=ViT-H-14 "
                          "for Stable unCLIP 2.1) or map the embeddings with an EmbeddingPrior.")
     result = rec.reconstruct(embeds, lowlevel, seeds=seed, ids=[str(i) for i in ids])
+    return _write_outputs(run_dir, output, config, trials, test, ids, embeds, result, clip, backend=backend,
+                          generator=generator, n_samples=n_samples, seed=seed, captions=captions,
+                          networks=networks, image_metrics=image_metrics, device=dev, t0=t0)
+
+
+def _write_outputs(run_dir: Path, output: Any, config: Any, trials: Any, test: Any, ids: list, embeds: Any,
+                   result: Any, clip: Any, *, backend: str, generator: Any, n_samples: int, seed: int,
+                   captions: bool, networks: Any, image_metrics: Any, device: Any, t0: float) -> FitResult:
+    """Save the images, score them, write gallery.html and metrics.json into a fresh output folder."""
     claim = _output_dir(output, what="reconstruction") if output is not None else \
         _fresh_dir(run_dir / f"reconstructions-{backend}", what="reconstruction")
     with _complete_or_removed(claim) as out:  # ours alone; removed on Ctrl-C or a failure before writing
         result.save(out / "reconstructions")
 
         scored = _score_and_gallery(config, trials, test, ids, embeds, result, clip, out, backend=backend,
-                                    captions=captions, networks=networks, image_metrics=image_metrics, device=dev)
+                                    captions=captions, networks=networks, image_metrics=image_metrics,
+                                    device=device)
         metrics = {"neurodecode_version": __version__, "run": str(run_dir), "backend": backend,
-                   "generator": str(generator), "n_items": len(ids), "n_samples": n_samples, "seed": seed,
-                   "metrics": scored["metrics"], "time_s": round(time.perf_counter() - t0, 3)}
+                   "generator": None if generator is None else str(generator), "n_items": len(ids),
+                   "n_samples": n_samples, "seed": seed, "metrics": scored["metrics"],
+                   "time_s": round(time.perf_counter() - t0, 3)}
         if "captions" in scored:
             metrics["captions"] = scored["captions"]
         atomic_write_json(out / "metrics.json", metrics)
     logger.info("Reconstructed %d test images with %s: %s", len(ids), backend, out / "gallery.html")
     return FitResult(out, metrics, {"total": metrics["time_s"]})
+
+
+_STAGES = ("full", "lowlevel")
+_LOWLEVEL_HEADS = ("lowlevel", "vae_decoder")
+
+
+def _check_stage(stage: str, generator: Any) -> None:
+    from ..utils import check_option
+
+    check_option("stage", stage, _STAGES)
+    if stage == "full" and generator is None:
+        raise ValueError("A full reconstruction needs the backend's generator (--generator DIR); without "
+                         "one, --stage lowlevel shows and scores the low-level head's images alone.")
+
+
+def _lowlevel_result(lowlevel: Any, vae: Any, ids: list, run_dir: Path, batch_size: int) -> Any:
+    """The low-level head's images as the reconstructions (``stage="lowlevel"``)."""
+    from ..tasks.reconstruction import ReconstructionResult, decode_lowlevel
+
+    if lowlevel is None:
+        raise ValueError(f"--stage lowlevel: the decoder of {run_dir} has no low-level head "
+                         f"({' or '.join(_LOWLEVEL_HEADS)}); add 'lowlevel' to models.mlp.heads when fitting")
+    t0 = time.perf_counter()
+    if vae is not None:
+        images = decode_lowlevel(vae, lowlevel, scaled=True, batch_size=batch_size)
+    else:
+        rgb = np.clip(np.asarray(lowlevel, dtype=np.float64), 0.0, 1.0).transpose(0, 2, 3, 1)
+        images = np.round(rgb * 255).astype(np.uint8)
+    n = len(images)
+    took = time.perf_counter() - t0
+    return ReconstructionResult(images=images, samples=images[:, None], scores=np.full((n, 1), np.nan),
+                                best=np.zeros(n, dtype=int), seeds=np.zeros((n, 1), dtype=np.int64),
+                                ids=[str(i) for i in ids], lowlevel_images=None, backend="lowlevel",
+                                config={"stage": "lowlevel",
+                                        "vae": type(vae).__name__ if vae is not None else None},
+                                timing={"stage1_s": took, "total_s": took})
 
 
 def _check_run(run_dir: Path, limit: int | None) -> tuple[Path, Path]:
@@ -144,12 +208,23 @@ def _test_trials(config: Any, trials: Any, limit: int | None) -> Any:
     return test
 
 
-def _lowlevel_stage(config: Any, model: Any, test: Any, dev: Any) -> tuple[Any, Any]:
-    """The low-level head's estimate (RGB thumbnails or VAE latents) and the VAE decoding it, if any."""
+def _lowlevel_stage(config: Any, model: Any, test: Any, dev: Any, vae: str | Path | None = None
+                    ) -> tuple[Any, Any]:
+    """The low-level head's estimate (RGB thumbnails or VAE latents) and the VAE decoding it, if any.
+
+    The ``lowlevel`` head predicts RGB thumbnails unless the run was fitted on VAE latents
+    (``models.mlp.lowlevel_vae``); the ``vae_decoder`` head (a published MindEye2 run's blurry branch) always
+    predicts latents, decoded by ``vae``, else the run's VAE, else the generator's own.
+    """
     lowlevel, lowlevel_vae = None, None
-    if "lowlevel" in model.config["heads"]:
-        lowlevel = model.predict(test, output="lowlevel", device=dev)
-        vae_path = config.models.mlp.lowlevel_vae
+    head = next((h for h in _LOWLEVEL_HEADS if h in model.config["heads"]), None)
+    if head is not None:
+        lowlevel = model.predict(test, output=head, device=dev)
+        vae_path = vae if vae is not None else config.models.mlp.lowlevel_vae
+        if head == "vae_decoder" and vae_path is None:
+            logger.info("Low-level stage: the vae_decoder head's latents %s are decoded by the generator's "
+                        "VAE (give --lowlevel-vae for another)", tuple(lowlevel.shape[1:]))
+            return lowlevel, None
         if vae_path is None:  # RGB thumbnails in [0, 1], (n, 3, h, w)
             lowlevel = np.clip(lowlevel, 0.0, 1.0)
         else:  # latents of the run's own VAE, decoded by that VAE (whatever the generator's is)

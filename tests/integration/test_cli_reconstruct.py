@@ -102,6 +102,18 @@ def test_fit_lowlevel_vae_latents_then_reconstruct(tmp_path, monkeypatch):
     low = sorted((run / "reconstructions-kandinsky" / "reconstructions").glob("*_lowlevel.png"))
     assert len(low) == 2
     assert np.asarray(Image.open(low[0])).shape[:2] == (16, 16)  # decoded by the run's VAE, not the movq
+    # --stage lowlevel: the same decoded latents are the reconstructions, scored alone; no generator
+    assert main(["reconstruct", str(run), "--stage", "lowlevel", "--limit", "2", "--device", "cpu", "-q"]) == 0
+    out = run / "reconstructions-lowlevel"
+    recon = sorted((out / "reconstructions").glob("*_recon.png"))
+    assert [p.name.replace("_recon", "") for p in recon] == [p.name.replace("_lowlevel", "") for p in low]
+    for a, b in zip(recon, low):
+        np.testing.assert_array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "lowlevel" and metrics["generator"] is None
+    assert "ssim" in metrics["metrics"]["metrics"]
+    # a full reconstruction without a generator is refused before any work
+    assert main(["reconstruct", str(run), "--limit", "2", "-q"]) == 1
     # a missing VAE folder is a clear error at fit time
     assert _fit(tmp_path, ["models.mlp.heads=[pooled,lowlevel]", f"models.mlp.lowlevel_vae={tmp_path / 'nope'}"],
                 out="runs2") == 1
