@@ -305,6 +305,11 @@ class TargetsConfig(_Section):
         "pooled", description="'pooled': one vector per image; 'tokens': also compute the encoder's token "
         "sequences (open_clip ViT patch tokens; pixels: size² pixel tokens × RGB), which size and train the "
         "decoder's tokens head. Ridge and evaluation use pooled.")
+    tokens: Literal["raw", "projected", "projected_cls"] = Field(
+        "raw", description="Which CLIP tokens (open_clip encoders): 'raw' — the patch tokens after the final "
+        "LayerNorm (MindEye2's ViT-bigG/14 targets, 256 × 1664); 'projected' — through the visual projection; "
+        "'projected_cls' — the pooled embedding then the projected patch tokens (MindEye1's and MindBridge's "
+        "ViT-L/14 hidden-state targets, 257 × 768).")
     cache_dir: str | None = Field(
         None, description="Where CLIP embeddings are cached on disk; null = $NEURODECODE_DATA/embeddings.")
 
@@ -333,6 +338,9 @@ class TargetsConfig(_Section):
         if self.encoder in ("pixels", "melspec") and self.weights is not None:
             raise ValueError(f"the {self.encoder!r} encoder takes no weights; that option is for open_clip "
                              "and speech encoders. Set targets.weights=null")
+        if self.encoder in ("pixels", "melspec", "speech") and self.tokens != "raw":
+            raise ValueError(f"targets.tokens={self.tokens!r} is for open_clip encoders; the {self.encoder!r} "
+                             "encoder has no projection. Set targets.tokens=raw")
         if self.encoder in ("melspec", "speech") and self.output == "tokens":
             raise ValueError("targets.output=tokens is for image encoders; speech targets are already frame "
                              "sequences (flattened). Set targets.output=pooled")

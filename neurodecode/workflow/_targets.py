@@ -57,7 +57,7 @@ def stimulus_targets(config: FitConfig, trials: Any) -> tuple[Any, tuple[int, ..
         return pooled, ((tc.size * tc.size, 3) if tc.output == "tokens" else None)
     from ..embeddings import ClipEncoder
 
-    enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device))
+    enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device), tokens=tc.tokens)
     pooled = embed_images(trials.stimuli, ids, encoder=enc, output="pooled", cache_dir=_cache_dir(config))
     token_shape = None
     if tc.output == "tokens":
@@ -78,7 +78,7 @@ def token_targets(config: FitConfig, trials: Any) -> Any:
         return embed_images(trials.stimuli, ids, encoder="pixels", size=tc.size, output="tokens")
     from ..embeddings import ClipEncoder
 
-    enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device))
+    enc = ClipEncoder(tc.encoder, tc.weights, device=resolve_device(config.device), tokens=tc.tokens)
     return embed_images(trials.stimuli, ids, encoder=enc, output="tokens", cache_dir=_cache_dir(config))
 
 

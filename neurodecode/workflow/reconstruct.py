@@ -287,7 +287,8 @@ def _run_clip(config: Any, device: Any) -> Any:
 
     if config.targets.encoder in ("pixels", "melspec", "speech"):
         return None
-    return ClipEncoder(config.targets.encoder, config.targets.weights, device=device)
+    return ClipEncoder(config.targets.encoder, config.targets.weights, device=device,
+                       tokens=config.targets.tokens)
 
 
 def _decode_captions(config: Any, trials: Any, test: Any, ids: list, embeds: np.ndarray, seen: np.ndarray,
