@@ -2,6 +2,7 @@
 
 from .adapters import (
     LinearAdapter,
+    LinearNormAdapter,
     PooledAdapter,
     SpatialAttention,
     SubjectBuilder,
@@ -13,11 +14,12 @@ from .backbones import (
     DilatedConvNet,
     MindEye2Mixer,
     MLPMixer,
+    PostNormResidualMLP,
     ResidualMLP,
     init_parameters_,
 )
 from .decoder import BrainDecoder, DecoderOutput
-from .heads import LowLevelHead, PooledHead, Projector, SequenceHead, TokenHead, VAEDecoderHead
+from .heads import LowLevelHead, PooledHead, Projector, SequenceHead, TextHead, TokenHead, VAEDecoderHead
 from .losses import (
                      BrainMagickClipLoss,
                      ClipLoss,
@@ -38,6 +40,7 @@ from .losses import (
                      mse_loss,
                      soft_clip,
 )
+from .priors import DiffusionPrior
 from .published import from_published, list_published
 from .registry import (
     DecoderSpec,
@@ -47,18 +50,21 @@ from .registry import (
     get_head,
     get_loss,
     get_lowlevel_loss,
+    get_prior,
     get_token_loss,
     list_adapters,
     list_backbones,
     list_heads,
     list_losses,
     list_lowlevel_losses,
+    list_priors,
     list_token_losses,
     register_adapter,
     register_backbone,
     register_head,
     register_loss,
     register_lowlevel_loss,
+    register_prior,
     register_token_loss,
 )
 from .ridge import RidgeDecoder
@@ -75,4 +81,5 @@ __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput
            "list_token_losses", "register_adapter", "register_backbone", "register_head", "register_loss",
            "register_lowlevel_loss", "register_token_loss",
            "bimixco", "candidate_clip", "cosine_loss", "cycle_loss", "info_nce", "init_parameters_", "l1_loss", "mixco",
-           "mse_loss", "soft_clip", "from_published", "list_published"]
+           "mse_loss", "soft_clip", "from_published", "list_published", "DiffusionPrior", "get_prior",
+           "list_priors", "register_prior", "LinearNormAdapter", "PostNormResidualMLP", "TextHead"]

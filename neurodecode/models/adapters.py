@@ -5,14 +5,15 @@ Every adapter holds one set of weights per subject (keyed by
 with different input sizes in one model, and is called as
 ``adapter(x, subject, generator=None)``:
 
-=========================  ==================================  =============================
-adapter                    input                               output
-=========================  ==================================  =============================
-:class:`LinearAdapter`     ``(batch, n_inputs[subject])``      ``(batch, hidden_dim)``
-:class:`PooledAdapter`     ``(batch, n_inputs[subject])``      ``(batch, hidden_dim)``
-:class:`SubjectLayer`      ``(batch, n_chans[subject], time)`` ``(batch, n_outputs, time)``
-:class:`SpatialAttention`  ``(batch, n_chans[subject], time)`` ``(batch, n_virtual, time)``
-=========================  ==================================  =============================
+===========================  ==================================  =============================
+adapter                      input                               output
+===========================  ==================================  =============================
+:class:`LinearAdapter`       ``(batch, n_inputs[subject])``      ``(batch, hidden_dim)``
+:class:`LinearNormAdapter`   ``(batch, n_inputs[subject])``      ``(batch, hidden_dim)``
+:class:`PooledAdapter`       ``(batch, n_inputs[subject])``      ``(batch, hidden_dim)``
+:class:`SubjectLayer`        ``(batch, n_chans[subject], time)`` ``(batch, n_outputs, time)``
+:class:`SpatialAttention`    ``(batch, n_chans[subject], time)`` ``(batch, n_virtual, time)``
+===========================  ==================================  =============================
 
 :class:`SubjectBuilder` goes the other way (shared latent → a subject's
 input), for MindBridge's cycle loss (:func:`neurodecode.models.losses.cycle_loss`).
@@ -29,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import _check_int, _check_p, _dropout, _maybe_init, init_parameters_
+from .backbones import _activation, _check_int, _check_p, _dropout, _maybe_init, init_parameters_
 from .registry import register_adapter
 
 if TYPE_CHECKING:
     from .registry import DecoderSpec
 
-__all__ = ["LinearAdapter", "PooledAdapter", "SpatialAttention", "SubjectBuilder", "SubjectLayer",
-           "SubjectToken"]
+__all__ = ["LinearAdapter", "LinearNormAdapter", "PooledAdapter", "SpatialAttention", "SubjectBuilder",
+           "SubjectLayer", "SubjectToken"]
 
 
 def _subject_sizes(name: str, sizes: Mapping[Any, Any]) -> dict[str, int]:
@@ -1003,3 +1004,147 @@ class SubjectToken(_SubjectModule):
         h = self.embed(x)
         token = entry.token.to(h.dtype).expand(len(h), 1, -1)
         return _dropout(torch.cat([token, h], dim=1), self.p, self.training, generator)
+
+
+# -- MindEye1's lin0 -----------------------------------------------------------------------------
+class _LinearNormAct(nn.Module):
+    """One subject's ``Linear → LayerNorm`` (the activation and dropout follow in the adapter)."""
+
+    def __init__(self, n_inputs: int, dim: int, bias: bool, device: Any) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_inputs, dim, bias=bias, device=device)
+        self.norm = nn.LayerNorm(dim, device=device)
+
+
+@register_adapter("linear_norm")
+class LinearNormAdapter(_SubjectModule):
+    """Per subject ``Linear → LayerNorm → activation → dropout`` (MindEye1's ``lin0``).
+
+    MindEye1's ``BrainNetwork.lin0`` is ``Linear(n_voxels, 4096) → LayerNorm → GELU → Dropout(0.5)``; its
+    low-level ``Voxel2StableDiffusionModel.lin0`` is the same with ``bias=False`` and SiLU. One such stack
+    per subject.
+
+    Parameters
+    ----------
+    n_inputs : dict
+        Subject → number of input features (voxels).
+    hidden_dim : int
+        Shared latent width (MindEye1: 4096).
+    bias : bool
+        Bias of the linear layer (MindEye1: True; its autoencoder: False).
+    act : {"gelu", "silu"}
+        Activation after the LayerNorm (MindEye1: ``"gelu"``; its autoencoder: ``"silu"``).
+    dropout : float
+        Dropout after the activation, in [0, 1) (MindEye1: 0.5).
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    ``(batch, n_inputs[subject]) → (batch, hidden_dim)``. ``layers.<subject>.{linear, norm}`` hold MindEye1's
+    ``lin0.0`` and ``lin0.1``.
+    """
+
+    output_kind = "vector"
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> LinearNormAdapter:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``n_inputs[s] → hidden_dim`` per subject.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``n_inputs``, ``hidden_dim``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``adapter_kwargs``).
+
+        Returns
+        -------
+        adapter : LinearNormAdapter
+            The adapter, built on ``spec.device``.
+        """
+        return cls(spec.n_inputs, spec.hidden_dim, device=spec.device, **kwargs)
+
+    def __init__(self, n_inputs: Mapping[Any, int], hidden_dim: int, *, bias: bool = True,
+                 act: str = "gelu", dropout: float = 0.5, device: Any = None) -> None:
+        super().__init__()
+        self.sizes = _subject_sizes("n_inputs", n_inputs)
+        self.out_dim = _check_int("hidden_dim", hidden_dim)
+        if not isinstance(bias, bool):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
+        self.bias, self.act = bias, _activation(act)
+        self.act_name = act
+        self.p = _check_p("dropout", dropout)
+        self.layers = nn.ModuleDict({s: _LinearNormAct(n, self.out_dim, bias, device)
+                                     for s, n in self.sizes.items()})
+        _maybe_init(self, device)
+
+    def __getitem__(self, subject: Any) -> nn.Module:
+        return self.layers[self._key(subject)]
+
+    @property
+    def out_features(self) -> int:
+        """Width of the latent passed to the backbone (``hidden_dim``)."""
+        return self.out_dim
+
+    def subject_prefix(self, key: str) -> str:
+        """Prefix of the names (in this module) of the parameters only ``key`` uses.
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+
+        Returns
+        -------
+        prefix : str
+            ``"layers.<key>."``.
+        """
+        return f"layers.{key}."
+
+    def install_subject(self, key: str, n_inputs: int, generator: torch.Generator | None = None, *,
+                        positions: Any = None) -> None:
+        """Give ``key`` a freshly initialised ``Linear → LayerNorm`` (a new subject).
+
+        Parameters
+        ----------
+        key : str
+            The subject, as a string.
+        n_inputs : int
+            The subject's number of input features.
+        generator : torch.Generator | None
+            Source of the initial weights.
+        positions : None
+            Must be None (only the ``spatial_attention`` adapter takes sensor positions).
+        """
+        _check_positions_unused(self, positions)
+        module = _LinearNormAct(int(n_inputs), self.out_dim, self.bias, None)
+        init_parameters_(module, generator)
+        ref = self._reference()
+        self.sizes[key] = int(n_inputs)
+        self.layers[key] = module.to(device=ref.device, dtype=ref.dtype)
+
+    def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        """Map one batch of a single subject to the shared latent.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_inputs[subject])
+            The subject's input features.
+        subject : int | str
+            The subject all rows of ``x`` come from.
+        generator : torch.Generator | None
+            Source of the dropout mask in training mode (for reproducible training).
+
+        Returns
+        -------
+        latent : Tensor, shape (batch, hidden_dim)
+            ``dropout(act(LayerNorm(Linear(x))))``.
+        """
+        key = self._key(subject)
+        if x.ndim != 2 or x.shape[1] != self.sizes[key]:
+            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}), got "
+                             f"{tuple(x.shape)}")
+        layer = self.layers[key]
+        return _dropout(self.act(layer.norm(layer.linear(x))), self.p, self.training, generator)

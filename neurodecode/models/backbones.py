@@ -32,8 +32,8 @@ from .registry import register_backbone
 if TYPE_CHECKING:
     from .registry import DecoderSpec
 
-__all__ = ["ChannelAttentionEncoder", "DilatedConvNet", "MLPMixer", "MindEye2Mixer", "ResidualMLP",
-           "init_parameters_"]
+__all__ = ["ChannelAttentionEncoder", "DilatedConvNet", "MLPMixer", "MindEye2Mixer", "PostNormResidualMLP",
+           "ResidualMLP", "init_parameters_"]
 
 
 # -- shared helpers ------------------------------------------------------------------------
@@ -56,6 +56,18 @@ def _check_p(name: str, value: Any) -> float:
             or not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return float(value)
+
+
+#: Activations a part can be built with, by name (MindEye1: GELU; its low-level autoencoder: SiLU).
+_ACTIVATIONS = {"gelu": F.gelu, "silu": F.silu}
+
+
+def _activation(name: Any) -> Any:
+    """The activation function called ``name`` (``"gelu"`` or ``"silu"``)."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"Invalid value for the 'act' parameter. Allowed values are "
+                         f"{', '.join(repr(k) for k in _ACTIVATIONS)}, but got {name!r} instead.")
+    return _ACTIVATIONS[name]
 
 
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
@@ -903,3 +915,99 @@ class MindEye2Mixer(nn.Module):
             res2 = x
             x = x.transpose(1, 2)
         return x.reshape(len(x), self.dim)
+
+
+# -- PostNormResidualMLP (MindEye1 / MindBridge) ----------------------------------------------------
+class _PostNormBlock(nn.Module):
+    """``Dropout(act(LayerNorm(Linear(x))))`` (the residual is added by the backbone)."""
+
+    def __init__(self, dim: int, bias: bool, device: Any) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim, bias=bias, device=device)
+        self.norm = nn.LayerNorm(dim, device=device)
+
+
+@register_backbone("postnorm_mlp")
+class PostNormResidualMLP(nn.Module):
+    """Post-norm residual MLP: ``h ← Dropout(act(LayerNorm(Linear(h)))) + h`` per block.
+
+    MindEye1's ``BrainNetwork.mlp`` (4 blocks of 4096, GELU, dropout 0.15), MindBridge's ``ResMLP``
+    translator (4 blocks of 2048, GELU, dropout 0.15) and MindEye1's low-level autoencoder
+    (``Voxel2StableDiffusionModel.mlp``: no bias, SiLU, dropout 0.25). Unlike :class:`ResidualMLP`
+    (pre-norm, two linear layers per block) the LayerNorm follows the block's one linear layer and there is
+    no final norm.
+
+    Parameters
+    ----------
+    dim : int
+        Width (input = output).
+    n_blocks : int
+        Residual blocks.
+    dropout : float
+        Dropout after each block's activation, in [0, 1).
+    bias : bool
+        Bias of the linear layers (MindEye1, MindBridge: True; MindEye1's autoencoder: False).
+    act : {"gelu", "silu"}
+        Activation after each LayerNorm.
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    Input and output: ``(batch, dim)``. ``blocks.k.{linear, norm}`` hold the originals' ``mlp.k.0`` and
+    ``mlp.k.1``.
+    """
+
+    input_kind = "vector"
+    default_adapter = "linear_norm"
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, in_features: int, **kwargs: Any) -> PostNormResidualMLP:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim`` wide, ``n_blocks`` deep.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``n_blocks``, ``dropout``, ``device``).
+        in_features : int
+            Width of the adapter's output (not used: the adapter outputs ``hidden_dim``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``backbone_kwargs``: ``bias``, ``act``).
+
+        Returns
+        -------
+        backbone : PostNormResidualMLP
+            The backbone, built on ``spec.device``.
+        """
+        return cls(spec.hidden_dim, spec.n_blocks, spec.dropout, device=spec.device, **kwargs)
+
+    def __init__(self, dim: int, n_blocks: int = 4, dropout: float = 0.15, *, bias: bool = True,
+                 act: str = "gelu", device: Any = None) -> None:
+        super().__init__()
+        self.dim = self.out_dim = _check_int("dim", dim)
+        if not isinstance(bias, bool):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
+        self.act = _activation(act)
+        self.p = _check_p("dropout", dropout)
+        self.blocks = nn.ModuleList([_PostNormBlock(self.dim, bias, device)
+                                     for _ in range(_check_int("n_blocks", n_blocks, 0))])
+        _maybe_init(self, device)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Run the post-norm residual blocks on one batch of latents.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, dim)
+            The adapter's output.
+        generator : torch.Generator | None
+            Source of the dropout masks in training mode (for reproducible training).
+
+        Returns
+        -------
+        h : Tensor, shape (batch, dim)
+            The latents after every block.
+        """
+        for block in self.blocks:
+            x = _dropout(self.act(block.norm(block.linear(x))), self.p, self.training, generator) + x
+        return x

@@ -25,6 +25,7 @@ from .backbones import (  # noqa: F401 (old names)
 from .heads import LowLevelHead, PooledHead, SequenceHead, TokenHead  # noqa: F401 (old names)
 from .hub import HubMixin, resolve_pretrained, write_model_card
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME, read_pretrained, write_pretrained
+from .priors import DiffusionPrior  # noqa: F401 (registers the "dalle2" prior)
 from .registry import (
     ADAPTER_REGISTRY,
     BACKBONE_REGISTRY,
@@ -34,6 +35,7 @@ from .registry import (
     get_adapter,
     get_backbone,
     get_head,
+    get_prior,
 )
 
 #: Registered backbones, adapters and heads (live views of the registries, tuple-like).
@@ -56,6 +58,10 @@ class _OutputNames(Sequence[str]):
 
 
 OUTPUTS: Sequence[str] = _OutputNames()
+
+
+_NO_PRIOR = ("this model has no diffusion prior: build it with prior='dalle2' (prior_kwargs) or load a "
+             "published checkpoint that holds one (mindeye2 or mindeye1's prior_257 files, parts='all')")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -195,6 +201,13 @@ class BrainDecoder(HubMixin, nn.Module):
         Extra arguments for the adapter, the backbone, and per head name
         (``{"tokens": {"mode": "linear"}}``). ``SpatialAttention`` needs
         ``adapter_kwargs={"positions": {subject: array (n_chans, 2)}}``.
+    prior : {"dalle2"} | str | None
+        A registered diffusion prior (:class:`~neurodecode.models.priors.DiffusionPrior`) over the pooled
+        head's tokens (its linear output viewed as ``projector_tokens`` tokens, MindEye2's ``backbone``);
+        :meth:`sample_prior` samples image tokens from it. None (default): no prior.
+    prior_kwargs : dict | None
+        Arguments of the prior; ``num_tokens`` defaults to the pooled head's ``projector_tokens`` and
+        ``dim`` to ``embed_dim / num_tokens``.
 
     Examples
     --------
@@ -219,7 +232,8 @@ class BrainDecoder(HubMixin, nn.Module):
                  embed_shape: Sequence[int] | None = None,
                  adapter_kwargs: Mapping[str, Any] | None = None,
                  backbone_kwargs: Mapping[str, Any] | None = None,
-                 head_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 head_kwargs: Mapping[str, Mapping[str, Any]] | None = None, prior: str | None = None,
+                 prior_kwargs: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         n_in = self._check_sizes(n_inputs, embed_dim, hidden_dim, n_blocks, dropout, n_times)
         backbone_cls = get_backbone(backbone)
@@ -249,7 +263,8 @@ class BrainDecoder(HubMixin, nn.Module):
                        "embed_shape": None if embed_shape is None else list(embed_shape),
                        "adapter_kwargs": _jsonable(dict(adapter_kwargs or {})),
                        "backbone_kwargs": _jsonable(dict(backbone_kwargs or {})),
-                       "head_kwargs": _jsonable(dict(head_kwargs or {}))}
+                       "head_kwargs": _jsonable(dict(head_kwargs or {})), "prior": prior,
+                       "prior_kwargs": _jsonable(dict(prior_kwargs or {}))}
         h_kw = {k: dict(v) for k, v in (head_kwargs or {}).items()}
         unknown = sorted(set(h_kw) - set(heads))
         if unknown:
@@ -263,6 +278,7 @@ class BrainDecoder(HubMixin, nn.Module):
             lowlevel_shape=None if lowlevel_shape is None else tuple(lowlevel_shape), device="meta")
         self._build_parts(spec, adapter_cls, backbone_cls, heads, dict(adapter_kwargs or {}),
                           dict(backbone_kwargs or {}), h_kw)
+        self.prior = self._build_prior(spec, prior, dict(prior_kwargs or {}))
         self.to_empty(device="cpu")
         self.reset_parameters(None if seed is None else torch.Generator().manual_seed(int(seed)))
         self._register_load_state_dict_pre_hook(_legacy_keys_hook, with_module=True)
@@ -326,6 +342,26 @@ class BrainDecoder(HubMixin, nn.Module):
         self.backbone = backbone_cls.from_decoder(spec, self.adapter.out_features, **backbone_kwargs)
         self.heads = nn.ModuleDict({name: get_head(name).from_decoder(spec, **head_kwargs.get(name, {}))
                                     for name in heads})
+
+    def _build_prior(self, spec: DecoderSpec, prior: str | None, kwargs: dict[str, Any]) -> nn.Module | None:
+        """The registered prior over the pooled head's tokens (``num_tokens``/``dim`` from the head)."""
+        if prior is None:
+            if kwargs:
+                raise ValueError("prior_kwargs given without a prior (prior=None)")
+            return None
+        prior_cls = get_prior(prior)
+        head = self.heads["pooled"]
+        if not isinstance(head, PooledHead):
+            raise ValueError(f"prior={prior!r} reads the pooled head's tokens; this model's pooled head is a "
+                             f"{type(head).__name__} (time-resolved models have no prior)")
+        n_tokens = head.projector_tokens
+        kwargs.setdefault("num_tokens", n_tokens)
+        kwargs.setdefault("dim", spec.embed_dim // n_tokens)
+        if (kwargs["num_tokens"], kwargs["dim"]) != (n_tokens, spec.embed_dim // n_tokens):
+            raise ValueError(f"prior_kwargs num_tokens={kwargs['num_tokens']}, dim={kwargs['dim']}: the "
+                             f"pooled head gives {n_tokens} tokens of {spec.embed_dim // n_tokens} "
+                             f"(embed_dim {spec.embed_dim}, projector_tokens {n_tokens})")
+        return prior_cls.from_decoder(spec, **kwargs)
 
     # -- properties --------------------------------------------------------------------
     @property
@@ -445,6 +481,48 @@ class BrainDecoder(HubMixin, nn.Module):
         return DecoderOutput(embedding=outputs["pooled"], latent=latent, tokens=outputs.get("tokens"),
                              lowlevel=outputs.get("lowlevel"), outputs=outputs)
 
+    @torch.no_grad()
+    def sample_prior(self, x: torch.Tensor, subject: Any, *, timesteps: int = 20,
+                     generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                     eta: float = 1.0, cond_scale: float = 1.0) -> torch.Tensor:
+        """Sample image tokens from the diffusion prior, conditioned on one batch of one subject.
+
+        adapter → backbone → the pooled head's tokens (:meth:`~neurodecode.models.heads.PooledHead.tokens`,
+        MindEye2's ``backbone``) → ``prior.sample``. Call :meth:`eval` first, as the original's inference does
+        (in training mode the adapter's and backbone's dropout applies).
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_inputs[subject]) | (batch, n_chans, n_times)
+            Brain responses of one subject.
+        subject : int | str
+            The subject all rows of ``x`` come from.
+        timesteps : int
+            Sampling steps (MindEye2: 20, DDIM; the prior's training steps: the full DDPM chain).
+        generator : torch.Generator | None
+            Source of the sampler's draws when ``noise`` is None.
+        noise : Tensor | None
+            Fixed draws, ``(n_steps + 1, batch, num_tokens, dim)`` (see
+            :meth:`~neurodecode.models.priors.DiffusionPrior.sample`).
+        eta : float
+            DDIM stochasticity (MindEye2: 1).
+        cond_scale : float
+            Classifier-free guidance scale (MindEye2: 1, none).
+
+        Returns
+        -------
+        tokens : Tensor, shape (batch, num_tokens, dim)
+            The sampled image tokens (MindEye2: ViT-bigG/14 tokens for its unCLIP decoder).
+        """
+        if self.prior is None:
+            raise ValueError(_NO_PRIOR)
+        key = self._check_subject(subject)
+        if self.is_sequence and x.ndim == 2:
+            x = x.reshape(len(x), *self._input_shape(key))
+        cond = self.heads["pooled"].tokens(self.backbone(self.adapter(x, key, None), None))
+        return self.prior.sample(cond, timesteps=timesteps, generator=generator, noise=noise, eta=eta,
+                                 cond_scale=cond_scale)
+
     # -- inference on BrainTrials ------------------------------------------------------
     @verbose
     @fill_doc
@@ -483,10 +561,18 @@ class BrainDecoder(HubMixin, nn.Module):
             if name not in self.heads:
                 raise ValueError(f"output={output!r} needs a {name!r} head; this model has heads "
                                  f"{list(self.heads)}")
+        out = {name: np.empty((len(trials), *self.heads[name].out_shape), dtype=np.float32) for name in names}
+        for rows, xb, subject in self._trial_batches(trials, batch_size, device):
+            res = self(xb, subject)
+            for name in names:
+                out[name][rows] = res.outputs[name].float().cpu().numpy()
+        return out if output == "all" else out[output]
+
+    def _trial_batches(self, trials: Any, batch_size: int, device: str | torch.device) -> Any:
+        """``(rows, batch, subject)`` over each subject's trials, in eval mode and without gradients."""
         subj_col = trials.events["subject"].to_numpy()
         for subject in trials.subjects:
             self._check_subject(subject)
-        out = {name: np.empty((len(trials), *self.heads[name].out_shape), dtype=np.float32) for name in names}
         was_training = self.training
         self.eval()
         self.to(device)
@@ -502,14 +588,49 @@ class BrainDecoder(HubMixin, nn.Module):
                     X = X.reshape(len(X), *self._input_shape(str(subject)))
                     for start in range(0, len(X), batch_size):
                         xb = torch.from_numpy(X[start:start + batch_size]).to(device)
-                        res = self(xb, subject)
-                        for name in names:
-                            out[name][rows[start:start + batch_size]] = \
-                                res.outputs[name].float().cpu().numpy()
-                    logger.debug("BrainDecoder.predict: subject %s, %d trials", subject, len(X))
+                        yield rows[start:start + batch_size], xb, subject
+                    logger.debug("BrainDecoder: subject %s, %d trials", subject, len(X))
         finally:
             self.train(was_training)
-        return out if output == "all" else out[output]
+
+    @verbose
+    @fill_doc
+    def predict_prior(self, trials: Any, *, timesteps: int = 20, seed: int | None = 0, batch_size: int = 64,
+                      device: str | torch.device = "cpu",
+                      verbose: bool | str | int | None = None) -> np.ndarray:
+        """Image tokens sampled from the diffusion prior for every trial, in trial order.
+
+        :meth:`sample_prior` on each subject's trials (eval mode), with one generator for the whole call, so
+        the same trials, ``seed`` and ``batch_size`` give the same samples.
+
+        Parameters
+        ----------
+        trials : BrainTrials
+            As for :meth:`predict`.
+        timesteps : int
+            Sampling steps (MindEye2 and MindEye1: 20, DDIM).
+        seed : int | None
+            Seed of the sampler's generator (None: torch's global generator).
+        batch_size : int
+            Trials per sampling loop.
+        device : str | torch.device
+            Where to run (the model is moved there).
+        %(verbose)s
+
+        Returns
+        -------
+        tokens : ndarray of float32, shape (n_trials, num_tokens, dim)
+            The sampled image tokens (the generator's image embedding: MindEye1's Versatile Diffusion
+            tokens, MindEye2's ViT-bigG/14 tokens).
+        """
+        if self.prior is None:
+            raise ValueError(_NO_PRIOR)
+        generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+        out = np.empty((len(trials), self.prior.num_tokens, self.prior.dim), dtype=np.float32)
+        for rows, xb, subject in self._trial_batches(trials, batch_size, device):
+            tokens = self.sample_prior(xb, subject, timesteps=timesteps, generator=generator)
+            out[rows] = tokens.float().cpu().numpy()
+        return out
 
     # -- persistence -------------------------------------------------------------------
     @verbose
@@ -549,7 +670,9 @@ class BrainDecoder(HubMixin, nn.Module):
                 f"shared `{c.get('backbone')}` backbone ({c.get('n_blocks')} blocks, hidden size "
                 f"{c.get('hidden_dim')}, dropout {c.get('dropout')}) and the heads {', '.join(c.get('heads') or ())}, "
                 f"mapping brain responses onto a {c.get('embed_dim')}-dimensional stimulus-embedding space. "
-                f"Subjects (inputs per subject): {subjects}{time}.")
+                f"Subjects (inputs per subject): {subjects}{time}."
+                + (f" A `{c['prior']}` diffusion prior samples image tokens from the pooled head's tokens."
+                   if c.get("prior") else ""))
 
     @classmethod
     @verbose

@@ -11,6 +11,7 @@ head                   output                                  used for
                        backbone sequence                        over the whole (time × dim) map
 :class:`TokenHead`     ``(batch, n_tokens, token_dim)``        diffusion prior / unCLIP tokens
 :class:`LowLevelHead`  ``(batch, channels, height, width)``    VAE latents (blurry reconstruction)
+:class:`TextHead`      ``(batch, n_tokens · dim)``             text-encoder tokens (MindBridge)
 =====================  ======================================  ===============================
 """
 
@@ -28,7 +29,7 @@ from .registry import register_head
 if TYPE_CHECKING:
     from .registry import DecoderSpec
 
-__all__ = ["LowLevelHead", "PooledHead", "Projector", "SequenceHead", "TokenHead", "VAEDecoder",
+__all__ = ["LowLevelHead", "PooledHead", "Projector", "SequenceHead", "TextHead", "TokenHead", "VAEDecoder",
            "VAEDecoderHead"]
 
 
@@ -207,6 +208,22 @@ class PooledHead(nn.Module):
         if self.projector_tokens == 1:
             return self.projector(out)
         return self.projector(out.reshape(len(out), self.projector_tokens, -1)).reshape(len(out), -1)
+
+    def tokens(self, h: torch.Tensor) -> torch.Tensor:
+        """The linear output before the projector, as tokens (MindEye2's ``backbone``: the prior's input).
+
+        Parameters
+        ----------
+        h : Tensor, shape (batch, in_dim)
+            The backbone's output.
+
+        Returns
+        -------
+        tokens : Tensor, shape (batch, projector_tokens, embed_dim / projector_tokens)
+            ``proj(norm(h))`` (``h`` itself for ``identity=True``), viewed as ``projector_tokens`` tokens.
+        """
+        out = h if self.proj is None else self.proj(h if self.norm is None else self.norm(h))
+        return out.reshape(len(out), self.projector_tokens, -1)
 
 
 def _check_identity(identity: Any, in_dim: int, dim: int) -> None:
@@ -653,7 +670,9 @@ class VAEDecoderHead(_LatentShapedHead):
     (``bupsampler``) with ``h₀ = height / 2**(len(block_out_channels) - 1)``. MindEye2: 4096 → 64 × 7 × 7 →
     ``(4, 28, 28)`` latents already scaled by 0.18215 (decode with ``vae.decode(z / 0.18215)``); 14,599,012
     parameters (``blin1`` 12,848,192, ``bnorm`` 128, decoder 1,750,692). The original's ``b_maps_projector``
-    (a training-only auxiliary output matched to ConvNeXt features) is not part of this head.
+    (a training-only auxiliary output matched to ConvNeXt features) is not part of this head. MindEye1's
+    low-level model (``Voxel2StableDiffusionModel``, ``ups_mode="4x"``) is the same with ``bias=False``, no
+    dropout and widths ``(64, 128, 256)``: 4096 → 64 × 16 × 16 → ``(4, 64, 64)`` latents.
 
     Parameters
     ----------
@@ -670,7 +689,9 @@ class VAEDecoderHead(_LatentShapedHead):
     norm_groups : int
         The decoder's GroupNorm groups (MindEye2: 32).
     dropout : float
-        Dropout after the linear layer (MindEye2: 0.3).
+        Dropout after the linear layer (MindEye2: 0.3; MindEye1's autoencoder has none: 0).
+    bias : bool
+        Bias of the linear layer (MindEye2: True; MindEye1's autoencoder ``lin1``: False).
     device : torch.device | str | None
         ``"meta"`` to build without allocating.
     """
@@ -681,16 +702,19 @@ class VAEDecoderHead(_LatentShapedHead):
 
     def __init__(self, in_dim: int, latent_shape: tuple[int, int, int] = (4, 28, 28), *,
                  base_channels: int = 64, block_out_channels: tuple[int, ...] = (32, 64, 128),
-                 layers_per_block: int = 1, norm_groups: int = 32, dropout: float = 0.3,
+                 layers_per_block: int = 1, norm_groups: int = 32, dropout: float = 0.3, bias: bool = True,
                  device: Any = None) -> None:
         super().__init__()
         c, height, width = self.out_shape = _check_shape("latent_shape", latent_shape, 3)
+        if not isinstance(bias, bool):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
         f = 2 ** (len(tuple(block_out_channels)) - 1)
         if height % f or width % f:
             raise ValueError(f"latent_shape {self.out_shape}: height and width must be divisible by {f}")
         self.base, self.h0, self.w0 = _check_int("base_channels", base_channels), height // f, width // f
         self.p = _check_p("dropout", dropout)
-        self.fc = nn.Linear(_check_int("in_dim", in_dim), self.base * self.h0 * self.w0, device=device)
+        self.fc = nn.Linear(_check_int("in_dim", in_dim), self.base * self.h0 * self.w0, bias=bias,
+                            device=device)
         self.norm = nn.GroupNorm(1, self.base, device=device)
         self.decoder = VAEDecoder(self.base, c, tuple(block_out_channels), layers_per_block, norm_groups,
                                   device=device)
@@ -713,3 +737,80 @@ class VAEDecoderHead(_LatentShapedHead):
         """
         x = _dropout(self.fc(h), self.p, self.training, generator)
         return self.decoder(self.norm(x.reshape(len(h), self.base, self.h0, self.w0)))
+
+
+@register_head("text")
+class TextHead(nn.Module):
+    """Backbone vector → text-encoder token embeddings, flattened (MindBridge's ``head_text``).
+
+    ``(LayerNorm →) Linear(in_dim → n_tokens · dim)``, returned as ``(batch, n_tokens · dim)`` in the
+    token-major order of the target rows (CLIP ViT-L/14 text hidden states: 77 × 768). MindBridge predicts
+    its image tokens with the pooled head and its text tokens with this one (``head_text``, a plain
+    ``Linear(2048 → 59136)``: ``norm=False``).
+
+    Parameters
+    ----------
+    in_dim : int
+        Backbone width.
+    text_shape : tuple of int
+        ``(n_tokens, dim)`` of one target (CLIP ViT-L/14 text tokens: (77, 768)).
+    norm : bool
+        A LayerNorm before the Linear (default True); False: ``Linear`` alone, as MindBridge.
+    device : torch.device | str | None
+        ``"meta"`` to build without allocating.
+
+    Notes
+    -----
+    Output ``(batch, n_tokens · dim)``, in ``DecoderOutput.outputs["text"]``.
+    """
+
+    #: A small text shape for the conformance suite.
+    conformance_kwargs: ClassVar[dict[str, Any]] = {"text_shape": (3, 4)}
+
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> TextHead:
+        """Built by :class:`~neurodecode.models.BrainDecoder`: ``hidden_dim → text_shape``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``hidden_dim``, ``device``).
+        **kwargs
+            Further keyword arguments of the class (the decoder's ``head_kwargs["text"]``: ``text_shape``,
+            ``norm``).
+
+        Returns
+        -------
+        head : TextHead
+            The head, built on ``spec.device``.
+        """
+        return cls(spec.hidden_dim, device=spec.device, **kwargs)
+
+    def __init__(self, in_dim: int, text_shape: tuple[int, int] = (77, 768), *, norm: bool = True,
+                 device: Any = None) -> None:
+        super().__init__()
+        in_dim = _check_int("in_dim", in_dim)
+        self.n_tokens, self.dim = _check_shape("text_shape", text_shape, 2)
+        if not isinstance(norm, bool):
+            raise ValueError(f"norm must be True or False, got {norm!r}")
+        self.norm = nn.LayerNorm(in_dim, device=device) if norm else None
+        self.proj = nn.Linear(in_dim, self.n_tokens * self.dim, device=device)
+        self.out_shape = (self.n_tokens * self.dim,)
+        _maybe_init(self, device)
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Map one batch of backbone outputs to flattened text-token embeddings.
+
+        Parameters
+        ----------
+        h : Tensor, shape (batch, in_dim)
+            The backbone's output.
+        generator : torch.Generator | None
+            Unused (the head has no dropout); accepted for a common signature.
+
+        Returns
+        -------
+        text : Tensor, shape (batch, n_tokens · dim)
+            The predicted text tokens, flattened token-major.
+        """
+        return self.proj(h if self.norm is None else self.norm(h))

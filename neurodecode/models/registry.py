@@ -20,6 +20,8 @@ kind                      the registered object
                           ``from_settings(**trainer_settings)``
 ``token_loss``,           function ``loss(pred, target) → scalar`` of the ``tokens`` /
 ``lowlevel_loss``         ``lowlevel`` head
+``prior``                 ``nn.Module`` class with ``from_decoder(spec, **prior_kwargs)`` and
+                          ``sample(cond, ...)`` (a diffusion prior over the pooled head's tokens)
 ========================  =====================================================================
 
 The registration is the only place a part is named: a run config
@@ -53,10 +55,10 @@ from typing import Any, TypeVar
 from ..utils import logger
 
 __all__ = ["PART_KINDS", "DecoderSpec", "Registry", "build_loss", "get_adapter", "get_backbone", "get_head",
-           "get_loss", "get_lowlevel_loss", "get_part", "get_token_loss", "list_adapters", "list_backbones",
-           "list_heads", "list_losses", "list_lowlevel_losses", "list_parts", "list_token_losses",
-           "register_adapter", "register_backbone", "register_head", "register_loss",
-           "register_lowlevel_loss", "register_token_loss"]
+           "get_loss", "get_lowlevel_loss", "get_part", "get_prior", "get_token_loss", "list_adapters",
+           "list_backbones", "list_heads", "list_losses", "list_lowlevel_losses", "list_parts", "list_priors",
+           "list_token_losses", "register_adapter", "register_backbone", "register_head", "register_loss",
+           "register_lowlevel_loss", "register_prior", "register_token_loss"]
 
 T = TypeVar("T")
 INPUT_KINDS = ("vector", "sequence")
@@ -122,8 +124,8 @@ class Registry:
     Parameters
     ----------
     kind : str
-        ``"adapter"``, ``"backbone"``, ``"head"``, ``"loss"``, ``"token_loss"`` or ``"lowlevel_loss"``
-        (the ``models.mlp.<kind>`` field of a run config that names it; ``heads`` for ``"head"``).
+        ``"adapter"``, ``"backbone"``, ``"head"``, ``"loss"``, ``"token_loss"``, ``"lowlevel_loss"`` (the
+        ``models.mlp.<kind>`` field of a run config that names it; ``heads`` for ``"head"``) or ``"prior"``.
     label : str
         How messages name one part (``"low-level loss"``).
     check : callable
@@ -309,6 +311,10 @@ def _check_head(obj: Any) -> None:
     _require(obj, "head", ("from_decoder",))
 
 
+def _check_prior(obj: Any) -> None:
+    _require(obj, "prior", ("from_decoder", "sample"))
+
+
 _TEMPERATURE_MODES = ("fixed", "learnable", "schedule")
 
 
@@ -340,11 +346,12 @@ HEAD_REGISTRY: Registry = Registry("head", "head", _check_head)
 LOSS_REGISTRY: Registry = Registry("loss", "loss", _check_loss)
 TOKEN_LOSS_REGISTRY: Registry = Registry("token_loss", "token loss", _check_function)
 LOWLEVEL_LOSS_REGISTRY: Registry = Registry("lowlevel_loss", "low-level loss", _check_function)
+PRIOR_REGISTRY: Registry = Registry("prior", "prior", _check_prior)
 _REGISTRIES: dict[str, Registry] = {r.kind: r for r in (ADAPTER_REGISTRY, BACKBONE_REGISTRY, HEAD_REGISTRY,
                                                         LOSS_REGISTRY, TOKEN_LOSS_REGISTRY,
-                                                        LOWLEVEL_LOSS_REGISTRY)}
+                                                        LOWLEVEL_LOSS_REGISTRY, PRIOR_REGISTRY)}
 #: Kinds of model part, each the ``models.mlp.<kind>`` field of a run config that names one (``heads``
-#: lists ``head`` parts).
+#: lists ``head`` parts; a ``prior`` is named by ``BrainDecoder(prior=...)``).
 PART_KINDS: tuple[str, ...] = tuple(_REGISTRIES)
 
 
@@ -359,7 +366,7 @@ def get_part(kind: str, name: str) -> Any:
 
     Parameters
     ----------
-    kind : {"adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss"}
+    kind : {"adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss", "prior"}
         The kind of part (see :data:`PART_KINDS`).
     name : str
         A registered name of that kind.
@@ -382,7 +389,7 @@ def list_parts(kind: str) -> list[str]:
 
     Parameters
     ----------
-    kind : {"adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss"}
+    kind : {"adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss", "prior"}
         The kind of part (see :data:`PART_KINDS`).
 
     Returns
@@ -502,6 +509,24 @@ def register_lowlevel_loss(name: str, *, replace: bool = False) -> Callable[[T],
     return LOWLEVEL_LOSS_REGISTRY.register(name, replace=replace)
 
 
+def register_prior(name: str, *, replace: bool = False) -> Callable[[T], T]:
+    """Class decorator: register a diffusion prior (over the pooled head's tokens) under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The name ``BrainDecoder(prior=...)`` uses.
+    replace : bool
+        Replace another prior registered under the same name.
+
+    Returns
+    -------
+    decorator : callable
+        Registers its argument and returns it unchanged.
+    """
+    return PRIOR_REGISTRY.register(name, replace=replace)
+
+
 def get_adapter(name: str) -> type:
     """The adapter class registered under ``name`` (``ValueError`` listing the names if unknown).
 
@@ -598,6 +623,22 @@ def get_lowlevel_loss(name: str) -> Callable:
     return LOWLEVEL_LOSS_REGISTRY.get(name)
 
 
+def get_prior(name: str) -> type:
+    """The prior class registered under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A registered prior name (see :func:`list_priors`).
+
+    Returns
+    -------
+    cls : type
+        The prior class.
+    """
+    return PRIOR_REGISTRY.get(name)
+
+
 def list_adapters() -> list[str]:
     """Registered adapter names.
 
@@ -662,6 +703,17 @@ def list_lowlevel_losses() -> list[str]:
         The names, in registration order.
     """
     return LOWLEVEL_LOSS_REGISTRY.names()
+
+
+def list_priors() -> list[str]:
+    """Registered prior names.
+
+    Returns
+    -------
+    names : list of str
+        The names, in registration order.
+    """
+    return PRIOR_REGISTRY.names()
 
 
 #: Trainer settings a registered loss may take (``Trainer(loss=name, ...)`` passes them by name).

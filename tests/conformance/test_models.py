@@ -55,6 +55,9 @@ from neurodecode.models.registry import (
     BACKBONE_REGISTRY,
     LOSS_REGISTRY,
     DecoderSpec,
+    get_prior,
+    list_priors,
+    register_prior,
 )
 
 
@@ -430,3 +433,37 @@ def test_a_part_defined_outside_neurodecode_works_in_config_decoder_and_trainer(
     back = BrainDecoder.from_pretrained(tmp_path)
     x = torch.randn(3, sizes["a"])
     assert torch.equal(back(x, "a").embedding, model.eval()(x, "a").embedding)
+
+
+# -- priors (a diffusion prior over the pooled head's tokens: BrainDecoder(prior=...)) --------------------
+#: Tiny arguments per registered prior (a prior class may carry ``conformance_kwargs`` instead).
+PRIOR_TINY: dict[str, dict[str, Any]] = {"dalle2": {"depth": 1, "heads": 2, "dim_head": 4, "timesteps": 4}}
+
+
+def _with_prior(name: str, seed: int = 0) -> BrainDecoder:
+    kwargs = PRIOR_TINY.get(name, getattr(get_prior(name), "conformance_kwargs", {}))
+    return BrainDecoder({1: 9, 2: 5}, embed_dim=24, hidden_dim=8, n_blocks=1, seed=seed, prior=name,
+                        prior_kwargs=kwargs,
+                        head_kwargs={"pooled": {"projector": True, "projector_tokens": 3}}).eval()
+
+
+@pytest.mark.parametrize("name", list_priors())
+def test_every_prior_samples_saves_reloads_and_is_seeded(name, tmp_path):
+    model = _with_prior(name)
+    x = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+    out = model.sample_prior(x, 2, timesteps=3, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (4, 3, 8) and torch.isfinite(out).all()
+    model.save_pretrained(tmp_path)
+    back = BrainDecoder.from_pretrained(tmp_path)
+    assert torch.equal(back.sample_prior(x, 2, timesteps=3, generator=torch.Generator().manual_seed(1)), out)
+    same, other = _with_prior(name), _with_prior(name, seed=1)
+    own = model.prior.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in same.prior.state_dict().items())
+    assert any(not torch.equal(v, own[k]) for k, v in other.prior.state_dict().items())
+
+
+def test_a_prior_without_sample_is_refused():
+    incomplete = type("NoSample", (nn.Module,), {"from_decoder": classmethod(lambda cls, spec, **kw: cls())})
+    with pytest.raises(TypeError, match=r"lacks \['sample'\]"):
+        register_prior("conformance_no_sample")(incomplete)
+    assert "conformance_no_sample" not in list_priors()

@@ -17,6 +17,8 @@ from typing import Any
 
 from .atm import load_atms
 from .brainmagick import load_simpleconv
+from .mindbridge import load_mindbridge
+from .mindeye1 import load_mindeye1
 from .mindeye2 import load_mindeye2
 
 __all__ = ["PublishedFamily", "from_published", "list_published"]
@@ -52,10 +54,17 @@ _FAMILIES: dict[str, PublishedFamily] = {
                                    "facebookresearch/brainmagick bm/models/simpleconv.py (SimpleConv)",
                                    load_simpleconv, "positions={subject: (n_chans, 2)} (required), "
                                    "subject_index=None, n_times=342, dilation_period=5"),
+    "mindbridge": PublishedFamily("mindbridge", "littlepure2333/MindBridge src/models.py (MindBridge)",
+                                  load_mindbridge, "voxels=None (subject → voxel count; default: NSD "
+                                  "nsdgeneral counts), token_dim=768"),
+    "mindeye1": PublishedFamily("mindeye1", "MedARC-AI/fMRI-reconstruction-NSD src/models.py (BrainNetwork, "
+                                "BrainDiffusionPrior, Voxel2StableDiffusionModel)", load_mindeye1,
+                                "parts='all' | 'retrieval' | ('retrieval', 'prior') | 'lowlevel', "
+                                "subject=None (from the NSD voxel count)"),
     "mindeye2": PublishedFamily("mindeye2", "MedARC-AI/MindEyeV2 src/models.py (BrainNetwork) + "
                                 "src/Train.ipynb (RidgeRegression, MindEyeModule)", load_mindeye2,
-                                "parts='all' | 'retrieval' | ('retrieval', 'blurry'), subjects=None "
-                                "(from the NSD voxel counts)"),
+                                "parts='all' | 'retrieval' | subset of ('retrieval', 'blurry', 'prior'), "
+                                "subjects=None (from the NSD voxel counts)"),
 }
 
 
@@ -65,8 +74,7 @@ def list_published() -> list[str]:
     Returns
     -------
     names : list of str
-        The family names (MindEye1 and MindBridge are not supported yet; MindEye2 without its diffusion
-        prior).
+        The family names (MindEye1 without the 1×768 files' nousr prior; MindEye2 with its diffusion prior).
     """
     return list(_FAMILIES)
 
@@ -76,7 +84,7 @@ def from_published(family: str, path: str | Path, **options: Any) -> Any:
 
     Parameters
     ----------
-    family : {"atm", "brainmagick", "mindeye2"}
+    family : {"atm", "brainmagick", "mindbridge", "mindeye1", "mindeye2"}
         The original model family (see :func:`list_published`).
     path : str | Path
         The checkpoint file as the original code saves it (a torch file — read with ``weights_only=True``;
@@ -85,9 +93,16 @@ def from_published(family: str, path: str | Path, **options: Any) -> Any:
         Per family: ``atm`` — ``subjects`` (ATM's integer ids, default 1–10), ``n_chans``, ``n_heads``,
         ``pool_size``, ``pool_stride``; ``brainmagick`` — ``positions`` (required: subject → 2-D sensor
         positions), ``subject_index`` (subject → brainmagick subject index), ``n_times``, ``dilation_period``;
-        ``mindeye2`` — ``parts`` (``"all"``, the default, refuses a file that holds the diffusion prior, which
-        is not reproduced yet; ``"retrieval"`` loads ridge → backbone → ``clip_proj``, ``("retrieval",
-        "blurry")`` adds the blurry branch as a ``vae_decoder`` head; the rest goes to ``unused``),
+        ``mindbridge`` — ``voxels`` (subject → voxel count; default: the NSD nsdgeneral counts), ``token_dim``
+        (768: ``head_text`` becomes a ``text`` head of 77 × 768); ``mindeye1`` (the file kind — ``prior_257``,
+        ``prior_1x768``, ``autoencoder`` — is read from the keys) — ``parts`` (``"all"``, the default: every
+        part the file holds, ``voxel2clip`` and the 257-token prior — refused for the 1×768 files, whose nousr
+        prior is not reproduced; ``"retrieval"`` loads ``voxel2clip`` and keeps the prior aside; autoencoder
+        files load their ``"lowlevel"`` part as a ``vae_decoder`` head), ``subject`` (default: from the NSD
+        voxel count);
+        ``mindeye2`` — ``parts`` (``"all"``, the default: every part the file holds; ``"retrieval"`` loads
+        ridge → backbone → ``clip_proj``, ``"blurry"`` adds the blurry branch as a ``vae_decoder`` head,
+        ``"prior"`` the diffusion prior, sampled with ``model.sample_prior``; the rest goes to ``unused``),
         ``subjects`` (one per ridge layer; default: from the NSD voxel counts).
 
     Returns
@@ -102,12 +117,12 @@ def from_published(family: str, path: str | Path, **options: Any) -> Any:
     ValueError
         Unknown family; a pickled global that is not expected; any original key that cannot be placed, a
         missing key, or a shape that differs from the original's (one message listing them); a part of the
-        checkpoint that is not reproduced yet (MindEye2's diffusion prior, unless ``parts`` leaves it out).
+        checkpoint that is not reproduced yet (the MindEye1 1×768 files' nousr prior, unless ``parts`` omits
+        it); MindEye1/2 prior schedule buffers that are not dalle2's cosine schedule for the file's timesteps.
     """
     if family not in _FAMILIES:
         close = difflib.get_close_matches(str(family), list(_FAMILIES), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown published family {family!r}.{hint} Supported: "
-                         f"{', '.join(repr(k) for k in _FAMILIES)} (MindEye1 and MindBridge are not "
-                         "supported yet).")
+                         f"{', '.join(repr(k) for k in _FAMILIES)}.")
     return _FAMILIES[family].load(path, **options)

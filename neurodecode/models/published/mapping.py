@@ -96,7 +96,8 @@ class StateMapper:
         """
         keys = [source] if isinstance(source, str) else list(source)
         tensors = [self.take(k) for k in keys]
-        self.target[target] = (convert(*tensors) if convert is not None else tensors[0]).clone()
+        # no copy: load_into copies each tensor once, into the model's own parameter
+        self.target[target] = convert(*tensors) if convert is not None else tensors[0]
 
     def keep(self, key: str, reason: str, tensor: torch.Tensor | None = None) -> None:
         """Keep original tensor ``key`` (or a part of it) aside, with why it plays no part at inference.

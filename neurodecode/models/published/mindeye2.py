@@ -18,13 +18,18 @@ original (``MindEyeModule``)                     neurodecode (``BrainDecoder``)
 ``backbone.blin1``, ``bnorm``                    ``heads.vae_decoder.fc``, ``norm`` (``vae_decoder`` head)
 ``backbone.bupsampler.*`` (diffusers Decoder)    ``heads.vae_decoder.decoder.*`` (same names)
 ``backbone.b_maps_projector.*``                  kept aside: training-only auxiliary output
+``diffusion_prior.noise_scheduler.*``, ``.net.*``  ``prior.*`` (``dalle2`` prior,
+                                                 :class:`~neurodecode.models.priors.DiffusionPrior`; see
+                                                 :mod:`~neurodecode.models.published.dalle2_prior`)
 ===============================================  ===========================================================
 
 The pooled embedding is ``clip_voxels.flatten(1)`` (``256 × 1664``), what MindEye2 scores retrieval with
-(L2-normalised); ``model.heads["pooled"].proj(h)`` reshaped to ``(batch, 256, 1664)`` is its ``backbone``
-output (the diffusion prior's conditioning). The diffusion prior is not reproduced yet: by default
-(``parts="all"``) a file holding it is refused; ``parts=("retrieval", "blurry")`` (or ``"retrieval"``) loads
-those parts and keeps the other tensors in ``model.published["unused"]`` with the reason.
+(L2-normalised); ``model.heads["pooled"].tokens(h)`` (``(batch, 256, 1664)``) is its ``backbone`` output, the
+diffusion prior's conditioning, and ``model.sample_prior(x, subject)`` samples ViT-bigG/14 image tokens from
+the prior as the original's reconstruction does (``p_sample_loop(..., cond_scale=1., timesteps=20)``: DDIM,
+19 network calls). By default (``parts="all"``) every part the file holds is loaded; ``parts="retrieval"``
+or ``("retrieval", "blurry")`` (or with ``"prior"``) loads those and keeps the other tensors in
+``model.published["unused"]`` with the reason.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 import torch
 
 from ..decoder import BrainDecoder
+from .dalle2_prior import map_prior, prior_keys, prior_kwargs
 from .loading import read_checkpoint
 from .mapping import StateMapper, check_keys
 
@@ -52,10 +58,10 @@ MINDEYE2_DEFAULTS: dict[str, Any] = dict(voxels=(15724,), hidden_dim=4096, n_blo
                                          prior=True, prior_depth=6, prior_dim_head=52, prior_heads=32,
                                          prior_tokens=256, timesteps=100, rotary_dim=32)
 
-#: Parts of a MindEye2 checkpoint; ``"retrieval"`` and ``"blurry"`` are reproduced, the prior not yet.
+#: Parts of a MindEye2 checkpoint, all reproduced: ``"retrieval"`` (ridge → backbone → ``clip_proj``),
+#: ``"blurry"`` (the low-level branch) and ``"prior"`` (the diffusion prior).
 PARTS: tuple[str, ...] = ("retrieval", "blurry", "prior")
-_SUPPORTED = ("retrieval", "blurry")
-_PRIOR_REASON = "diffusion prior: not supported yet"
+_PRIOR_REASON = "diffusion prior: not requested (parts=...)"
 _BLURRY_REASON = "blurry (low-level) branch: not requested (parts=...)"
 _AUX = "training-only auxiliary output (b_blurry's ConvNeXt-feature matching), not used at inference"
 _OLD_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
@@ -65,12 +71,6 @@ _OLD_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": 
 DEEPSPEED_GLOBALS: tuple[str, ...] = ("deepspeed.*", "torch.optim.lr_scheduler.OneCycleLR",
                                       "torch.optim.adamw.AdamW", "builtins.getattr", "__builtin__.getattr",
                                       "torch.float16")
-
-_SCHEDULE = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-             "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
-             "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
-             "posterior_mean_coef1", "posterior_mean_coef2", "p2_loss_weight")
-
 
 def _retrieval_keys(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     h, s, d = c["hidden_dim"], c["seq_len"], c["clip_dim"]
@@ -132,27 +132,11 @@ def _blurry_keys(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def _prior_keys(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """``BrainDiffusionPrior(PriorNetwork(dim, depth, dim_head, heads, num_tokens, "pos_emb"))``."""
-    d, dh, p = c["clip_dim"], c["prior_dim_head"], "diffusion_prior."
-    keys: dict[str, tuple[int, ...]] = {f"{p}noise_scheduler.{n}": (c["timesteps"],) for n in _SCHEDULE}
-    n = p + "net."
-    keys.update({n + name: (c["prior_tokens"], d) for name in ("learned_query", "null_brain_embeds",
-                                                               "null_image_embed")})
-    t = n + "to_time_embeds.0.1.net."
-    keys.update({t + "0.0.weight": (2 * d, d), t + "0.0.bias": (2 * d,), t + "1.0.weight": (2 * d, 2 * d),
-                 t + "1.0.bias": (2 * d,), t + "2.weight": (d, 2 * d), t + "2.bias": (d,)})
-    tr = n + "causal_transformer."
-    keys[tr + "rel_pos_bias.relative_attention_bias.weight"] = (32, c["prior_heads"])
-    for k in range(c["prior_depth"]):
-        q = f"{tr}layers.{k}."
-        inner, rot = c["prior_heads"] * dh, min(c["rotary_dim"], dh) // 2
-        keys.update({q + "0.null_kv": (2, dh), q + "0.norm.g": (d,), q + "0.to_q.weight": (inner, d),
-                     q + "0.to_kv.weight": (2 * dh, d), q + "0.rotary_emb.freqs": (rot,),
-                     q + "0.to_out.0.weight": (d, inner), q + "0.to_out.1.g": (d,),
-                     q + "1.0.g": (d,), q + "1.1.weight": (8 * d, d), q + "1.5.weight": (d, 4 * d)})
-    keys.update({tr + "norm.g": (d,), tr + "project_out.weight": (d, d)})
-    return keys
+def _prior_config(c: dict[str, Any]) -> dict[str, Any]:
+    """The :mod:`~neurodecode.models.published.dalle2_prior` configuration of a MindEye2 configuration."""
+    return dict(dim=c["clip_dim"], depth=c["prior_depth"], heads=c["prior_heads"],
+                dim_head=c["prior_dim_head"], num_tokens=c["prior_tokens"], timesteps=c["timesteps"],
+                rotary_dim=c["rotary_dim"], ff_mult=4, rel_pos_buckets=32)
 
 
 def original_mindeye2_keys(**config: Any) -> dict[str, tuple[int, ...]]:
@@ -177,7 +161,7 @@ def original_mindeye2_keys(**config: Any) -> dict[str, tuple[int, ...]]:
     if c["blurry"]:
         keys.update(_blurry_keys(c))
     if c["prior"]:
-        keys.update(_prior_keys(c))
+        keys.update(prior_keys("diffusion_prior.", **_prior_config(c)))
     return keys
 
 
@@ -243,20 +227,12 @@ def _resolve_parts(parts: str | Sequence[str], c: dict[str, Any]) -> set[str]:
     if absent:
         raise ValueError(f"parts={parts!r} asks for {absent}, which this checkpoint does not hold "
                          f"(it holds {sorted(present)})")
-    not_yet = sorted(requested - set(_SUPPORTED), key=PARTS.index)
-    if not_yet:
-        keep = sorted(present & set(_SUPPORTED), key=PARTS.index)
-        blurry = "; blin1 → bnorm → bupsampler" if "blurry" in keep else ""
-        raise ValueError("this MindEye2 checkpoint holds the diffusion prior (diffusion_prior.*), which "
-                         "neurodecode does not reproduce yet; nothing was loaded. Pass "
-                         f"parts={tuple(keep)!r} to load {' and '.join(keep)} (ridge → backbone → "
-                         f"clip_proj{blurry}) and keep the prior's tensors, with the reason, in "
-                         "model.published['unused'].")
     return requested
 
 
-def build_mindeye2(config: dict[str, Any], subjects: Sequence[Any], blurry: bool = False) -> BrainDecoder:
-    """The neurodecode model of MindEye2's retrieval path for a configuration (random weights).
+def build_mindeye2(config: dict[str, Any], subjects: Sequence[Any], blurry: bool = False,
+                   prior: bool = False) -> BrainDecoder:
+    """The neurodecode model of MindEye2 for a configuration (random weights).
 
     Parameters
     ----------
@@ -266,13 +242,17 @@ def build_mindeye2(config: dict[str, Any], subjects: Sequence[Any], blurry: bool
         The subject of each ridge layer, in ridge order.
     blurry : bool
         Add the blurry branch as a ``vae_decoder`` head (``(4, 28, 28)`` SD-VAE latents).
+    prior : bool
+        Add the diffusion prior (``prior="dalle2"``) over the pooled head's ``n_tokens × clip_dim`` tokens.
 
     Returns
     -------
     model : BrainDecoder
         ``linear`` adapter → ``mindeye2`` backbone → pooled head ``Linear`` (no LayerNorm) → per-token
         :class:`~neurodecode.models.heads.Projector`, output ``(batch, n_tokens · clip_dim)``; with
-        ``blurry``, a :class:`~neurodecode.models.heads.VAEDecoderHead` too.
+        ``blurry``, a :class:`~neurodecode.models.heads.VAEDecoderHead` too; with ``prior``, a
+        :class:`~neurodecode.models.priors.DiffusionPrior` (sampled with
+        :meth:`~neurodecode.models.BrainDecoder.sample_prior`).
     """
     c = config
     heads = {"pooled": {"norm": False, "projector": True, "projector_tokens": c["n_tokens"]}}
@@ -283,12 +263,14 @@ def build_mindeye2(config: dict[str, Any], subjects: Sequence[Any], blurry: bool
                         embed_dim=c["n_tokens"] * c["clip_dim"], hidden_dim=c["hidden_dim"] * c["seq_len"],
                         n_blocks=c["n_blocks"], dropout=0.15, backbone="mindeye2", adapter="linear", seed=0,
                         heads=tuple(heads), lowlevel_shape=(4, 28, 28) if blurry else None,
-                        backbone_kwargs={"seq_len": c["seq_len"]}, head_kwargs=heads)
+                        backbone_kwargs={"seq_len": c["seq_len"]}, head_kwargs=heads,
+                        prior="dalle2" if prior else None,
+                        prior_kwargs=prior_kwargs(_prior_config(c)) if prior else None)
 
 
 def mindeye2_mapper(state: Mapping[str, torch.Tensor], config: dict[str, Any], subjects: Sequence[Any],
                     parts: set[str]) -> StateMapper:
-    """Place every original tensor: the retrieval path into the model, the other parts aside with the reason.
+    """Place every original tensor: the requested parts into the model, the others aside with the reason.
 
     Parameters
     ----------
@@ -299,7 +281,7 @@ def mindeye2_mapper(state: Mapping[str, torch.Tensor], config: dict[str, Any], s
     subjects : sequence
         The subject of each ridge layer.
     parts : set of str
-        The parts to load (``"retrieval"``, optionally ``"blurry"``).
+        The parts to load (``"retrieval"``, optionally ``"blurry"``, ``"prior"``).
 
     Returns
     -------
@@ -325,8 +307,11 @@ def mindeye2_mapper(state: Mapping[str, torch.Tensor], config: dict[str, Any], s
     else:
         for key in blurry:
             m.keep(key, _BLURRY_REASON)
-    for key in _prior_keys(config) if config["prior"] else {}:
-        m.keep(key, _PRIOR_REASON)
+    if "prior" in parts:
+        map_prior(m, "diffusion_prior.", "prior.", _prior_config(config))
+    elif config["prior"]:
+        for key in prior_keys("diffusion_prior.", **_prior_config(config)):
+            m.keep(key, _PRIOR_REASON)
     return m
 
 
@@ -356,10 +341,10 @@ def convert_mindeye2(state: Mapping[str, torch.Tensor], *, parts: str | Sequence
     state : dict of str → Tensor
         The original state dict (``checkpoint["model_state_dict"]``).
     parts : "all" | "retrieval" | sequence of {"retrieval", "blurry", "prior"}
-        What to load. ``"all"`` (default): every part the file holds — refused while it holds one that
-        neurodecode does not reproduce yet (the diffusion prior). ``"retrieval"``: ridge → backbone →
-        ``clip_proj``; ``("retrieval", "blurry")`` adds the blurry branch as a ``vae_decoder`` head. The
-        tensors of the other parts go to ``model.published["unused"]`` with the reason.
+        What to load. ``"all"`` (default): every part the file holds. ``"retrieval"``: ridge → backbone →
+        ``clip_proj``; ``"blurry"`` adds the blurry branch as a ``vae_decoder`` head; ``"prior"`` the
+        diffusion prior (``model.prior``, sampled with ``model.sample_prior``). The tensors of the other
+        parts go to ``model.published["unused"]`` with the reason.
     subjects : sequence | None
         The subject of each ridge layer, in ridge order; None: the NSD subject whose nsdgeneral voxel count
         the layer has (:data:`NSD_VOXELS`).
@@ -374,7 +359,8 @@ def convert_mindeye2(state: Mapping[str, torch.Tensor], *, parts: str | Sequence
     ------
     ValueError
         Unknown keys, missing keys or shapes that differ from the original's; ``seq_len`` other than 1; a
-        part that is not reproduced yet (the prior, with ``parts="all"``).
+        requested part the file does not hold; prior noise-schedule buffers that are not dalle2's cosine
+        schedule for the file's ``timesteps``, or rotary frequencies that differ between layers.
     """
     c = _infer_config(state)
     check_keys(state, original_mindeye2_keys(**c), family="mindeye2")
@@ -383,7 +369,7 @@ def convert_mindeye2(state: Mapping[str, torch.Tensor], *, parts: str | Sequence
                          "reproduces the published seq_len=1 only")
     requested = _resolve_parts(parts, c)
     subj = _subjects(c["voxels"], subjects)
-    model = build_mindeye2(c, subj, blurry="blurry" in requested)
+    model = build_mindeye2(c, subj, blurry="blurry" in requested, prior="prior" in requested)
     m = mindeye2_mapper(state, c, subj, requested)
     m.load_into(model)
     model.eval()

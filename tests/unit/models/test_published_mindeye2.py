@@ -1,12 +1,15 @@
 """MindEye2 (``MedARC-AI/MindEyeV2`` ``src/models.py`` ``BrainNetwork``, ``src/Train.ipynb``) read with
 ``from_published("mindeye2", ...)``.
 
-The reference below is an independent NumPy transcription of the original's retrieval path in eval mode:
+The reference below is an independent NumPy transcription of the original in eval mode: the retrieval path,
 ``RidgeRegression`` (``linears[i](x[:, 0]).unsqueeze(1)``), ``BrainNetwork.forward``'s literal two-residual
 mixer loop (``mixer_blocks1`` over the 4096 features, ``mixer_blocks2`` over the length-1 sequence axis),
 ``backbone_linear`` reshaped to ``(B, n_tokens, clip_dim)`` and ``clip_proj`` applied per token, flattened
-as MindEye2 scores retrieval. It runs on a small configuration with random weights under the original key
-names (the full key list, blurry branch and diffusion prior included).
+as MindEye2 scores retrieval; the blurry branch (diffusers ``Decoder``); and the diffusion prior
+(``_published_numpy.prior_network`` / ``prior_sample``: ``PriorNetwork`` and dalle2's DDIM loop,
+conditioned on the ``backbone_linear`` tokens, as ``recon_inference.ipynb`` samples it). It runs on a small
+configuration with random weights under the original key names (the full key list, blurry branch and diffusion
+prior included).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import types
 import numpy as np
 import pytest
 import torch
-from _published_numpy import gelu, layer_norm
+from _published_numpy import cosine_schedule, gelu, layer_norm, prior_network, prior_sample
 
 from neurodecode.models import BrainDecoder, MindEye2Mixer, from_published, list_published
 from neurodecode.models.adapters import LinearAdapter
 from neurodecode.models.heads import PooledHead, VAEDecoderHead
+from neurodecode.models.priors import DiffusionPrior, noise_schedule
 from neurodecode.models.published.mindeye2 import (
     MINDEYE2_DEFAULTS,
     NSD_VOXELS,
@@ -38,9 +42,21 @@ SUBJECTS = [3, 9]
 
 
 def _random_state(seed: int = 0, **config) -> dict[str, torch.Tensor]:
+    """Random weights; the prior's schedule buffers and rotary frequencies as the original computes them."""
     rng = np.random.default_rng(seed)
-    return {k: torch.tensor(0.5 * rng.standard_normal(s), dtype=torch.float32)
-            for k, s in original_mindeye2_keys(**config).items()}
+    c = {**MINDEYE2_DEFAULTS, **config}
+    sched = cosine_schedule(c["timesteps"])
+    r = min(c["rotary_dim"], c["prior_dim_head"])
+    state = {}
+    for k, s in original_mindeye2_keys(**config).items():
+        if k.startswith("diffusion_prior.noise_scheduler."):
+            value = sched[k.split(".")[-1]]
+        elif k.endswith("rotary_emb.freqs"):
+            value = 1.0 / 10000 ** (np.arange(0, r, 2) / r)
+        else:
+            value = 0.5 * rng.standard_normal(s)
+        state[k] = torch.tensor(value, dtype=torch.float32)
+    return state
 
 
 def _mlp(x, sd, p):
@@ -199,7 +215,7 @@ def test_blurry_branch_matches_the_numpy_original():
     assert np.abs(out["pooled"].double().numpy() - clip_ref).max() < 1e-5
     unused = model.published["unused"]
     assert sorted({v["reason"] for v in unused.values()}) == [
-        "diffusion prior: not supported yet",
+        "diffusion prior: not requested (parts=...)",
         "training-only auxiliary output (b_blurry's ConvNeXt-feature matching), not used at inference"]
     assert len([k for k in unused if "b_maps_projector" in k]) == 8
 
@@ -273,17 +289,73 @@ def test_the_mixer_with_several_tokens_follows_the_original_loop():
         assert not np.allclose(mixer(torch.from_numpy(x.reshape(2, 12)).float()).numpy(), out)
 
 
-def test_parts_all_refuses_the_prior_by_name():
+def test_parts_all_loads_the_prior():
     state = _random_state(1, **SMALL)
-    with pytest.raises(ValueError, match=r"diffusion prior \(diffusion_prior.\*\).*not reproduce yet.*"
-                                         r"nothing was loaded.*parts=\('retrieval', 'blurry'\)"):
-        convert_mindeye2(state, subjects=SUBJECTS)
+    model = convert_mindeye2(state, subjects=SUBJECTS)                       # parts="all"
+    assert list(model.heads) == ["pooled", "vae_decoder"] and model.prior is not None
+    assert model.published["parts"] == ["blurry", "prior", "retrieval"]
+    assert set(model.published["unused"]) == {k for k in state if "b_maps_projector" in k}
+    assert torch.equal(model.prior.learned_query, state["diffusion_prior.net.learned_query"])
+    assert torch.equal(model.prior.schedule.alphas_cumprod_prev,
+                       state["diffusion_prior.noise_scheduler.alphas_cumprod_prev"])
+    no_blurry = convert_mindeye2(state, parts=("retrieval", "prior"), subjects=SUBJECTS)
+    assert list(no_blurry.heads) == ["pooled"] and no_blurry.prior is not None
     no_prior = {k: v for k, v in state.items() if not k.startswith("diffusion_prior.")}
-    assert list(convert_mindeye2(no_prior, subjects=SUBJECTS).heads) == ["pooled", "vae_decoder"]  # "all"
+    assert convert_mindeye2(no_prior, subjects=SUBJECTS).prior is None                       # "all"
     with pytest.raises(ValueError, match=r"asks for \['prior'\], which this checkpoint does not hold"):
         convert_mindeye2(no_prior, parts=("retrieval", "prior"), subjects=SUBJECTS)
     with pytest.raises(ValueError, match="give 'all' or a subset"):
         convert_mindeye2(state, parts="blurry", subjects=SUBJECTS)
+    bad = dict(state, **{f"diffusion_prior.noise_scheduler.{n}": v
+                         for n, v in noise_schedule("linear", SMALL["timesteps"]).items()})
+    with pytest.raises(ValueError, match=r"diffusion_prior.noise_scheduler.\*\) is not dalle2's 'cosine' "
+                                         r"schedule for timesteps=10"):
+        convert_mindeye2(bad, subjects=SUBJECTS)
+
+
+def _prior_state(seed: int) -> dict[str, torch.Tensor]:
+    """The small checkpoint with the prior's matrices at ``0.25 / √fan_in`` (a random full-scale network is
+    chaotic over several sampling steps: float32 round-off then grows; one network call is compared at full
+    scale below)."""
+    state = _random_state(seed, **SMALL)
+    for k, v in state.items():
+        if k.startswith("diffusion_prior.net.causal_transformer.") and v.ndim == 2 and "relative" not in k:
+            state[k] = v / 0.5 * 0.25 / np.sqrt(v.shape[1])
+    return state
+
+
+def test_sample_prior_matches_the_numpy_original():
+    """``p_sample_loop(backbone, cond_scale=1., timesteps=...)`` on the backbone tokens of the NumPy model."""
+    state = _prior_state(12)
+    model = convert_mindeye2(state, subjects=SUBJECTS)
+    sd = {k: v.double().numpy() for k, v in state.items()}
+    x = np.random.default_rng(13).standard_normal((2, 7))
+    _, tokens, _ = _numpy_mindeye2(sd, x, 1, SMALL)                             # subject 9: ridge layer 1
+    depth, heads = MINDEYE2_DEFAULTS["prior_depth"], SMALL["prior_heads"]
+    for timesteps in (3, 10):                                                  # DDIM; the full DDPM chain
+        n_draws = len(model.prior.sampling_times(timesteps)) + 1
+        noise = np.random.default_rng(timesteps).standard_normal((n_draws, 2, 3, 6))
+        ref = prior_sample(sd, "diffusion_prior.", tokens, noise, timesteps=timesteps, depth=depth,
+                           heads=heads)
+        out = model.sample_prior(torch.from_numpy(x).float(), 9, timesteps=timesteps,
+                                 noise=torch.from_numpy(noise).float())
+        diff = float(np.abs(out.double().numpy() - ref).max())
+        print(f"mindeye2 sample_prior, {timesteps} steps: max abs diff {diff:.2e} "
+              f"(scale {np.abs(ref).max():.2f})")
+        assert out.shape == (2, 3, 6) and diff < 1e-5
+    # one network call at full weight scale, on the model's own conditioning
+    state = _random_state(14, **SMALL)
+    model = convert_mindeye2(state, subjects=SUBJECTS)
+    sd = {k: v.double().numpy() for k, v in state.items()}
+    _, tokens, _ = _numpy_mindeye2(sd, x, 1, SMALL)
+    z = np.random.default_rng(15).standard_normal((2, 3, 6))
+    ref = prior_network(sd, "diffusion_prior.", z, np.array([9, 2]), tokens, depth=depth, heads=heads)
+    with torch.no_grad():
+        cond = model.heads["pooled"].tokens(model.backbone(model.adapter(torch.from_numpy(x).float(), "9")))
+        out = model.prior(torch.from_numpy(z).float(), torch.tensor([9, 2]), cond)
+    diff = float(np.abs(out.double().numpy() - ref).max())
+    print(f"mindeye2 prior network: max abs diff {diff:.2e} (scale {np.abs(ref).max():.2f})")
+    assert diff < 1e-5
 
 
 def test_parts_retrieval_keeps_every_unplaced_tensor_with_its_reason(small):
@@ -293,7 +365,7 @@ def test_parts_retrieval_keeps_every_unplaced_tensor_with_its_reason(small):
     blurry = {k for k in state if k.startswith(("backbone.blin1", "backbone.bnorm", "backbone.bupsampler",
                                                 "backbone.b_maps_projector"))}
     assert set(unused) == prior | blurry and len(prior) == 85 and len(blurry) == 100
-    assert {unused[k]["reason"] for k in prior} == {"diffusion prior: not supported yet"}
+    assert {unused[k]["reason"] for k in prior} == {"diffusion prior: not requested (parts=...)"}
     assert {unused[k]["reason"] for k in blurry} == {"blurry (low-level) branch: not requested (parts=...)"}
     query = "diffusion_prior.net.learned_query"
     assert torch.equal(unused[query]["tensor"], state[query])
@@ -336,8 +408,10 @@ def test_from_published_reads_a_model_state_dict_file(tmp_path, small):
     x = torch.randn(2, 7, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(loaded(x, 9).embedding, model(x, 9).embedding)
-    with pytest.raises(ValueError, match="diffusion prior"):
-        from_published("mindeye2", path, subjects=SUBJECTS)
+    everything = from_published("mindeye2", path, subjects=SUBJECTS)           # parts="all": the prior too
+    assert everything.published["parts"] == ["blurry", "prior", "retrieval"] and everything.prior is not None
+    with torch.no_grad():
+        assert torch.equal(everything(x, 9).embedding, model(x, 9).embedding)
 
 
 def test_the_loaded_model_saves_and_reloads_as_a_neurodecode_model(tmp_path, small):
@@ -421,6 +495,20 @@ def test_full_size_mapping_places_every_tensor_on_the_meta_device():
                                                                 model.state_dict().items()}
     assert len(m.side) == 85 + 8
     m.load_into(model)
+    # with the prior: its 85 tensors placed (the rotary freqs once), only b_maps_projector kept aside; the
+    # schedule check reads the 13 buffers and the repeated freqs, so those are real tensors here
+    sched = noise_schedule("cosine", 100)
+    state = {**state, **{k: sched[k.split(".")[-1]] for k in state if "noise_scheduler" in k},
+             **{k: 1.0 / 10000 ** (torch.arange(0, 32, 2).float() / 32) for k in state if "rotary_emb" in k}}
+    m = mindeye2_mapper(state, c, ["1"], {"retrieval", "blurry", "prior"})
+    model.prior = DiffusionPrior(device="meta")
+    prior = {k: tuple(v.shape) for k, v in model.prior.state_dict().items()}
+    assert len(prior) == 85 - 5 and sum(int(np.prod(s)) for s in prior.values()) == 259_866_596 - 5 * 16
+    assert {k: tuple(v.shape) for k, v in m.target.items()} == {k: tuple(v.shape) for k, v in
+                                                                model.state_dict().items()}
+    assert len(m.side) == 8
+    m.target = {k: v.to("meta") for k, v in m.target.items()}      # (copying into meta tensors would warn)
+    m.load_into(model)
 
 
 # -- the DeepSpeed-era file (multisubject_subj01_1024hid_nolow_300ep): ZeRO, loss scaler, OneCycleLR ------
@@ -471,6 +559,11 @@ def test_the_deepspeed_file_is_read_with_inert_placeholders(tmp_path):
     x = torch.randn(2, 5, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(model(x, 3).embedding, ref(x, 3).embedding)
+    # parts="all": the prior loads too, its float16 schedule buffers within rounding of the recomputation
+    full = from_published("mindeye2", tmp_path / "last.pth", subjects=SUBJECTS)
+    betas = "diffusion_prior.noise_scheduler.betas"
+    assert full.prior is not None and torch.equal(full.prior.schedule.betas, half[betas])
+    assert not torch.equal(half[betas], state[betas])
     _deepspeed_file(tmp_path / "hostile.pth", state, hostile=True)
     with pytest.raises(ValueError, match=r"pickles globals that are not tensors.*evil\.payload\.Run"):
         from_published("mindeye2", tmp_path / "hostile.pth", parts="retrieval", subjects=SUBJECTS)

@@ -15,8 +15,8 @@ from neurodecode.training.trainer import LOSSES
 
 
 def test_name_views_are_live_and_tuple_like():
-    assert BACKBONES == ("mlp", "mixer", "dilated_conv", "atm", "mindeye2") and "atm" in BACKBONES
-    assert tuple(HEADS) == ("pooled", "tokens", "lowlevel", "vae_decoder") and OUTPUTS[-1] == "all"
+    assert BACKBONES == ("mlp", "mixer", "dilated_conv", "atm", "mindeye2", "postnorm_mlp") and "atm" in BACKBONES
+    assert tuple(HEADS) == ("pooled", "tokens", "lowlevel", "vae_decoder", "text") and OUTPUTS[-1] == "all"
     assert repr(LOSSES) == repr(tuple(list_losses()))
 
     @register_loss("unit_half_mse")
@@ -46,7 +46,8 @@ def test_name_views_are_live_and_tuple_like():
 
 def test_parts_by_kind():
     assert list_parts("backbone") == list(BACKBONES) and get_part("head", "tokens") is get_head("tokens")
-    assert PART_KINDS == ("adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss")
+    assert PART_KINDS == ("adapter", "backbone", "head", "loss", "token_loss", "lowlevel_loss",
+                          "prior")
     with pytest.raises(ValueError, match="unknown kind of model part 'decoder'"):
         list_parts("decoder")
     with pytest.raises(ValueError, match="unknown backbone 'mixr'. Did you mean 'mixer'"):
