@@ -167,6 +167,10 @@ def _add_reconstruct_command(sub: Any) -> None:
     rc.add_argument("--stage", default="full", choices=("full", "lowlevel"),
                     help="full: two-stage reconstruction (default); lowlevel: the low-level head's images alone "
                          "(e.g. MindEye2's blurry reconstructions), no generator")
+    rc.add_argument("--no-prior", action="store_true",
+                    help="a decoder with a diffusion prior (published MindEye1 / MindEye2): condition on the "
+                         "decoded embedding, not on the prior's sampled image tokens")
+    rc.add_argument("--prior-steps", type=int, default=20, help="DDIM steps of the diffusion prior (default 20)")
     rc.add_argument("--lowlevel-vae", metavar="DIR",
                     help="the autoencoder whose latents the low-level head predicts (a published MindEye2 run: "
                          "Stable Diffusion's VAE); default the run's models.mlp.lowlevel_vae, else the generator's")
@@ -501,7 +505,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
 
     with use_log_level(_level(args)):
         result = run_reconstruct(args.run, args.generator, backend=args.backend, stage=args.stage,
-                                 lowlevel_vae=args.lowlevel_vae, limit=args.limit or None,
+                                 lowlevel_vae=args.lowlevel_vae, use_prior=not args.no_prior,
+                                 prior_steps=args.prior_steps, limit=args.limit or None,
                                  n_samples=args.n_samples, steps=args.steps, strength=args.strength,
                                  seed=args.seed, batch_size=args.batch_size, device=args.device,
                                  size=args.size, output=args.output, captions=args.captions,
@@ -529,10 +534,11 @@ def _run_ablate(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .config import load_config, parse_override
     from .utils import use_log_level
-    from .workflow.evaluate import FAMILY_RECIPES, parse_published, run_evaluate
+    from .workflow.evaluate import FAMILY_RECIPES, FAMILY_SETTINGS, parse_published, run_evaluate
 
     family, _ = parse_published(args.published)  # an unknown family or a missing file: before any work
-    overrides = list(args.overrides)
+    # the family's target settings go with its own recipe only, before the user's --set
+    overrides = [*(FAMILY_SETTINGS.get(family, ()) if args.recipe is None else ()), *args.overrides]
     if args.root:
         overrides.append(f"data.root={args.root}")
     if args.subject:

@@ -28,11 +28,18 @@ from ._run import FitResult, _complete_or_removed
 from ._targets import scoring_targets
 from .fit import _build_report, _run_metrics, _score, _train_test, _write_run_files
 
-__all__ = ["FAMILY_RECIPES", "check_published_fit", "parse_published", "run_evaluate"]
+__all__ = ["FAMILY_RECIPES", "FAMILY_SETTINGS", "check_published_fit", "parse_published", "run_evaluate"]
 
 #: The recipe whose data, targets and protocol fit each published family (the default of ``evaluate``).
 FAMILY_RECIPES: dict[str, str] = {"atm": "things_eeg_atm", "brainmagick": "masc_speech",
+                                  "mindbridge": "nsd_mindbridge", "mindeye1": "nsd_mindbridge",
                                   "mindeye2": "nsd_mindeye"}
+
+#: Settings a family's targets need on top of its default recipe (``--set`` overrides them). MindEye1 and
+#: MindBridge regress CLIP ViT-L/14's 257 × 768 hidden states (the pooled embedding and the projected patch
+#: tokens) and score retrieval on them flattened.
+_HIDDEN_STATES = ("targets.output=tokens", "targets.tokens=projected_cls", "models.mlp.heads=[pooled,tokens]")
+FAMILY_SETTINGS: dict[str, tuple[str, ...]] = {"mindbridge": _HIDDEN_STATES, "mindeye1": _HIDDEN_STATES}
 
 
 def parse_published(text: str) -> tuple[str, Path]:
@@ -103,7 +110,7 @@ def _evaluation_config(config: FitConfig | str | Path | None, family: str) -> Fi
         if recipe is None:
             raise ValueError(f"no default recipe for the published family {family!r}: give one (a recipe name "
                              "or a YAML file) that loads the data and targets the model was trained on")
-        config = load_config(recipe)
+        config = load_config(recipe, list(FAMILY_SETTINGS.get(family, ())) if config is None else None)
     if config.evaluation.scheme != "within":
         raise ValueError("evaluate scores a published model as it is, per test subject: set "
                          "evaluation.scheme=within (leave-one-subject-out refits a model per fold)")
@@ -129,9 +136,9 @@ def _data_options(family: str, test: Any) -> dict[str, Any]:
         if any(p is None for p in positions.values()):
             return {"n_times": int(shape[1])}
         return {"positions": positions, "n_times": int(shape[1])}
-    if family == "mindeye2":  # retrieval is scored: the blurry branch and the prior are not needed
-        return {"parts": "retrieval"}
-    return {}
+    if family == "mindbridge":  # any voxel count: the adapter pools it to the model's width
+        return {"voxels": {s: int(np.prod(t.feature_shape)) for s, t in per.items()}}
+    return {}  # mindeye1 / mindeye2: every part the file holds (the blurry branch and the prior included)
 
 
 def _recipe_encoder(family: str) -> str | None:
@@ -266,7 +273,8 @@ def run_evaluate(published: str, config: FitConfig | str | Path | None = None, *
     options : mapping | None
         Options of the family's loader (see :func:`~neurodecode.models.from_published`), on top of those the
         data give (``atm``: ``subjects``, ``n_chans``; ``brainmagick``: ``positions`` from the sensor
-        positions, ``n_times``).
+        positions, ``n_times``; ``mindbridge``: ``voxels``; ``mindeye1`` / ``mindeye2``: every part the
+        file holds).
     %(verbose)s
 
     Returns

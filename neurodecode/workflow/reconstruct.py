@@ -18,7 +18,8 @@ from ._run import FitResult, _complete_or_removed, _fresh_dir, _output_dir
 @verbose
 @fill_doc
 def run_reconstruct(run_dir: str | Path, generator: str | Path | None = None, *, backend: str = "unclip",
-                    stage: str = "full", lowlevel_vae: str | Path | None = None,
+                    stage: str = "full", lowlevel_vae: str | Path | None = None, use_prior: bool = True,
+                    prior_steps: int = 20,
                     limit: int | None = 16, n_samples: int = 1, steps: int | None = None,
                     strength: float = 0.75, seed: int = 0, batch_size: int = 4, device: str = "auto",
                     size: int | None = None, output: str | Path | None = None, captions: bool = False,
@@ -51,6 +52,11 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path | None = None, *,
         cached repo id; a published MindEye2 run's ``vae_decoder`` head predicts Stable Diffusion VAE latents,
         e.g. ``stabilityai/sd-vae-ft-mse``). Default: the run's ``models.mlp.lowlevel_vae``, else the
         generator's own.
+    use_prior, prior_steps
+        A decoder with a diffusion prior (a published MindEye1 ``prior_257`` or MindEye2 run) conditions the
+        generator on the prior's image tokens, sampled with ``prior_steps`` DDIM steps from ``seed``
+        (:meth:`~neurodecode.models.BrainDecoder.predict_prior`); ``use_prior=False`` conditions on the
+        decoded embedding instead.
     limit : int | None
         Reconstruct the first ``limit`` test items (None = all).
     n_samples, steps, strength, seed, batch_size, device
@@ -115,12 +121,10 @@ def run_reconstruct(run_dir: str | Path, generator: str | Path | None = None, *,
                                         strength=strength, n_samples=n_samples, batch_size=batch_size,
                                         height=size, width=size, lowlevel_vae=lowlevel_vae,
                                         selector=clip if n_samples > 1 else None)
-    if rec.embed_dim is not None and rec.embed_dim != embeds.shape[-1]:
-        raise ValueError(f"The decoder of {run_dir} outputs {embeds.shape[-1]}-d embeddings ({config.targets.encoder} "
-                         f"targets) but the {backend} generator at {generator} takes {rec.embed_dim}-d image "
-                         "embeddings. Fit the run on the generator's CLIP space (e.g. targets.encoder=ViT-H-14 "
-                         "for Stable unCLIP 2.1) or map the embeddings with an EmbeddingPrior.")
-    result = rec.reconstruct(embeds, lowlevel, seeds=seed, ids=[str(i) for i in ids])
+    cond = _conditioning(model, test, embeds, rec, use_prior=use_prior, prior_steps=prior_steps, seed=seed,
+                         device=dev, where=f"the {backend} generator at {generator}", run_dir=run_dir,
+                         encoder=config.targets.encoder)
+    result = rec.reconstruct(cond, lowlevel, seeds=seed, ids=[str(i) for i in ids])
     return _write_outputs(run_dir, output, config, trials, test, ids, embeds, result, clip, backend=backend,
                           generator=generator, n_samples=n_samples, seed=seed, captions=captions,
                           networks=networks, image_metrics=image_metrics, device=dev, t0=t0)
@@ -147,6 +151,30 @@ def _write_outputs(run_dir: Path, output: Any, config: Any, trials: Any, test: A
         atomic_write_json(out / "metrics.json", metrics)
     logger.info("Reconstructed %d test images with %s: %s", len(ids), backend, out / "gallery.html")
     return FitResult(out, metrics, {"total": metrics["time_s"]})
+
+
+def _conditioning(model: Any, test: Any, embeds: np.ndarray, rec: Any, *, use_prior: bool, prior_steps: int,
+                  seed: int, device: Any, where: str, run_dir: Path, encoder: str) -> np.ndarray:
+    """What conditions the generator: the diffusion prior's image tokens when the model has one, else the
+    decoded embeddings; checked against the generator's image-embedding width."""
+    if getattr(model, "prior", None) is not None and use_prior:
+        cond = model.predict_prior(test, timesteps=prior_steps, seed=seed, device=device)
+        logger.info("Stage 1: the decoder's diffusion prior sampled %s image tokens per item (%d steps)",
+                    tuple(cond.shape[1:]), prior_steps)
+        if rec.embed_dim is not None and (rec.embed_kind != "tokens" or rec.embed_dim != cond.shape[-1]):
+            raise ValueError(f"The diffusion prior of {run_dir}'s decoder samples {tuple(cond.shape[1:])} image "
+                             f"tokens but {where} takes {rec.embed_kind} {rec.embed_dim}-d image embeddings. "
+                             "MindEye1's prior feeds Versatile Diffusion (--backend versatile); MindEye2's "
+                             "ViT-bigG/14 tokens feed its SDXL unCLIP, which is not a diffusers pipeline and is "
+                             "not supported: use --stage lowlevel for its blurry reconstructions, or --no-prior "
+                             "to condition on the decoded embedding.")
+        return cond
+    if rec.embed_dim is not None and rec.embed_dim != embeds.shape[-1]:
+        raise ValueError(f"The decoder of {run_dir} outputs {embeds.shape[-1]}-d embeddings ({encoder} targets) "
+                         f"but {where} takes {rec.embed_dim}-d image embeddings. Fit the run on the "
+                         "generator's CLIP space (e.g. targets.encoder=ViT-H-14 for Stable unCLIP 2.1) or map "
+                         "the embeddings with an EmbeddingPrior.")
+    return embeds
 
 
 _STAGES = ("full", "lowlevel")

@@ -280,8 +280,10 @@ def test_brainmagick_simpleconv_on_simulated_masc(tmp_path, monkeypatch):
 
 def test_mindeye2_final_checkpoint_on_simulated_nsd(tmp_path, monkeypatch):
     """The README's third command, at toy size: a MindEye2 `final_*`-style file (prior and blurry branch
-    included, as published) scored on simulated NSD; the prior is kept aside with its reason."""
+    included, as published) scored on simulated NSD; then its blurry reconstructions (`--stage lowlevel`) and
+    the prior's samples conditioning a generator take the run."""
     from neurodecode.datasets import load_nsd, simulate
+    from neurodecode.models.priors import noise_schedule
     from neurodecode.models.published.mindeye2 import original_mindeye2_keys
 
     monkeypatch.setenv("NEURODECODE_DATA", str(tmp_path / "data"))
@@ -294,6 +296,9 @@ def test_mindeye2_final_checkpoint_on_simulated_nsd(tmp_path, monkeypatch):
                                   prior_dim_head=4, prior_heads=2, prior_tokens=3, timesteps=10)
     state = {k: torch.tensor(rng.standard_normal(s) / np.sqrt(s[-1] if s else 1), dtype=torch.float32)
              for k, s in keys.items()}
+    state.update({f"diffusion_prior.noise_scheduler.{k}": v for k, v in noise_schedule("cosine", 10).items()})
+    freqs = 1.0 / 10000 ** (torch.arange(0, 4, 2).float() / 4)             # one rotary module, listed per layer
+    state.update({k: freqs for k in keys if k.endswith("rotary_emb.freqs")})
     ckpt = tmp_path / "last.pth"
     torch.save({"model_state_dict": state}, ckpt)
     argv = ["evaluate", "nsd_mindeye", "--published", f"mindeye2:{ckpt}", "--root", str(sim), "--subject", "1",
@@ -308,9 +313,51 @@ def test_mindeye2_final_checkpoint_on_simulated_nsd(tmp_path, monkeypatch):
     top1 = metrics["models"]["mlp"]["subj01"]["metrics"]["nway_top1_forward"]
     assert top1["chance"] == pytest.approx(0.1) and top1["ci_low"] <= top1["value"] <= top1["ci_high"]
     record = json.loads((run / "models" / "mlp" / "published.json").read_text())
-    unused = {u["key"]: u["reason"] for u in record["unused"]}
-    prior = [k for k in keys if k.startswith("diffusion_prior.")]
-    assert prior and all(unused[k] == "diffusion prior: not supported yet" for k in prior)
-    assert all(k in unused for k in keys if k.startswith("backbone.blin1"))  # parts='retrieval' by default
-    assert record["options"] == {"parts": "retrieval", "subjects": [1]}
+    # every part loads (parts='all'): only the training-only b_maps_projector is left unused
+    assert {u["key"].split(".")[1] for u in record["unused"]} == {"b_maps_projector"}
+    assert record["options"] == {"subjects": [1]}
     assert record["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    _reconstruct_from_the_mindeye2_run(tmp_path, run, sim, monkeypatch)
+
+
+def _reconstruct_from_the_mindeye2_run(tmp_path, run, sim, monkeypatch):
+    """Blurry reconstructions = the vae_decoder head's latents decoded by the given VAE; the prior's samples
+    condition a generator (refused by one that takes another embedding, accepted with --no-prior)."""
+    pytest.importorskip("diffusers")
+    from diffusers import AutoencoderKL
+    from PIL import Image
+
+    from neurodecode.config import load_config
+    from neurodecode.models import BrainDecoder
+    from neurodecode.tasks.reconstruction import decode_lowlevel, make_random_pipeline
+    from neurodecode.workflow._data import load_data, preprocess
+
+    vae_dir = tmp_path / "vae"
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                  norm_num_groups=8, sample_size=16).save_pretrained(vae_dir)
+    assert main(["reconstruct", str(run), "--stage", "lowlevel", "--lowlevel-vae", str(vae_dir), "--limit", "2",
+                 "--device", "cpu", "-q"]) == 0
+    model = BrainDecoder.from_pretrained(run / "models" / "mlp")
+    config = load_config(run / "config.yaml")
+    test = preprocess(config, load_data(config)[1]).select(split="test").average_repetitions()
+    test = test[np.arange(2)]
+    latents = model.predict(test, output="vae_decoder")                    # (2, 4, 28, 28)
+    expected = decode_lowlevel(AutoencoderKL.from_pretrained(vae_dir), latents, scaled=True)
+    folder = run / "reconstructions-lowlevel" / "reconstructions"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["ids"] == [str(i) for i in test.events["stimulus_id"]]
+    got = np.stack([np.asarray(Image.open(folder / f"{i}_recon.png")) for i in manifest["ids"]])
+    np.testing.assert_array_equal(got, expected)
+    # the prior: predict_prior equals one sample_prior call with the same seeded generator
+    X = torch.from_numpy(np.asarray(test.get_data(), dtype=np.float32))
+    ref = model.sample_prior(X, "1", timesteps=3, generator=torch.Generator().manual_seed(4))
+    np.testing.assert_allclose(model.predict_prior(test, timesteps=3, seed=4), ref.numpy(), atol=1e-6)
+    generator = tmp_path / "kandinsky"
+    make_random_pipeline("kandinsky", embed_dim=48, seed=0).save_pretrained(generator)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    common = ["--generator", str(generator), "--backend", "kandinsky", "--steps", "2", "--device", "cpu",
+              "--size", "32", "--limit", "2", "--prior-steps", "3", "-q"]
+    assert main(["reconstruct", str(run), *common]) == 1         # the prior's 3 x 16 tokens: not kandinsky's
+    assert main(["reconstruct", str(run), *common, "--no-prior"]) == 0
+    assert (run / "reconstructions-kandinsky" / "gallery.html").is_file()
