@@ -119,16 +119,30 @@ class LinearAdapter(_SubjectModule):
         """
         return cls(spec.n_inputs, spec.hidden_dim, device=spec.device, **kwargs)
 
+    #: Name of the ModuleDict holding one module per subject (its state-dict prefix).
+    _table = "linears"
+
     def __init__(self, n_inputs: Mapping[Any, int], hidden_dim: int, *, device: Any = None) -> None:
         super().__init__()
         self.sizes = _subject_sizes("n_inputs", n_inputs)
         self.out_dim = _check_int("hidden_dim", hidden_dim)
-        self.linears = nn.ModuleDict({s: nn.Linear(n, self.out_dim, device=device)
-                                      for s, n in self.sizes.items()})
+        self._build_table(device)
+
+    def _build_table(self, device: Any) -> None:
+        setattr(self, self._table, nn.ModuleDict({s: self._subject_module(n, device)
+                                                  for s, n in self.sizes.items()}))
         _maybe_init(self, device)
 
-    def __getitem__(self, subject: Any) -> nn.Linear:
-        return self.linears[self._key(subject)]
+    def _subject_module(self, n_inputs: int, device: Any) -> nn.Module:
+        """One subject's module (here ``nn.Linear(n_inputs, hidden_dim)``)."""
+        return nn.Linear(n_inputs, self.out_dim, device=device)
+
+    def _apply_subject(self, module: nn.Module, x: torch.Tensor, generator: torch.Generator | None
+                       ) -> torch.Tensor:
+        return module(x)
+
+    def __getitem__(self, subject: Any) -> nn.Module:
+        return getattr(self, self._table)[self._key(subject)]
 
     @property
     def out_features(self) -> int:
@@ -146,9 +160,9 @@ class LinearAdapter(_SubjectModule):
         Returns
         -------
         prefix : str
-            ``"linears.<key>."``.
+            ``"linears.<key>."`` (``"layers.<key>."`` for ``linear_norm``).
         """
-        return f"linears.{key}."
+        return f"{self._table}.{key}."
 
     def install_subject(self, key: str, n_inputs: int, generator: torch.Generator | None = None, *,
                         positions: Any = None) -> None:
@@ -166,11 +180,11 @@ class LinearAdapter(_SubjectModule):
             Must be None (only the ``spatial_attention`` adapter takes sensor positions).
         """
         _check_positions_unused(self, positions)
-        module = nn.Linear(n_inputs, self.out_dim)
+        module = self._subject_module(int(n_inputs), None)
         init_parameters_(module, generator)
         ref = self._reference()
         self.sizes[key] = int(n_inputs)
-        self.linears[key] = module.to(device=ref.device, dtype=ref.dtype)
+        getattr(self, self._table)[key] = module.to(device=ref.device, dtype=ref.dtype)
 
     def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
                 ) -> torch.Tensor:
@@ -183,18 +197,19 @@ class LinearAdapter(_SubjectModule):
         subject : int | str
             The subject all rows of ``x`` come from.
         generator : torch.Generator | None
-            Unused (the adapter has no dropout); accepted for a common signature.
+            Source of the dropout mask in training mode (``linear_norm``); unused by ``linear``, which has no
+            dropout.
 
         Returns
         -------
         latent : Tensor, shape (batch, hidden_dim)
-            The subject's linear map of ``x``.
+            The subject's linear map of ``x`` (``linear_norm``: ``dropout(act(LayerNorm(Linear(x))))``).
         """
         key = self._key(subject)
         if x.ndim != 2 or x.shape[1] != self.sizes[key]:
             raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}), got "
                              f"{tuple(x.shape)}")
-        return self.linears[key](x)
+        return self._apply_subject(getattr(self, self._table)[key], x, generator)
 
 
 class _LowRankResidual(nn.Module):
@@ -1017,7 +1032,7 @@ class _LinearNormAct(nn.Module):
 
 
 @register_adapter("linear_norm")
-class LinearNormAdapter(_SubjectModule):
+class LinearNormAdapter(LinearAdapter):
     """Per subject ``Linear → LayerNorm → activation → dropout`` (MindEye1's ``lin0``).
 
     MindEye1's ``BrainNetwork.lin0`` is ``Linear(n_voxels, 4096) → LayerNorm → GELU → Dropout(0.5)``; its
@@ -1045,7 +1060,7 @@ class LinearNormAdapter(_SubjectModule):
     ``lin0.0`` and ``lin0.1``.
     """
 
-    output_kind = "vector"
+    _table = "layers"
 
     @classmethod
     def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> LinearNormAdapter:
@@ -1067,84 +1082,20 @@ class LinearNormAdapter(_SubjectModule):
 
     def __init__(self, n_inputs: Mapping[Any, int], hidden_dim: int, *, bias: bool = True,
                  act: str = "gelu", dropout: float = 0.5, device: Any = None) -> None:
-        super().__init__()
-        self.sizes = _subject_sizes("n_inputs", n_inputs)
-        self.out_dim = _check_int("hidden_dim", hidden_dim)
         if not isinstance(bias, bool):
             raise ValueError(f"bias must be True or False, got {bias!r}")
-        self.bias, self.act = bias, _activation(act)
-        self.act_name = act
+        _SubjectModule.__init__(self)
+        self.sizes = _subject_sizes("n_inputs", n_inputs)
+        self.out_dim = _check_int("hidden_dim", hidden_dim)
+        self.bias, self.act, self.act_name = bias, _activation(act), act
         self.p = _check_p("dropout", dropout)
-        self.layers = nn.ModuleDict({s: _LinearNormAct(n, self.out_dim, bias, device)
-                                     for s, n in self.sizes.items()})
-        _maybe_init(self, device)
+        self._build_table(device)
 
-    def __getitem__(self, subject: Any) -> nn.Module:
-        return self.layers[self._key(subject)]
+    def _subject_module(self, n_inputs: int, device: Any) -> nn.Module:
+        """One subject's ``Linear → LayerNorm`` (activation and dropout follow in :meth:`forward`)."""
+        return _LinearNormAct(n_inputs, self.out_dim, self.bias, device)
 
-    @property
-    def out_features(self) -> int:
-        """Width of the latent passed to the backbone (``hidden_dim``)."""
-        return self.out_dim
-
-    def subject_prefix(self, key: str) -> str:
-        """Prefix of the names (in this module) of the parameters only ``key`` uses.
-
-        Parameters
-        ----------
-        key : str
-            The subject, as a string.
-
-        Returns
-        -------
-        prefix : str
-            ``"layers.<key>."``.
-        """
-        return f"layers.{key}."
-
-    def install_subject(self, key: str, n_inputs: int, generator: torch.Generator | None = None, *,
-                        positions: Any = None) -> None:
-        """Give ``key`` a freshly initialised ``Linear → LayerNorm`` (a new subject).
-
-        Parameters
-        ----------
-        key : str
-            The subject, as a string.
-        n_inputs : int
-            The subject's number of input features.
-        generator : torch.Generator | None
-            Source of the initial weights.
-        positions : None
-            Must be None (only the ``spatial_attention`` adapter takes sensor positions).
-        """
-        _check_positions_unused(self, positions)
-        module = _LinearNormAct(int(n_inputs), self.out_dim, self.bias, None)
-        init_parameters_(module, generator)
-        ref = self._reference()
-        self.sizes[key] = int(n_inputs)
-        self.layers[key] = module.to(device=ref.device, dtype=ref.dtype)
-
-    def forward(self, x: torch.Tensor, subject: Any, generator: torch.Generator | None = None
-                ) -> torch.Tensor:
-        """Map one batch of a single subject to the shared latent.
-
-        Parameters
-        ----------
-        x : Tensor, shape (batch, n_inputs[subject])
-            The subject's input features.
-        subject : int | str
-            The subject all rows of ``x`` come from.
-        generator : torch.Generator | None
-            Source of the dropout mask in training mode (for reproducible training).
-
-        Returns
-        -------
-        latent : Tensor, shape (batch, hidden_dim)
-            ``dropout(act(LayerNorm(Linear(x))))``.
-        """
-        key = self._key(subject)
-        if x.ndim != 2 or x.shape[1] != self.sizes[key]:
-            raise ValueError(f"Subject {subject!r} expects input of shape (batch, {self.sizes[key]}), got "
-                             f"{tuple(x.shape)}")
-        layer = self.layers[key]
-        return _dropout(self.act(layer.norm(layer.linear(x))), self.p, self.training, generator)
+    def _apply_subject(self, module: nn.Module, x: torch.Tensor, generator: torch.Generator | None
+                       ) -> torch.Tensor:
+        """``dropout(act(LayerNorm(Linear(x))))``."""
+        return _dropout(self.act(module.norm(module.linear(x))), self.p, self.training, generator)

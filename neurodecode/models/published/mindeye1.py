@@ -58,6 +58,7 @@ import torch
 
 from ..decoder import BrainDecoder
 from .dalle2_prior import map_prior, prior_keys, prior_kwargs
+from .diffusers_decoder import decoder_keys, maps_projector_keys, new_attention_name
 from .loading import read_checkpoint
 from .mapping import StateMapper, check_keys
 from .mindeye2 import NSD_VOXELS
@@ -87,7 +88,6 @@ _NOUSR_REASON = ("diffusion prior (dalle2 DiffusionPriorNetwork, nousr LAION con
                  "timesteps, normformer): not reproduced; its keys are not checked")
 _MAPS_REASON = ("training-only auxiliary output (maps_projector: the autoencoder's contrastive 'locont' loss "
                 "on ConvNeXt features), not used at inference")
-_OLD_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 _NOUSR_PREFIXES = ("net.", "noise_scheduler.")
 
 
@@ -113,41 +113,6 @@ def _prior_config(c: dict[str, Any]) -> dict[str, Any]:
                 rotary_dim=c["rotary_dim"], ff_mult=4, rel_pos_buckets=32)
 
 
-def _resnet_keys(p: str, c_in: int, c_out: int) -> dict[str, tuple[int, ...]]:
-    keys = {p + "norm1.weight": (c_in,), p + "norm1.bias": (c_in,), p + "conv1.weight": (c_out, c_in, 3, 3),
-            p + "conv1.bias": (c_out,), p + "norm2.weight": (c_out,), p + "norm2.bias": (c_out,),
-            p + "conv2.weight": (c_out, c_out, 3, 3), p + "conv2.bias": (c_out,)}
-    if c_in != c_out:
-        keys.update({p + "conv_shortcut.weight": (c_out, c_in, 1, 1), p + "conv_shortcut.bias": (c_out,)})
-    return keys
-
-
-def _decoder_keys(u: str, c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """diffusers ``Decoder(base → latent_channels, block_out_channels, layers_per_block=1)`` under ``u``."""
-    widths = tuple(c["block_out_channels"])
-    rev, top = widths[::-1], widths[-1]
-    keys = {u + "conv_in.weight": (top, c["base_channels"], 3, 3), u + "conv_in.bias": (top,)}
-    for r in (0, 1):
-        keys.update(_resnet_keys(f"{u}mid_block.resnets.{r}.", top, top))
-    a = u + "mid_block.attentions.0."
-    names = ("to_q", "to_k", "to_v", "to_out.0") if c["attention_names"] == "to_q" else tuple(_OLD_ATTENTION)
-    keys.update({a + "group_norm.weight": (top,), a + "group_norm.bias": (top,)})
-    keys.update({a + f"{n}.{w}": (top, top) if w == "weight" else (top,)
-                 for n in names for w in ("weight", "bias")})
-    prev = top
-    for i, ch in enumerate(rev):
-        for r in (0, 1):
-            keys.update(_resnet_keys(f"{u}up_blocks.{i}.resnets.{r}.", prev if r == 0 else ch, ch))
-        prev = ch
-        if i < len(rev) - 1:
-            keys.update({f"{u}up_blocks.{i}.upsamplers.0.conv.weight": (ch, ch, 3, 3),
-                         f"{u}up_blocks.{i}.upsamplers.0.conv.bias": (ch,)})
-    keys.update({u + "conv_norm_out.weight": (widths[0],), u + "conv_norm_out.bias": (widths[0],),
-                 u + "conv_out.weight": (c["latent_channels"], widths[0], 3, 3),
-                 u + "conv_out.bias": (c["latent_channels"],)})
-    return keys
-
-
 def _autoencoder_keys(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """``Voxel2StableDiffusionModel(in_dim=V, h, n_blocks, use_cont, ups_mode="4x")``."""
     h, base = c["hidden_dim"], c["base_channels"]
@@ -155,12 +120,10 @@ def _autoencoder_keys(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     for k in range(c["n_blocks"]):
         keys.update({f"mlp.{k}.0.weight": (h, h), f"mlp.{k}.1.weight": (h,), f"mlp.{k}.1.bias": (h,)})
     keys.update({"lin1.weight": (base * c["side"] ** 2, h), "norm.weight": (base,), "norm.bias": (base,)})
-    keys.update(_decoder_keys("upsampler.", c))
+    keys.update(decoder_keys("upsampler.", in_channels=base, block_out_channels=c["block_out_channels"],
+                             out_channels=c["latent_channels"], attention_names=c["attention_names"]))
     if c["maps_projector"]:
-        keys.update({"maps_projector.0.weight": (512, base, 1, 1), "maps_projector.1.weight": (512,),
-                     "maps_projector.1.bias": (512,), "maps_projector.3.weight": (512, 512, 1, 1),
-                     "maps_projector.4.weight": (512,), "maps_projector.4.bias": (512,),
-                     "maps_projector.6.weight": (512, 512, 1, 1), "maps_projector.6.bias": (512,)})
+        keys.update(maps_projector_keys("maps_projector.", base))
     return keys
 
 
@@ -396,10 +359,7 @@ def _map_autoencoder_head(m: StateMapper, keys: Mapping[str, tuple[int, ...]]) -
         if group == "maps_projector":
             m.keep(key, _MAPS_REASON)
         elif group == "upsampler":
-            parts = tail.split(".")
-            if len(parts) > 1 and parts[-2] in _OLD_ATTENTION:   # diffusers <= 0.14 attention names
-                tail = ".".join([*parts[:-2], _OLD_ATTENTION[parts[-2]], parts[-1]])
-            m.put(f"heads.vae_decoder.decoder.{tail}", key)
+            m.put(f"heads.vae_decoder.decoder.{new_attention_name(tail)}", key)
         elif group in ("lin1", "norm"):
             m.put(f"heads.vae_decoder.{'fc' if group == 'lin1' else 'norm'}.{tail}", key)
 

@@ -42,6 +42,7 @@ import torch
 
 from ..decoder import BrainDecoder
 from .dalle2_prior import map_prior, prior_keys, prior_kwargs
+from .diffusers_decoder import decoder_keys, maps_projector_keys, new_attention_name
 from .loading import read_checkpoint
 from .mapping import StateMapper, check_keys
 
@@ -64,7 +65,6 @@ PARTS: tuple[str, ...] = ("retrieval", "blurry", "prior")
 _PRIOR_REASON = "diffusion prior: not requested (parts=...)"
 _BLURRY_REASON = "blurry (low-level) branch: not requested (parts=...)"
 _AUX = "training-only auxiliary output (b_blurry's ConvNeXt-feature matching), not used at inference"
-_OLD_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 #: Pickled globals of the DeepSpeed-era file ``multisubject_subj01_1024hid_nolow_300ep`` (ZeRO optimizer
 #: state, ``OneCycleLR`` pickled through a bound method): read as inert placeholders.
@@ -90,45 +90,15 @@ def _retrieval_keys(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def _resnet_keys(p: str, c_in: int, c_out: int) -> dict[str, tuple[int, ...]]:
-    keys = {p + "norm1.weight": (c_in,), p + "norm1.bias": (c_in,), p + "conv1.weight": (c_out, c_in, 3, 3),
-            p + "conv1.bias": (c_out,), p + "norm2.weight": (c_out,), p + "norm2.bias": (c_out,),
-            p + "conv2.weight": (c_out, c_out, 3, 3), p + "conv2.bias": (c_out,)}
-    if c_in != c_out:
-        keys.update({p + "conv_shortcut.weight": (c_out, c_in, 1, 1), p + "conv_shortcut.bias": (c_out,)})
-    return keys
-
-
 def _blurry_keys(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """``blin1``, ``bnorm``, diffusers ``Decoder(64 → 4, (32, 64, 128), 1)``, ``b_maps_projector``."""
     b = "backbone."
     keys: dict[str, tuple[int, ...]] = {b + "blin1.weight": (64 * 7 * 7, c["hidden_dim"] * c["seq_len"]),
                                         b + "blin1.bias": (64 * 7 * 7,), b + "bnorm.weight": (64,),
                                         b + "bnorm.bias": (64,)}
-    u, top = b + "bupsampler.", 128
-    keys.update({u + "conv_in.weight": (top, 64, 3, 3), u + "conv_in.bias": (top,)})
-    for r in (0, 1):
-        keys.update(_resnet_keys(f"{u}mid_block.resnets.{r}.", top, top))
-    a = u + "mid_block.attentions.0."
-    names = ("to_q", "to_k", "to_v", "to_out.0") if c["attention_names"] == "to_q" else \
-        ("query", "key", "value", "proj_attn")
-    keys.update({a + "group_norm.weight": (top,), a + "group_norm.bias": (top,)})
-    keys.update({a + f"{n}.{w}": (top, top) if w == "weight" else (top,)
-                 for n in names for w in ("weight", "bias")})
-    prev = top
-    for i, ch in enumerate((128, 64, 32)):
-        for r in (0, 1):
-            keys.update(_resnet_keys(f"{u}up_blocks.{i}.resnets.{r}.", prev if r == 0 else ch, ch))
-        prev = ch
-        if i < 2:
-            keys.update({f"{u}up_blocks.{i}.upsamplers.0.conv.weight": (ch, ch, 3, 3),
-                         f"{u}up_blocks.{i}.upsamplers.0.conv.bias": (ch,)})
-    keys.update({u + "conv_norm_out.weight": (32,), u + "conv_norm_out.bias": (32,),
-                 u + "conv_out.weight": (4, 32, 3, 3), u + "conv_out.bias": (4,)})
-    m = b + "b_maps_projector."
-    keys.update({m + "0.weight": (512, 64, 1, 1), m + "1.weight": (512,), m + "1.bias": (512,),
-                 m + "3.weight": (512, 512, 1, 1), m + "4.weight": (512,), m + "4.bias": (512,),
-                 m + "6.weight": (512, 512, 1, 1), m + "6.bias": (512,)})
+    keys.update(decoder_keys(b + "bupsampler.", in_channels=64, block_out_channels=(32, 64, 128),
+                             out_channels=4, attention_names=c["attention_names"]))
+    keys.update(maps_projector_keys(b + "b_maps_projector.", 64))
     return keys
 
 
@@ -324,10 +294,7 @@ def _map_blurry(m: StateMapper, keys: Mapping[str, tuple[int, ...]]) -> None:
             continue
         group, _, tail = rest.partition(".")
         if group == "bupsampler":
-            parts = tail.split(".")
-            if len(parts) > 1 and parts[-2] in _OLD_ATTENTION:   # diffusers <= 0.14 attention names
-                tail = ".".join([*parts[:-2], _OLD_ATTENTION[parts[-2]], parts[-1]])
-            m.put(f"heads.vae_decoder.decoder.{tail}", key)
+            m.put(f"heads.vae_decoder.decoder.{new_attention_name(tail)}", key)
         else:
             m.put(f"heads.vae_decoder.{'fc' if group == 'blin1' else 'norm'}.{tail}", key)
 
