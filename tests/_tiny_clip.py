@@ -19,10 +19,10 @@ TOKEN_SHAPE = (16, 64)
 
 def make_tiny_clip(folder: Path) -> Path:
     """Register the tiny model's config with open_clip and save its random weights; the weights' path."""
-    pytest.importorskip("open_clip")
     from neurodecode._compat import ensure_torchvision
 
-    ensure_torchvision()
+    ensure_torchvision()  # before open_clip imports torchvision (see ENVIRONMENT.md)
+    pytest.importorskip("open_clip")
     import open_clip
     import torch
     from safetensors.torch import save_file

@@ -200,6 +200,11 @@ def check_published_fit(model: Any, family: str, test: Any, targets: Any, config
                              f"takes {_shape_text(want_shape)}: load the data as the model was trained "
                              "(data.options, preprocessing.picks / sfreq / tmin / tmax) or give the family's "
                              "options (--option KEY=VALUE, docs/published.md)")
+    if (getattr(model, "published", None) or {}).get("kind") == "autoencoder":
+        raise ValueError(f"this {family} file is MindEye1's low-level model (autoencoder_*: voxels → SD-VAE "
+                         "latents): it has no retrieval output to score. Evaluate the subject's prior_257_* or "
+                         "prior_1x768_* file; the autoencoder's latents are read with "
+                         f"nd.models.from_published('{family}', PATH) (outputs['vae_decoder']).")
     if int(model.embed_dim) != int(targets.dim):
         natural = _recipe_encoder(family)
         hint = "use the targets the model was trained on"

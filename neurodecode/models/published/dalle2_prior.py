@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..priors import SCHEDULE_BUFFERS, noise_schedule
-from .mapping import StateMapper
+from .mapping import StateMapper, dim_of
 
 __all__ = ["PRIOR_DEFAULTS", "check_schedule", "infer_prior_config", "map_prior", "prior_keys",
            "prior_kwargs"]
@@ -100,11 +100,6 @@ def prior_keys(prefix: str, *, dim: int, depth: int, heads: int, dim_head: int, 
     return keys
 
 
-def _dim(state: Mapping[str, torch.Tensor], key: str, axis: int, default: int) -> int:
-    t = state.get(key)
-    return int(t.shape[axis]) if t is not None and t.ndim > axis else default
-
-
 def infer_prior_config(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any]:
     """The prior configuration a file's shapes give (:data:`PRIOR_DEFAULTS` where a key is missing).
 
@@ -123,17 +118,17 @@ def infer_prior_config(state: Mapping[str, torch.Tensor], prefix: str) -> dict[s
     """
     c = dict(PRIOR_DEFAULTS)
     n, tr = prefix + "net.", prefix + "net.causal_transformer."
-    c["dim"] = _dim(state, n + "learned_query", 1, c["dim"])
-    c["num_tokens"] = _dim(state, n + "learned_query", 0, c["num_tokens"])
+    c["dim"] = dim_of(state, n + "learned_query", 1, c["dim"])
+    c["num_tokens"] = dim_of(state, n + "learned_query", 0, c["num_tokens"])
     layers = {int(k[len(tr + "layers."):].split(".")[0]) for k in state if k.startswith(tr + "layers.")}
     c["depth"] = max(layers) + 1 if layers else 0 if any(k.startswith(n) for k in state) else c["depth"]
-    c["dim_head"] = _dim(state, tr + "layers.0.0.null_kv", 1, c["dim_head"])
+    c["dim_head"] = dim_of(state, tr + "layers.0.0.null_kv", 1, c["dim_head"])
     bias = tr + "rel_pos_bias.relative_attention_bias.weight"
-    c["heads"] = _dim(state, bias, 1, c["heads"])
-    c["rel_pos_buckets"] = _dim(state, bias, 0, c["rel_pos_buckets"])
-    c["timesteps"] = _dim(state, prefix + "noise_scheduler.betas", 0, c["timesteps"])
-    c["rotary_dim"] = 2 * _dim(state, tr + "layers.0.0.rotary_emb.freqs", 0, c["rotary_dim"] // 2)
-    inner = _dim(state, tr + "layers.0.1.5.weight", 1, int(c["ff_mult"] * c["dim"]))
+    c["heads"] = dim_of(state, bias, 1, c["heads"])
+    c["rel_pos_buckets"] = dim_of(state, bias, 0, c["rel_pos_buckets"])
+    c["timesteps"] = dim_of(state, prefix + "noise_scheduler.betas", 0, c["timesteps"])
+    c["rotary_dim"] = 2 * dim_of(state, tr + "layers.0.0.rotary_emb.freqs", 0, c["rotary_dim"] // 2)
+    inner = dim_of(state, tr + "layers.0.1.5.weight", 1, int(c["ff_mult"] * c["dim"]))
     c["ff_mult"] = inner // c["dim"] if inner % c["dim"] == 0 else inner / c["dim"]
     return c
 

@@ -15,12 +15,35 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["StateMapper", "check_keys"]
+__all__ = ["StateMapper", "check_keys", "dim_of"]
 
 
 def _listing(items: list[str], n: int = 5) -> str:
     head = ", ".join(items[:n])
     return head + (f", … ({len(items) - n} more)" if len(items) > n else "")
+
+
+def dim_of(state: Mapping[str, torch.Tensor], key: str, axis: int, default: int) -> int:
+    """Size of axis ``axis`` of tensor ``key``, or ``default`` when the file lacks it (reading a config).
+
+    Parameters
+    ----------
+    state : dict of str → Tensor
+        The checkpoint's tensors.
+    key : str
+        An original key.
+    axis : int
+        The axis.
+    default : int
+        What a missing key (or axis) gives; :func:`check_keys` names the key afterwards.
+
+    Returns
+    -------
+    size : int
+        The size.
+    """
+    t = state.get(key)
+    return int(t.shape[axis]) if t is not None and t.ndim > axis else default
 
 
 def check_keys(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], *,

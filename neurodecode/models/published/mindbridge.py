@@ -38,7 +38,7 @@ import torch
 from ..adapters import SubjectBuilder
 from ..decoder import BrainDecoder
 from .loading import read_checkpoint
-from .mapping import StateMapper, check_keys
+from .mapping import StateMapper, check_keys, dim_of
 from .mindeye2 import DEEPSPEED_GLOBALS, NSD_VOXELS
 
 __all__ = ["MINDBRIDGE_DEFAULTS", "MINDBRIDGE_GLOBALS", "build_mindbridge", "convert_mindbridge",
@@ -96,11 +96,6 @@ def original_mindbridge_keys(**config: Any) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def _dim(state: Mapping[str, torch.Tensor], key: str, axis: int, default: int) -> int:
-    t = state.get(key)
-    return int(t.shape[axis]) if t is not None and t.ndim > axis else default
-
-
 def _subject_order(names: set[str]) -> list[str]:
     return sorted(names, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
 
@@ -114,14 +109,14 @@ def _infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
                          f"keys: {list(state)[:6]}")
     c["subjects"] = tuple(subjects)
     s = subjects[0]
-    c["in_dim"] = _dim(state, f"embedder.{s}.1.weight", 1, c["in_dim"])
-    c["hidden_dim"] = _dim(state, f"embedder.{s}.1.weight", 0, c["hidden_dim"])
-    c["rank"] = _dim(state, f"embedder.{s}.0.down_proj.weight", 0, c["rank"])
+    c["in_dim"] = dim_of(state, f"embedder.{s}.1.weight", 1, c["in_dim"])
+    c["hidden_dim"] = dim_of(state, f"embedder.{s}.1.weight", 0, c["hidden_dim"])
+    c["rank"] = dim_of(state, f"embedder.{s}.0.down_proj.weight", 0, c["rank"])
     blocks = {int(k.split(".")[2]) for k in state
               if k.startswith("translator.mlp.") and k.split(".")[2].isdigit()}
     c["n_blocks"] = max(blocks) + 1 if blocks else c["n_blocks"]
-    c["image_dim"] = _dim(state, "head_image.weight", 0, c["image_dim"])
-    c["text_dim"] = _dim(state, "head_text.weight", 0, c["text_dim"])
+    c["image_dim"] = dim_of(state, "head_image.weight", 0, c["image_dim"])
+    c["text_dim"] = dim_of(state, "head_text.weight", 0, c["text_dim"])
     c["builder"] = any(k.startswith("builder.") for k in state)
     return c
 

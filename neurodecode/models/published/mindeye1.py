@@ -60,7 +60,7 @@ from ..decoder import BrainDecoder
 from .dalle2_prior import map_prior, prior_keys, prior_kwargs
 from .diffusers_decoder import decoder_keys, maps_projector_keys, new_attention_name
 from .loading import read_checkpoint
-from .mapping import StateMapper, check_keys
+from .mapping import StateMapper, check_keys, dim_of
 from .mindeye2 import NSD_VOXELS
 
 __all__ = ["KINDS", "MINDEYE1_DEFAULTS", "PARTS", "build_mindeye1", "convert_mindeye1", "detect_kind",
@@ -183,11 +183,6 @@ def detect_kind(state: Mapping[str, torch.Tensor]) -> str:
                      f"lin0.* + upsampler.* keys (autoencoder files); first keys: {list(state)[:6]}")
 
 
-def _dim(state: Mapping[str, torch.Tensor], key: str, axis: int, default: int) -> int:
-    t = state.get(key)
-    return int(t.shape[axis]) if t is not None and t.ndim > axis else default
-
-
 def _count(state: Mapping[str, torch.Tensor], prefix: str, position: int, default: int) -> int:
     found = {k.split(".")[position] for k in state if k.startswith(prefix)}
     found = {int(v) for v in found if v.isdigit()}
@@ -196,33 +191,34 @@ def _count(state: Mapping[str, torch.Tensor], prefix: str, position: int, defaul
 
 def _infer_prior_config(state: Mapping[str, torch.Tensor], c: dict[str, Any]) -> dict[str, Any]:
     p, tr = "voxel2clip.", "net.causal_transformer."
-    c["voxels"] = _dim(state, p + "lin0.0.weight", 1, c["voxels"])
-    c["hidden_dim"] = _dim(state, p + "lin0.0.weight", 0, c["hidden_dim"])
+    c["voxels"] = dim_of(state, p + "lin0.0.weight", 1, c["voxels"])
+    c["hidden_dim"] = dim_of(state, p + "lin0.0.weight", 0, c["hidden_dim"])
     c["n_blocks"] = _count(state, p + "mlp.", 2, c["n_blocks"])
-    c["clip_dim"] = _dim(state, p + "projector.0.weight", 0, c["clip_dim"])
-    c["projector_dim"] = _dim(state, p + "projector.3.weight", 0, c["projector_dim"])
-    c["n_tokens"] = max(1, _dim(state, p + "lin1.weight", 0, c["n_tokens"] * c["clip_dim"]) // c["clip_dim"])
+    c["clip_dim"] = dim_of(state, p + "projector.0.weight", 0, c["clip_dim"])
+    c["projector_dim"] = dim_of(state, p + "projector.3.weight", 0, c["projector_dim"])
+    width = dim_of(state, p + "lin1.weight", 0, c["n_tokens"] * c["clip_dim"])
+    c["n_tokens"] = max(1, width // c["clip_dim"])
     c["prior_depth"] = _count(state, tr + "layers.", 3, c["prior_depth"])
-    c["prior_dim_head"] = _dim(state, tr + "layers.0.0.null_kv", 1, c["prior_dim_head"])
-    c["prior_heads"] = _dim(state, tr + "rel_pos_bias.relative_attention_bias.weight", 1, c["prior_heads"])
-    c["timesteps"] = _dim(state, "noise_scheduler.betas", 0, c["timesteps"])
-    c["rotary_dim"] = 2 * _dim(state, tr + "layers.0.0.rotary_emb.freqs", 0, c["rotary_dim"] // 2)
+    c["prior_dim_head"] = dim_of(state, tr + "layers.0.0.null_kv", 1, c["prior_dim_head"])
+    c["prior_heads"] = dim_of(state, tr + "rel_pos_bias.relative_attention_bias.weight", 1, c["prior_heads"])
+    c["timesteps"] = dim_of(state, "noise_scheduler.betas", 0, c["timesteps"])
+    c["rotary_dim"] = 2 * dim_of(state, tr + "layers.0.0.rotary_emb.freqs", 0, c["rotary_dim"] // 2)
     return c
 
 
 def _infer_autoencoder_config(state: Mapping[str, torch.Tensor], c: dict[str, Any]) -> dict[str, Any]:
-    c["voxels"] = _dim(state, "lin0.0.weight", 1, c["voxels"])
-    c["hidden_dim"] = _dim(state, "lin0.0.weight", 0, c["hidden_dim"])
+    c["voxels"] = dim_of(state, "lin0.0.weight", 1, c["voxels"])
+    c["hidden_dim"] = dim_of(state, "lin0.0.weight", 0, c["hidden_dim"])
     c["n_blocks"] = _count(state, "mlp.", 1, c["n_blocks"])
-    c["base_channels"] = _dim(state, "norm.weight", 0, c["base_channels"])
-    side = math.isqrt(max(1, _dim(state, "lin1.weight", 0, c["base_channels"] * c["side"] ** 2)
+    c["base_channels"] = dim_of(state, "norm.weight", 0, c["base_channels"])
+    side = math.isqrt(max(1, dim_of(state, "lin1.weight", 0, c["base_channels"] * c["side"] ** 2)
                           // c["base_channels"]))
     c["side"] = side
     n_up = _count(state, "upsampler.up_blocks.", 2, len(c["block_out_channels"]))
-    rev = [_dim(state, f"upsampler.up_blocks.{i}.resnets.1.conv1.weight", 0, 0) for i in range(n_up)]
+    rev = [dim_of(state, f"upsampler.up_blocks.{i}.resnets.1.conv1.weight", 0, 0) for i in range(n_up)]
     if all(rev):
         c["block_out_channels"] = tuple(rev[::-1])
-    c["latent_channels"] = _dim(state, "upsampler.conv_out.weight", 0, c["latent_channels"])
+    c["latent_channels"] = dim_of(state, "upsampler.conv_out.weight", 0, c["latent_channels"])
     c["attention_names"] = "query" if any(".attentions.0.query." in k for k in state) else "to_q"
     c["maps_projector"] = any(k.startswith("maps_projector.") for k in state)
     return c
@@ -255,7 +251,8 @@ def _subject(voxels: int, subject: Any) -> str:
     by_count = {n: s for s, n in NSD_VOXELS.items()}
     if voxels not in by_count:
         raise ValueError(f"the file's first layer reads {voxels} voxels, which matches no NSD subject's "
-                         f"nsdgeneral mask ({NSD_VOXELS}); pass subject=...")
+                         f"nsdgeneral mask ({NSD_VOXELS}); pass subject=N (neurodecode evaluate: "
+                         "--option subject=N)")
     return str(by_count[voxels])
 
 

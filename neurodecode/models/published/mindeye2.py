@@ -44,7 +44,7 @@ from ..decoder import BrainDecoder
 from .dalle2_prior import map_prior, prior_keys, prior_kwargs
 from .diffusers_decoder import decoder_keys, maps_projector_keys, new_attention_name
 from .loading import read_checkpoint
-from .mapping import StateMapper, check_keys
+from .mapping import StateMapper, check_keys, dim_of
 
 __all__ = ["DEEPSPEED_GLOBALS", "MINDEYE2_DEFAULTS", "NSD_VOXELS", "PARTS", "build_mindeye2",
            "convert_mindeye2", "load_mindeye2", "mindeye2_mapper", "original_mindeye2_keys"]
@@ -135,23 +135,18 @@ def original_mindeye2_keys(**config: Any) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def _dim(state: Mapping[str, torch.Tensor], key: str, axis: int, default: int) -> int:
-    t = state.get(key)
-    return int(t.shape[axis]) if t is not None and t.ndim > axis else default
-
-
 def _infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """The configuration the file's shapes give (defaults where a key is missing: check_keys names it)."""
     c = dict(MINDEYE2_DEFAULTS)
     ridge = sorted({int(k.split(".")[2]) for k in state if k.startswith("ridge.linears.")})
-    c["voxels"] = tuple(_dim(state, f"ridge.linears.{i}.weight", 1, 0) for i in range(max(ridge) + 1)) \
+    c["voxels"] = tuple(dim_of(state, f"ridge.linears.{i}.weight", 1, 0) for i in range(max(ridge) + 1)) \
         if ridge else c["voxels"]
-    c["hidden_dim"] = _dim(state, "ridge.linears.0.weight", 0, c["hidden_dim"])
+    c["hidden_dim"] = dim_of(state, "ridge.linears.0.weight", 0, c["hidden_dim"])
     blocks = {int(k.split(".")[2]) for k in state if k.startswith("backbone.mixer_blocks1.")}
     c["n_blocks"] = max(blocks) + 1 if blocks else c["n_blocks"]
-    c["seq_len"] = _dim(state, "backbone.mixer_blocks2.0.0.weight", 0, c["seq_len"])
-    c["clip_dim"] = _dim(state, "backbone.clip_proj.0.weight", 0, c["clip_dim"])
-    c["n_tokens"] = max(1, _dim(state, "backbone.backbone_linear.weight", 0, c["n_tokens"] * c["clip_dim"])
+    c["seq_len"] = dim_of(state, "backbone.mixer_blocks2.0.0.weight", 0, c["seq_len"])
+    c["clip_dim"] = dim_of(state, "backbone.clip_proj.0.weight", 0, c["clip_dim"])
+    c["n_tokens"] = max(1, dim_of(state, "backbone.backbone_linear.weight", 0, c["n_tokens"] * c["clip_dim"])
                         // c["clip_dim"])
     c["blurry"] = any(k.startswith(("backbone.blin1.", "backbone.bnorm.", "backbone.bupsampler.",
                                     "backbone.b_maps_projector.")) for k in state)
@@ -160,11 +155,11 @@ def _infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     tr = "diffusion_prior.net.causal_transformer."
     layers = {int(k.split(".")[4]) for k in state if k.startswith(tr + "layers.")}
     c["prior_depth"] = max(layers) + 1 if layers else c["prior_depth"]
-    c["prior_dim_head"] = _dim(state, tr + "layers.0.0.null_kv", 1, c["prior_dim_head"])
-    c["prior_heads"] = _dim(state, tr + "rel_pos_bias.relative_attention_bias.weight", 1, c["prior_heads"])
-    c["prior_tokens"] = _dim(state, "diffusion_prior.net.learned_query", 0, c["prior_tokens"])
-    c["timesteps"] = _dim(state, "diffusion_prior.noise_scheduler.betas", 0, c["timesteps"])
-    c["rotary_dim"] = 2 * _dim(state, tr + "layers.0.0.rotary_emb.freqs", 0, c["rotary_dim"] // 2)
+    c["prior_dim_head"] = dim_of(state, tr + "layers.0.0.null_kv", 1, c["prior_dim_head"])
+    c["prior_heads"] = dim_of(state, tr + "rel_pos_bias.relative_attention_bias.weight", 1, c["prior_heads"])
+    c["prior_tokens"] = dim_of(state, "diffusion_prior.net.learned_query", 0, c["prior_tokens"])
+    c["timesteps"] = dim_of(state, "diffusion_prior.noise_scheduler.betas", 0, c["timesteps"])
+    c["rotary_dim"] = 2 * dim_of(state, tr + "layers.0.0.rotary_emb.freqs", 0, c["rotary_dim"] // 2)
     return c
 
 
@@ -180,7 +175,8 @@ def _subjects(voxels: Sequence[int], subjects: Sequence[Any] | None) -> list[str
     unknown = [v for v in voxels if v not in by_count]
     if unknown:
         raise ValueError(f"ridge layers with {unknown} voxels match no NSD subject's nsdgeneral mask "
-                         f"({NSD_VOXELS}); pass subjects=[...] (one per ridge layer, in ridge order)")
+                         f"({NSD_VOXELS}); pass subjects=[...] (one per ridge layer, in ridge order; "
+                         "neurodecode evaluate: --option subjects=[N,...])")
     return [str(by_count[v]) for v in voxels]
 
 

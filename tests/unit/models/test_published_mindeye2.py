@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from _published_numpy import cosine_schedule, gelu, layer_norm, prior_network, prior_sample
+from _published_numpy_mlp import conv2d, group_norm, resnet, silu
 
 from neurodecode.models import BrainDecoder, MindEye2Mixer, from_published, list_published
 from neurodecode.models.adapters import LinearAdapter
@@ -88,66 +89,31 @@ def _numpy_mindeye2(sd: dict[str, np.ndarray], x: np.ndarray, ridge_index: int, 
     return h, tokens, u.reshape(len(x), -1)
 
 
-def _silu(x):
-    return x / (1.0 + np.exp(-x))
-
-
-def _group_norm(x, groups, w, b, eps):
-    """``nn.GroupNorm`` over ``(B, C, H, W)``: statistics per sample and group of ``C / groups`` channels."""
-    bsz, c = x.shape[:2]
-    g = x.reshape(bsz, groups, -1)
-    g = (g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + eps)
-    return g.reshape(x.shape) * w[None, :, None, None] + b[None, :, None, None]
-
-
-def _conv2d(x, w, b):
-    """Stride 1, zero padding ``k // 2``: a loop over the kernel taps."""
-    k = w.shape[-1]
-    xp = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
-    height, width = x.shape[2:]
-    out = np.zeros((x.shape[0], w.shape[0], height, width))
-    for i in range(k):
-        for j in range(k):
-            out += np.einsum("oc,bchw->bohw", w[:, :, i, j], xp[:, :, i:i + height, j:j + width])
-    return out + b[None, :, None, None]
-
-
-def _resnet(x, sd, p):
-    """diffusers ``ResnetBlock2D`` (no time embedding; GroupNorm 32, eps 1e-6; output scale 1)."""
-    h = _conv2d(_silu(_group_norm(x, 32, sd[p + "norm1.weight"], sd[p + "norm1.bias"], 1e-6)),
-                sd[p + "conv1.weight"], sd[p + "conv1.bias"])
-    h = _conv2d(_silu(_group_norm(h, 32, sd[p + "norm2.weight"], sd[p + "norm2.bias"], 1e-6)),
-                sd[p + "conv2.weight"], sd[p + "conv2.bias"])
-    if p + "conv_shortcut.weight" in sd:
-        x = _conv2d(x, sd[p + "conv_shortcut.weight"], sd[p + "conv_shortcut.bias"])
-    return x + h
-
-
 def _numpy_blurry(sd: dict[str, np.ndarray], h: np.ndarray) -> np.ndarray:
     """``blin1 → bdropout (eval) → reshape (B, 64, 7, 7) → bnorm → bupsampler`` (diffusers ``Decoder``)."""
     b = (h @ sd["backbone.blin1.weight"].T + sd["backbone.blin1.bias"]).reshape(len(h), 64, 7, 7)
-    b = _group_norm(b, 1, sd["backbone.bnorm.weight"], sd["backbone.bnorm.bias"], 1e-5)
+    b = group_norm(b, 1, sd["backbone.bnorm.weight"], sd["backbone.bnorm.bias"], 1e-5)
     u = "backbone.bupsampler."
-    x = _conv2d(b, sd[u + "conv_in.weight"], sd[u + "conv_in.bias"])
-    x = _resnet(x, sd, u + "mid_block.resnets.0.")
+    x = conv2d(b, sd[u + "conv_in.weight"], sd[u + "conv_in.bias"])
+    x = resnet(x, sd, u + "mid_block.resnets.0.")
     a = u + "mid_block.attentions.0."                       # one head of 128 over the 49 positions, residual
-    t = _group_norm(x, 32, sd[a + "group_norm.weight"], sd[a + "group_norm.bias"], 1e-6)
+    t = group_norm(x, 32, sd[a + "group_norm.weight"], sd[a + "group_norm.bias"], 1e-6)
     t = t.reshape(len(h), 128, -1).transpose(0, 2, 1)
     q, k, v = (t @ sd[a + f"to_{n}.weight"].T + sd[a + f"to_{n}.bias"] for n in "qkv")
     att = q @ k.transpose(0, 2, 1) / np.sqrt(128)
     att = np.exp(att - att.max(-1, keepdims=True))
     o = (att / att.sum(-1, keepdims=True)) @ v @ sd[a + "to_out.0.weight"].T + sd[a + "to_out.0.bias"]
     x = x + o.transpose(0, 2, 1).reshape(x.shape)
-    x = _resnet(x, sd, u + "mid_block.resnets.1.")
+    x = resnet(x, sd, u + "mid_block.resnets.1.")
     for i in range(3):
         for r in range(2):
-            x = _resnet(x, sd, f"{u}up_blocks.{i}.resnets.{r}.")
+            x = resnet(x, sd, f"{u}up_blocks.{i}.resnets.{r}.")
         if i < 2:
             x = x.repeat(2, axis=2).repeat(2, axis=3)          # nearest ×2
-            x = _conv2d(x, sd[f"{u}up_blocks.{i}.upsamplers.0.conv.weight"],
+            x = conv2d(x, sd[f"{u}up_blocks.{i}.upsamplers.0.conv.weight"],
                         sd[f"{u}up_blocks.{i}.upsamplers.0.conv.bias"])
-    x = _silu(_group_norm(x, 32, sd[u + "conv_norm_out.weight"], sd[u + "conv_norm_out.bias"], 1e-6))
-    return _conv2d(x, sd[u + "conv_out.weight"], sd[u + "conv_out.bias"])
+    x = silu(group_norm(x, 32, sd[u + "conv_norm_out.weight"], sd[u + "conv_norm_out.bias"], 1e-6))
+    return conv2d(x, sd[u + "conv_out.weight"], sd[u + "conv_out.bias"])
 
 
 def _closed_form(sd: dict[str, np.ndarray], r: np.ndarray, n_blocks: int) -> np.ndarray:
