@@ -18,9 +18,10 @@ original (``MindEyeModule``)                     neurodecode (``BrainDecoder``)
 ``backbone.blin1``, ``bnorm``                    ``heads.vae_decoder.fc``, ``norm`` (``vae_decoder`` head)
 ``backbone.bupsampler.*`` (diffusers Decoder)    ``heads.vae_decoder.decoder.*`` (same names)
 ``backbone.b_maps_projector.*``                  kept aside: training-only auxiliary output
-``diffusion_prior.noise_scheduler.*``, ``.net.*``  ``prior.*`` (``dalle2`` prior,
+``diffusion_prior.net.*``                        ``prior.*`` (``dalle2`` prior,
                                                  :class:`~neurodecode.models.priors.DiffusionPrior`; see
                                                  :mod:`~neurodecode.models.published.dalle2_prior`)
+``diffusion_prior.noise_scheduler.*``            ``prior.schedule.*`` (checked against a recomputation)
 ===============================================  ===========================================================
 
 The pooled embedding is ``clip_voxels.flatten(1)`` (``256 × 1664``), what MindEye2 scores retrieval with
