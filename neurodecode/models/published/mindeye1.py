@@ -29,7 +29,9 @@ original                                       neurodecode (``BrainDecoder``)
 ``net.*``, ``noise_scheduler.*`` (prior_257)   ``prior.*`` (``dalle2`` prior,
                                                :class:`~neurodecode.models.priors.DiffusionPrior`; see
                                                :mod:`~neurodecode.models.published.dalle2_prior`)
-``net.*``, ``noise_scheduler.*`` (1×768)       kept aside: nousr's prior is not reproduced (keys unchecked)
+``net.*``, ``noise_scheduler.*`` (1×768)       ``prior.*`` (``dalle2_network`` prior,
+                                               :class:`~neurodecode.models.priors.DiffusionPriorNetworkPrior`;
+                                               :func:`~.dalle2_prior.map_network_prior`)
 autoencoder ``lin0``, ``mlp``                  ``adapter``, ``backbone`` (no bias, SiLU, dropout 0.5 / 0.25)
 autoencoder ``lin1``, ``norm``, ``upsampler``  ``heads.vae_decoder.{fc, norm, decoder}`` (``bias=False``,
                                                widths (64, 128, 256) → ``(4, 64, 64)`` SD-VAE latents)
@@ -40,10 +42,13 @@ The pooled embedding is the projector output flattened (``257 × 768``), what Mi
 (L2-normalised); ``model.heads["pooled"].tokens(h)`` (``(batch, 257, 768)``) is ``lin1``'s output, the
 prior's conditioning, and ``model.sample_prior(x, subject, timesteps=...)`` samples CLIP ViT-L/14 image
 tokens from the 257-token prior (``timesteps=100``, the prior's training steps, runs the full DDPM chain;
-fewer, DDIM). The 1×768 files' prior (dalle2's ``DiffusionPriorNetwork`` with nousr's LAION config) is not
-reproduced: ``parts="all"`` refuses those files, ``parts="retrieval"`` loads their ``voxel2clip``. The
-autoencoder's model has no retrieval output: its pooled head is the identity (the 4096-wide backbone output)
-and ``outputs["vae_decoder"]`` holds the latents. Old diffusers attention names (``query``, ``key``,
+fewer, DDIM). The 1×768 files' prior is dalle2's own ``DiffusionPriorNetwork`` with nousr's LAION config
+(:data:`NOUSR_DEFAULTS`: depth 12, 1000 timesteps and a learned time embedding, NormFormer, causal attention
+over 256 learned null text encodings, ``lin1``'s 768-d output as ``text_embed``): ``model.sample_prior``
+samples one 768-d CLIP image embedding per trial, divided by ``√768`` as dalle2's ``p_sample_loop`` does
+(MindEye1 samples it with ``timesteps=1000``, the full DDPM chain). The autoencoder's model has no
+retrieval output: its pooled head is the identity (the 4096-wide backbone output) and
+``outputs["vae_decoder"]`` holds the latents. Old diffusers attention names (``query``, ``key``,
 ``value``, ``proj_attn``: diffusers 0.13, which MindEye1 pins) are accepted and renamed.
 """
 
@@ -57,14 +62,22 @@ from typing import Any
 import torch
 
 from ..decoder import BrainDecoder
-from .dalle2_prior import map_prior, prior_keys, prior_kwargs
+from .dalle2_prior import (
+    infer_network_prior_config,
+    map_network_prior,
+    map_prior,
+    network_prior_keys,
+    network_prior_kwargs,
+    prior_keys,
+    prior_kwargs,
+)
 from .diffusers_decoder import decoder_keys, maps_projector_keys, new_attention_name
 from .loading import read_checkpoint
 from .mapping import StateMapper, check_keys, dim_of
 from .mindeye2 import NSD_VOXELS
 
-__all__ = ["KINDS", "MINDEYE1_DEFAULTS", "PARTS", "build_mindeye1", "convert_mindeye1", "detect_kind",
-           "load_mindeye1", "mindeye1_mapper", "original_mindeye1_keys"]
+__all__ = ["KINDS", "MINDEYE1_DEFAULTS", "NOUSR_DEFAULTS", "PARTS", "build_mindeye1", "convert_mindeye1",
+           "detect_kind", "load_mindeye1", "mindeye1_mapper", "original_mindeye1_keys"]
 
 #: The three kinds of published MindEye1 files.
 KINDS: tuple[str, ...] = ("prior_257", "prior_1x768", "autoencoder")
@@ -84,11 +97,16 @@ _SCHEDULE = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cump
              "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
              "posterior_mean_coef1", "posterior_mean_coef2", "p2_loss_weight")
 _PRIOR_REASON = "diffusion prior (VersatileDiffusionPriorNetwork): not requested (parts=...)"
-_NOUSR_REASON = ("diffusion prior (dalle2 DiffusionPriorNetwork, nousr LAION config: depth 12, 1000 "
-                 "timesteps, normformer): not reproduced; its keys are not checked")
+_NOUSR_REASON = ("diffusion prior (dalle2 DiffusionPriorNetwork, nousr LAION config): not requested "
+                 "(parts=...)")
 _MAPS_REASON = ("training-only auxiliary output (maps_projector: the autoencoder's contrastive 'locont' loss "
                 "on ConvNeXt features), not used at inference")
-_NOUSR_PREFIXES = ("net.", "noise_scheduler.")
+
+#: What the 1×768 files' prior changes in :data:`MINDEYE1_DEFAULTS`: nousr's ``prior_config.json``
+#: (``depth 12, heads 12, dim_head 64, num_timesteps 1000, normformer, final_proj``) with MindEye1's
+#: ``max_text_len = 256`` (``BrainDiffusionPriorOld.from_pretrained``).
+NOUSR_DEFAULTS: dict[str, Any] = dict(prior_depth=12, prior_dim_head=64, prior_heads=12, timesteps=1000,
+                                      rotary_dim=32, max_text_len=256, normformer=True, final_proj=True)
 
 
 def _voxel2clip_keys(c: dict[str, Any], p: str = "voxel2clip.") -> dict[str, tuple[int, ...]]:
@@ -113,6 +131,14 @@ def _prior_config(c: dict[str, Any]) -> dict[str, Any]:
                 rotary_dim=c["rotary_dim"], ff_mult=4, rel_pos_buckets=32)
 
 
+def _network_config(c: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`~neurodecode.models.published.dalle2_prior.network_prior_keys` configuration (1×768)."""
+    return dict(dim=c["clip_dim"], depth=c["prior_depth"], heads=c["prior_heads"],
+                dim_head=c["prior_dim_head"], timesteps=c["timesteps"], max_text_len=c["max_text_len"],
+                ff_mult=4, rotary_dim=c["rotary_dim"], rel_pos_buckets=32, normformer=c["normformer"],
+                final_proj=c["final_proj"])
+
+
 def _autoencoder_keys(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """``Voxel2StableDiffusionModel(in_dim=V, h, n_blocks, use_cont, ups_mode="4x")``."""
     h, base = c["hidden_dim"], c["base_channels"]
@@ -133,12 +159,14 @@ def original_mindeye1_keys(kind: str = "prior_257", **config: Any) -> dict[str, 
     Parameters
     ----------
     kind : {"prior_257", "prior_1x768", "autoencoder"}
-        The file kind. For ``"prior_1x768"`` only the ``voxel2clip`` keys are listed (``n_tokens = 1``): the
-        nousr prior's keys are not enumerated (see :data:`KINDS`).
+        The file kind. ``"prior_1x768"``: ``voxel2clip`` with ``n_tokens = 1`` and dalle2's
+        ``DiffusionPriorNetwork`` prior with :data:`NOUSR_DEFAULTS`
+        (:func:`~neurodecode.models.published.dalle2_prior.network_prior_keys`).
     **config
-        Overrides of :data:`MINDEYE1_DEFAULTS`: ``voxels`` (the subject's voxel count), ``hidden_dim``,
-        ``n_blocks``, ``clip_dim``, ``n_tokens``, ``projector_dim``; the prior's ``prior_depth``,
-        ``prior_dim_head``, ``prior_heads``, ``timesteps``, ``rotary_dim``; the autoencoder's
+        Overrides of :data:`MINDEYE1_DEFAULTS` (and, for ``"prior_1x768"``, of :data:`NOUSR_DEFAULTS`):
+        ``voxels`` (the subject's voxel count), ``hidden_dim``, ``n_blocks``, ``clip_dim``, ``n_tokens``,
+        ``projector_dim``; the prior's ``prior_depth``, ``prior_dim_head``, ``prior_heads``, ``timesteps``,
+        ``rotary_dim`` (1×768 also ``max_text_len``, ``normformer``, ``final_proj``); the autoencoder's
         ``base_channels``, ``side`` (``lin1`` gives ``base_channels × side × side``),
         ``block_out_channels``, ``latent_channels``, ``attention_names`` (``"query"``: diffusers < 0.15, as
         published; ``"to_q"``), ``maps_projector``.
@@ -150,7 +178,7 @@ def original_mindeye1_keys(kind: str = "prior_257", **config: Any) -> dict[str, 
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: give one of {list(KINDS)}")
-    c = {**MINDEYE1_DEFAULTS, **config}
+    c = {**MINDEYE1_DEFAULTS, **(NOUSR_DEFAULTS if kind == "prior_1x768" else {}), **config}
     if kind == "autoencoder":
         return _autoencoder_keys(c)
     if kind == "prior_1x768":
@@ -158,6 +186,8 @@ def original_mindeye1_keys(kind: str = "prior_257", **config: Any) -> dict[str, 
     keys = _voxel2clip_keys(c)
     if kind == "prior_257":   # BrainDiffusionPrior(VersatileDiffusionPriorNetwork(..., "pos_emb")): prefix ""
         keys.update(prior_keys("", **_prior_config(c)))
+    else:   # BrainDiffusionPriorOld(DiffusionPriorNetwork(**nousr config)): prefix ""
+        keys.update(network_prior_keys("", **_network_config(c)))
     return keys
 
 
@@ -227,20 +257,24 @@ def _infer_autoencoder_config(state: Mapping[str, torch.Tensor], c: dict[str, An
 _TRUNK = ("voxels", "hidden_dim", "n_blocks")
 _FIELDS = {"prior_257": (*_TRUNK, "clip_dim", "n_tokens", "projector_dim", "prior_depth", "prior_dim_head",
                          "prior_heads", "timesteps", "rotary_dim"),
-           "prior_1x768": (*_TRUNK, "clip_dim", "n_tokens", "projector_dim"),
+           "prior_1x768": (*_TRUNK, "clip_dim", "n_tokens", "projector_dim", "prior_depth", "prior_dim_head",
+                           "prior_heads", "timesteps", "rotary_dim", "max_text_len", "normformer",
+                           "final_proj"),
            "autoencoder": (*_TRUNK, "base_channels", "side", "block_out_channels", "latent_channels",
                            "attention_names", "maps_projector")}
 
 
 def _infer_config(state: Mapping[str, torch.Tensor], kind: str) -> dict[str, Any]:
     """The configuration the file's shapes give (defaults where a key is missing: check_keys names it)."""
-    c = dict(MINDEYE1_DEFAULTS)
+    c = {**MINDEYE1_DEFAULTS, **(NOUSR_DEFAULTS if kind == "prior_1x768" else {})}
     if kind == "autoencoder":
         c = _infer_autoencoder_config(state, c)
     else:
         c = _infer_prior_config(state, c)
     if kind == "prior_1x768":
-        c["n_tokens"] = 1
+        net = infer_network_prior_config(state, "")
+        c.update(n_tokens=1, max_text_len=net["max_text_len"], normformer=net["normformer"],
+                 final_proj=net["final_proj"])
     return {k: c[k] for k in _FIELDS[kind]}
 
 
@@ -265,7 +299,7 @@ def _present(kind: str) -> set[str]:
     return {"lowlevel"} if kind == "autoencoder" else {"retrieval", "prior"}
 
 
-def _resolve_parts(parts: str | Sequence[str], kind: str, n_prior: int) -> set[str]:
+def _resolve_parts(parts: str | Sequence[str], kind: str) -> set[str]:
     present = _present(kind)
     requested = (present if parts == "all" else {parts}) if isinstance(parts, str) else set(parts)
     unknown = sorted(requested - set(PARTS))
@@ -278,13 +312,6 @@ def _resolve_parts(parts: str | Sequence[str], kind: str, n_prior: int) -> set[s
     if "prior" in requested and "retrieval" not in requested:
         raise ValueError(f"parts={parts!r}: the prior is conditioned on voxel2clip's lin1 tokens; ask for "
                          "('retrieval', 'prior') or 'all'")
-    if "prior" in requested and kind == "prior_1x768":
-        raise ValueError("this MindEye1 prior_1x768 checkpoint holds the nousr dalle2 DiffusionPriorNetwork "
-                         "prior (net.*, noise_scheduler.*; nousr's LAION config: depth 12, 1000 timesteps, "
-                         "normformer), which neurodecode does not reproduce (only the voxel2clip keys are "
-                         "checked against the original); nothing was loaded. Pass parts='retrieval' to load "
-                         "voxel2clip (lin0 → mlp → lin1 → projector) and keep the prior's "
-                         f"{n_prior} tensors, with the reason, in model.published['unused'].")
     return requested
 
 
@@ -300,8 +327,8 @@ def build_mindeye1(config: dict[str, Any], kind: str, subject: Any, prior: bool 
     subject : int | str
         The subject the file was trained on.
     prior : bool
-        Add the 257-token diffusion prior (``prior="dalle2"``) over the pooled head's ``n_tokens × clip_dim``
-        tokens (``prior_257`` files).
+        Add the diffusion prior over the pooled head's ``n_tokens × clip_dim`` tokens: ``prior="dalle2"``
+        (``prior_257`` files) or ``prior="dalle2_network"`` (``prior_1x768`` files, one 768-d token).
 
     Returns
     -------
@@ -309,7 +336,8 @@ def build_mindeye1(config: dict[str, Any], kind: str, subject: Any, prior: bool 
         Prior files: ``linear_norm`` adapter → ``postnorm_mlp`` backbone → pooled head ``Linear`` (no
         LayerNorm) → per-token :class:`~neurodecode.models.heads.Projector` (inner width ``projector_dim``),
         output ``(batch, n_tokens · clip_dim)``; with ``prior``, a
-        :class:`~neurodecode.models.priors.DiffusionPrior` (sampled with
+        :class:`~neurodecode.models.priors.DiffusionPrior` or
+        :class:`~neurodecode.models.priors.DiffusionPriorNetworkPrior` (sampled with
         :meth:`~neurodecode.models.BrainDecoder.sample_prior`). Autoencoder files: the same adapter and
         backbone without bias and with SiLU, an identity pooled head and a
         :class:`~neurodecode.models.heads.VAEDecoderHead` (``bias=False``, no dropout).
@@ -329,10 +357,14 @@ def build_mindeye1(config: dict[str, Any], kind: str, subject: Any, prior: bool 
                             adapter_kwargs={"bias": False, "act": "silu", "dropout": 0.5},
                             backbone_kwargs={"bias": False, "act": "silu"}, head_kwargs=heads, **common)
     heads = {"pooled": {"norm": False, "projector": c["projector_dim"], "projector_tokens": c["n_tokens"]}}
+    name, kwargs = None, None
+    if prior and kind == "prior_1x768":
+        name, kwargs = "dalle2_network", network_prior_kwargs(_network_config(c))
+    elif prior:
+        name, kwargs = "dalle2", prior_kwargs(_prior_config(c))
     return BrainDecoder({str(subject): int(c["voxels"])}, embed_dim=c["n_tokens"] * c["clip_dim"],
                         dropout=0.15, heads=tuple(heads), adapter_kwargs={"dropout": 0.5}, head_kwargs=heads,
-                        prior="dalle2" if prior else None,
-                        prior_kwargs=prior_kwargs(_prior_config(c)) if prior else None, **common)
+                        prior=name, prior_kwargs=kwargs, **common)
 
 
 def _map_trunk(m: StateMapper, p: str, subject: str, n_blocks: int, bias: bool) -> None:
@@ -394,8 +426,10 @@ def mindeye1_mapper(state: Mapping[str, torch.Tensor], config: dict[str, Any], k
         m.put(f"heads.pooled.proj.{w}", f"{p}lin1.{w}")
         for j in (0, 2, 3, 5, 6, 8):
             m.put(f"heads.pooled.projector.{j}.{w}", f"{p}projector.{j}.{w}")
-    if kind == "prior_1x768":
-        for key in [k for k in state if k.startswith(_NOUSR_PREFIXES)]:
+    if kind == "prior_1x768" and "prior" in parts:
+        map_network_prior(m, "", "prior.", _network_config(config))
+    elif kind == "prior_1x768":
+        for key in network_prior_keys("", **_network_config(config)):
             m.keep(key, _NOUSR_REASON)
     elif "prior" in parts:
         map_prior(m, "", "prior.", _prior_config(config))
@@ -403,13 +437,6 @@ def mindeye1_mapper(state: Mapping[str, torch.Tensor], config: dict[str, Any], k
         for key in prior_keys("", **_prior_config(config)):
             m.keep(key, _PRIOR_REASON)
     return m
-
-
-def _expected(state: Mapping[str, torch.Tensor], kind: str, c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    expected = original_mindeye1_keys(kind, **c)
-    if kind == "prior_1x768":   # the nousr prior's keys are not enumerated: accepted as the file has them
-        expected.update({k: tuple(v.shape) for k, v in state.items() if k.startswith(_NOUSR_PREFIXES)})
-    return expected
 
 
 def convert_mindeye1(state: Mapping[str, torch.Tensor], *, parts: str | Sequence[str] = "all",
@@ -422,11 +449,10 @@ def convert_mindeye1(state: Mapping[str, torch.Tensor], *, parts: str | Sequence
         The original state dict (``checkpoint["model_state_dict"]``); its kind is read from its keys
         (:func:`detect_kind`).
     parts : "all" | "retrieval" | "lowlevel" | sequence of str
-        What to load. ``"all"`` (default): every part the file holds — ``voxel2clip`` and the 257-token
-        prior (``model.prior``, sampled with ``model.sample_prior``); refused for the 1×768 files, whose
-        nousr prior neurodecode does not reproduce. ``"retrieval"``: ``voxel2clip`` alone (the prior's
-        tensors go to ``model.published["unused"]`` with the reason). Autoencoder files hold
-        ``"lowlevel"`` only.
+        What to load. ``"all"`` (default): every part the file holds — ``voxel2clip`` and the prior
+        (``model.prior``, sampled with ``model.sample_prior``: the 257-token ``dalle2`` prior, or the 1×768
+        files' ``dalle2_network`` prior). ``"retrieval"``: ``voxel2clip`` alone (the prior's tensors go to
+        ``model.published["unused"]`` with the reason). Autoencoder files hold ``"lowlevel"`` only.
     subject : int | str | None
         The file's subject; None: the NSD subject whose nsdgeneral voxel count the file has.
 
@@ -439,16 +465,15 @@ def convert_mindeye1(state: Mapping[str, torch.Tensor], *, parts: str | Sequence
     Raises
     ------
     ValueError
-        Not a MindEye1 file; unknown keys, missing keys or shapes that differ from the original's; a part
-        that is not reproduced (the 1×768 files' prior, with ``parts="all"``) or that the file does not
-        hold; prior schedule buffers that are not dalle2's cosine schedule for the file's ``timesteps``, or
-        rotary frequencies that differ between layers.
+        Not a MindEye1 file; unknown keys, missing keys or shapes that differ from the original's (a 1×768
+        prior built with dalle2 options neurodecode does not reproduce, e.g. a continuous time embedding); a
+        part that the file does not hold; prior schedule buffers that are not dalle2's cosine schedule for
+        the file's ``timesteps``, or rotary frequencies that differ between layers.
     """
     kind = detect_kind(state)
     c = _infer_config(state, kind)
-    check_keys(state, _expected(state, kind, c), family="mindeye1")
-    n_prior = sum(1 for k in state if k.startswith(_NOUSR_PREFIXES))
-    requested = _resolve_parts(parts, kind, n_prior)
+    check_keys(state, original_mindeye1_keys(kind, **c), family="mindeye1")
+    requested = _resolve_parts(parts, kind)
     s = _subject(c["voxels"], subject)
     model = build_mindeye1(c, kind, s, prior="prior" in requested)
     m = mindeye1_mapper(state, c, kind, s, requested)

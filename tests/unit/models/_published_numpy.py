@@ -198,3 +198,59 @@ def prior_sample(sd, prefix, cond, noise, *, timesteps, depth, heads, eta=1.0, n
         c2 = math.sqrt(1 - a_next - c1 ** 2)
         x = x0 * math.sqrt(a_next) + c1 * (noise[i] if t_next > 0 else 0.0) + c2 * eps
     return x
+
+
+# -- dalle2's own DiffusionPriorNetwork (MindEye1's 1×768 prior, nousr's LAION config) ----------------------
+def _causal_bias(table, n, causal=True):
+    """``RelPosBias(n, n + 1)`` (column 0: the null key) plus ``-inf`` where key token ``j − 1`` lies after
+    query ``i`` (``CausalTransformer``'s attention is causal; the null key is always visible)."""
+    heads = table.shape[1]
+    bias = np.zeros((heads, n, n + 1))
+    for i in range(n):
+        for j in range(n + 1):
+            bias[:, i, j] = table[rel_pos_bucket(max(i - j, 0), num_buckets=len(table))]
+            if causal and j - 1 > i:
+                bias[:, i, j] = -np.inf
+    return bias
+
+
+def network_prior(sd, prefix, x_noisy, t, cond, *, depth, heads, drop_cond=False, causal=True, eps=1e-5):
+    """``DiffusionPriorNetwork.forward`` (no text encodings, drop probabilities 0, or 1 with ``drop_cond``)
+    from the original keys ``<prefix>net.*``: ``x_noisy`` (``image_embed``) and ``cond`` (``text_embed``) are
+    ``(batch, dim)``; the causal transformer runs over ``[null_text_encodings (L), text_embed, time embedding
+    row t, image_embed, learned_query]`` and the last token's output, ``(batch, dim)``, is returned. A layer
+    with ``1.3.g`` has the NormFormer LayerNorm after its SwiGLU; ``project_out`` is used when present."""
+    n_, tr = prefix + "net.", prefix + "net.causal_transformer."
+    bsz, dim = x_noisy.shape
+    text, image = cond, x_noisy
+    if drop_cond:
+        text = np.broadcast_to(sd[n_ + "null_text_embeds"].reshape(dim), (bsz, dim))
+        image = np.broadcast_to(sd[n_ + "null_image_embed"].reshape(dim), (bsz, dim))
+    enc = sd[n_ + "null_text_encodings"].reshape(-1, dim)
+    time = sd[n_ + "to_time_embeds.0.weight"][np.broadcast_to(np.asarray(t).reshape(-1), (bsz,))]
+    query = np.broadcast_to(sd[n_ + "learned_query"], (bsz, 1, dim))
+    tokens = np.concatenate([np.broadcast_to(enc, (bsz, *enc.shape)), text[:, None], time[:, None],
+                             image[:, None], query], axis=1)
+    bias = _causal_bias(sd[tr + "rel_pos_bias.relative_attention_bias.weight"], tokens.shape[1], causal)
+    freqs = sd[tr + "layers.0.0.rotary_emb.freqs"] if depth else np.zeros(0)
+    for k in range(depth):
+        p = f"{tr}layers.{k}."
+        tokens = _prior_attention(tokens, sd, p + "0.", bias, freqs, heads, eps) + tokens
+        u = dalle2_layer_norm(tokens, sd[p + "1.0.g"], eps=eps) @ sd[p + "1.1.weight"].T
+        a, gate = np.split(u, 2, axis=-1)
+        h = a * _silu(gate)
+        if p + "1.3.g" in sd:
+            h = dalle2_layer_norm(h, sd[p + "1.3.g"], eps=eps)
+        tokens = h @ sd[p + "1.5.weight"].T + tokens
+    out = dalle2_layer_norm(tokens, sd[tr + "norm.g"], stable=True, eps=eps)
+    if tr + "project_out.weight" in sd:
+        out = out @ sd[tr + "project_out.weight"].T
+    return out[:, -1]
+
+
+def network_prior_sample(sd, prefix, cond, noise, *, timesteps, depth, heads, eta=1.0):
+    """``DiffusionPrior.p_sample_loop`` of the network above with fixed draws (``noise[0]`` = x_T, then one
+    per step), divided at the end by ``image_embed_scale = √dim`` (dalle2's default)."""
+    net = lambda x, t: network_prior(sd, prefix, x, t, cond, depth=depth, heads=heads)  # noqa: E731
+    x = prior_sample(sd, prefix, cond, noise, timesteps=timesteps, depth=depth, heads=heads, eta=eta, net=net)
+    return x / math.sqrt(cond.shape[-1])

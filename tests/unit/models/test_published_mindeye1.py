@@ -16,15 +16,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _published_numpy import cosine_schedule, ddim_times, prior_network, prior_sample
+from _published_numpy import (
+    cosine_schedule,
+    ddim_times,
+    network_prior,
+    network_prior_sample,
+    prior_network,
+    prior_sample,
+)
 from _published_numpy_mlp import mindeye1_autoencoder, mindeye1_voxel2clip
 
 from neurodecode.models import BrainDecoder, from_published, list_published
 from neurodecode.models.adapters import LinearNormAdapter
 from neurodecode.models.backbones import PostNormResidualMLP
 from neurodecode.models.heads import PooledHead, VAEDecoderHead
+from neurodecode.models.priors import DiffusionPriorNetworkPrior
+from neurodecode.models.published.dalle2_prior import network_prior_kwargs
 from neurodecode.models.published.mindeye1 import (
     MINDEYE1_DEFAULTS,
+    NOUSR_DEFAULTS,
     NSD_VOXELS,
     convert_mindeye1,
     detect_kind,
@@ -37,6 +47,9 @@ SMALL = dict(voxels=11, hidden_dim=8, n_blocks=4, clip_dim=6, n_tokens=3, projec
              prior_dim_head=4, prior_heads=3, rotary_dim=4, timesteps=10)
 # small autoencoder: the published decoder widths (64, 128, 256) from a 64 × 4 × 4 grid → (4, 16, 16)
 SMALL_AE = dict(voxels=11, hidden_dim=8, n_blocks=4, side=4)
+# small 1×768 file: the same voxel2clip with one token of 6; its dalle2 DiffusionPriorNetwork with 5 null text
+# encodings (a sequence of 9 tokens), NormFormer feed-forwards and project_out
+SMALL_1X768 = dict(SMALL, max_text_len=5)
 SUBJECT = "s1"
 
 
@@ -49,7 +62,7 @@ def _random_state(kind: str, seed: int = 0, **config) -> dict[str, torch.Tensor]
             state[k] = 1.0 + 0.2 * v
         elif v.ndim == 4:
             state[k] = v / np.sqrt(v[0].numel())
-    if kind == "prior_257":                    # dalle2's cosine schedule; one RotaryEmbedding for all layers
+    if kind != "autoencoder":                  # dalle2's cosine schedule; one RotaryEmbedding for all layers
         for name, values in cosine_schedule(config["timesteps"]).items():
             state[f"noise_scheduler.{name}"] = torch.tensor(values, dtype=torch.float32)
         freqs = [k for k in state if k.endswith("rotary_emb.freqs")]
@@ -159,32 +172,81 @@ def test_a_prior_with_a_wrong_schedule_is_refused():
     assert convert_mindeye1(state, parts="retrieval", subject=SUBJECT).prior is None  # kept aside, unchecked
 
 
-def test_the_1x768_file_loads_its_voxel2clip_and_refuses_the_nousr_prior():
-    state = _random_state("prior_1x768", 1, **SMALL)
-    assert state["voxel2clip.lin1.weight"].shape == (6, 8)
-    rng = np.random.default_rng(1)          # stand-ins for the nousr prior's tensors (keys not enumerated)
-    nousr = {"net.to_text_embeds.0.weight": (6, 6), "net.causal_transformer.layers.0.0.to_q.weight": (8, 6),
-             "noise_scheduler.betas": (1000,)}
-    state.update({k: torch.tensor(rng.standard_normal(s), dtype=torch.float32) for k, s in nousr.items()})
-    assert detect_kind(state) == "prior_1x768"
-    with pytest.raises(ValueError, match=r"nousr dalle2 DiffusionPriorNetwork prior.*depth 12, 1000 "
-                                         r"timesteps, normformer.*only the voxel2clip keys are checked.*"
-                                         r"parts='retrieval'"):
-        convert_mindeye1(state, subject=SUBJECT)
-    model = convert_mindeye1(state, parts="retrieval", subject=SUBJECT)
-    assert set(model.published["unused"]) == set(nousr)
-    assert all("not reproduced; its keys are not checked" in v["reason"]
-               for v in model.published["unused"].values())
+@pytest.fixture(scope="module")
+def one_token():
+    state = _random_state("prior_1x768", 1, **SMALL_1X768)
+    return state, convert_mindeye1(state, subject=SUBJECT)            # parts="all": voxel2clip and prior
+
+
+def test_the_1x768_file_loads_voxel2clip_and_the_nousr_prior(one_token):
+    state, model = one_token
+    assert detect_kind(state) == "prior_1x768" and state["voxel2clip.lin1.weight"].shape == (6, 8)
+    assert model.published["parts"] == ["prior", "retrieval"] and model.published["unused"] == {}
+    c = model.published["config"]
+    assert c["n_tokens"] == 1 and c["max_text_len"] == 5 and c["normformer"] and c["final_proj"]
+    assert type(model.prior) is DiffusionPriorNetworkPrior and model.prior.layers[0].ff.post_norm is not None
+    assert model.config["prior"] == "dalle2_network"
+    sd = _numpy(state)
     x = np.random.default_rng(11).standard_normal((3, SMALL["voxels"]))
-    _, clip_ref = mindeye1_voxel2clip(_numpy(state), x, SMALL["n_blocks"], SMALL["clip_dim"])
+    lin1, clip_ref = mindeye1_voxel2clip(sd, x, SMALL["n_blocks"], SMALL["clip_dim"])
+    x_noisy, t = np.random.default_rng(12).standard_normal((3, 6)), np.array([0, 4, 9])
+    ref = network_prior(sd, "", x_noisy, t, lin1, depth=SMALL["prior_depth"], heads=SMALL["prior_heads"])
     with torch.no_grad():
         out = model(torch.from_numpy(x).float(), SUBJECT).embedding.double().numpy()
-    diff = float(np.abs(out - clip_ref).max())
-    print(f"mindeye1 1x768 voxel2clip: max abs diff {diff:.2e}")
-    assert out.shape == (3, 6) and diff < 1e-5
-    bad = {**state, "something.else": torch.zeros(2)}        # outside voxel2clip / net / noise_scheduler
+        h = model.backbone(model.adapter(torch.from_numpy(x).float(), SUBJECT))
+        tokens = model.heads["pooled"].tokens(h)
+        pred = model.prior(torch.from_numpy(x_noisy[:, None]).float(), torch.from_numpy(t), tokens)
+    diffs = {"projector (retrieval)": float(np.abs(out - clip_ref).max()),
+             "conditioning (lin1, text_embed)": float(np.abs(tokens[:, 0].double().numpy() - lin1).max()),
+             "prior network": float(np.abs(pred[:, 0].double().numpy() - ref).max())}
+    print(f"mindeye1 1x768: max abs diff {diffs} (prior scale {np.abs(ref).max():.2f})")
+    assert out.shape == (3, 6) and tokens.shape == (3, 1, 6) and all(d < 1e-5 for d in diffs.values()), diffs
+
+
+@pytest.mark.parametrize("steps", [4, SMALL["timesteps"]])
+def test_1x768_sampling_from_voxels_matches_the_numpy_original(one_token, steps):
+    """voxels → lin1 (``text_embed``) → ``p_sample_loop`` (DDIM below the training steps, DDPM at them, as
+    MindEye1's ``img_variations`` path with ``timesteps=1000``) → ÷ √768 (here √6)."""
+    state, model = one_token
+    sd = _numpy(state)
+    x = np.random.default_rng(17).standard_normal((2, SMALL["voxels"]))
+    lin1, _ = mindeye1_voxel2clip(sd, x, SMALL["n_blocks"], SMALL["clip_dim"])
+    total = SMALL["timesteps"]
+    n_draws = (total if steps == total else len(ddim_times(total, steps))) + 1
+    noise = np.random.default_rng(18).standard_normal((n_draws, 2, 6))
+    ref = network_prior_sample(sd, "", lin1, noise, timesteps=steps, depth=SMALL["prior_depth"],
+                               heads=SMALL["prior_heads"])
+    with torch.no_grad():
+        out = model.sample_prior(torch.from_numpy(x).float(), SUBJECT, timesteps=steps,
+                                 noise=torch.from_numpy(noise[:, :, None]).float())
+    diff = float(np.abs(out[:, 0].double().numpy() - ref).max())
+    print(f"mindeye1 1x768 prior sampling ({steps} of {total} steps): max abs diff {diff:.2e} "
+          f"(scale {np.abs(ref).max():.2f})")
+    assert out.shape == (2, 1, 6) and diff < 1e-5
+
+
+def test_the_1x768_parts_and_refusals():
+    state = _random_state("prior_1x768", 2, **SMALL_1X768)
+    model = convert_mindeye1(state, parts="retrieval", subject=SUBJECT)
+    prior = {k for k in state if k.startswith(("net.", "noise_scheduler."))}
+    assert set(model.published["unused"]) == prior and len(prior) == 13 + 6 + 2 * 11 + 2
+    assert model.prior is None
+    assert {v["reason"] for v in model.published["unused"].values()} == {
+        "diffusion prior (dalle2 DiffusionPriorNetwork, nousr LAION config): not requested (parts=...)"}
     with pytest.raises(ValueError, match=r"1 unknown keys \(something\.else\)"):
-        convert_mindeye1(bad, parts="retrieval", subject=SUBJECT)
+        convert_mindeye1({**state, "something.else": torch.zeros(2)}, parts="retrieval", subject=SUBJECT)
+    continuous = {k: v for k, v in state.items() if k != "net.to_time_embeds.0.weight"}
+    continuous["net.to_time_embeds.0.1.net.0.0.weight"] = torch.zeros(12, 6)   # num_timesteps=None: not ours
+    with pytest.raises(ValueError, match=r"unknown keys \(net\.to_time_embeds\.0\.1\.net.*missing keys "
+                                         r"\(net\.to_time_embeds\.0\.weight\)"):
+        convert_mindeye1(continuous, subject=SUBJECT)
+    bad = {**state, "noise_scheduler.betas": state["noise_scheduler.betas"] * 1.5}
+    with pytest.raises(ValueError, match=r"not dalle2's 'cosine' schedule for timesteps=10"):
+        convert_mindeye1(bad, subject=SUBJECT)
+    plain = {k: v for k, v in state.items() if not k.endswith((".1.3.g", "project_out.weight"))}
+    model = convert_mindeye1(plain, subject=SUBJECT)          # normformer=False, final_proj=False files
+    assert not model.prior.normformer and not model.prior.final_proj
+    assert model.published["config"]["normformer"] is False
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +387,14 @@ def test_full_size_keys_match_the_research_note():
     for s, n in ((2, 941_657_088), (5, 936_582_144), (7, 935_119_872)):
         assert _n(original_mindeye1_keys("prior_257", voxels=NSD_VOXELS[s]), "voxel2clip.") == n
     one = original_mindeye1_keys("prior_1x768")
-    assert one == _voxel2clip_table(15724, 768) and _n(one) == 142_076_928
+    assert {k: s for k, s in one.items() if k.startswith("voxel2clip.")} == _voxel2clip_table(15724, 768)
+    assert _n(one, "voxel2clip.") == 142_076_928 and _n(one) - 142_076_928 == 101_907_208
+    assert len(one) - len(_voxel2clip_table(15724, 768)) == 13 + 6 + 12 * 11 + 2
+    assert one["net.causal_transformer.layers.11.1.3.g"] == (3072,)
+    assert one["noise_scheduler.betas"] == (1000,) and one["net.to_time_embeds.0.weight"] == (1000, 768)
+    assert one["net.null_text_encodings"] == (1, 256, 768) and one["net.learned_query"] == (768,)
+    for s, gb in ((1, 2.93), (7, 2.78)):                     # × 12 bytes (weights + two AdamW moments)
+        assert round(_n(original_mindeye1_keys("prior_1x768", voxels=NSD_VOXELS[s])) * 12 / 1e9, 2) == gb
     ae = original_mindeye1_keys("autoencoder")
     assert len(ae) == 114 and _n(ae) == 206_065_604
     assert len([k for k in ae if k.startswith("upsampler.")]) == 88
@@ -367,6 +436,30 @@ def test_full_size_mapping_places_every_tensor_on_the_meta_device():
                                                                 model.state_dict().items()}
     assert len(m.target) == 114 - 8 and len(m.side) == 8
     m.load_into(model)
+
+
+def test_full_size_1x768_mapping_places_every_tensor_on_the_meta_device():
+    """The published subject-1 1×768 file maps onto voxel2clip and a nousr-config ``dalle2_network`` prior
+    (meta tensors, except the schedule and rotary buffers the checks read)."""
+    from neurodecode.models.published import mindeye1
+
+    sched = cosine_schedule(1000)
+    freqs = torch.tensor(1.0 / 10000 ** (np.arange(0, 32, 2) / 32), dtype=torch.float32)
+    state = {}
+    for k, s in original_mindeye1_keys("prior_1x768").items():
+        if k.startswith("noise_scheduler."):
+            state[k] = torch.tensor(sched[k.split(".")[1]], dtype=torch.float32)
+        else:
+            state[k] = freqs.clone() if k.endswith("rotary_emb.freqs") else torch.empty(s, device="meta")
+    c = mindeye1._infer_config(state, detect_kind(state))
+    defaults = {**MINDEYE1_DEFAULTS, **NOUSR_DEFAULTS, "n_tokens": 1}
+    assert c == {k: defaults[k] for k in c} and c["prior_depth"] == 12 and c["timesteps"] == 1000
+    m = mindeye1_mapper(state, c, "prior_1x768", "1", {"retrieval", "prior"})
+    prior = DiffusionPriorNetworkPrior(**network_prior_kwargs(mindeye1._network_config(c)), device="meta")
+    want = {f"prior.{k}": tuple(v.shape) for k, v in prior.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in m.target.items() if k.startswith("prior.")}
+    assert got == want and len(got) == len(prior.state_dict()) and m.side == {}
+    assert sum(int(np.prod(s)) for s in got.values()) == 101_907_208 - 11 * 16   # one rotary copy
 
 
 # -- the parts added for MindEye1 / MindBridge, on their own -------------------------------------------------
