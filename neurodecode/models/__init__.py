@@ -40,7 +40,7 @@ from .losses import (
                      mse_loss,
                      soft_clip,
 )
-from .priors import DiffusionPrior
+from .priors import DiffusionPrior, DiffusionPriorNetworkPrior
 from .published import from_published, list_published
 from .registry import (
     DecoderSpec,
@@ -82,4 +82,5 @@ __all__ = ["BrainDecoder", "ChannelAttentionEncoder", "ClipLoss", "DecoderOutput
            "register_lowlevel_loss", "register_token_loss",
            "bimixco", "candidate_clip", "cosine_loss", "cycle_loss", "info_nce", "init_parameters_", "l1_loss", "mixco",
            "mse_loss", "soft_clip", "from_published", "list_published", "DiffusionPrior", "get_prior",
-           "list_priors", "register_prior", "LinearNormAdapter", "PostNormResidualMLP", "TextHead"]
+           "list_priors", "register_prior", "DiffusionPriorNetworkPrior", "LinearNormAdapter",
+           "PostNormResidualMLP", "TextHead"]

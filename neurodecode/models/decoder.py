@@ -61,7 +61,7 @@ OUTPUTS: Sequence[str] = _OutputNames()
 
 
 _NO_PRIOR = ("this model has no diffusion prior: build it with prior='dalle2' (prior_kwargs) or load a "
-             "published checkpoint that holds one (mindeye2 or mindeye1's prior_257 files, parts='all')")
+             "published checkpoint that holds one (mindeye2, or mindeye1's prior files, parts='all')")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -202,7 +202,8 @@ class BrainDecoder(HubMixin, nn.Module):
         (``{"tokens": {"mode": "linear"}}``). ``SpatialAttention`` needs
         ``adapter_kwargs={"positions": {subject: array (n_chans, 2)}}``.
     prior : {"dalle2"} | str | None
-        A registered diffusion prior (:class:`~neurodecode.models.priors.DiffusionPrior`) over the pooled
+        A registered diffusion prior (``"dalle2"``: :class:`~neurodecode.models.priors.DiffusionPrior`;
+        ``"dalle2_network"``: :class:`~neurodecode.models.priors.DiffusionPriorNetworkPrior`) over the pooled
         head's tokens (its linear output viewed as ``projector_tokens`` tokens, MindEye2's ``backbone``);
         :meth:`sample_prior` samples image tokens from it. None (default): no prior.
     prior_kwargs : dict | None

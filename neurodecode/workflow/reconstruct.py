@@ -161,17 +161,21 @@ def _conditioning(model: Any, test: Any, embeds: np.ndarray, rec: Any, *, use_pr
         cond = model.predict_prior(test, timesteps=prior_steps, seed=seed, device=device)
         logger.info("Stage 1: the decoder's diffusion prior sampled %s image tokens per item (%d steps)",
                     tuple(cond.shape[1:]), prior_steps)
-        if rec.embed_dim is not None and (rec.embed_kind != "tokens" or rec.embed_dim != cond.shape[-1]):
-            raise ValueError(f"The diffusion prior of {run_dir}'s decoder samples {tuple(cond.shape[1:])} image "
-                             f"tokens but {where} takes {rec.embed_kind} {rec.embed_dim}-d image embeddings. "
-                             "MindEye1's prior feeds Versatile Diffusion (--backend versatile); MindEye2's "
-                             "ViT-bigG/14 tokens feed its SDXL unCLIP, which is not a diffusers pipeline and is "
-                             "not supported: use --stage lowlevel for its blurry reconstructions, or --no-prior "
-                             "to condition on the decoded embedding.")
+        kind = "pooled" if cond.shape[1] == 1 else "tokens"  # one token: a pooled embedding (MindEye1 1×768)
+        cond = cond[:, 0] if kind == "pooled" else cond
+        if rec.embed_dim is not None and (rec.embed_kind != kind or rec.embed_dim != cond.shape[-1]):
+            raise ValueError(
+                f"The diffusion prior of {run_dir}'s decoder samples {kind} image embeddings "
+                f"{tuple(cond.shape[1:])} but {where} takes {rec.embed_kind} {rec.embed_dim}-d image "
+                "embeddings. MindEye1's 257-token prior feeds Versatile Diffusion (--backend versatile), its "
+                "1×768 prior one pooled ViT-L/14 embedding (a backend taking 768-d pooled embeddings); "
+                "MindEye2's ViT-bigG/14 tokens feed its SDXL unCLIP, which is not a diffusers pipeline and is "
+                "not supported: use --stage lowlevel for its blurry reconstructions, or --no-prior to "
+                "condition on the decoded embedding.")
         return cond
     if rec.embed_dim is not None and rec.embed_dim != embeds.shape[-1]:
-        raise ValueError(f"The decoder of {run_dir} outputs {embeds.shape[-1]}-d embeddings ({encoder} targets) "
-                         f"but {where} takes {rec.embed_dim}-d image embeddings. Fit the run on the "
+        raise ValueError(f"The decoder of {run_dir} outputs {embeds.shape[-1]}-d embeddings ({encoder} "
+                         f"targets) but {where} takes {rec.embed_dim}-d image embeddings. Fit the run on the "
                          "generator's CLIP space (e.g. targets.encoder=ViT-H-14 for Stable unCLIP 2.1) or map "
                          "the embeddings with an EmbeddingPrior.")
     return embeds

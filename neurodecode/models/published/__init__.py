@@ -74,7 +74,7 @@ def list_published() -> list[str]:
     Returns
     -------
     names : list of str
-        The family names (MindEye1 without the 1×768 files' nousr prior; MindEye2 with its diffusion prior).
+        The family names (MindEye1 and MindEye2 with their diffusion priors).
     """
     return list(_FAMILIES)
 
@@ -96,10 +96,10 @@ def from_published(family: str, path: str | Path, **options: Any) -> Any:
         ``mindbridge`` — ``voxels`` (subject → voxel count; default: the NSD nsdgeneral counts), ``token_dim``
         (768: ``head_text`` becomes a ``text`` head of 77 × 768); ``mindeye1`` (the file kind — ``prior_257``,
         ``prior_1x768``, ``autoencoder`` — is read from the keys) — ``parts`` (``"all"``, the default: every
-        part the file holds, ``voxel2clip`` and the 257-token prior — refused for the 1×768 files, whose nousr
-        prior is not reproduced; ``"retrieval"`` loads ``voxel2clip`` and keeps the prior aside; autoencoder
-        files load their ``"lowlevel"`` part as a ``vae_decoder`` head), ``subject`` (default: from the NSD
-        voxel count);
+        part the file holds, ``voxel2clip`` and its prior — the 257-token ``dalle2`` prior, or the 1×768
+        files' nousr ``dalle2_network`` prior; ``"retrieval"`` loads ``voxel2clip`` and keeps the prior
+        aside; autoencoder files load their ``"lowlevel"`` part as a ``vae_decoder`` head), ``subject``
+        (default: from the NSD voxel count);
         ``mindeye2`` — ``parts`` (``"all"``, the default: every part the file holds; ``"retrieval"`` loads
         ridge → backbone → ``clip_proj``, ``"blurry"`` adds the blurry branch as a ``vae_decoder`` head,
         ``"prior"`` the diffusion prior, sampled with ``model.sample_prior``; the rest goes to ``unused``),
@@ -116,9 +116,8 @@ def from_published(family: str, path: str | Path, **options: Any) -> Any:
     ------
     ValueError
         Unknown family; a pickled global that is not expected; any original key that cannot be placed, a
-        missing key, or a shape that differs from the original's (one message listing them); a part of the
-        checkpoint that is not reproduced yet (the MindEye1 1×768 files' nousr prior, unless ``parts`` omits
-        it); MindEye1/2 prior schedule buffers that are not dalle2's cosine schedule for the file's timesteps.
+        missing key, or a shape that differs from the original's (one message listing them); MindEye1/2
+        prior schedule buffers that are not dalle2's cosine schedule for the file's timesteps.
     """
     if family not in _FAMILIES:
         close = difflib.get_close_matches(str(family), list(_FAMILIES), n=1)
