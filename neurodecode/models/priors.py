@@ -237,6 +237,24 @@ class _Dalle2Sampling(nn.Module):
     (applied to the sample).
     """
 
+    @classmethod
+    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> _Dalle2Sampling:
+        """Built by :class:`~neurodecode.models.BrainDecoder` from its ``prior_kwargs``.
+
+        Parameters
+        ----------
+        spec : DecoderSpec
+            What the decoder tells its parts (``device``).
+        **kwargs
+            The constructor's arguments.
+
+        Returns
+        -------
+        prior : nn.Module
+            The registered prior class, built on ``spec.device``.
+        """
+        return cls(device=spec.device, **kwargs)
+
     dim: int
     num_tokens: int
     timesteps: int
@@ -542,24 +560,6 @@ class DiffusionPrior(_Dalle2Sampling):
     #: dalle2 Attention's cosine-similarity scale.
     cosine_sim_scale: float = 16.0
 
-    @classmethod
-    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> DiffusionPrior:
-        """Built by :class:`~neurodecode.models.BrainDecoder` from its ``prior_kwargs``.
-
-        Parameters
-        ----------
-        spec : DecoderSpec
-            What the decoder tells its parts (``device``).
-        **kwargs
-            The constructor's arguments.
-
-        Returns
-        -------
-        prior : DiffusionPrior
-            Built on ``spec.device``.
-        """
-        return cls(device=spec.device, **kwargs)
-
     def __init__(self, dim: int = 1664, depth: int = 6, heads: int = 32, dim_head: int = 52,
                  num_tokens: int = 256, timesteps: int = 100, ff_mult: float = 4, rotary_dim: int = 32,
                  rel_pos_buckets: int = 32, rel_pos_max_distance: int = 128,
@@ -763,24 +763,6 @@ class DiffusionPriorNetworkPrior(_Dalle2Sampling):
     #: Small arguments for the conformance tests.
     conformance_kwargs: dict[str, Any] = {"depth": 1, "heads": 2, "dim_head": 4, "timesteps": 4,
                                           "max_text_len": 3}
-
-    @classmethod
-    def from_decoder(cls, spec: DecoderSpec, **kwargs: Any) -> DiffusionPriorNetworkPrior:
-        """Built by :class:`~neurodecode.models.BrainDecoder` from its ``prior_kwargs``.
-
-        Parameters
-        ----------
-        spec : DecoderSpec
-            What the decoder tells its parts (``device``).
-        **kwargs
-            The constructor's arguments.
-
-        Returns
-        -------
-        prior : DiffusionPriorNetworkPrior
-            Built on ``spec.device``.
-        """
-        return cls(device=spec.device, **kwargs)
 
     def __init__(self, dim: int = 768, depth: int = 12, heads: int = 12, dim_head: int = 64,
                  num_tokens: int = 1, timesteps: int = 1000, ff_mult: float = 4, rotary_dim: int = 32,
