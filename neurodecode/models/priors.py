@@ -262,6 +262,21 @@ class _Dalle2Sampling(nn.Module):
     rel_pos_buckets: int
     rel_pos_max_distance: int
 
+    def _default_freqs(self) -> torch.Tensor:
+        """Rotary frequencies ``1 / 10000^(2j / rotary_dim)`` (rotary-embedding-torch's defaults)."""
+        r = self.rotary_dim
+        return 1.0 / (10000 ** (torch.arange(0, r, 2)[: r // 2].float() / r))
+
+    def _init_layers(self, generator: torch.Generator | None) -> None:
+        """dalle2's initialisation of the layers: Linear defaults, unit gains, normal null key / value."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                init_parameters_(m, generator)
+            elif isinstance(m, _GainNorm):
+                nn.init.ones_(m.weight)
+            elif isinstance(m, _Attention):
+                m.null_kv.normal_(generator=generator)
+
     def _clamp_x_start(self, x_start: torch.Tensor) -> torch.Tensor:
         return x_start
 
@@ -607,19 +622,9 @@ class DiffusionPrior(_Dalle2Sampling):
         if torch.device(device if device is not None else "cpu").type != "meta":
             init_parameters_(self, None)
 
-    def _default_freqs(self) -> torch.Tensor:
-        r = self.rotary_dim
-        return 1.0 / (10000 ** (torch.arange(0, r, 2)[: r // 2].float() / r))
-
     def _init_own_parameters(self, generator: torch.Generator | None) -> None:
         """dalle2's initialisation (normal draws, PyTorch Linear defaults, unit gains); buffers recomputed."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                init_parameters_(m, generator)
-            elif isinstance(m, _GainNorm):
-                nn.init.ones_(m.weight)
-            elif isinstance(m, _Attention):
-                m.null_kv.normal_(generator=generator)
+        self._init_layers(generator)
         self.learned_query.normal_(generator=generator)
         if self.learned_query_mode in ("pos_emb", "all_pos_emb"):
             self.learned_query.mul_(self.dim ** -0.5)
@@ -813,19 +818,9 @@ class DiffusionPriorNetworkPrior(_Dalle2Sampling):
         if torch.device(device if device is not None else "cpu").type != "meta":
             init_parameters_(self, None)
 
-    def _default_freqs(self) -> torch.Tensor:
-        r = self.rotary_dim
-        return 1.0 / (10000 ** (torch.arange(0, r, 2)[: r // 2].float() / r))
-
     def _init_own_parameters(self, generator: torch.Generator | None) -> None:
         """dalle2's initialisation (``randn`` parameters and embedding, Linear defaults, unit gains)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                init_parameters_(m, generator)
-            elif isinstance(m, _GainNorm):
-                nn.init.ones_(m.weight)
-            elif isinstance(m, _Attention):
-                m.null_kv.normal_(generator=generator)
+        self._init_layers(generator)
         for p in (self.learned_query, self.null_text_encodings, self.null_cond, self.null_input,
                   self.time_embed.weight, self.rel_pos_bias):
             p.normal_(generator=generator)
